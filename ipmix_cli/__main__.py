@@ -1,0 +1,3 @@
+from ipmix_cli.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""Shared helpers for `ipmix bench`: medians of repeated runs and one JSON object out."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+
+import click
+
+
+def one_core() -> None:
+    """Pin this process (and the numeric libraries) to one core for per-core figures."""
+    try:
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    except (AttributeError, OSError):
+        pass
+    try:
+        import numba
+
+        numba.set_num_threads(1)
+    except Exception:
+        pass
+
+
+def median_time(fn, repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall seconds of `fn()` over `repeats` runs after `warmup` untimed runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def machine() -> dict:
+    return {"cpu_count": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()}
+
+
+def report(figures: dict, as_json: bool) -> None:
+    """Print figures as one JSON object (--json) or as aligned `name: value` lines."""
+    figures = {**figures, "machine": machine()}
+    if as_json:
+        click.echo(json.dumps(figures, sort_keys=True))
+        return
+    width = max(len(k) for k in figures)
+    for k, v in figures.items():
+        if isinstance(v, float):
+            v = f"{v:,.3f}" if abs(v) < 100 else f"{v:,.1f}"
+        click.echo(f"{k:<{width}}  {v}")

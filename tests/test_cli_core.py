@@ -1,0 +1,86 @@
+import errno
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fractalgen.files import atomic_write_bytes, sha256_file
+from fractalgen.images import load_rgb
+from fractalgen.errors import BadImage
+from ipmix_cli import cli
+
+
+def test_help_lists_every_command(capsys):
+    assert cli.run(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("fractals", "shards", "train", "eval", "bench", "augment", "demo"):
+        assert name in out
+
+
+def test_unknown_option_is_a_usage_error(capsys):
+    assert cli.run(["--no-such-option"]) == 2
+    assert "no such option" in capsys.readouterr().err.lower()
+
+
+def test_os_errors_become_one_line(monkeypatch, capsys):
+    def boom():
+        raise OSError(errno.ENOSPC, "No space left on device", "/x/shard.tar")
+
+    monkeypatch.setattr(cli.cli, "main", lambda **kw: boom())
+    assert cli.run([]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["Error: no space left on device: /x/shard.tar"]
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "a.bin"
+    atomic_write_bytes(target, b"old")
+    real_fsync = os.fsync
+
+    def failing_fsync(fd):
+        raise OSError(errno.ENOSPC, "full")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, b"new contents")
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+    import hashlib
+
+    assert sha256_file(target) == hashlib.sha256(b"old").hexdigest()
+
+
+@pytest.mark.parametrize(
+    "mode,maker",
+    [
+        ("L", lambda: Image.new("L", (9, 7), 200)),
+        ("CMYK", lambda: Image.new("CMYK", (9, 7), (0, 255, 0, 0))),
+        ("I;16", lambda: Image.fromarray(np.full((7, 9), 65535, np.uint16))),
+        ("RGBA", lambda: Image.new("RGBA", (9, 7), (255, 0, 0, 0))),
+    ],
+)
+def test_load_rgb_converts_modes(tmp_path, mode, maker):
+    path = tmp_path / "x.png" if mode != "CMYK" else tmp_path / "x.jpg"
+    maker().save(path)
+    arr = load_rgb(path)
+    assert arr.shape == (7, 9, 3) and arr.dtype == np.uint8
+    if mode == "I;16":
+        assert arr.min() == 255
+    if mode == "RGBA":  # fully transparent red composites to black
+        assert arr.max() == 0
+
+
+def test_load_rgb_rejects_truncated_and_non_images(tmp_path):
+    good = tmp_path / "g.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(good)
+    trunc = tmp_path / "t.png"
+    trunc.write_bytes(good.read_bytes()[:200])
+    text = tmp_path / "n.png"
+    text.write_bytes(b"<html>not a picture</html>")
+    with pytest.raises(BadImage) as e1:
+        load_rgb(trunc)
+    with pytest.raises(BadImage) as e2:
+        load_rgb(text)
+    assert e1.value.reason == "truncated" and e2.value.reason == "not-an-image"
