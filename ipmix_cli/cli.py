@@ -41,6 +41,7 @@ class LazyGroup(click.Group):
         "shards": "ipmix_cli.commands.shards:shards",
         "train": "ipmix_cli.train:train_command",
         "eval": "ipmix_cli.commands.evaluate:eval_command",
+        "corrupt": "ipmix_cli.commands.evaluate:corrupt_command",
         "bench": "ipmix_cli.cli:bench",
         "demo": "ipmix_cli.demo:demo_command",
     },
