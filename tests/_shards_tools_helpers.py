@@ -1,0 +1,107 @@
+"""Tiny shard sets written straight with `tarfile`, exactly as contracts D lays them out,
+so the tools can be tested without the builder (and against an independent writer)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fractalgen.files import atomic_write_json, sha256_file
+from ipmix_cli.shards.indexes import write_wids_index
+
+VIEW_FIELDS = {1: [""], 3: ["clean.", "aug1.", "aug2."]}
+
+
+def encode(arr: np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "npy":
+        np.save(buf, arr)
+    else:
+        Image.fromarray(arr).save(buf, format={"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}[fmt])
+    return buf.getvalue()
+
+
+def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_tar(path: Path, members) -> None:
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            add_member(tar, name, data)
+
+
+def sample_members(key, images, label, index, pad, fields):
+    out = [(f"{key}.{field}", encode(img, field.rsplit(".", 1)[-1])) for field, img in zip(fields, images)]
+    out.append((f"{key}.cls", str(label).encode()))
+    out.append((f"{key}.json", json.dumps({"index": index, "pad": pad}).encode()))
+    return out
+
+
+def make_shards(out, *, epochs=1, shards=2, per_shard=3, views=1, fmt="png", size=8,
+                classes=("cat", "dog", "eel"), pads=1, seed=0) -> dict:
+    """Write OUT with `epochs` x `shards` shards of `per_shard` samples; the last `pads`
+    samples of each epoch are padding draws. Returns the manifest."""
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    fields = [prefix + fmt for prefix in VIEW_FIELDS[views]]
+    total = shards * per_shard
+    source_size = total - pads
+    manifest = {
+        "schema": "ipmix-shards", "schema_version": 1, "complete": True,
+        "config": {"preset": "cifar", "recipe": "ipmix", "views": views, "epochs": epochs,
+                   "augment": {"preset": "cifar", "recipe": "ipmix", "views": views, "image_size": size}},
+        "config_hash": "ab" * 32, "seed": seed, "image_size": size, "views": views,
+        "format": fmt, "quality": 95 if fmt in ("jpg", "webp") else None, "fields": fields,
+        "classes": list(classes), "num_classes": len(classes),
+        "samples_per_epoch": total, "shards_per_epoch": shards, "samples_per_shard": per_shard,
+        "epochs": [], "source": {"kind": "fixture", "size": source_size},
+        "mixing_set": {"path": "fractals", "fingerprint": "cd" * 32}, "versions": {"ipmix": "test"},
+    }
+    for epoch in range(epochs):
+        edir = out / f"epoch-{epoch:04d}"
+        edir.mkdir(parents=True, exist_ok=True)
+        order = rng.permutation(total) % source_size
+        entry = {"epoch": epoch, "index": f"epoch-{epoch:04d}/wids-index.json", "shards": []}
+        for s in range(shards):
+            members = []
+            for j in range(per_shard):
+                pos = s * per_shard + j
+                index = int(order[pos])
+                images = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in fields]
+                members += sample_members(f"e{epoch:04d}s{pos:07d}", images, index % len(classes),
+                                          index, pos >= source_size, fields)
+            path = edir / f"shard-{s:05d}.tar"
+            write_tar(path, members)
+            entry["shards"].append({"path": f"epoch-{epoch:04d}/shard-{s:05d}.tar", "count": per_shard,
+                                    "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+        write_wids_index(out, entry, "fixture")
+        manifest["epochs"].append(entry)
+    atomic_write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def read_tar_members(path):
+    with tarfile.open(path) as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+
+
+def rewrite_shard(out, manifest, rel, members, *, fix_manifest=True):
+    """Replace one shard's members; optionally refresh its bytes/sha256 in the manifest."""
+    path = Path(out) / rel
+    write_tar(path, members)
+    if fix_manifest:
+        for epoch in manifest["epochs"]:
+            for shard in epoch["shards"]:
+                if shard["path"] == rel:
+                    shard["bytes"], shard["sha256"] = path.stat().st_size, sha256_file(path)
+        atomic_write_json(Path(out) / "manifest.json", manifest)
