@@ -96,7 +96,8 @@ def read_tar_members(path):
 
 
 def rewrite_shard(out, manifest, rel, members, *, fix_manifest=True):
-    """Replace one shard's members; optionally refresh its bytes/sha256 in the manifest."""
+    """Replace one shard's members; optionally refresh its bytes/sha256 in the manifest
+    and its wids index (so that only the damage under test remains)."""
     path = Path(out) / rel
     write_tar(path, members)
     if fix_manifest:
@@ -104,4 +105,5 @@ def rewrite_shard(out, manifest, rel, members, *, fix_manifest=True):
             for shard in epoch["shards"]:
                 if shard["path"] == rel:
                     shard["bytes"], shard["sha256"] = path.stat().st_size, sha256_file(path)
+                    write_wids_index(out, epoch, "fixture")
         atomic_write_json(Path(out) / "manifest.json", manifest)

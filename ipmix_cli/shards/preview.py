@@ -1,0 +1,75 @@
+"""A contact sheet of the first samples of one epoch, labelled with their class names."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fractalgen.files import atomic_write_bytes
+from fractalgen.images import contact_sheet
+from ipmix_cli.errors import IpmixError
+from ipmix_cli.shards.tario import decode_image, iter_samples
+from ipmix_cli.shards.verify import manifest_problems, read_manifest
+
+# Tiles smaller than this are enlarged (nearest neighbour, integer factor) so labels fit.
+MIN_TILE = 64
+
+
+def _first_samples(root, m, entry, n):
+    fields = list(m["fields"]) + ["cls", "json"]
+    for shard in entry["shards"]:
+        path = root / shard["path"]
+        if not path.is_file():
+            raise IpmixError(f"{shard['path']} is missing (run ipmix shards verify)")
+        with open(path, "rb") as f:
+            for key, sample in iter_samples(f, fields=fields):
+                yield key, sample
+                n -= 1
+                if n == 0:
+                    return
+
+
+def preview(out, dest_png, epoch: int = 0, n: int = 32) -> dict:
+    """Write a PNG contact sheet of the first `n` samples of `epoch` to `dest_png`.
+
+    One tile per sample labelled with its class name (a trailing `*` marks a padding draw);
+    with three views each sample is three tiles side by side: clean | aug1 | aug2.
+    """
+    if n < 1:
+        raise IpmixError(f"--n must be at least 1, got {n}")
+    root, m = read_manifest(out)
+    problems = manifest_problems(m)
+    if problems:
+        raise IpmixError(f"{root}/manifest.json: {problems[0]}")
+    entries = [e for e in m["epochs"] if e["epoch"] == epoch]
+    if not entries:
+        raise IpmixError(f"epoch {epoch} is not in {root} (it has epochs 0..{len(m['epochs']) - 1})")
+    scale = max(1, MIN_TILE // m["image_size"])
+    tiles, labels, count = [], [], 0
+    for key, sample in _first_samples(root, m, entries[0], n):
+        label = int(sample["cls"])
+        name = m["classes"][label] if 0 <= label < len(m["classes"]) else f"?{label}"
+        if json.loads(sample["json"]).get("pad"):
+            name += "*"
+        for i, field in enumerate(m["fields"]):
+            arr = decode_image(field, sample[field])
+            if scale > 1:
+                arr = np.repeat(np.repeat(arr, scale, axis=0), scale, axis=1)
+            tiles.append(arr)
+            labels.append(name if i == 0 else field.split(".", 1)[0])
+        count += 1
+    if not tiles:
+        raise IpmixError(f"epoch {epoch} of {root} holds no samples")
+    per_row = 8 if m["views"] == 1 else 4
+    sheet = contact_sheet(tiles, cols=per_row * m["views"], labels=labels)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    dest = Path(dest_png)
+    if dest.parent and not dest.parent.is_dir():
+        raise IpmixError(f"cannot write {dest}: folder {dest.parent} does not exist")
+    atomic_write_bytes(dest, buf.getvalue())
+    return {"path": str(dest), "epoch": epoch, "samples": count, "tiles": len(tiles),
+            "width": sheet.size[0], "height": sheet.size[1]}
