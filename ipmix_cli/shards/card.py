@@ -114,7 +114,8 @@ def render_card(m: dict) -> str:
         "```python",
         "import webdataset as wds",
         "",
-        f'urls = "{pattern}"',
+        (f'urls = "{pattern}"' if " " not in pattern
+         else "urls = [" + ", ".join(f'"{p}"' for p in pattern.split()) + "]"),
         "dataset = (",
         "    wds.WebDataset(urls, shardshuffle=False)",
         '    .decode("rgb8")  # images as uint8 HxWx3 numpy arrays',
