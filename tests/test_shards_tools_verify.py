@@ -231,3 +231,13 @@ def test_verify_accepts_the_manifest_path_and_reports_strays(shards):
     (out / "epoch-0000" / "shard-00009.tar").write_bytes(b"")
     report = verify(out / "manifest.json", progress=False)
     assert report["ok"] and report["warnings"] == [os.path.join("epoch-0000", "shard-00009.tar") + " is not listed in the manifest"]
+
+
+def test_problems_per_shard_are_capped(tmp_path):
+    m = make_shards(tmp_path, shards=1, per_shard=8, pads=0)
+    rel = "epoch-0000/shard-00000.tar"
+    members = [(n, b"9" if n.endswith(".cls") else d) for n, d in read_tar_members(tmp_path / rel)]
+    rewrite_shard(tmp_path, m, rel, members)
+    message, problems = problems_of(tmp_path)
+    assert len(problems) == 6 and problems[-1] == {"shard": rel, "problem": "... and 3 more problems"}
+    assert message.endswith("(and 5 more problems)")

@@ -141,6 +141,8 @@ def iter_entries(fileobj: BinaryIO) -> Iterator[TarEntry]:
             if "path" in records:
                 pending_name = records["path"]
             if "size" in records:
+                if not records["size"].isdigit():
+                    raise TarFormatError(f"bad size {records['size'][:16]!r} in PAX header at byte {pos - padded - BLOCK}")
                 pending_size = int(records["size"])
         elif kind == b"L":
             pending_name = payload.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
