@@ -1,0 +1,335 @@
+"""Common image corruptions at five severities, in NumPy and PIL, to build a CIFAR-10-C-style
+test folder from any test set: `<corruption>.npy` (uint8 [5·N, S, S, 3], severity 1 first) and
+`labels.npy` (int64 [5·N]).
+
+Each op takes a float32 image [H, W, 3] in [0, 1], a severity 1–5 and a NumPy generator, and
+returns a float image (clipped afterwards). Severity parameters follow Hendrycks & Dietterich's
+CIFAR-10-C choices for 32 px; spatial sizes scale with the image side / 32. Every image draws from
+its own generator seeded by (seed, corruption, severity, index), so the output does not depend on
+which corruptions are chosen or in what order they run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fractalgen.files import atomic_write_json, ensure_writable_dir
+from ipmix_cli.errors import IpmixError
+
+
+# ------------------------------------------------------------------ filtering helpers
+def _gaussian_kernel1d(sigma: float) -> np.ndarray:
+    radius = max(1, int(math.ceil(3 * sigma)))
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / max(sigma, 1e-6)) ** 2)
+    return k / k.sum()
+
+
+def gaussian_filter(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of [H, W] or [H, W, C] with reflected borders."""
+    k = _gaussian_kernel1d(sigma)
+    r = len(k) // 2
+    out = img.astype(np.float64)
+    for axis in (0, 1):
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (r, r)
+        padded = np.pad(out, pad, mode="symmetric" if r <= out.shape[axis] else "edge")
+        n = out.shape[axis]
+        out = sum(k[i] * np.take(padded, np.arange(i, i + n), axis=axis) for i in range(len(k)))
+    return out
+
+
+def convolve2d(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Convolve every channel of [H, W, C] with a 2-D kernel (FFT, reflected borders)."""
+    kh, kw = kernel.shape
+    ph, pw = kh // 2, kw // 2
+    padded = np.pad(img.astype(np.float64), ((ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0)), mode="edge")
+    shape = padded.shape[:2]
+    spec = np.fft.rfft2(padded, s=shape, axes=(0, 1)) * np.fft.rfft2(kernel[::-1, ::-1], s=shape)[..., None]
+    full = np.fft.irfft2(spec, s=shape, axes=(0, 1))
+    return full[kh - 1:kh - 1 + img.shape[0], kw - 1:kw - 1 + img.shape[1]]
+
+
+def _scale(img: np.ndarray) -> float:
+    return img.shape[0] / 32.0
+
+
+def _resize_float(chan: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a 2-D float array (size = (w, h))."""
+    return np.asarray(Image.fromarray(chan.astype(np.float32), "F").resize(size, Image.BILINEAR))
+
+
+def _to_pil(x: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.rint(np.clip(x, 0, 1) * 255).astype(np.uint8))
+
+
+def _from_pil(pil: Image.Image) -> np.ndarray:
+    return np.asarray(pil, dtype=np.float32) / 255.0
+
+
+# ------------------------------------------------------------------ noise
+def gaussian_noise(x, severity, rng):
+    c = (0.04, 0.06, 0.08, 0.09, 0.10)[severity - 1]
+    return x + rng.normal(0.0, c, x.shape)
+
+
+def shot_noise(x, severity, rng):
+    c = (500, 250, 100, 75, 50)[severity - 1]
+    return rng.poisson(np.clip(x, 0, 1) * c) / c
+
+
+def impulse_noise(x, severity, rng):
+    amount = (0.01, 0.02, 0.03, 0.05, 0.07)[severity - 1]
+    hit = rng.random(x.shape) < amount
+    salt = rng.random(x.shape) < 0.5
+    return np.where(hit, salt.astype(np.float32), x)
+
+
+def speckle_noise(x, severity, rng):
+    c = (0.06, 0.10, 0.12, 0.16, 0.20)[severity - 1]
+    return x + x * rng.normal(0.0, c, x.shape)
+
+
+# ------------------------------------------------------------------ blur
+def gaussian_blur(x, severity, rng):
+    sigma = (0.4, 0.6, 0.7, 0.8, 1.0)[severity - 1] * _scale(x)
+    return gaussian_filter(x, sigma)
+
+
+def defocus_blur(x, severity, rng):
+    radius, alias = ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1.0, 0.2), (1.5, 0.1))[severity - 1]
+    radius *= _scale(x)
+    r = max(1, int(math.ceil(radius)))
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    disk = ((xx ** 2 + yy ** 2) <= radius ** 2).astype(np.float64)
+    disk /= disk.sum()
+    return gaussian_filter(convolve2d(x, disk), alias * _scale(x))
+
+
+def motion_blur(x, severity, rng):
+    """Blur along a line of random direction, Gaussian-weighted toward its start."""
+    length = (2.0, 3.0, 4.0, 5.0, 6.0)[severity - 1] * _scale(x)
+    angle = rng.uniform(-math.pi / 4, math.pi / 4) + (math.pi if rng.random() < 0.5 else 0.0)
+    r = int(math.ceil(length))
+    kernel = np.zeros((2 * r + 1, 2 * r + 1))
+    for d in np.linspace(0.0, length, 4 * r + 1):
+        w = math.exp(-0.5 * (d / (length / 2)) ** 2)
+        px, py = r + d * math.cos(angle), r + d * math.sin(angle)
+        x0, y0 = int(math.floor(px)), int(math.floor(py))
+        fx, fy = px - x0, py - y0
+        for dy, wy in ((0, 1 - fy), (1, fy)):
+            for dx, wx in ((0, 1 - fx), (1, fx)):
+                if 0 <= y0 + dy <= 2 * r and 0 <= x0 + dx <= 2 * r:
+                    kernel[y0 + dy, x0 + dx] += w * wy * wx
+    kernel /= kernel.sum()
+    return convolve2d(x, kernel)
+
+
+def zoom_blur(x, severity, rng):
+    top = (1.06, 1.11, 1.16, 1.21, 1.26)[severity - 1]
+    h, w = x.shape[:2]
+    pil = _to_pil(x)
+    acc = x.astype(np.float64).copy()
+    zooms = np.arange(1.01, top, 0.01)
+    for z in zooms:
+        zw, zh = int(math.ceil(w * z)), int(math.ceil(h * z))
+        big = pil.resize((zw, zh), Image.BILINEAR)
+        left, upper = (zw - w) // 2, (zh - h) // 2
+        acc += _from_pil(big.crop((left, upper, left + w, upper + h)))
+    return acc / (len(zooms) + 1)
+
+
+# ------------------------------------------------------------------ colour and weather
+def contrast(x, severity, rng):
+    c = (0.75, 0.5, 0.4, 0.3, 0.15)[severity - 1]
+    mean = x.mean(axis=(0, 1), keepdims=True)
+    return (x - mean) * c + mean
+
+
+def _value_and_chroma(x):
+    v = x.max(axis=2, keepdims=True)
+    return v, v - x.min(axis=2, keepdims=True)
+
+
+def brightness(x, severity, rng):
+    """Raise the HSV value by c, keeping hue and saturation."""
+    c = (0.05, 0.1, 0.15, 0.2, 0.3)[severity - 1]
+    v, _ = _value_and_chroma(x)
+    new_v = np.clip(v + c, 0, 1)
+    return np.where(v > 0, x * new_v / np.maximum(v, 1e-8), new_v)
+
+
+def saturate(x, severity, rng):
+    """Scale and shift the HSV saturation, keeping hue and value."""
+    mul, add = ((0.3, 0.0), (0.1, 0.0), (1.5, 0.0), (2.0, 0.1), (2.5, 0.2))[severity - 1]
+    v, chroma = _value_and_chroma(x)
+    s = np.where(v > 0, chroma / np.maximum(v, 1e-8), 0.0)
+    new_s = np.clip(s * mul + add, 0, 1)
+    factor = np.where(s > 0, new_s / np.maximum(s, 1e-8), 1.0)
+    return v - (v - x) * factor
+
+
+def fog(x, severity, rng):
+    """Add smooth low-frequency noise (octaves of upsampled random grids), then renormalise."""
+    strength, decay = ((0.2, 3.0), (0.5, 3.0), (0.75, 2.5), (1.0, 2.0), (1.5, 1.75))[severity - 1]
+    h, w = x.shape[:2]
+    field = np.zeros((h, w))
+    cells, amp = 2, 1.0
+    while cells <= max(h, w):
+        grid = rng.random((cells + 1, cells + 1)).astype(np.float32)
+        field += amp * _resize_float(grid, (w, h))
+        cells, amp = cells * 2, amp / decay
+    field = (field - field.min()) / max(field.max() - field.min(), 1e-8)
+    top = x.max()
+    return (x + strength * field[..., None]) * top / (top + strength)
+
+
+# ------------------------------------------------------------------ digital
+def pixelate(x, severity, rng):
+    c = (0.95, 0.9, 0.85, 0.75, 0.65)[severity - 1]
+    h, w = x.shape[:2]
+    small = _to_pil(x).resize((max(1, int(w * c)), max(1, int(h * c))), Image.BOX)
+    return _from_pil(small.resize((w, h), Image.BOX))
+
+
+def jpeg_compression(x, severity, rng):
+    quality = (80, 65, 58, 50, 40)[severity - 1]
+    buf = io.BytesIO()
+    _to_pil(x).save(buf, format="JPEG", quality=quality)
+    return _from_pil(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def elastic_transform(x, severity, rng):
+    """Warp by a smooth random displacement field (bilinear sampling, clamped borders)."""
+    amp, sigma = ((0.6, 2.5), (0.9, 2.5), (1.2, 2.0), (1.5, 2.0), (1.8, 1.5))[severity - 1]
+    s = _scale(x)
+    h, w = x.shape[:2]
+    fields = []
+    for _ in range(2):
+        f = gaussian_filter(rng.uniform(-1, 1, (h, w)), sigma * s)
+        fields.append(f / max(np.abs(f).max(), 1e-8) * amp * s)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    sy, sx = np.clip(yy + fields[0], 0, h - 1), np.clip(xx + fields[1], 0, w - 1)
+    y0, x0 = np.minimum(np.floor(sy).astype(int), h - 2), np.minimum(np.floor(sx).astype(int), w - 2)
+    fy, fx = (sy - y0)[..., None], (sx - x0)[..., None]
+    return ((1 - fy) * (1 - fx) * x[y0, x0] + (1 - fy) * fx * x[y0, x0 + 1]
+            + fy * (1 - fx) * x[y0 + 1, x0] + fy * fx * x[y0 + 1, x0 + 1])
+
+
+# Name → op. The position in this table is part of each image's seed: append, never reorder.
+CORRUPTIONS = {
+    "gaussian_noise": gaussian_noise,
+    "shot_noise": shot_noise,
+    "impulse_noise": impulse_noise,
+    "speckle_noise": speckle_noise,
+    "gaussian_blur": gaussian_blur,
+    "defocus_blur": defocus_blur,
+    "motion_blur": motion_blur,
+    "zoom_blur": zoom_blur,
+    "contrast": contrast,
+    "brightness": brightness,
+    "saturate": saturate,
+    "fog": fog,
+    "pixelate": pixelate,
+    "jpeg_compression": jpeg_compression,
+    "elastic_transform": elastic_transform,
+}
+SEVERITIES = (1, 2, 3, 4, 5)
+
+
+def corrupt_image(image: np.ndarray, name: str, severity: int, seed: int, index: int) -> np.ndarray:
+    """One uint8 image [H, W, 3] corrupted by `name` at `severity` (1–5), deterministically."""
+    if name not in CORRUPTIONS:
+        raise IpmixError(f"unknown corruption {name!r}; choose from: {', '.join(CORRUPTIONS)}")
+    if severity not in SEVERITIES:
+        raise IpmixError(f"severity must be 1..5, got {severity}")
+    op_id = list(CORRUPTIONS).index(name)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), op_id, int(severity), int(index)]))
+    x = image.astype(np.float32) / 255.0
+    y = CORRUPTIONS[name](x, severity, rng)
+    return np.rint(np.clip(y, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def parse_corruptions(text: str | None) -> list[str]:
+    if not text:
+        return list(CORRUPTIONS)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in CORRUPTIONS]
+    if unknown or not names:
+        raise IpmixError(f"unknown corruption(s) {', '.join(unknown) or text!r}; choose from: {', '.join(CORRUPTIONS)}")
+    return list(dict.fromkeys(names))
+
+
+def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def make_corrupted_set(source, out, *, seed: int = 0, corruptions=None, image_size: int | None = None,
+                       limit: int | None = None, overwrite: bool = False, progress=None) -> dict:
+    """Write a CIFAR-10-C-style folder for `source` (a spec string or an opened source) into `out`.
+
+    Returns the manifest (also written to `out/manifest.json`, last, so a folder with a manifest
+    is complete).
+    """
+    from ipmix_cli.testset import read_test_images
+
+    names = parse_corruptions(corruptions) if (corruptions is None or isinstance(corruptions, str)) \
+        else parse_corruptions(",".join(corruptions))
+    if isinstance(source, str):
+        from ipmix_cli.shards.sources import open_source
+        spec, source = source, open_source(source)
+    else:
+        spec = getattr(source, "spec", type(source).__name__)
+    out = Path(out)
+    if out.exists() and any(p.suffix == ".npy" or p.name == "manifest.json" for p in out.iterdir()) and not overwrite:
+        raise IpmixError(f"{out} already holds a corrupted test set; choose another --out or pass --overwrite")
+    ensure_writable_dir(out)
+    images, labels, size = read_test_images(source, image_size, limit)
+    n = len(images)
+    with_progress = progress if progress is not None else (lambda total, desc: _NoProgress())
+    with with_progress(len(names) * len(SEVERITIES), "corrupt") as bar:
+        for name in names:
+            stack = np.empty((len(SEVERITIES) * n, size, size, 3), np.uint8)
+            for s in SEVERITIES:
+                for i in range(n):
+                    stack[(s - 1) * n + i] = corrupt_image(images[i], name, s, seed, i)
+                bar.update(1)
+            _save_npy_atomic(out / f"{name}.npy", stack)
+    _save_npy_atomic(out / "labels.npy", np.tile(labels, len(SEVERITIES)))
+    describe = source.describe() if hasattr(source, "describe") else {}
+    manifest = {
+        "schema": "ipmix-corrupted", "schema_version": 1, "source": spec,
+        "source_description": json.loads(json.dumps(describe, default=str)),
+        "seed": int(seed), "samples": n, "image_size": size, "severities": list(SEVERITIES),
+        "corruptions": names, "layout": "<corruption>.npy uint8 [5*samples, S, S, 3], severity 1 first; labels.npy int64 [5*samples]",
+    }
+    atomic_write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+class _NoProgress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n=1):
+        pass

@@ -1,0 +1,222 @@
+"""Evaluate a trained checkpoint: clean error, corruption error (CIFAR-10-C-style folder), RMS
+calibration error and, optionally, PGD-20 adversarial error (spec §7)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fractalgen.files import atomic_write_json
+from ipmix_cli.errors import IpmixError
+from ipmix_cli.metrics import corruption_summary, rms_calibration_error
+from ipmix_cli.models import build_model, normalise
+
+PGD_EPSILON = 2 / 255
+PGD_STEP = 0.5 / 255
+PGD_STEPS = 20
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise IpmixError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise IpmixError(f"device {device} asked for, but CUDA is not available")
+    return dev
+
+
+def load_trained_model(checkpoint, device="cpu"):
+    """(model in eval mode on `device`, config dict) from a run directory or checkpoint file."""
+    from ipmix_cli.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    cfg = state["config"]
+    model = build_model(cfg["model"], cfg["num_classes"], cfg["image_size"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg
+
+
+def _batches(n: int, batch_size: int):
+    for lo in range(0, n, batch_size):
+        yield lo, min(n, lo + batch_size)
+
+
+def _to_tensor(images: np.ndarray, device) -> torch.Tensor:
+    """uint8 [B, S, S, 3] (NumPy, possibly memory-mapped) → uint8 [B, 3, S, S] on device."""
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def predict_probs(model, images: np.ndarray, mean, std, device, batch_size: int = 256) -> np.ndarray:
+    """Softmax outputs (float64 [N, K]) for uint8 images [N, S, S, 3]."""
+    model.eval()
+    out = []
+    for lo, hi in _batches(len(images), batch_size):
+        x = normalise(_to_tensor(images[lo:hi], device), mean, std)
+        out.append(F.softmax(model(x).float(), dim=1).double().cpu().numpy())
+    return np.concatenate(out)
+
+
+def score(probs: np.ndarray, labels: np.ndarray) -> dict:
+    """Error, RMS calibration error and mean negative log-likelihood of softmax outputs."""
+    labels = np.asarray(labels, dtype=np.int64)
+    pred = probs.argmax(1)
+    correct = pred == labels
+    nll = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean()
+    return {"error": float(1.0 - correct.mean()), "rms_calibration_error": rms_calibration_error(probs.max(1), correct),
+            "nll": float(nll), "samples": int(len(labels))}
+
+
+def pgd_attack(model, x01: torch.Tensor, labels: torch.Tensor, mean, std, *, epsilon: float = PGD_EPSILON,
+               step: float = PGD_STEP, steps: int = PGD_STEPS, generator=None) -> torch.Tensor:
+    """L∞ PGD with a uniform random start, in [0, 1] pixel space (the model sees normalised input)."""
+    noise = torch.rand(x01.shape, generator=generator, device=x01.device, dtype=x01.dtype)
+    x_adv = (x01 + (noise * 2 - 1) * epsilon).clamp(0, 1)
+    m = torch.tensor(mean, device=x01.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x01.device).view(1, 3, 1, 1)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss = F.cross_entropy(model((x_adv - m) / s), labels)
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        with torch.no_grad():
+            x_adv = x_adv + step * grad.sign()
+            x_adv = torch.min(torch.max(x_adv, x01 - epsilon), x01 + epsilon).clamp(0, 1)
+    return x_adv.detach()
+
+
+def pgd_error(model, images: np.ndarray, labels: np.ndarray, mean, std, device, *, batch_size: int = 256,
+              seed: int = 0, epsilon: float = PGD_EPSILON, step: float = PGD_STEP, steps: int = PGD_STEPS) -> float:
+    model.eval()
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    wrong = 0
+    for lo, hi in _batches(len(images), batch_size):
+        x01 = _to_tensor(images[lo:hi], device).float() / 255.0
+        y = torch.from_numpy(np.asarray(labels[lo:hi], dtype=np.int64)).to(device)
+        x_adv = pgd_attack(model, x01, y, mean, std, epsilon=epsilon, step=step, steps=steps, generator=gen)
+        with torch.no_grad():
+            wrong += int((model((x_adv - m) / s).argmax(1) != y).sum())
+    return wrong / len(images)
+
+
+def read_corrupted_folder(folder, image_size: int, num_classes: int) -> tuple[list[str], np.ndarray, dict]:
+    """(corruption names, labels of one severity [N], memory-mapped arrays by name) of a
+    CIFAR-10-C-style folder; one-line IpmixError on anything malformed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise IpmixError(f"corrupted test folder {folder} does not exist")
+    if not (folder / "labels.npy").is_file():
+        raise IpmixError(f"{folder} has no labels.npy (expected a CIFAR-10-C-style folder)")
+    names = sorted(p.stem for p in folder.glob("*.npy") if p.name != "labels.npy")
+    if not names:
+        raise IpmixError(f"{folder} holds no <corruption>.npy files")
+    try:
+        labels = np.load(folder / "labels.npy").astype(np.int64).ravel()
+        arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in names}
+    except (ValueError, OSError) as exc:
+        raise IpmixError(f"cannot read {folder}: {exc}") from None
+    for name, arr in arrays.items():
+        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[3] != 3:
+            raise IpmixError(f"{name}.npy must be uint8 [5*N, H, W, 3], got {arr.dtype} {list(arr.shape)}")
+        if arr.shape[1:3] != (image_size, image_size):
+            raise IpmixError(f"{name}.npy holds {arr.shape[2]}x{arr.shape[1]} images; the model takes {image_size} px")
+    n_total = len(arrays[names[0]])
+    if any(len(a) != n_total for a in arrays.values()) or n_total % 5:
+        raise IpmixError(f"the .npy files in {folder} must all hold 5*N images (severities 1-5 stacked)")
+    n = n_total // 5
+    if len(labels) == n_total:
+        labels = labels[:n]  # CIFAR-10-C repeats the labels for each severity
+    if len(labels) != n:
+        raise IpmixError(f"labels.npy holds {len(labels)} labels, expected {n} or {n_total}")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise IpmixError(f"labels.npy has labels outside 0..{num_classes - 1}")
+    return names, labels, arrays
+
+
+def evaluate_corrupted(model, folder, mean, std, device, image_size, num_classes, batch_size=256, progress=None) -> dict:
+    names, labels, arrays = read_corrupted_folder(folder, image_size, num_classes)
+    n = len(labels)
+    errors, per = {}, {}
+    for name in names:
+        probs = predict_probs(model, arrays[name], mean, std, device, batch_size)
+        sev = [score(probs[k * n:(k + 1) * n], labels)["error"] for k in range(5)]
+        whole = score(probs, np.tile(labels, 5))
+        errors[name] = sev
+        per[name] = {"error": float(np.mean(sev)), "severity_errors": sev,
+                     "rms_calibration_error": whole["rms_calibration_error"]}
+        if progress:
+            progress(name)
+    summary = corruption_summary(errors)
+    return {"folder": str(folder), "samples_per_severity": n, "error": summary["error"],
+            "rms_calibration_error": float(np.mean([p["rms_calibration_error"] for p in per.values()])),
+            "severity_errors": [float(np.mean([errors[c][k] for c in names])) for k in range(5)],
+            "per_corruption": per}
+
+
+def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=None, batch_size: int = 256,
+             device: str = "auto", limit: int | None = None, pgd_limit: int | None = None, seed: int = 0,
+             progress=None) -> dict:
+    """Evaluate a checkpoint on a test source spec (contracts C) and optionally a corrupted folder.
+
+    Returns the result dict (errors are fractions in [0, 1]); writes it as JSON to `out` if given.
+    """
+    from ipmix_cli.shards.sources import open_source
+    from ipmix_cli.testset import read_test_images
+
+    if batch_size < 1:
+        raise IpmixError("--batch-size must be at least 1")
+    dev = resolve_device(device)
+    model, cfg = load_trained_model(checkpoint, dev)
+    size, k = int(cfg["image_size"]), int(cfg["num_classes"])
+    mean, std = cfg["mean"], cfg["std"]
+    src = open_source(test)
+    if len(src.classes) != k:
+        raise IpmixError(f"test set {test} has {len(src.classes)} classes; the model was trained on {k}")
+    images, labels, _ = read_test_images(src, size, limit)
+    clean = score(predict_probs(model, images, mean, std, dev, batch_size), labels)
+    result = {"checkpoint": str(checkpoint), "model": cfg["model"], "test": test, "image_size": size,
+              "num_classes": k, "device": str(dev), "clean": clean}
+    if corrupted:
+        result["corruption"] = evaluate_corrupted(model, corrupted, mean, std, dev, size, k, batch_size, progress)
+    if pgd:
+        n = len(images) if pgd_limit is None else min(len(images), int(pgd_limit))
+        result["pgd"] = {"error": pgd_error(model, images[:n], labels[:n], mean, std, dev,
+                                            batch_size=batch_size, seed=seed),
+                         "epsilon": PGD_EPSILON, "step_size": PGD_STEP, "steps": PGD_STEPS, "samples": n}
+    if out:
+        atomic_write_json(out, json.loads(json.dumps(result)))
+    return result
+
+
+def format_report(result: dict) -> str:
+    """A plain-text table of an evaluation result (percentages)."""
+    pct = lambda v: f"{100 * v:6.2f}"  # noqa: E731
+    c = result["clean"]
+    lines = [f"model {result['model']} on {result['test']} ({c['samples']} samples, {result['image_size']} px)",
+             f"{'metric':<28}{'value %':>8}",
+             f"{'clean error':<28}{pct(c['error']):>8}",
+             f"{'clean RMS calibration error':<28}{pct(c['rms_calibration_error']):>8}"]
+    if "corruption" in result:
+        cr = result["corruption"]
+        lines += [f"{'corruption error (mean)':<28}{pct(cr['error']):>8}",
+                  f"{'corruption RMS calib. error':<28}{pct(cr['rms_calibration_error']):>8}"]
+    if "pgd" in result:
+        lines.append(f"{'PGD-20 error (eps 2/255)':<28}{pct(result['pgd']['error']):>8}")
+    if "corruption" in result:
+        cr = result["corruption"]
+        lines += ["", f"{'corruption':<20}" + "".join(f"{'s' + str(s):>8}" for s in range(1, 6)) + f"{'mean':>8}{'calib':>8}"]
+        for name, p in cr["per_corruption"].items():
+            lines.append(f"{name:<20}" + "".join(f"{pct(e):>8}" for e in p["severity_errors"])
+                         + f"{pct(p['error']):>8}{pct(p['rms_calibration_error']):>8}")
+        lines.append(f"{'mean':<20}" + "".join(f"{pct(e):>8}" for e in cr["severity_errors"]) + f"{pct(cr['error']):>8}"
+                     + f"{pct(cr['rms_calibration_error']):>8}")
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""A test source as one uint8 array at the model's input size (no torch here)."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from ipmix_cli.errors import IpmixError
+
+
+def eval_transform(image: np.ndarray, size: int) -> np.ndarray:
+    """The evaluation transform of the recipe: an S×S image as is; for ImageNet-size models
+    resize the shorter side to S·256/224 and centre-crop S; otherwise resize the shorter side to
+    S and centre-crop."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return np.ascontiguousarray(image, dtype=np.uint8)
+    short = round(size * 256 / 224) if size >= 64 else size
+    scale = short / min(h, w)
+    nw, nh = max(short, round(w * scale)), max(short, round(h * scale))
+    pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).resize((nw, nh), Image.BILINEAR)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return np.asarray(pil.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def read_test_images(source, size: int | None = None, limit: int | None = None):
+    """(images uint8 [N, S, S, 3], labels int64 [N], S) from an opened source (contracts C).
+
+    `size=None` takes the size of the first image, which must then be square.
+    `limit` keeps the first `limit` samples.
+    """
+    n = len(source) if limit is None else min(len(source), int(limit))
+    if n <= 0:
+        raise IpmixError("the test set holds no samples")
+    first = np.asarray(source.read(0))
+    if size is None:
+        if first.shape[0] != first.shape[1]:
+            raise IpmixError(f"test images are {first.shape[1]}x{first.shape[0]}, not square: give the image size")
+        size = int(first.shape[0])
+    out = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        img = first if i == 0 else np.asarray(source.read(i))
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise IpmixError(f"test sample {i} is not an RGB image (shape {img.shape})")
+        out[i] = eval_transform(img, size)
+    labels = np.asarray(source.labels[:n], dtype=np.int64)
+    return out, labels, size
