@@ -90,6 +90,9 @@ def inspect(out, scan_epoch: int | None = 0) -> dict:
         "missing_shards": sum(e["missing_shards"] for e in epochs),
         "per_epoch": epochs,
         "versions": m.get("versions"),
+        "source_samples": m.get("source_samples"),
+        "pads_per_epoch": m.get("pads_per_epoch"),
+        "bad_samples": len(m.get("bad_samples") or []),
     }
     if scan_epoch is not None and m["epochs"]:
         entries = [e for e in m["epochs"] if e["epoch"] == scan_epoch]
@@ -142,6 +145,10 @@ def render_inspect(s: dict) -> str:
         lines.append("status     INCOMPLETE build (run the build again to finish it)")
     if s["missing_shards"]:
         lines.append(f"missing    {s['missing_shards']} shard files listed in the manifest are not on disk")
+    if s.get("source_samples") is not None:
+        lines.append(f"drawn      {s['source_samples']} source images per epoch + {s.get('pads_per_epoch') or 0} padding draws")
+    if s.get("bad_samples"):
+        lines.append(f"skipped    {s['bad_samples']} bad source images (listed in the manifest)")
     if "pads" in s:
         lines.append(f"pads       {s['pads']} padding draws in {s['histogram_from']}")
     for err in s.get("scan_errors", []):
