@@ -1,0 +1,103 @@
+"""The public entry points: the batch Augmenter and the per-image `ipmix_one`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ipmix_cli.augment.bank import MixingBank
+from ipmix_cli.augment.chains import augment_view
+from ipmix_cli.augment.config import AugmentConfig
+from ipmix_cli.augment.ops import ROTATION_TABLE
+from ipmix_cli.augment.rng import STREAM_VIEW, new_state
+from ipmix_cli.augment.views import CROP_NONE, CROP_PAD, augment_batch, imagenet_crop
+from ipmix_cli.errors import IpmixError
+
+
+class Augmenter:
+    """Makes the views of a batch: row i depends only on (cfg, bank, seed, epoch, indices[i], images[i])."""
+
+    def __init__(self, cfg: AugmentConfig, bank: MixingBank | None):
+        if bank is None and cfg.recipe != "none":
+            raise IpmixError(f"recipe {cfg.recipe!r} needs a mixing folder")
+        if bank is not None and bank.size < cfg.image_size:
+            raise IpmixError(f"mixing pictures are {bank.size}px, smaller than the {cfg.image_size}px training size")
+        self.cfg = cfg
+        self.bank = bank
+        self._prm = cfg.kernel_params()
+        self._ops = cfg.op_ids()
+        self._patches = cfg.patch_array()
+        S = cfg.image_size
+        self._no_bank = np.zeros((1, S, S, 3), np.uint8)
+
+    def make_views(self, images, seed: int, epoch: int, indices) -> np.ndarray:
+        """uint8 [N, V, S, S, 3]: [aug] or [clean, aug1, aug2] per row (see contracts B)."""
+        cfg = self.cfg
+        S = cfg.image_size
+        indices = np.ascontiguousarray(indices, dtype=np.int64).reshape(-1)
+        seed, epoch = int(seed), int(epoch)
+        if seed < 0 or epoch < 0 or (len(indices) and indices.min() < 0):
+            raise IpmixError("seed, epoch and indices must be non-negative")
+        if cfg.crop == "pad":
+            batch = _as_batch(images, S)
+            crop_mode = CROP_PAD
+        else:
+            items = list(images)
+            if len(items) != len(indices):
+                raise IpmixError(f"{len(items)} images but {len(indices)} indices")
+            batch = np.empty((len(items), S, S, 3), np.uint8)
+            for i, im in enumerate(items):
+                im = np.asarray(im)
+                if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
+                    raise IpmixError(f"image {i} is not an HxWx3 uint8 array (shape {im.shape}, {im.dtype})")
+                batch[i] = imagenet_crop(im, S, seed, epoch, int(indices[i]))
+            crop_mode = CROP_NONE
+        if len(batch) != len(indices):
+            raise IpmixError(f"{len(batch)} images but {len(indices)} indices")
+        out = np.empty((len(batch), cfg.views, S, S, 3), np.uint8)
+        if len(batch) == 0:
+            return out
+        bank = self.bank.pixels if self.bank is not None else self._no_bank
+        augment_batch(batch, crop_mode, bank, seed, epoch, indices, self._prm, self._ops,
+                      self._patches, ROTATION_TABLE, out)
+        return out
+
+
+def _as_batch(images, S: int) -> np.ndarray:
+    if isinstance(images, np.ndarray):
+        batch = images
+    else:
+        items = [np.asarray(im) for im in images]
+        shapes = {im.shape for im in items}
+        if len(shapes) > 1:
+            raise IpmixError(f"images in a batch must share one size, got {sorted(shapes)[:3]}")
+        batch = np.stack(items) if items else np.empty((0, S, S, 3), np.uint8)
+    if batch.ndim != 4 or batch.shape[1:] != (S, S, 3) or batch.dtype != np.uint8:
+        raise IpmixError(f"images must be uint8 [N, {S}, {S}, 3] for this preset, got {batch.dtype} {list(batch.shape)}")
+    return np.ascontiguousarray(batch)
+
+
+def view_state(seed: int, epoch: int, index: int, view: int = 0) -> np.ndarray:
+    """The random stream of augmented view `view` (0 or 1) of one sample."""
+    return new_state(int(seed), int(epoch), int(index), STREAM_VIEW + int(view))
+
+
+def ipmix_one(image: np.ndarray, mixing_picture: np.ndarray, rng: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
+    """One augmented view of one already cropped image under cfg's recipe.
+
+    image, mixing_picture: uint8 SxSx3 of the same size; rng: a stream from `view_state`
+    (advanced in place). Same draws as the batch path, so `make_views` rows equal this.
+    """
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    f = np.ascontiguousarray(mixing_picture, dtype=np.uint8)
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] != image.shape[1]:
+        raise IpmixError(f"image must be a square SxSx3 array, not {image.shape}")
+    if f.shape != image.shape:
+        raise IpmixError(f"mixing picture {f.shape} and image {image.shape} differ in size")
+    S = image.shape[0]
+    out = np.empty_like(image)
+    bufs = np.empty((3, S, S, 3), np.uint8)
+    acc = np.empty((S, S, 3), np.float64)
+    weights = np.empty(cfg.width + 1, np.float64)
+    augment_view(image.copy(), f.copy(), rng, cfg.kernel_params(), cfg.op_ids(), cfg.patch_array(),
+                 ROTATION_TABLE, out, bufs, acc, weights)
+    return out
