@@ -37,6 +37,9 @@ class BadSourceImage(IpmixError):
         self.path, self.reason = path, reason
         super().__init__(f"bad source image {path}: {reason} (use --skip-bad to skip such images)")
 
+    def __reduce__(self):  # survive the trip back from a worker process
+        return (BadSourceImage, (self.path, self.reason))
+
 
 class Source:
     kind = "?"
@@ -100,7 +103,7 @@ class DigitsSource(Source):
         keep = (np.arange(len(d.target)) % 5 == 0) == (split == "test")
         self.split = split
         self.path = None
-        self._small = np.ascontiguousarray(d.images[keep], dtype=np.float64)
+        self._small = np.ascontiguousarray(d.images[keep], dtype=np.uint8)  # 0..16, small to pickle
         self.labels = d.target[keep].astype(np.int64)
         self.classes = [str(c) for c in range(10)]
         self.fingerprint = _digest("digits", split, self._small, self.labels)
@@ -108,7 +111,7 @@ class DigitsSource(Source):
     def read(self, i: int) -> np.ndarray:
         from PIL import Image
 
-        grey = np.clip(np.rint(self._small[i] * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+        grey = np.clip(np.rint(self._small[i].astype(np.float64) * (255.0 / 16.0)), 0, 255).astype(np.uint8)
         big = Image.fromarray(grey, "L").resize((DIGITS_SIZE, DIGITS_SIZE), Image.BILINEAR)
         return np.repeat(np.asarray(big, dtype=np.uint8)[:, :, None], 3, axis=2)
 

@@ -1,0 +1,112 @@
+"""`ipmix shards build | combine` (+ verify, inspect, preview from shards_tools)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _log(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.group()
+def shards():
+    """Materialize augmented epochs as WebDataset shards, and check them."""
+
+
+@shards.command("build")
+@click.option("--source", help="digits | digits:test | cifar10:PATH | cifar100:PATH | folder:PATH | PATH | wds:URLS")
+@click.option("--fractals", type=click.Path(path_type=Path), help="The mixing set: a folder of pictures.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--epochs", type=int, help="Epochs to materialize [default: 1].")
+@click.option("--preset", type=click.Choice(["cifar", "imagenet"]), help="Training size and crop [default: cifar].")
+@click.option("--recipe", type=click.Choice(["ipmix", "augmix", "pixmix", "none"]), help="[default: ipmix]")
+@click.option("--views", type=click.IntRange(1, 3), help="1, or 3 for the JSD triple (clean, aug1, aug2) [default: 1].")
+@click.option("--seed", type=click.IntRange(0, None), help="[default: 0]")
+@click.option("--workers", type=click.IntRange(1, None), default=1, show_default=True, help="Processes on this machine.")
+@click.option("--format", "fmt", type=click.Choice(["png", "npy", "jpg", "jpeg", "webp"]),
+              help="Image encoding [default: png up to 64 px, jpg q95 above].")
+@click.option("--quality", type=click.IntRange(1, 100), help="Quality of jpg/webp [default: 95].")
+@click.option("--shards", type=click.IntRange(1, None), help="Shards per epoch [default: chosen from the size].")
+@click.option("--dry-run", is_flag=True, help="Print the plan, bytes on disk and time estimate; write nothing.")
+@click.option("--overwrite", is_flag=True, help="Delete the build in OUT and start afresh.")
+@click.option("--extend-epochs", type=click.IntRange(1, None), help="Add this many epochs to the build in OUT.")
+@click.option("--skip-bad/--no-skip-bad", default=None, help="Skip unreadable source images (listed in the manifest).")
+@click.option("--num-nodes", type=click.IntRange(1, None), default=1, show_default=True, help="Machines sharing the build.")
+@click.option("--node-rank", type=click.IntRange(0, None), default=0, show_default=True, help="This machine's part.")
+@click.option("--backend", type=click.Choice(["joblib", "dask"]), default="joblib", show_default=True)
+@click.option("--scheduler", help="Dask scheduler address (with --backend dask), e.g. tcp://host:8786.")
+@click.option("--dali-index/--no-dali-index", default=None, help="Also write DALI .idx files.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def build_cmd(source, fractals, out, epochs, preset, recipe, views, seed, workers, fmt, quality, shards, dry_run,
+              overwrite, extend_epochs, skip_bad, num_nodes, node_rank, backend, scheduler, dali_index, quiet):
+    """Materialize K augmented epochs of SOURCE as WebDataset shards in OUT.
+
+    Re-running the same command resumes (finished shards are checked and kept). Options
+    left out are taken from OUT's manifest when OUT already holds a build.
+    """
+    from ipmix_cli.shards.build import build_shards
+
+    log = (lambda m: None) if quiet else _log
+    result = build_shards(source=source, fractals=fractals, out=out, epochs=epochs, preset=preset, recipe=recipe,
+                          views=views, seed=seed, workers=workers, format=fmt, quality=quality, shards=shards,
+                          dry_run=dry_run, overwrite=overwrite, extend_epochs=extend_epochs, skip_bad=skip_bad,
+                          num_nodes=num_nodes, node_rank=node_rank, backend=backend, scheduler=scheduler,
+                          dali_index=dali_index, progress=not quiet, log=log)
+    if dry_run:
+        click.echo(render_plan(result))
+    elif result.get("complete"):
+        click.echo(f"{out}: {result['num_epochs']} epoch(s) x {result['shards_per_epoch']} shards x "
+                   f"{result['samples_per_shard']} samples, {result['totals']['bytes'] / 1e6:.1f} MB"
+                   + (f", {len(result['bad_samples'])} bad source image(s) skipped" if result["bad_samples"] else ""))
+
+
+def render_plan(p: dict) -> str:
+    q = f" q{p['quality']}" if p["quality"] else ""
+    lines = [
+        "dry run: nothing written",
+        f"source samples     {p['source_samples']}",
+        f"epochs             {p['epochs']}",
+        f"shards per epoch   {p['shards_per_epoch']} x {p['samples_per_shard']} samples "
+        f"= {p['samples_per_epoch']} ({p['pads_per_epoch']} padding draws)",
+        f"sample fields      {', '.join(p['fields'])} ({p['image_size']} px, {p['format']}{q}) + cls + json",
+        f"bytes per sample   {p['bytes_per_sample']:,.0f} (measured on {p['pilot_samples']} pilot samples)",
+        f"bytes per epoch    {p['bytes_per_epoch'] / 1e6:,.1f} MB",
+        f"bytes on disk      {p['bytes_total'] / 1e6:,.1f} MB",
+        f"time estimate      {_duration(p['estimated_seconds'])} for {p['tasks_this_node']} shard(s) on "
+        f"{p['workers']} worker(s) ({p['pilot_seconds'] / max(1, p['pilot_samples']) * 1e3:.2f} ms per sample)",
+    ]
+    return "\n".join(lines)
+
+
+def _duration(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+@shards.command("combine")
+@click.argument("out", type=click.Path(path_type=Path))
+def combine_cmd(out):
+    """Merge the parts of a multi-node build (--num-nodes/--node-rank) into OUT/manifest.json.
+
+    Runs automatically when the last part finishes; run it by hand when parts finished on
+    machines that could not see each other's records at the time."""
+    from ipmix_cli.shards.build import combine_parts
+
+    m = combine_parts(out, log=_log)
+    click.echo(f"{out}: complete, {m['totals']['shards']} shards, {m['totals']['samples']} samples")
+
+
+try:
+    from ipmix_cli.commands import shards_tools
+except ImportError:  # the tools are optional for building
+    shards_tools = None
+if shards_tools is not None:
+    for _name in ("verify_cmd", "inspect_cmd", "preview_cmd"):
+        if hasattr(shards_tools, _name):
+            shards.add_command(getattr(shards_tools, _name))

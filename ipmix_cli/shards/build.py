@@ -1,0 +1,577 @@
+"""`build_shards`: K augmented epochs of a source as WebDataset shards.
+
+One (epoch, shard) is one idempotent task: read its samples (the plan says which), augment
+them, encode, write a tar to a temporary name, fsync, rename, then record count, bytes and
+sha256 in OUT/.records/. A re-run skips every shard whose record and file agree; the
+manifest is marked complete only when every shard of every epoch has its record.
+The bytes of a shard depend only on the configuration, never on workers, nodes or
+interruptions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import resource
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fractalgen.errors import FractalgenError
+from fractalgen.files import atomic_write_bytes, ensure_writable_dir, sha256_file
+from ipmix_cli.errors import IpmixError
+from ipmix_cli.shards import manifest as mf
+from ipmix_cli.shards.formats import LOSSY, encode, resolve_format
+from ipmix_cli.shards.plan import Plan, choose_shard_count, node_tasks, sample_key, shard_name
+from ipmix_cli.shards.sources import BadSourceImage, Source, open_source
+from ipmix_cli.shards.tarwriter import BLOCK, TarWriter
+
+CONTEXT_DIR = "contexts"
+_RAW_RATIO = {"png": 0.7, "npy": 1.0, "jpg": 0.15, "webp": 0.1}  # rough bytes/raw pixel bytes
+MAX_REPLACEMENT_TRIES = 64
+
+
+@dataclass
+class BuildContext:
+    """Everything a shard task needs. Pickled once per worker (the source and the mixing
+    bank refer to files and memory maps, not pixels)."""
+
+    out: str
+    config: dict
+    plan: Plan
+    source: Source
+    bank: object
+    augment: dict
+    fields: list
+    fmt: str
+    quality: int | None
+    views: int
+    image_size: int
+    preset: str
+    seed: int
+    skip_bad: bool
+
+
+# --------------------------------------------------------------------------- one shard
+
+_WORKER_CACHE: dict = {}
+
+
+def _augmenter(ctx: BuildContext):
+    from ipmix_cli.augment import AugmentConfig, Augmenter
+
+    key = ("aug", ctx.config["_hash"])
+    aug = _WORKER_CACHE.get(key)
+    if aug is None:
+        aug = _WORKER_CACHE[key] = Augmenter(AugmentConfig.from_dict(ctx.augment), ctx.bank)
+    return aug
+
+
+def _load_context(path: str) -> BuildContext:
+    ctx = _WORKER_CACHE.get(path)
+    if ctx is None:
+        with open(path, "rb") as f:
+            ctx = pickle.load(f)  # written by this build, in OUT/.records
+        _WORKER_CACHE.clear()
+        _WORKER_CACHE[path] = ctx
+    return ctx
+
+
+def run_task_from_file(context_path: str, epoch: int, shard: int) -> dict:
+    """Worker entry: the context arrives once per worker through a file in OUT/.records."""
+    return build_shard(_load_context(context_path), epoch, shard)
+
+
+def _fit(ctx: BuildContext, img: np.ndarray) -> np.ndarray:
+    s = ctx.image_size
+    if ctx.preset != "cifar" or img.shape[:2] == (s, s):
+        return img
+    from PIL import Image
+
+    from fractalgen.images import resize_center_crop
+
+    return np.asarray(resize_center_crop(Image.fromarray(img), s), dtype=np.uint8)
+
+
+def _replacement(ctx: BuildContext, epoch: int, position: int, bad: list):
+    """A deterministic stand-in for a bad sample (only with skip_bad)."""
+    n = ctx.plan.n_source
+    rng = np.random.default_rng([ctx.seed, epoch, position, 0xBAD])
+    for _ in range(MAX_REPLACEMENT_TRIES):
+        j = int(rng.integers(n))
+        try:
+            return j, ctx.source.read(j)
+        except BadSourceImage as exc:
+            bad.append({"index": j, "name": exc.path, "reason": exc.reason})
+    raise IpmixError(f"too many bad source images: no readable replacement after {MAX_REPLACEMENT_TRIES} tries")
+
+
+def _rows(ctx: BuildContext, epoch, pos, idx, pad, bad):
+    """Read and prepare one chunk; returns images, source indices, augmentation keys, json."""
+    n = ctx.plan.n_source
+    images, src_idx, keys, meta = [], [], [], []
+    for p, i, is_pad in zip(pos.tolist(), idx.tolist(), pad.tolist()):
+        replaced = None
+        try:
+            img = ctx.source.read(i)
+        except BadSourceImage as exc:
+            if not ctx.skip_bad:
+                raise
+            bad.append({"index": i, "name": exc.path, "reason": exc.reason})
+            replaced = i
+            i, img = _replacement(ctx, epoch, p, bad)
+        images.append(_fit(ctx, img))
+        src_idx.append(i)
+        # Padding and replacement draws of an index already in the epoch get their own
+        # augmentation stream, so they are new draws, not copies.
+        keys.append(i + n * (int(is_pad) + 2 * (replaced is not None)))
+        m = {"index": i, "pad": bool(is_pad)}
+        if replaced is not None:
+            m["replaces"] = replaced
+        meta.append(json.dumps(m, separators=(",", ":")).encode())
+    if ctx.preset == "cifar":
+        images = np.stack(images)
+    return images, src_idx, np.asarray(keys, dtype=np.int64), meta
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def chunk_rows(image_size: int) -> int:
+    return 256 if image_size <= 64 else 16
+
+
+def encode_shard(ctx: BuildContext, epoch: int, shard: int, writer: TarWriter, bad: list, limit=None) -> int:
+    """Write the samples of one shard into `writer`; returns how many."""
+    aug = _augmenter(ctx)
+    pos, idx, pad = ctx.plan.shard_rows(epoch, shard)
+    if limit is not None:
+        pos, idx, pad = pos[:limit], idx[:limit], pad[:limit]
+    step = chunk_rows(ctx.image_size)
+    labels = ctx.source.labels
+    count = 0
+    for lo in range(0, len(pos), step):
+        sl = slice(lo, lo + step)
+        images, src_idx, keys, meta = _rows(ctx, epoch, pos[sl], idx[sl], pad[sl], bad)
+        views = aug.make_views(images, ctx.seed, epoch, keys)
+        for r, p in enumerate(pos[sl].tolist()):
+            fields = [(f, encode(views[r, v], ctx.fmt, ctx.quality)) for v, f in enumerate(ctx.fields)]
+            fields.append(("cls", str(int(labels[src_idx[r]])).encode()))
+            fields.append(("json", meta[r]))
+            writer.add_sample(sample_key(epoch, p), fields)
+            count += 1
+    return count
+
+
+def build_shard(ctx: BuildContext, epoch: int, shard: int) -> dict:
+    out = Path(ctx.out)
+    rel = shard_name(epoch, shard)
+    final = out / rel
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.{os.getpid()}.tmp"
+    bad: list = []
+    t0 = time.perf_counter()
+    try:
+        with open(tmp, "wb") as f:
+            writer = TarWriter(f)
+            count = encode_shard(ctx, epoch, shard, writer, bad)
+            writer.close()
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise IpmixError(f"writing {final} failed: {os.strerror(exc.errno).lower()} "
+                             f"(nothing half-written was kept; free space and run again to resume)") from None
+        raise
+    _fsync_dir(final.parent)
+    record = {"epoch": epoch, "shard": shard, "path": rel, "count": count, "bytes": writer.bytes,
+              "sha256": writer.sha256, "config_hash": ctx.config["_hash"], "bad_samples": bad}
+    mf.write_record(out, record)
+    record["seconds"] = time.perf_counter() - t0
+    record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    record["pid"] = os.getpid()
+    return record
+
+
+# --------------------------------------------------------------------------- resume checks
+
+def shard_is_done(out: Path, epoch: int, shard: int, config_hash: str, deep: bool = True) -> bool:
+    rec = mf.read_record(out, epoch, shard)
+    if not rec or rec.get("config_hash") != config_hash:
+        return False
+    path = out / shard_name(epoch, shard)
+    try:
+        if path.stat().st_size != rec["bytes"]:
+            return False
+        return not deep or sha256_file(path) == rec["sha256"]
+    except (OSError, KeyError):
+        return False
+
+
+def _remove_stale_temps(out: Path, tasks) -> None:
+    for epoch, shard in tasks:
+        folder = out / f"epoch-{epoch:04d}"
+        if not folder.is_dir():
+            continue
+        for p in folder.glob(f".shard-{shard:05d}.tar.*.tmp"):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+
+# --------------------------------------------------------------------------- combine
+
+def combine_parts(out, *, dali_index: bool | None = None, log=None) -> dict:
+    """Merge the per-shard records of every part into OUT/manifest.json, write the wids
+    (and DALI) indexes and the dataset card, and mark the build complete.
+
+    Raises IpmixError naming what is missing when some part has not finished.
+    """
+    out = Path(out)
+    m = mf.load_manifest(out)
+    if m is None:
+        raise IpmixError(f"{out} holds no manifest.json: nothing to combine (run ipmix shards build first)")
+    chash, shards = m["config_hash"], m["shards_per_epoch"]
+    missing, epochs, bad = [], [], {}
+    for e in range(m["num_epochs"]):
+        records = []
+        for s in range(shards):
+            rec = mf.read_record(out, e, s)
+            path = out / shard_name(e, s)
+            ok = rec is not None and rec.get("config_hash") == chash and path.is_file() \
+                and path.stat().st_size == rec["bytes"]
+            if not ok:
+                missing.append(shard_name(e, s))
+                continue
+            records.append(rec)
+            for b in rec.get("bad_samples", []):
+                bad[b["index"]] = b
+        epochs.append(mf.epoch_entry(e, records))
+    if missing:
+        raise IpmixError(f"{len(missing)} shard(s) not built yet (first: {missing[0]}); finish every "
+                         f"part (--node-rank) and combine again")
+    from ipmix_cli.shards.card import write_dataset_card
+    from ipmix_cli.shards.indexes import write_dali_index, write_wids_index
+
+    name = Path(out).resolve().name
+    for entry in epochs:
+        write_wids_index(out, entry, f"{name}-epoch-{entry['epoch']:04d}")
+    if dali_index if dali_index is not None else m["config"].get("dali_index", False):
+        for entry in epochs:
+            for s in entry["shards"]:
+                write_dali_index(out / s["path"])
+    m["epochs"] = epochs
+    m["bad_samples"] = [bad[k] for k in sorted(bad)]
+    m["totals"] = {"shards": sum(len(e["shards"]) for e in epochs),
+                   "samples": sum(e["samples"] for e in epochs),
+                   "bytes": sum(e["bytes"] for e in epochs)}
+    m["complete"] = True
+    write_dataset_card(out, m)
+    mf.write_manifest(out, m)
+    if log:
+        log(f"complete: {m['totals']['shards']} shards, {m['totals']['samples']} samples, "
+            f"{m['totals']['bytes'] / 1e6:.1f} MB in {out}")
+    return m
+
+
+# --------------------------------------------------------------------------- orchestration
+
+_OPTION_DEFAULTS = {"epochs": 1, "preset": "cifar", "recipe": "ipmix", "views": 1, "seed": 0}
+
+
+def _needs_bank(recipe: str) -> bool:
+    return recipe != "none"
+
+
+def _open_bank(fractals, cfg, recipe):
+    from ipmix_cli.augment import MixingBank
+
+    if not _needs_bank(recipe):
+        return None, {"path": str(fractals) if fractals else None, "fingerprint": None, "size": 0}
+    if fractals is None:
+        raise IpmixError(f"recipe {recipe} mixes with pictures: give the mixing set with --fractals DIR")
+    if not Path(fractals).is_dir():
+        raise IpmixError(f"fractal folder not found: {fractals}")
+    bank = MixingBank.from_folder(fractals, cfg)
+    return bank, {"path": str(fractals), "fingerprint": bank.fingerprint, "size": len(bank)}
+
+
+def _clear_build(out: Path) -> None:
+    for p in list(out.glob("epoch-[0-9][0-9][0-9][0-9]")) + [out / mf.RECORDS]:
+        if p.is_dir():
+            shutil.rmtree(p)
+    for p in (out / mf.MANIFEST, out / "README.md"):
+        if p.exists():
+            p.unlink()
+
+
+def _existing_build(out: Path, overwrite: bool):
+    """The manifest of the build in OUT (None for a new or overwritten build); refuses to
+    touch a folder that holds something else."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise IpmixError(f"--out {out} exists and is not a folder")
+    try:
+        existing = mf.load_manifest(out)
+    except IpmixError:
+        if not overwrite:
+            raise
+        existing = None
+    is_build = (out / mf.MANIFEST).exists() or (out / mf.RECORDS).exists()
+    if not is_build:
+        try:
+            stray = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+        except OSError as exc:
+            raise IpmixError(f"cannot read --out {out}: {exc.strerror or exc}") from None
+        if stray:
+            raise IpmixError(f"--out {out} is not empty and holds no ipmix build (found {stray[0]}); "
+                             f"choose an empty or new folder")
+    return None if overwrite else existing
+
+
+def _estimate_bytes_per_sample(fmt: str, image_size: int, views: int) -> float:
+    raw = image_size * image_size * 3
+    member = _RAW_RATIO[fmt] * raw + (128 if fmt == "npy" else 0)
+    return views * (member + BLOCK + BLOCK / 2) + 2 * (BLOCK + BLOCK)
+
+
+def _pilot(ctx: BuildContext, samples: int) -> dict:
+    """Time a few samples end to end (read, augment, encode, tar) without writing a file."""
+
+    class _Null:
+        def write(self, data):
+            return len(data)
+
+    bad: list = []
+    warm = TarWriter(_Null())
+    encode_shard(ctx, 0, 0, warm, bad, limit=min(4, samples))  # compile / warm caches
+    writer = TarWriter(_Null())
+    t0 = time.perf_counter()
+    n = encode_shard(ctx, 0, 0, writer, bad, limit=samples)
+    dt = time.perf_counter() - t0
+    return {"samples": n, "seconds": dt, "bytes_per_sample": writer.bytes / max(1, n)}
+
+
+def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None, recipe=None, views=None,
+                 seed=None, workers=1, format=None, quality=None, shards=None, dry_run=False, overwrite=False,
+                 extend_epochs=None, skip_bad=None, num_nodes=1, node_rank=0, backend="joblib", scheduler=None,
+                 dali_index=None, progress=True, log=None, pilot_samples=64) -> dict:
+    """Build (or resume, or extend) a shard set in `out`; returns the manifest.
+
+    Options left as None are taken from OUT's manifest when one exists (so
+    `build_shards(out=OUT, extend_epochs=2)` adds two epochs with the same settings),
+    otherwise from the defaults. With `dry_run` nothing is written and the plan is returned.
+    """
+    log = log or (lambda msg: None)
+    if out is None:
+        raise IpmixError("--out is required")
+    out = Path(out)
+    if workers is None or int(workers) < 1:
+        raise IpmixError("--workers must be at least 1")
+    if int(num_nodes) < 1 or not 0 <= int(node_rank) < int(num_nodes):
+        raise IpmixError(f"--node-rank must be in 0..{int(num_nodes) - 1} (got {node_rank})")
+    if backend not in ("joblib", "dask"):
+        raise IpmixError(f"--backend must be joblib or dask, not {backend}")
+    if backend == "dask" and not scheduler:
+        raise IpmixError("--backend dask needs --scheduler ADDRESS (e.g. tcp://10.0.0.1:8786)")
+
+    existing = _existing_build(out, overwrite)
+
+    given = {"source": source, "fractals": fractals, "preset": preset, "recipe": recipe, "views": views,
+             "seed": seed, "format": format, "quality": quality, "shards": shards, "skip_bad": skip_bad,
+             "dali_index": dali_index}
+    if existing is not None:
+        old = existing["config"]
+        for k, v in given.items():
+            if v is None:
+                given[k] = old.get(k)
+        on_disk = existing["num_epochs"]
+        if extend_epochs:
+            epochs_total = on_disk + int(extend_epochs)
+            if epochs is not None and epochs != on_disk:
+                raise IpmixError(f"give either --epochs or --extend-epochs, not both")
+        else:
+            epochs_total = on_disk if epochs is None else int(epochs)
+            if epochs_total != on_disk:
+                hint = (f"use --extend-epochs {epochs_total - on_disk} to add epochs"
+                        if epochs_total > on_disk else "use --overwrite to rebuild with fewer")
+                raise IpmixError(f"{out} holds a build of {on_disk} epoch(s), not {epochs_total}; {hint}")
+    else:
+        if extend_epochs:
+            raise IpmixError(f"--extend-epochs needs an existing build in {out}")
+        for k in ("preset", "recipe", "views", "seed"):
+            if given[k] is None:
+                given[k] = _OPTION_DEFAULTS[k]
+        given["skip_bad"] = bool(given["skip_bad"])
+        given["dali_index"] = bool(given["dali_index"])
+        epochs_total = _OPTION_DEFAULTS["epochs"] if epochs is None else int(epochs)
+        if given["source"] is None:
+            raise IpmixError("--source is required for a new build")
+    if epochs_total < 1:
+        raise IpmixError("--epochs must be at least 1")
+
+    from ipmix_cli.augment import resolve_config
+
+    cfg = resolve_config(preset=given["preset"], recipe=given["recipe"], views=int(given["views"]))
+    src = open_source(given["source"])
+    if len(src) == 0:
+        raise IpmixError(f"source {given['source']} holds no samples")
+    bank, mixing = _open_bank(given["fractals"], cfg, given["recipe"])
+    fmt, q = resolve_format(given["format"], given["quality"], cfg.image_size)
+    n_shards = given["shards"]
+    if n_shards is None:
+        n_shards = choose_shard_count(len(src), _estimate_bytes_per_sample(fmt, cfg.image_size, cfg.views))
+    n_shards = int(n_shards)
+    if not 1 <= n_shards <= len(src):
+        raise IpmixError(f"--shards must be in 1..{len(src)} (the source size), not {n_shards}")
+    plan = Plan(len(src), n_shards, int(given["seed"]))
+    fields = [fmt] if cfg.views == 1 else [f"clean.{fmt}", f"aug1.{fmt}", f"aug2.{fmt}"]
+
+    config = {
+        "source": given["source"], "fractals": str(given["fractals"]) if given["fractals"] else None,
+        "preset": given["preset"], "recipe": given["recipe"], "views": cfg.views, "seed": int(given["seed"]),
+        "image_size": cfg.image_size, "format": fmt, "quality": q, "shards": n_shards,
+        "skip_bad": bool(given["skip_bad"]), "dali_index": bool(given["dali_index"]),
+        "augment": cfg.to_dict(), "source_fingerprint": src.fingerprint,
+        "mixing_fingerprint": mixing["fingerprint"],
+    }
+    chash = mf.config_hash(config)
+    if existing is not None and existing["config_hash"] != chash:
+        diffs = mf.config_differences(existing["config"], config)
+        raise IpmixError(f"{out} was built with a different configuration ({'; '.join(diffs[:4]) or 'hash'}); "
+                         f"use --overwrite to rebuild it, or another --out")
+
+    ctx = BuildContext(out=str(out), config={**config, "_hash": chash}, plan=plan, source=src, bank=bank,
+                       augment=cfg.to_dict(), fields=fields, fmt=fmt, quality=q, views=cfg.views,
+                       image_size=cfg.image_size, preset=given["preset"], seed=int(given["seed"]),
+                       skip_bad=bool(given["skip_bad"]))
+    tasks = node_tasks(range(epochs_total), n_shards, int(num_nodes), int(node_rank))
+
+    if dry_run:
+        return _dry_run(ctx, plan, epochs_total, tasks, workers, pilot_samples, log)
+
+    try:
+        ensure_writable_dir(out)
+    except FractalgenError as exc:
+        raise IpmixError(str(exc)) from None
+    if overwrite:
+        _clear_build(out)
+        existing = None
+    source_info = {**src.describe(), "spec": given["source"]}
+    if existing is None or existing["num_epochs"] != epochs_total:
+        base = existing if existing is not None else mf.base_manifest(
+            config, num_epochs=epochs_total, plan=plan, classes=src.classes, fields=fields,
+            source=source_info, mixing=mixing)
+        base = {**base, "num_epochs": epochs_total, "complete": False}
+        mf.write_manifest(out, base)
+
+    todo = [(e, s) for e, s in tasks if not shard_is_done(out, e, s, chash)]
+    _remove_stale_temps(out, todo)
+    log(f"{len(tasks) - len(todo)} of {len(tasks)} shard(s) already built; building {len(todo)} "
+        f"with {workers} worker(s)" + (f" (node {node_rank} of {num_nodes})" if num_nodes > 1 else ""))
+    stats = _run_tasks(ctx, todo, workers, backend, scheduler, progress)
+
+    all_done = all(mf.read_record(out, e, s) is not None
+                   for e in range(epochs_total) for s in range(n_shards))
+    if not all_done:
+        log(f"part {node_rank} of {num_nodes} is done; when every part has finished, run "
+            f"`ipmix shards combine {out}` (or re-run any part) to write the manifest")
+        m = mf.load_manifest(out)
+        m["part_stats"] = stats
+        return m
+    m = combine_parts(out, log=log)
+    m["build_stats"] = stats
+    return m
+
+
+def _run_tasks(ctx: BuildContext, todo, workers: int, backend: str, scheduler, progress: bool) -> dict:
+    from ipmix_cli.progress import Progress
+
+    peak, t0 = {}, time.perf_counter()
+    with Progress(len(todo), "shards", enabled=progress) as bar:
+        if not todo:
+            pass
+        elif workers == 1 and backend == "joblib":
+            for e, s in todo:
+                rec = build_shard(ctx, e, s)
+                peak[rec["pid"]] = max(peak.get(rec["pid"], 0), rec["peak_rss_mb"])
+                bar.update(1)
+        else:
+            import joblib
+
+            ctx_path = _write_context(ctx)
+            calls = (joblib.delayed(run_task_from_file)(ctx_path, e, s) for e, s in todo)
+            if backend == "dask":
+                with _dask_client(scheduler), joblib.parallel_config(backend="dask"):
+                    for rec in joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(calls):
+                        peak[rec["pid"]] = max(peak.get(rec["pid"], 0), rec["peak_rss_mb"])
+                        bar.update(1)
+            else:
+                par = joblib.Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")
+                for rec in par(calls):
+                    peak[rec["pid"]] = max(peak.get(rec["pid"], 0), rec["peak_rss_mb"])
+                    bar.update(1)
+    return {"shards_built": len(todo), "seconds": time.perf_counter() - t0,
+            "peak_rss_mb_per_worker": sorted(peak.values())}
+
+
+def _dask_client(address):
+    try:
+        from distributed import Client
+    except ImportError:
+        raise IpmixError("--backend dask needs the dask extra: pip install 'ipmix[dask]'") from None
+    try:
+        return Client(address, timeout=30)
+    except (OSError, TimeoutError) as exc:
+        raise IpmixError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+
+
+def _write_context(ctx: BuildContext) -> str:
+    """Pickle the context once into OUT/.records/contexts/; workers load it once each."""
+    folder = Path(ctx.out) / mf.RECORDS / CONTEXT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{ctx.config['_hash'][:16]}-{os.getpid()}.pkl"
+    atomic_write_bytes(path, pickle.dumps(ctx, protocol=pickle.HIGHEST_PROTOCOL))
+    return str(path.resolve())
+
+
+def _dry_run(ctx: BuildContext, plan: Plan, epochs_total: int, tasks, workers: int, pilot_samples: int, log):
+    pilot = _pilot(ctx, min(pilot_samples, plan.samples_per_shard))
+    per_sample_s = pilot["seconds"] / max(1, pilot["samples"])
+    shard_bytes = pilot["bytes_per_sample"] * plan.samples_per_shard + 2 * BLOCK
+    total_bytes = shard_bytes * plan.shards * epochs_total
+    node_samples = len(tasks) * plan.samples_per_shard
+    seconds = per_sample_s * node_samples / max(1, int(workers))
+    info = {
+        "dry_run": True, "source_samples": plan.n_source, "epochs": epochs_total,
+        "shards_per_epoch": plan.shards, "samples_per_shard": plan.samples_per_shard,
+        "samples_per_epoch": plan.samples_per_epoch, "pads_per_epoch": plan.pads_per_epoch,
+        "format": ctx.fmt, "quality": ctx.quality, "fields": ctx.fields, "views": ctx.views,
+        "image_size": ctx.image_size, "bytes_per_sample": pilot["bytes_per_sample"],
+        "bytes_per_epoch": shard_bytes * plan.shards, "bytes_total": total_bytes,
+        "pilot_samples": pilot["samples"], "pilot_seconds": pilot["seconds"],
+        "tasks_this_node": len(tasks), "estimated_seconds": seconds, "workers": int(workers),
+    }
+    return info
+

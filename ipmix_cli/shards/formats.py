@@ -1,0 +1,116 @@
+"""Encoding of sample images inside shards, and the measurement that picks a default.
+
+Formats: png (lossless), npy (raw `np.save` of uint8 HxWx3), jpg and webp (lossy, quality
+1..100). The default per training size comes from `measure_formats` (see docs/shards.md for
+the table): at 32 px PNG is lossless and smaller than npy; from 64 px on, JPEG q95 (4:4:4)
+keeps the fine speckle IPMix adds far better than WebP at the same size and decodes fastest.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+from PIL import Image
+
+from ipmix_cli.errors import IpmixError
+
+FORMATS = ("png", "npy", "jpg", "webp")
+LOSSY = ("jpg", "webp")
+PNG_COMPRESS_LEVEL = 6
+_NPY_HEADERS: dict[tuple, bytes] = {}
+
+
+def default_format(image_size: int) -> tuple[str, int | None]:
+    """(format, quality) chosen by measurement for this training size."""
+    if image_size <= 64:
+        return "png", None
+    return "jpg", 95
+
+
+def resolve_format(fmt: str | None, quality: int | None, image_size: int) -> tuple[str, int | None]:
+    if fmt is None:
+        d_fmt, d_q = default_format(image_size)
+        return d_fmt, (quality if quality is not None and d_fmt in LOSSY else d_q)
+    fmt = {"jpeg": "jpg"}.get(fmt.lower(), fmt.lower())
+    if fmt not in FORMATS:
+        raise IpmixError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if fmt in LOSSY:
+        quality = 95 if quality is None else int(quality)
+        if not 1 <= quality <= 100:
+            raise IpmixError(f"--quality must be 1..100, not {quality}")
+        return fmt, quality
+    if quality is not None:
+        raise IpmixError(f"--quality applies to jpg and webp only, not {fmt}")
+    return fmt, None
+
+
+def _npy_header(shape: tuple) -> bytes:
+    head = _NPY_HEADERS.get(shape)
+    if head is None:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            buf, {"descr": "|u1", "fortran_order": False, "shape": tuple(int(s) for s in shape)})
+        head = _NPY_HEADERS[shape] = buf.getvalue()
+    return head
+
+
+def encode(arr: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
+    """uint8 HxWx3 -> bytes of the given format (deterministic for a given library build)."""
+    if fmt == "npy":
+        arr = np.ascontiguousarray(arr, dtype=np.uint8)
+        return _npy_header(arr.shape) + arr.tobytes()
+    img = Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8), "RGB")
+    buf = io.BytesIO()
+    if fmt == "png":
+        img.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    elif fmt == "jpg":
+        img.save(buf, format="JPEG", quality=int(quality), subsampling=0)
+    elif fmt == "webp":
+        img.save(buf, format="WEBP", quality=int(quality), method=4)
+    else:
+        raise IpmixError(f"unknown format {fmt!r}")
+    return buf.getvalue()
+
+
+def decode(data: bytes, fmt: str) -> np.ndarray:
+    if fmt == "npy":
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)
+
+
+def measure_formats(images, candidates, repeats: int = 3) -> list[dict]:
+    """Size, encode and decode time, and round-trip PSNR of each (format, quality).
+
+    `images` are uint8 HxWx3 arrays (ideally augmented samples: the speckle IPMix adds is
+    what lossy codecs soften). Times are medians over `repeats` passes, per image.
+    """
+    rows = []
+    for fmt, q in candidates:
+        enc_t, dec_t = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            blobs = [encode(im, fmt, q) for im in images]
+            t1 = time.perf_counter()
+            back = [decode(b, fmt) for b in blobs]
+            t2 = time.perf_counter()
+            enc_t.append(t1 - t0)
+            dec_t.append(t2 - t1)
+        n = len(images)
+        ps = [psnr(a, b) for a, b in zip(images, back)]
+        finite = [p for p in ps if p != float("inf")]
+        rows.append({
+            "format": fmt, "quality": q,
+            "bytes": float(np.mean([len(b) for b in blobs])),
+            "encode_us": float(np.median(enc_t)) / n * 1e6,
+            "decode_us": float(np.median(dec_t)) / n * 1e6,
+            "psnr_db": float(np.mean(finite)) if finite else float("inf"),
+        })
+    return rows

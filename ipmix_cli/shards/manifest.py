@@ -1,0 +1,147 @@
+"""OUT/manifest.json: the resolved configuration, its hash, and the per-epoch shard list.
+
+The hash covers everything that decides the bytes of a shard (augmentation config, seed,
+format, shard count, source and mixing-set fingerprints...) but not paths and not the
+number of epochs, so a build can be resumed from another mount point and extended.
+Per-shard records live in OUT/.records/ (one small JSON per finished shard); the manifest
+is rebuilt from them and marked complete only when every shard of every epoch has one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+from fractalgen.files import atomic_write_json
+from ipmix_cli.errors import IpmixError
+
+SCHEMA = "ipmix-shards"
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+RECORDS = ".records"
+UNHASHED = ("source", "fractals")  # paths: where things are, not what they are
+
+
+def config_hash(config: dict) -> str:
+    keyed = {k: v for k, v in config.items() if k not in UNHASHED}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    keys = sorted((set(old) | set(new)) - set(UNHASHED))
+    out = []
+    for k in keys:
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            sub = [f"{k}.{s}" for s in sorted(set(a) | set(b)) if a.get(s) != b.get(s)]
+            out.extend(sub)
+        else:
+            out.append(f"{k}: {_short(a)} -> {_short(b)}")
+    return out
+
+
+def _short(v) -> str:
+    s = json.dumps(v)
+    return s if len(s) <= 24 else s[:12] + "…"
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for dist in ("ipmix", "numpy", "pillow", "numba", "webdataset"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def load_manifest(out) -> dict | None:
+    path = Path(out) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise IpmixError(f"{path} is unreadable ({exc}); use --overwrite to rebuild") from None
+    if not isinstance(m, dict) or m.get("schema") != SCHEMA:
+        raise IpmixError(f"{path} is not an ipmix shards manifest; choose another --out or use --overwrite")
+    if m.get("schema_version") != SCHEMA_VERSION:
+        raise IpmixError(f"{path} has schema version {m.get('schema_version')}, this ipmix writes "
+                         f"{SCHEMA_VERSION}; use --overwrite to rebuild")
+    return m
+
+
+def record_path(out, epoch: int, shard: int) -> Path:
+    return Path(out) / RECORDS / f"epoch-{epoch:04d}" / f"shard-{shard:05d}.json"
+
+
+def read_record(out, epoch: int, shard: int) -> dict | None:
+    path = record_path(out, epoch, shard)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None  # a damaged record only means the shard is rebuilt
+
+
+def write_record(out, record: dict) -> None:
+    path = record_path(out, record["epoch"], record["shard"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, record)
+
+
+def base_manifest(config: dict, *, num_epochs: int, plan, classes, fields, source: dict, mixing: dict) -> dict:
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "complete": False,
+        "config": config,
+        "config_hash": config_hash(config),
+        "seed": config["seed"],
+        "image_size": config["image_size"],
+        "views": config["views"],
+        "format": config["format"],
+        "quality": config["quality"],
+        "fields": list(fields),
+        "classes": list(classes),
+        "num_classes": len(classes),
+        "num_epochs": num_epochs,
+        "samples_per_epoch": plan.samples_per_epoch,
+        "source_samples": plan.n_source,
+        "pads_per_epoch": plan.pads_per_epoch,
+        "shards_per_epoch": plan.shards,
+        "samples_per_shard": plan.samples_per_shard,
+        "epochs": [],
+        "bad_samples": [],
+        "totals": {"shards": 0, "samples": 0, "bytes": 0},
+        "source": source,
+        "mixing_set": mixing,
+        "versions": versions(),
+    }
+
+
+def epoch_entry(epoch: int, records: list[dict]) -> dict:
+    return {
+        "epoch": epoch,
+        "index": f"epoch-{epoch:04d}/wids-index.json",
+        "samples": sum(r["count"] for r in records),
+        "bytes": sum(r["bytes"] for r in records),
+        "shards": [{"path": r["path"], "count": r["count"], "bytes": r["bytes"], "sha256": r["sha256"]}
+                   for r in records],
+    }
+
+
+def write_manifest(out, manifest: dict) -> None:
+    path = Path(out) / MANIFEST
+    atomic_write_json(path, manifest)
+    try:
+        os.chmod(path, 0o644)  # readable by the training jobs of other users, like the shards
+    except OSError:
+        pass

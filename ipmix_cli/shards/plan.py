@@ -1,0 +1,95 @@
+"""Which source sample goes where: per epoch an independent pre-shuffled draw cut into
+equal shards, padded with marked extra draws when the source size does not divide."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Shard counts that divide the usual world_size x num_workers products (1..64 GPUs times
+# 1..8 workers, including the 3/6/12/24/48 products of 3- and 6-worker loaders).
+_NICE_COUNTS = sorted({b * 2 ** k for b in (1, 3) for k in range(0, 16)})
+TARGET_SHARD_BYTES = 256 << 20
+MIN_SAMPLES_PER_SHARD = 32
+WANT_SHARDS = 64  # 8 ranks x 8 workers
+
+
+def choose_shard_count(n_samples: int, bytes_per_sample: float | None = None) -> int:
+    """Enough shards for 64 readers when the data allows (≥ 32 samples each), more when a
+    shard would pass ~256 MB; always a 2^k or 3·2^k so common reader counts divide it."""
+    if n_samples <= 0:
+        raise ValueError("no samples")
+    want = WANT_SHARDS
+    while want > 1 and n_samples / want < MIN_SAMPLES_PER_SHARD:
+        want //= 2
+    if bytes_per_sample:
+        want = max(want, int(np.ceil(n_samples * bytes_per_sample / TARGET_SHARD_BYTES)))
+    want = min(want, n_samples)
+    return next(c for c in _NICE_COUNTS if c >= want) if want > 1 else 1
+
+
+def _rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(epoch), stream, 0x1B7])))
+
+
+@dataclass(frozen=True)
+class Plan:
+    n_source: int
+    shards: int
+    seed: int
+
+    @property
+    def samples_per_shard(self) -> int:
+        return -(-self.n_source // self.shards)
+
+    @property
+    def samples_per_epoch(self) -> int:
+        return self.samples_per_shard * self.shards
+
+    @property
+    def pads_per_epoch(self) -> int:
+        return self.samples_per_epoch - self.n_source
+
+    def epoch_order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(source index, is_pad) for every position of the epoch, already shuffled.
+
+        Every source sample appears once; the padding draws are distinct samples (while the
+        source allows) drawn from an independent stream, then everything is shuffled.
+        """
+        n, total = self.n_source, self.samples_per_epoch
+        rng = _rng(self.seed, epoch, 1)
+        pads = self.pads_per_epoch
+        extra = np.concatenate([rng.permutation(n) for _ in range(-(-pads // n))])[:pads] if pads else \
+            np.zeros(0, np.int64)
+        index = np.concatenate([np.arange(n, dtype=np.int64), extra.astype(np.int64)])
+        is_pad = np.concatenate([np.zeros(n, bool), np.ones(pads, bool)])
+        order = _rng(self.seed, epoch, 2).permutation(total)
+        return index[order], is_pad[order]
+
+    def shard_rows(self, epoch: int, shard: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(positions, source indices, pad flags) of one shard."""
+        if not 0 <= shard < self.shards:
+            raise IndexError(shard)
+        index, is_pad = self.epoch_order(epoch)
+        k = self.samples_per_shard
+        pos = np.arange(shard * k, (shard + 1) * k, dtype=np.int64)
+        return pos, index[pos], is_pad[pos]
+
+
+def task_number(epoch: int, shard: int, shards: int) -> int:
+    return epoch * shards + shard
+
+
+def node_tasks(epochs, shards: int, num_nodes: int = 1, node_rank: int = 0) -> list[tuple[int, int]]:
+    """(epoch, shard) tasks of one node: those whose task number ≡ node_rank (mod num_nodes)."""
+    return [(e, s) for e in epochs for s in range(shards)
+            if task_number(e, s, shards) % num_nodes == node_rank]
+
+
+def sample_key(epoch: int, position: int) -> str:
+    return f"e{epoch:04d}s{position:07d}"
+
+
+def shard_name(epoch: int, shard: int) -> str:
+    return f"epoch-{epoch:04d}/shard-{shard:05d}.tar"
