@@ -142,3 +142,12 @@ def get_ab(st, beta_param):
         a = 1.0 + beta(st, 1.0, beta_param)
         b = -beta(st, 1.0, beta_param)
     return a, b
+
+
+@njit(cache=True)
+def uniform_array(st, n):
+    """n consecutive uniform draws (the same sequence as n calls of `uniform`)."""
+    out = np.empty(n, np.float64)
+    for i in range(n):
+        out[i] = uniform(st)
+    return out
