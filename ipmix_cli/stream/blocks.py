@@ -1,0 +1,85 @@
+"""Decode planned blocks of samples, and turn them into batches. Runs inside DataLoader
+workers (or in the main process when num_workers is 0)."""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+
+import numpy as np
+
+from ipmix_cli.errors import IpmixError
+
+from .reader import ShardError, ShardIndex, load_bytes
+
+
+class BlockReader:
+    """Reads segments of shards into decoded arrays; keeps the last two shards indexed.
+    With skip_bad, a shard that fails is replaced by the next readable shard of the same
+    materialized epoch (by shard number), read at the same sample positions, so counts stay equal."""
+
+    def __init__(self, urls, names, counts, fields, image_size, num_classes, skip_bad, cache_size=2):
+        self.urls = urls  # [materialized epoch][shard] -> url
+        self.names = names  # same shape: how errors name a shard
+        self.counts = counts
+        self.fields = list(fields)
+        self.size = image_size
+        self.num_classes = num_classes
+        self.skip_bad = skip_bad
+        self.cache_size = cache_size
+        self._cache: OrderedDict = OrderedDict()
+        self.bad: dict = {}
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_cache"] = OrderedDict()
+        return state
+
+    def _index(self, k: int, s: int) -> ShardIndex:
+        key = (k, s)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        idx = ShardIndex(self.names[k][s], load_bytes(self.urls[k][s], self.names[k][s]), self.fields, self.counts[k][s])
+        self._cache[key] = idx
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return idx
+
+    def _substitute(self, k: int, s: int, stop: int, tried: set) -> int:
+        n = len(self.counts[k])
+        for j in range(1, n):
+            c = (s + j) % n
+            if c not in tried and (k, c) not in self.bad and self.counts[k][c] >= stop:
+                return c
+        raise IpmixError(f"shard {self.names[k][s]} is unreadable and no other shard of materialized epoch {k} can stand in for it")
+
+    def read_segment(self, k, s, start, stop, out_images, out_labels) -> None:
+        target = s
+        tried = {s}
+        while True:
+            try:
+                if (k, target) in self.bad:
+                    raise ShardError(self.names[k][target], self.bad[(k, target)])
+                self._index(k, target).decode(start, stop, self.size, out_images, out_labels, self.num_classes)
+                return
+            except ShardError as exc:
+                self._cache.pop((k, target), None)
+                if not self.skip_bad:
+                    raise IpmixError(f"{exc} (verify with `ipmix shards verify`, or pass skip_bad to read a substitute)") from None
+                if (k, target) not in self.bad:
+                    self.bad[(k, target)] = exc.reason
+                target = self._substitute(k, s, stop, tried)
+                tried.add(target)
+                warnings.warn(f"skipping bad {exc}; reading {self.names[k][target]} in its place", RuntimeWarning, stacklevel=2)
+
+    def read(self, k: int, segments) -> tuple[np.ndarray, np.ndarray]:
+        n = sum(stop - start for _, start, stop in segments)
+        images = np.empty((n, len(self.fields), self.size, self.size, 3), np.uint8)
+        labels = np.empty(n, np.int64)
+        pos = 0
+        for s, start, stop in segments:
+            m = stop - start
+            self.read_segment(k, s, start, stop, images[pos : pos + m], labels[pos : pos + m])
+            pos += m
+        return images, labels

@@ -1,0 +1,277 @@
+"""ShardLoader: stream pre-built IPMix shards into training as uint8 batches.
+
+    loader = ShardLoader("shards/", batch_size=128, num_workers=4)
+    for t in range(epochs):
+        loader.set_epoch(t)
+        for images, labels in loader:   # uint8 [B, V, 3, S, S], int64 [B]
+            ...
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ipmix_cli.errors import IpmixError
+
+from .blocks import BlockReader
+from .manifest import load_manifest, shard_url
+from .plan import Layout, block_permutation, consumed_shards, plan_epoch, rank_blocks, roles_of, round_robin
+
+STATE_VERSION = 1
+# Decoded bytes one shuffle block may hold when shuffle_buffer is left to the loader.
+AUTO_BLOCK_BYTES = 64 << 20
+AUTO_BLOCK_SAMPLES = 2048
+
+
+class _Failure:
+    """An error raised inside a DataLoader worker, carried to the main process as one line."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise IpmixError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def to_batch(images: np.ndarray, labels: np.ndarray, rows: np.ndarray):
+    """Rows of a decoded block as (uint8 [B, V, 3, S, S], int64 [B]). The image tensor is a
+    channels-first view of channels-last memory, so `.view(-1, 3, S, S)` is free and already
+    in torch.channels_last layout."""
+    batch = torch.from_numpy(images[rows]).permute(0, 1, 4, 2, 3)
+    return batch, torch.from_numpy(labels[rows])
+
+
+class _RoleStream:
+    """The batches of one or more roles of one rank in one epoch."""
+
+    def __init__(self, reader: BlockReader, plan, blocks, roles, first_role: int, consumed: list[int], rank: int):
+        self.reader = reader
+        self.plan = plan
+        self.blocks = blocks
+        self.roles = roles
+        self.first_role = first_role
+        self.consumed = consumed
+        self.rank = rank
+
+    def role_batches(self, role: int):
+        lay = self.plan.layout
+        b = lay.batch_size
+        current = None
+        images = labels = perm = None
+        try:
+            for blk_i, j in self.roles[role][self.consumed[role]:]:
+                if blk_i != current:
+                    blk = self.blocks[blk_i]
+                    images, labels = self.reader.read(self.plan.materialized, blk.segments)
+                    perm = block_permutation(lay.seed, self.plan.t, self.rank, blk_i, blk.size)
+                    current = blk_i
+                yield to_batch(images, labels, perm[j * b : (j + 1) * b])
+        except IpmixError as exc:
+            yield _Failure(str(exc))
+
+
+class _WorkerDataset(IterableDataset):
+    """Each DataLoader worker i plays role (first_role + i) mod num_workers."""
+
+    def __init__(self, stream: _RoleStream):
+        super().__init__()
+        self.stream = stream
+
+    def __iter__(self):
+        info = get_worker_info()
+        wid = info.id if info is not None else 0
+        role = (self.stream.first_role + wid) % len(self.stream.roles)
+        return self.stream.role_batches(role)
+
+
+class ShardLoader:
+    """Batches of a shard set for one rank (contracts E). See docs/stream.md."""
+
+    def __init__(self, shards, batch_size: int, *, rank: int | None = None, world_size: int | None = None,
+                 num_workers: int = 0, seed: int = 0, shuffle_buffer: int | None = None, drop_last: bool = True,
+                 skip_bad: bool = False, base_url: str | None = None, pin_memory: bool = False,
+                 prefetch_factor: int = 2):
+        manifest, root = load_manifest(shards)
+        self.manifest = manifest
+        self.root = root
+        world_size = _env_int("WORLD_SIZE", 1) if world_size is None else int(world_size)
+        rank = _env_int("RANK", 0) if rank is None else int(rank)
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise IpmixError(f"rank {rank} is not valid for world size {world_size}")
+        if int(batch_size) < 1:
+            raise IpmixError(f"batch size must be at least 1, got {batch_size}")
+        if int(num_workers) < 0:
+            raise IpmixError(f"num_workers must be 0 or more, got {num_workers}")
+        batch_size = int(batch_size)
+        self.rank = rank
+        self.fields = list(manifest["fields"])
+        self.views = len(self.fields)
+        if "views" in manifest and manifest["views"] != self.views:
+            raise IpmixError(f"manifest says views={manifest['views']} but lists fields {self.fields}")
+        self.image_size = int(manifest["image_size"])
+        self.num_classes = int(manifest["num_classes"])
+        self.classes = list(manifest.get("classes", [str(i) for i in range(self.num_classes)]))
+        self.materialized_epochs = len(manifest["epochs"])
+        self.pin_memory = pin_memory
+        self.prefetch_factor = prefetch_factor
+        sample_bytes = self.views * self.image_size * self.image_size * 3
+        if shuffle_buffer is None:
+            shuffle_buffer = max(1, min(AUTO_BLOCK_SAMPLES, AUTO_BLOCK_BYTES // sample_bytes))
+        if int(shuffle_buffer) < 1:
+            raise IpmixError(f"shuffle_buffer must be at least 1, got {shuffle_buffer}")
+        block = max(batch_size, int(shuffle_buffer) // batch_size * batch_size)
+        self.layout = Layout(world_size, int(num_workers), batch_size, block, bool(drop_last), int(seed))
+        base_url = manifest.get("base_url") if base_url is None else base_url
+        self._counts = [[int(s["count"]) for s in ep["shards"]] for ep in manifest["epochs"]]
+        names = [[s["path"] for s in ep["shards"]] for ep in manifest["epochs"]]
+        urls = [[shard_url(root, p, base_url) for p in ep] for ep in names]
+        self._reader = BlockReader(urls, names, self._counts, self.fields, self.image_size, self.num_classes, skip_bad)
+        # Check every materialized epoch's layout now, not in the middle of training.
+        for k in range(self.materialized_epochs):
+            plan_epoch(self._counts[k], self.layout, k, self.materialized_epochs)
+        self.epoch = 0
+        self._done: frozenset = frozenset()
+        self._position = 0
+        self._resume_pending = False
+        self._plan = self._make_plan()
+
+    # ------------------------------------------------------------------ epochs
+    def _make_plan(self, done=None):
+        t = self.epoch
+        done = self._done if done is None else done
+        return plan_epoch(self._counts[t % self.materialized_epochs], self.layout, t,
+                          self.materialized_epochs, done, allow_empty=bool(done))
+
+    def set_epoch(self, t: int) -> None:
+        """Training epoch t reads materialized epoch t mod K with the shard order of (seed, t).
+        Calling it with the epoch a loaded state_dict points at keeps that resume position."""
+        t = int(t)
+        if t < 0:
+            raise IpmixError(f"epoch must be 0 or more, got {t}")
+        if t == self.epoch and self._resume_pending:
+            return
+        self.epoch = t
+        self._done = frozenset()
+        self._position = 0
+        self._resume_pending = False
+        self._plan = self._make_plan()
+
+    @property
+    def plan(self):
+        return self._plan
+
+    def __len__(self) -> int:
+        """Batches a full pass over the current epoch yields on this rank (equal on every rank)."""
+        if self._done:
+            return plan_epoch(self._counts[self.epoch % self.materialized_epochs], self.layout, self.epoch,
+                              self.materialized_epochs).batches
+        return self._plan.batches
+
+    @property
+    def remaining(self) -> int:
+        """Batches the next iteration yields: len(self), or fewer right after load_state_dict."""
+        return self._plan.batches - (self._position if self._resume_pending else 0)
+
+    def describe(self) -> str:
+        return self._plan.describe()
+
+    def echo_factor(self, train_epochs: int) -> float:
+        """Training epochs per materialized epoch (E/K); warns above 4 and strongly from 10."""
+        e = float(train_epochs) / self.materialized_epochs
+        k_suggested = -(-int(train_epochs) // 2)
+        if e >= 10:
+            warnings.warn(
+                f"echo factor {e:g}: each materialized epoch is reused {e:g} times; expect a clearly worse "
+                f"corruption error (about +1.8 pp at 10, +4.4 pp at 40). Build about {k_suggested} epochs of shards.",
+                RuntimeWarning, stacklevel=2)
+        elif e > 4:
+            warnings.warn(
+                f"echo factor {e:g}: each materialized epoch is reused {e:g} times (above 4 costs about 1 pp "
+                f"of corruption error per doubling). Build about {k_suggested} epochs of shards.",
+                RuntimeWarning, stacklevel=2)
+        return e
+
+    # --------------------------------------------------------------- iteration
+    def __iter__(self):
+        plan = self._plan
+        start = self._position if self._resume_pending else 0
+        self._resume_pending = False
+        self._position = start
+        nroles = max(1, self.layout.num_workers)
+        blocks = rank_blocks(plan, self.rank)
+        roles = roles_of(blocks, nroles, self.layout.batch_size)
+        consumed, first_role = round_robin([len(r) for r in roles], start)
+        stream = _RoleStream(self._reader, plan, blocks, roles, first_role, consumed, self.rank)
+        if self.layout.num_workers == 0:
+            source = stream.role_batches(first_role)
+        else:
+            source = DataLoader(_WorkerDataset(stream), batch_size=None, num_workers=self.layout.num_workers,
+                                pin_memory=self.pin_memory, prefetch_factor=self.prefetch_factor)
+        expected = plan.batches - start
+        delivered = 0
+        for item in source:
+            if isinstance(item, _Failure):
+                raise IpmixError(item.message)
+            delivered += 1
+            self._position += 1
+            yield item
+        if delivered != expected:
+            raise IpmixError(f"rank {self.rank} delivered {delivered} batches of training epoch {plan.t}, "
+                             f"planned {expected}; the shards changed while reading?")
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict:
+        """Where this rank stands: enough to continue the same stream after a restart."""
+        return {
+            "version": STATE_VERSION,
+            "epoch": self.epoch,
+            "position": self._position,
+            "done_shards": sorted(self._done),
+            "layout": self.layout.to_dict(),
+            "config_hash": self.manifest.get("config_hash"),
+            "materialized_epochs": self.materialized_epochs,
+            "rank": self.rank,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a state_dict: exactly (same layout: world size, workers, batch size,
+        shuffle buffer, seed), or else at shard granularity: shards every old rank had fully
+        delivered are skipped and the rest of the epoch is split over the new layout."""
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise IpmixError("not a ShardLoader state (or from an incompatible version)")
+        if state.get("config_hash") != self.manifest.get("config_hash"):
+            raise IpmixError("the loader state was saved for a different shard set (config_hash differs)")
+        t = int(state["epoch"])
+        old = Layout.from_dict(state["layout"])
+        done = frozenset(int(s) for s in state.get("done_shards", ()))
+        position = int(state["position"])
+        self.epoch = t
+        self._resume_pending = True
+        if state.get("materialized_epochs") != self.materialized_epochs:
+            warnings.warn("the shard set now has a different number of materialized epochs; "
+                          f"restarting training epoch {t} from its beginning", RuntimeWarning, stacklevel=2)
+            self._done, self._position = frozenset(), 0
+        elif old == self.layout:
+            self._done, self._position = done, position
+        else:
+            counts = self._counts[t % self.materialized_epochs]
+            finished = consumed_shards(counts, old, t, self.materialized_epochs, done, position)
+            warnings.warn(f"loader layout changed ({old} → {self.layout}); resuming training epoch {t} at shard "
+                          f"granularity: {len(finished)} of {len(counts)} shards already delivered are skipped",
+                          RuntimeWarning, stacklevel=2)
+            self._done, self._position = frozenset(finished), 0
+        self._plan = self._make_plan()
+        if self._position > self._plan.batches:
+            raise IpmixError(f"loader state position {self._position} is beyond the {self._plan.batches} batches of epoch {t}")
