@@ -30,8 +30,6 @@ def ustar_header(name: str, size: int, mtime: int = MTIME) -> bytes:
     h[148:156] = b"        "
     h[156:157] = b"0"
     h[257:265] = b"ustar\x0000"
-    h[329:337] = b"0000000\0"
-    h[337:345] = b"0000000\0"
     h[148:156] = b"%06o\0 " % sum(h)
     return bytes(h)
 

@@ -1,0 +1,283 @@
+"""Single-process builds: output layout, readers, sources, resume, refusals and bad input."""
+
+import io
+import json
+import os
+import subprocess
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ipmix_cli import cli
+from ipmix_cli.errors import IpmixError
+from ipmix_cli.shards import build_shards
+from ipmix_cli.shards import build as build_mod
+
+from _shards_build_helpers import write_cifar_python, write_image_folder, write_mixing_folder
+
+
+@pytest.fixture(scope="module")
+def mix(tmp_path_factory):
+    return write_mixing_folder(tmp_path_factory.mktemp("mix") / "fractals")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_image_folder(tmp_path_factory.mktemp("src") / "data", per_class=6, classes=("cat", "dog", "eel"))
+
+
+def shard_bytes(out):
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("epoch-*/shard-*.tar"))}
+
+
+def run_cli(args, capsys=None):
+    code = cli.run(["shards", "build", "--quiet", *map(str, args)])
+    return code
+
+
+def test_build_layout_manifest_and_stock_readers(tmp_path, mix, folder):
+    out = tmp_path / "out"
+    m = build_shards(source=str(folder), fractals=mix, out=out, epochs=2, shards=4, seed=5, progress=False)
+    assert m["complete"] and m["schema"] == "ipmix-shards" and m["schema_version"] == 1
+    assert (m["samples_per_epoch"], m["shards_per_epoch"], m["samples_per_shard"]) == (20, 4, 5)
+    assert m["pads_per_epoch"] == 2 and m["classes"] == ["cat", "dog", "eel"] and m["fields"] == ["png"]
+    assert m["source"]["class_counts"] == {"cat": 6, "dog": 6, "eel": 6}
+    assert m["mixing_set"]["fingerprint"] and m["config"]["augment"]["image_size"] == 32
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk["config_hash"] == m["config_hash"] and on_disk["complete"]
+    assert (out / "README.md").is_file() and (out / "epoch-0001" / "wids-index.json").is_file()
+    import hashlib
+
+    for e, entry in enumerate(on_disk["epochs"]):
+        assert entry["epoch"] == e and entry["index"] == f"epoch-{e:04d}/wids-index.json"
+        for s, rec in enumerate(entry["shards"]):
+            data = (out / rec["path"]).read_bytes()
+            assert rec["path"] == f"epoch-{e:04d}/shard-{s:05d}.tar"
+            assert (rec["count"], rec["bytes"], rec["sha256"]) == (5, len(data), hashlib.sha256(data).hexdigest())
+
+    # plain tar: ustar, integer mtime, members of a sample adjacent, key order
+    tar = out / "epoch-0000" / "shard-00000.tar"
+    listing = subprocess.run(["tar", "tvf", str(tar)], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert len([l for l in listing if l.strip()]) == 15
+    with tarfile.open(tar) as tf:
+        names = tf.getnames()
+        assert all(i.mtime == 0 and not i.pax_headers for i in tf.getmembers())
+    assert names[:3] == [f"{names[0].split('.')[0]}.{f}" for f in ("png", "cls", "json")]
+
+    # stock webdataset
+    import webdataset as wds
+
+    urls = [str(out / r["path"]) for r in on_disk["epochs"][1]["shards"]]
+    samples = list(wds.WebDataset(urls, shardshuffle=False).decode("rgb8"))
+    assert len(samples) == 20
+    keys = [s["__key__"] for s in samples]
+    assert len(set(keys)) == 20 and all(k.startswith("e0001s") and "." not in k for k in keys)
+    for s in samples:
+        assert s["png"].shape == (32, 32, 3) and s["png"].dtype == np.uint8
+        assert s["cls"] in (0, 1, 2)
+    pads = [s["json"]["pad"] for s in samples]
+    assert sum(pads) == 2
+    real = sorted(s["json"]["index"] for s in samples if not s["json"]["pad"])
+    assert real == list(range(18))
+    src_labels = [0] * 6 + [1] * 6 + [2] * 6
+    assert all(s["cls"] == src_labels[s["json"]["index"]] for s in samples)
+
+    # wids
+    import wids
+
+    ds = wids.ShardListDataset(str(out / "epoch-0000" / "wids-index.json"))
+    assert len(ds) == 20
+    sample = ds[7]
+    assert ".png" in sample and ".cls" in sample
+
+    # epochs are independent draws: same source image, different augmentation and order
+    e0 = list(wds.WebDataset([str(out / r["path"]) for r in on_disk["epochs"][0]["shards"]],
+                             shardshuffle=False).decode("rgb8"))
+    by_index0 = {s["json"]["index"]: s["png"] for s in e0 if not s["json"]["pad"]}
+    by_index1 = {s["json"]["index"]: s["png"] for s in samples if not s["json"]["pad"]}
+    assert sum(not np.array_equal(by_index0[i], by_index1[i]) for i in range(18)) >= 12
+    assert [s["json"]["index"] for s in e0] != [s["json"]["index"] for s in samples]
+
+
+def test_views3_digits_and_npy(tmp_path, mix):
+    out = tmp_path / "o"
+    m = build_shards(source="digits:test", fractals=mix, out=out, views=3, format="npy", shards=8, progress=False)
+    assert m["fields"] == ["clean.npy", "aug1.npy", "aug2.npy"] and m["samples_per_epoch"] == 360
+    import webdataset as wds
+
+    s = next(iter(wds.WebDataset(str(out / "epoch-0000" / "shard-00003.tar"), shardshuffle=False).decode()))
+    clean, a1, a2 = s["clean.npy"], s["aug1.npy"], s["aug2.npy"]
+    assert clean.shape == a1.shape == (32, 32, 3)
+    assert not np.array_equal(a1, a2)
+    from ipmix_cli.shards.sources import open_source
+
+    assert s["cls"] == int(open_source("digits:test").labels[s["json"]["index"]])
+
+
+def test_cifar_source_and_wds_round_trip(tmp_path, mix):
+    write_cifar_python(tmp_path / "c", "cifar10", per_batch=4)
+    out = tmp_path / "o1"
+    m = build_shards(source=f"cifar10:{tmp_path / 'c'}", fractals=mix, out=out, recipe="none", shards=4,
+                     progress=False)
+    assert m["samples_per_epoch"] == 20 and m["classes"][0] == "c0" and m["source"]["kind"] == "cifar10"
+    # our own shards are a source again (image + cls)
+    out2 = tmp_path / "o2"
+    m2 = build_shards(source=f"wds:{out}/epoch-0000/shard-*.tar", fractals=mix, out=out2, shards=2, progress=False)
+    assert m2["source_samples"] == 20 and m2["classes"] == m["classes"]
+
+
+def test_imagenet_preset_folder_gets_jpeg(tmp_path, mix, folder):
+    out = tmp_path / "o"
+    big_mix = write_mixing_folder(tmp_path / "bigmix", n=2, size=260)
+    m = build_shards(source=str(folder), fractals=big_mix, out=out, preset="imagenet", shards=2, progress=False)
+    assert (m["format"], m["quality"], m["image_size"]) == ("jpg", 95, 224)
+    with tarfile.open(out / "epoch-0000" / "shard-00001.tar") as tf:
+        member = tf.getmembers()[0]
+        assert member.name.endswith(".jpg")
+        img = Image.open(io.BytesIO(tf.extractfile(member).read()))
+        assert img.size == (224, 224)
+
+
+def test_dry_run_writes_nothing(tmp_path, mix, capsys):
+    out = tmp_path / "never"
+    assert run_cli(["--source", "digits", "--fractals", mix, "--out", out, "--epochs", "3", "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "bytes on disk" in text and "time estimate" in text and "32 x 45" in text
+    assert not out.exists()
+
+
+def test_resume_rebuilds_only_damaged_shards(tmp_path, mix, folder, monkeypatch):
+    out = tmp_path / "o"
+    build_shards(source=str(folder), fractals=mix, out=out, epochs=2, shards=3, progress=False)
+    before = shard_bytes(out)
+    victim = out / "epoch-0001" / "shard-00002.tar"
+    data = bytearray(victim.read_bytes())
+    data[700] ^= 0xFF  # same size, wrong hash
+    victim.write_bytes(bytes(data))
+    built = []
+    real = build_mod.build_shard
+    monkeypatch.setattr(build_mod, "build_shard", lambda ctx, e, s: built.append((e, s)) or real(ctx, e, s))
+    m = build_shards(out=out, progress=False)  # everything else from the manifest
+    assert built == [(1, 2)]
+    assert shard_bytes(out) == before and m["complete"]
+
+
+def test_interrupt_exits_130_and_resume_is_identical(tmp_path, mix, folder, monkeypatch, capsys):
+    ref = tmp_path / "ref"
+    build_shards(source=str(folder), fractals=mix, out=ref, epochs=2, shards=3, progress=False)
+    out = tmp_path / "o"
+    real, calls = build_mod.build_shard, []
+
+    def flaky(ctx, e, s):
+        calls.append((e, s))
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(ctx, e, s)
+
+    monkeypatch.setattr(build_mod, "build_shard", flaky)
+    args = ["--source", folder, "--fractals", mix, "--out", out, "--epochs", "2", "--shards", "3"]
+    assert run_cli(args) == 130
+    assert "resume" in capsys.readouterr().err
+    assert not json.loads((out / "manifest.json").read_text())["complete"]
+    monkeypatch.setattr(build_mod, "build_shard", real)
+    assert run_cli(args) == 0
+    assert shard_bytes(out) == shard_bytes(ref)
+    strip = lambda m: {k: v for k, v in m.items() if k not in ("config",)} | {"h": m["config_hash"]}
+    a, b = (json.loads((d / "manifest.json").read_text()) for d in (out, ref))
+    assert a["epochs"] == b["epochs"] and a["config_hash"] == b["config_hash"]
+
+
+def test_changed_configuration_is_refused(tmp_path, mix, folder, capsys):
+    out = tmp_path / "o"
+    base = ["--source", folder, "--fractals", mix, "--out", out, "--shards", "2"]
+    assert run_cli(base) == 0
+    before = shard_bytes(out)
+    assert run_cli(base + ["--seed", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different configuration" in err[0] and "seed" in err[0] and "--overwrite" in err[0]
+    assert run_cli(base + ["--epochs", "3"]) == 1
+    assert "--extend-epochs 2" in capsys.readouterr().err
+    assert shard_bytes(out) == before
+    assert run_cli(base + ["--seed", "1", "--overwrite"]) == 0
+    assert shard_bytes(out) != before
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 1
+
+
+def test_extend_epochs_keeps_old_bytes_and_matches_a_longer_build(tmp_path, mix, folder):
+    one, two = tmp_path / "one", tmp_path / "two"
+    build_shards(source=str(folder), fractals=mix, out=one, epochs=1, shards=2, progress=False)
+    first = shard_bytes(one)
+    m = build_shards(out=one, extend_epochs=1, progress=False)
+    assert m["num_epochs"] == 2 and len(m["epochs"]) == 2 and m["complete"]
+    build_shards(source=str(folder), fractals=mix, out=two, epochs=2, shards=2, progress=False)
+    assert shard_bytes(one) == shard_bytes(two)
+    assert {k: v for k, v in shard_bytes(one).items() if k.startswith("epoch-0000")} == first
+
+
+def test_corrupt_source_image_fails_or_is_skipped(tmp_path, mix, folder, capsys):
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(folder, src)
+    bad = src / "dog" / "002.png"
+    bad.write_bytes(bad.read_bytes()[:60])  # truncated
+    out = tmp_path / "o"
+    assert run_cli(["--source", src, "--fractals", mix, "--out", out, "--shards", "2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(bad) in err[0] and "--skip-bad" in err[0]
+    assert not list(out.glob("epoch-*/shard-*.tar")) or not json.loads((out / "manifest.json").read_text())["complete"]
+    assert run_cli(["--source", src, "--fractals", mix, "--out", out, "--shards", "2", "--skip-bad"]) == 1  # differs
+    capsys.readouterr()
+    assert run_cli(["--source", src, "--fractals", mix, "--out", out, "--shards", "2", "--skip-bad",
+                    "--overwrite"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["complete"] and [b["name"] for b in m["bad_samples"]] == [str(bad)]
+    import webdataset as wds
+
+    samples = list(wds.WebDataset(sorted(str(p) for p in out.glob("epoch-0000/*.tar")), shardshuffle=False))
+    metas = [json.loads(s["json"]) for s in samples]
+    assert len(samples) == 18
+    bad_index = m["bad_samples"][0]["index"]
+    assert [x.get("replaces") for x in metas if "replaces" in x] == [bad_index]
+    assert bad_index not in [x["index"] for x in metas]
+
+
+@pytest.mark.parametrize("case", ["empty-class", "missing-source", "no-pictures", "unwritable", "not-empty"])
+def test_bad_inputs_give_one_line(tmp_path, mix, folder, capsys, case):
+    import shutil
+
+    src, fractals, out = str(folder), str(mix), tmp_path / "o"
+    if case == "empty-class":
+        shutil.copytree(folder, tmp_path / "s")
+        (tmp_path / "s" / "zebra").mkdir()
+        src, expect = str(tmp_path / "s"), "holds no pictures"
+    elif case == "missing-source":
+        src, expect = str(tmp_path / "nowhere"), "source not found"
+    elif case == "no-pictures":
+        (tmp_path / "emptymix").mkdir()
+        (tmp_path / "emptymix" / "readme.txt").write_text("x")
+        fractals, expect = str(tmp_path / "emptymix"), "holds no pictures"
+    elif case == "unwritable":
+        (tmp_path / "file").write_text("x")
+        out, expect = tmp_path / "file" / "o", "file"
+    else:
+        out.mkdir()
+        (out / "thesis.tex").write_text("x")
+        expect = "not empty"
+    assert run_cli(["--source", src, "--fractals", fractals, "--out", out]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: ") and expect in err[0], err
+    if case == "not-empty":
+        assert (out / "thesis.tex").read_text() == "x"
+
+
+def test_combine_reports_missing_parts(tmp_path, mix, folder, capsys):
+    out = tmp_path / "o"
+    m = build_shards(source=str(folder), fractals=mix, out=out, shards=3, num_nodes=2, node_rank=0, progress=False)
+    assert not m["complete"]
+    assert cli.run(["shards", "combine", str(out)]) == 1
+    assert "not built yet" in capsys.readouterr().err
+    with pytest.raises(IpmixError, match="no manifest"):
+        build_mod.combine_parts(tmp_path)

@@ -1,0 +1,116 @@
+import io
+import math
+import tarfile
+
+import numpy as np
+import pytest
+
+from ipmix_cli.errors import IpmixError
+from ipmix_cli.shards import formats
+from ipmix_cli.shards.plan import Plan, choose_shard_count, node_tasks, sample_key
+from ipmix_cli.shards.tarwriter import TarWriter
+
+from _shards_build_helpers import smooth_picture
+
+
+def test_tar_writer_matches_python_tarfile_ustar():
+    members = [("e0000s0000000.png", b"\x89PNG" * 300), ("e0000s0000000.cls", b"7"),
+               ("e0000s0000000.json", b'{"index":3,"pad":false}'), ("e0000s0000001.png", b""),
+               ("e0000s0000001.cls", b"12"), ("e0000s0000001.json", b"x" * 512)]
+    mine = io.BytesIO()
+    w = TarWriter(mine)
+    for name, data in members:
+        w.add(name, data)
+    w.close()
+    ref = io.BytesIO()
+    with tarfile.open(fileobj=ref, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, data in members:
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mtime, ti.mode, ti.uname, ti.gname = len(data), 0, 0o644, "", ""
+            tf.addfile(ti, io.BytesIO(data))
+    assert mine.getvalue() == ref.getvalue()
+    assert w.bytes == len(mine.getvalue()) and w.bytes % 10240 == 0
+    import hashlib
+
+    assert w.sha256 == hashlib.sha256(mine.getvalue()).hexdigest()
+    with tarfile.open(fileobj=io.BytesIO(mine.getvalue())) as tf:
+        infos = tf.getmembers()
+        assert [i.name for i in infos] == [n for n, _ in members]
+        assert all(i.mtime == 0 and i.uid == 0 and i.mode == 0o644 and i.uname == "" for i in infos)
+        assert tf.extractfile(infos[0]).read() == members[0][1]
+
+
+def test_tar_writer_refuses_dotted_keys():
+    w = TarWriter(io.BytesIO())
+    with pytest.raises(ValueError):
+        w.add_sample("img.v2_0001", [("png", b"")])
+    assert "." not in sample_key(3, 1234567) and sample_key(3, 12) == "e0003s0000012"
+
+
+@pytest.mark.parametrize("n,shards", [(10, 3), (1437, 32), (100, 7), (5, 5), (17, 4)])
+def test_plan_equal_shards_every_sample_once_plus_marked_pads(n, shards):
+    plan = Plan(n, shards, seed=3)
+    assert plan.samples_per_epoch == plan.samples_per_shard * shards >= n
+    assert plan.pads_per_epoch == plan.samples_per_epoch - n < shards
+    for epoch in (0, 1):
+        index, is_pad = plan.epoch_order(epoch)
+        assert np.array_equal(np.sort(index[~is_pad]), np.arange(n))
+        assert is_pad.sum() == plan.pads_per_epoch
+        rows = [plan.shard_rows(epoch, s) for s in range(shards)]
+        assert all(len(r[0]) == plan.samples_per_shard for r in rows)
+        assert np.array_equal(np.concatenate([r[1] for r in rows]), index)
+    a, b = plan.epoch_order(0)[0], plan.epoch_order(1)[0]
+    if n > 5:
+        assert not np.array_equal(a, b)  # each epoch is its own shuffle
+        assert not np.array_equal(a[~plan.epoch_order(0)[1]], np.arange(n))  # pre-shuffled
+    assert np.array_equal(Plan(n, shards, 3).epoch_order(1)[0], b)  # pure function of (seed, epoch)
+    assert not np.array_equal(Plan(n, shards, 4).epoch_order(1)[0], b)
+
+
+def test_default_shard_count_divides_common_reader_counts():
+    for n in (1437, 50_000, 1_281_167):
+        s = choose_shard_count(n, 4000)
+        assert n / s >= 32
+        for readers in (1, 2, 4, 8, 16, 32, 64):
+            assert s % readers == 0 or readers > s, (n, s, readers)
+    assert choose_shard_count(50_000, 4000) == 64
+    assert choose_shard_count(1_281_167, 24_000) == 128  # ~240 MB shards
+    assert choose_shard_count(12) == 1
+    assert choose_shard_count(100) in (2, 3)
+
+
+def test_node_partition_covers_every_task_once():
+    parts = [node_tasks(range(3), 5, 4, r) for r in range(4)]
+    flat = sorted(t for p in parts for t in p)
+    assert flat == [(e, s) for e in range(3) for s in range(5)]
+    assert all(abs(len(p) - 15 / 4) < 1 for p in parts)
+
+
+def test_formats_round_trip():
+    img = smooth_picture(32, 5)
+    img[::3, ::2] = 255 - img[::3, ::2]  # speckle like an augmented sample
+    buf = io.BytesIO()
+    np.save(buf, img)
+    assert formats.encode(img, "npy") == buf.getvalue()
+    for fmt in ("png", "npy"):
+        assert np.array_equal(formats.decode(formats.encode(img, fmt), fmt), img)
+    for fmt in ("jpg", "webp"):
+        back = formats.decode(formats.encode(img, fmt, 95), fmt)
+        assert back.shape == img.shape
+        p95 = formats.psnr(img, back)
+        p30 = formats.psnr(img, formats.decode(formats.encode(img, fmt, 30), fmt))
+        assert math.isfinite(p95) and p95 > p30 > 10
+    rows = formats.measure_formats([img] * 3, [("png", None), ("jpg", 90)], repeats=1)
+    assert rows[0]["psnr_db"] == float("inf") and rows[1]["psnr_db"] < 100
+    assert all(r["bytes"] > 0 and r["encode_us"] > 0 for r in rows)
+
+
+def test_format_resolution():
+    assert formats.resolve_format(None, None, 32) == formats.default_format(32) == ("png", None)
+    assert formats.resolve_format(None, None, 224) == ("jpg", 95)
+    assert formats.resolve_format("jpeg", 80, 32) == ("jpg", 80)
+    assert formats.resolve_format("webp", None, 32) == ("webp", 95)
+    with pytest.raises(IpmixError, match="quality"):
+        formats.resolve_format("png", 90, 32)
+    with pytest.raises(IpmixError, match="unknown format"):
+        formats.resolve_format("gif", None, 32)
