@@ -78,7 +78,7 @@ def scan_members(buf):
         body = off + 512
         if body + sz > n:
             return k, SCAN_TRUNCATED, off, name_start, name_len, key_len, data_off, size
-        if flag == 48 or flag == 0:  # '0' or NUL: regular file
+        if flag == 48 or flag == 0 or flag == 55:  # "0", NUL or "7": a regular file
             if buf[off + 345] != 0 and buf[off + 257] == 117:  # "ustar" with a prefix
                 return k, SCAN_LONG_NAME, off, name_start, name_len, key_len, data_off, size
             ln = 0
