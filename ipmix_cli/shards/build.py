@@ -273,9 +273,8 @@ def combine_parts(out, *, dali_index: bool | None = None, log=None) -> dict:
     from ipmix_cli.shards.card import write_dataset_card
     from ipmix_cli.shards.indexes import write_dali_index, write_wids_index
 
-    name = Path(out).resolve().name
-    for entry in epochs:
-        write_wids_index(out, entry, f"{name}-epoch-{entry['epoch']:04d}")
+    for entry in epochs:  # named by content, not by folder, so copies and rebuilds agree
+        write_wids_index(out, entry, f"ipmix-{chash[:12]}-epoch-{entry['epoch']:04d}")
     if dali_index if dali_index is not None else m["config"].get("dali_index", False):
         for entry in epochs:
             for s in entry["shards"]:
@@ -533,7 +532,7 @@ def _run_tasks(ctx: BuildContext, todo, workers: int, backend: str, scheduler, p
                     peak[rec["pid"]] = max(peak.get(rec["pid"], 0), rec["peak_rss_mb"])
                     bar.update(1)
     return {"shards_built": len(todo), "seconds": time.perf_counter() - t0,
-            "peak_rss_mb_per_worker": sorted(peak.values())}
+            "peak_rss_mb_per_worker": sorted(peak.values()), "worker_pids": sorted(peak)}
 
 
 def _dask_client(address):

@@ -1,0 +1,160 @@
+"""Builds across processes: worker counts, node partitions, a real Dask cluster, kill -9 and
+a full disk. Output bytes must not depend on any of them."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ipmix_cli import cli
+from ipmix_cli.shards import build_shards
+
+from _shards_build_helpers import write_image_folder, write_mixing_folder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def mix(tmp_path_factory):
+    return write_mixing_folder(tmp_path_factory.mktemp("mix") / "fractals")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_image_folder(tmp_path_factory.mktemp("src") / "data", per_class=7, classes=("a", "b", "c"))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, mix, folder):
+    out = tmp_path_factory.mktemp("ref") / "out"
+    build_shards(source=str(folder), fractals=mix, out=out, epochs=2, shards=4, seed=11, progress=False)
+    return out
+
+
+def shard_bytes(out):
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("epoch-*/shard-*.tar"))}
+
+
+def manifest(out):
+    return json.loads((out / "manifest.json").read_text())
+
+
+def same_build(out, ref):
+    assert shard_bytes(out) == shard_bytes(ref)
+    a, b = manifest(out), manifest(ref)
+    assert a["complete"] and a["epochs"] == b["epochs"] and a["config_hash"] == b["config_hash"]
+    for e in range(2):
+        assert (out / f"epoch-{e:04d}/wids-index.json").read_text() == (ref / f"epoch-{e:04d}/wids-index.json").read_text()
+
+
+def test_two_workers_give_identical_bytes(tmp_path, mix, folder, reference):
+    out = tmp_path / "w2"
+    m = build_shards(source=str(folder), fractals=mix, out=out, epochs=2, shards=4, seed=11, workers=2,
+                     progress=False)
+    same_build(out, reference)
+    assert len(m["build_stats"]["peak_rss_mb_per_worker"]) >= 1 and os.getpid() not in m["build_stats"]["worker_pids"]
+    assert not list((out / ".records" / "contexts").glob("*.pkl.*tmp"))
+
+
+def test_node_partitions_combine_to_identical_bytes(tmp_path, mix, folder, reference, capsys):
+    out = tmp_path / "nodes"
+    common = ["shards", "build", "--quiet", "--source", str(folder), "--fractals", str(mix), "--out", str(out),
+              "--epochs", "2", "--shards", "4", "--seed", "11", "--num-nodes", "3"]
+    for rank in (2, 0):
+        assert cli.run(common + ["--node-rank", str(rank)]) == 0
+        assert not manifest(out)["complete"]
+    assert len(list(out.glob("epoch-*/shard-*.tar"))) == 8 - len([t for t in range(8) if t % 3 == 1])
+    assert cli.run(common + ["--node-rank", "1"]) == 0  # the last part combines
+    same_build(out, reference)
+    # an explicit combine is idempotent
+    assert cli.run(["shards", "combine", str(out)]) == 0
+    same_build(out, reference)
+
+
+def test_dask_backend_on_a_local_cluster(tmp_path, mix, folder, reference):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=40) as cluster:
+        out = tmp_path / "dask"
+        m = build_shards(source=str(folder), fractals=mix, out=out, epochs=2, shards=4, seed=11,
+                         backend="dask", scheduler=cluster.scheduler_address, progress=False)
+        pids = m["build_stats"]["worker_pids"]
+    same_build(out, reference)
+    assert pids and os.getpid() not in pids  # the tasks ran in the cluster's worker processes
+
+
+def test_dask_without_scheduler_is_one_line(tmp_path, capsys):
+    assert cli.run(["shards", "build", "--source", "digits", "--out", str(tmp_path / "o"), "--backend", "dask"]) == 1
+    assert "--scheduler" in capsys.readouterr().err
+
+
+def _cmd(folder, mix, out, *extra):
+    return [sys.executable, "-m", "ipmix_cli", "shards", "build", "--quiet", "--source", str(folder),
+            "--fractals", str(mix), "--out", str(out), "--epochs", "2", "--shards", "4", "--seed", "11", *extra]
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def test_kill_9_then_rerun_is_byte_identical(tmp_path, mix, folder, reference):
+    out = tmp_path / "killed"
+    interrupted = []
+    for wait_for in (1, 4):
+        proc = subprocess.Popen(_cmd(folder, mix, out), env=_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(list((out / ".records").glob("epoch-*/shard-*.json"))) >= wait_for:
+                break
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # whatever survived: a shard under its final name is a whole archive
+        import tarfile
+
+        for p in out.glob("epoch-*/shard-*.tar"):
+            with tarfile.open(p) as tf:
+                assert len(tf.getmembers()) == 6 * 3  # 21 samples + 3 pads in 4 shards
+        if (out / "manifest.json").exists():
+            interrupted.append(not manifest(out)["complete"])
+    assert any(interrupted)
+    done = subprocess.run(_cmd(folder, mix, out), env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    same_build(out, reference)
+    assert not list(out.glob("epoch-*/.*.tmp"))
+
+
+def test_sigint_exits_130_with_resume_hint(tmp_path, mix):
+    out = tmp_path / "int"
+    proc = subprocess.Popen([sys.executable, "-m", "ipmix_cli", "shards", "build", "--quiet", "--source", "digits",
+                             "--fractals", str(mix), "--out", str(out), "--epochs", "8"],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list((out / ".records").glob("epoch-*/shard-*.json")):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "resume" in err
+    assert not manifest(out)["complete"]
+
+
+def test_full_disk_leaves_nothing_that_looks_done(tmp_path, mix, folder):
+    out = tmp_path / "full"
+    # 120 KiB file size limit: the manifest fits, the first shard (~6 MB of digits) does not
+    cmd = [sys.executable, "-m", "ipmix_cli", "shards", "build", "--quiet", "--source", "digits",
+           "--fractals", str(mix), "--out", str(out), "--shards", "1"]
+    script = "ulimit -f 120; exec " + " ".join(f"'{a}'" for a in cmd)
+    res = subprocess.run(["bash", "-c", script], env=_env(), capture_output=True, text=True, timeout=120)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 1, res.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "too large" in lines[0], lines
+    assert not list(out.glob("epoch-*/shard-*.tar")) and not list(out.glob("epoch-*/.*tmp"))
+    assert not list((out / ".records").glob("epoch-*/*.json"))
+    assert not manifest(out)["complete"]
