@@ -50,7 +50,7 @@ def _batches(n: int, batch_size: int):
 
 def _to_tensor(images: np.ndarray, device) -> torch.Tensor:
     """uint8 [B, S, S, 3] (NumPy, possibly memory-mapped) → uint8 [B, 3, S, S] on device."""
-    return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2)
+    return torch.from_numpy(np.array(images, dtype=np.uint8)).to(device).permute(0, 3, 1, 2)  # copy: may be a read-only memmap
 
 
 @torch.no_grad()

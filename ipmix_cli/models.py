@@ -147,7 +147,7 @@ class WideResNet(nn.Module):
 
 # ---------------------------------------------------------------- small CNN (demo, tests)
 class SmallCNN(nn.Module):
-    def __init__(self, num_classes: int, width: int = 32):
+    def __init__(self, num_classes: int, width: int = 16):
         super().__init__()
         layers, cin = [], 3
         for cout, stride in ((width, 1), (width * 2, 2), (width * 2, 1), (width * 4, 2)):

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -36,7 +37,7 @@ from ipmix_cli.models import build_model, canonical_name, check_model_name, coun
 
 LOG_NAME, CURVES_NAME, SUMMARY_NAME = "log.jsonl", "curves.png", "summary.json"
 # Settings that must not change when a run is resumed (they shape the stream or the schedule).
-RESUME_KEYS = ("model", "batch_size", "world_size", "epochs", "lr", "weight_decay", "momentum", "seed",
+RESUME_KEYS = ("model", "batch_size", "epochs", "lr", "weight_decay", "momentum", "seed",
                "jsd_weight", "shards_config_hash", "views", "image_size", "num_classes")
 
 
@@ -226,11 +227,13 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
         ensure_writable_dir(out)
     if batch_size % world:
         raise IpmixError(f"batch size {batch_size} does not split evenly over {world} processes")
-    if loader is None:
-        from ipmix_cli.stream import ShardLoader
+    with _warnings_to(echo):
+        if loader is None:
+            from ipmix_cli.stream import ShardLoader
 
-        loader = ShardLoader(shards, batch_size // world, rank=rank, world_size=world,
-                             num_workers=num_workers, seed=seed, drop_last=True)
+            loader = ShardLoader(shards, batch_size // world, rank=rank, world_size=world, num_workers=num_workers,
+                                 seed=seed, drop_last=True, pin_memory=dev.type == "cuda")
+        echo_factor = loader.echo_factor(epochs) if hasattr(loader, "echo_factor") else None
     steps_per_epoch = len(loader)
     lengths = _gather(steps_per_epoch, world)
     if len(set(lengths)) != 1:
@@ -246,8 +249,6 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
     mean, std = normalisation(size)
     amp_dtype = resolve_precision(precision, dev)
     channels_last = dev.type == "cuda"
-    total_steps = epochs * steps_per_epoch
-    stop_step = min(total_steps, max_steps) if max_steps else total_steps
     manifest = getattr(loader, "manifest", {}) or {}
     config = {"model": name, "num_classes": num_classes, "image_size": size, "views": views,
               "classes": list(manifest.get("classes", [])), "mean": list(mean), "std": list(std),
@@ -256,7 +257,19 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
               "momentum": momentum, "nesterov": True, "schedule": "cosine per step", "seed": seed,
               "jsd_weight": jsd_weight if views == 3 else None, "loss": "ce+jsd" if views == 3 else "ce",
               "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
-              "steps_per_epoch": steps_per_epoch, "total_steps": total_steps}
+              "steps_per_epoch": steps_per_epoch, "total_steps": epochs * steps_per_epoch}
+
+    state = None
+    if resume and ckpt_file.exists():
+        state = load_checkpoint(ckpt_file, map_location=dev)
+        old = state["config"]
+        changed = [k for k in RESUME_KEYS if old.get(k) != config.get(k)]
+        if changed:
+            raise IpmixError("cannot resume: settings differ from the checkpoint's: "
+                             + ", ".join(f"{k} {old.get(k)!r} -> {config.get(k)!r}" for k in changed))
+        # The schedule keeps the length it started with (it differs only if the world size changed).
+        config["total_steps"] = old["total_steps"]
+    total_steps = config["total_steps"]
 
     torch.manual_seed(seed)  # identical initial weights on every rank
     net = build_model(name, num_classes, size).to(dev)
@@ -268,69 +281,65 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
     scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
     torch.manual_seed(seed * 1000 + 1 + rank)  # dropout differs per rank
 
-    step, mid_epoch = 0, False
-    if resume and ckpt_file.exists():
-        state = load_checkpoint(ckpt_file, map_location=dev)
-        old = state["config"]
-        changed = [k for k in RESUME_KEYS if old.get(k) != config.get(k)]
-        if changed:
-            raise IpmixError("cannot resume: settings differ from the checkpoint's: "
-                             + ", ".join(f"{k} {old.get(k)!r} -> {config.get(k)!r}" for k in changed))
+    step, epoch, seen, mid_epoch = 0, 0, 0, False
+    epoch_sums = torch.zeros(3, dtype=torch.float64, device=dev)  # loss·n, correct, n of this epoch
+    if state is not None:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        step = int(state["step"])
-        rng = state["rng"][rank]
-        torch.set_rng_state(rng["cpu"].cpu())
-        if dev.type == "cuda" and rng.get("cuda") is not None:
-            torch.cuda.set_rng_state(rng["cuda"].cpu(), dev)
-        if step % steps_per_epoch:
+        step, epoch, seen = int(state["step"]), int(state["epoch"]), int(state["seen"])
+        same_world = len(state["rng"]) == world
+        if same_world:
+            rng = state["rng"][rank]
+            torch.set_rng_state(rng["cpu"].cpu())
+            if dev.type == "cuda" and rng.get("cuda") is not None:
+                torch.cuda.set_rng_state(rng["cuda"].cpu(), dev)
+        else:
+            echo(f"note: resuming a {len(state['rng'])}-process run on {world}: the stream continues at shard "
+                 "granularity, not bit for bit")
+        if seen:
             mid_epoch = True
-            loader.set_epoch(step // steps_per_epoch)
-            loader.load_state_dict(state["loader"][rank])
-        epoch_sums = torch.tensor(state["epoch_sums"], dtype=torch.float64, device=dev)
-        echo(f"resuming {out} at step {step}/{total_steps}")
+            with _warnings_to(echo):
+                loader.set_epoch(epoch)
+                loader.load_state_dict(state["loader"][rank if same_world else 0])
+            epoch_sums = torch.tensor(state["epoch_sums"], dtype=torch.float64, device=dev)
+        echo(f"resuming {out} at step {step}/{total_steps} (epoch {epoch + 1}, batch {seen})")
     elif resume:
         echo(f"no checkpoint in {out}; starting a new run")
-        epoch_sums = torch.zeros(3, dtype=torch.float64, device=dev)
-    else:
-        epoch_sums = torch.zeros(3, dtype=torch.float64, device=dev)
+    stop_step = min(total_steps, max_steps) if max_steps else None
 
     ddp = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None) \
         if world > 1 else net
     held_out = HeldOut(test, size, num_classes, rank, world) if test else None
-    log = RunLog(out / LOG_NAME, main, step if (resume and step) else None)
-    echo_factor = loader.echo_factor(epochs) if hasattr(loader, "echo_factor") else None
+    log = RunLog(out / LOG_NAME, main, step if state is not None else None)
     if main:
         atomic_write_json(out / "config.json", config)
     log.write({"type": "start", "step": step, "time": time.time(), "world_size": world, "device": str(dev),
                "echo_factor": echo_factor, "parameters": count_parameters(net)})
     echo(f"training {name} ({count_parameters(net) / 1e6:.2f} M parameters) on {world} process(es), {dev}, "
          f"{config['precision']}; {epochs} epochs x {steps_per_epoch} steps of {batch_size} ({config['loss']})")
-    if echo_factor is not None and echo_factor > 4:
-        echo(f"note: each materialized epoch is reused {echo_factor:g} times (echo factor above 4 costs accuracy)")
 
-    def checkpoint(epoch_sums):
+    def checkpoint():
         states = _gather({"loader": loader.state_dict(), "rng": {
             "cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}}, world)
         if main:
             save_checkpoint(ckpt_file, {"config": config, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                                        "epoch_sums": epoch_sums.tolist(), "loader": [s["loader"] for s in states],
-                                        "rng": [s["rng"] for s in states]})
+                                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                                        "step": step, "epoch": epoch, "seen": seen, "epoch_sums": epoch_sums.tolist(),
+                                        "loader": [s["loader"] for s in states], "rng": [s["rng"] for s in states]})
 
     stop = _StopFlag(active=world == 1)
     window = torch.zeros(3, dtype=torch.float64, device=dev)
     t_window, t_run, steps_run, last = time.time(), time.time(), 0, {}
     ddp.train()
     try:
-        while step < stop_step and not stop.set:
-            epoch = step // steps_per_epoch
+        while epoch < epochs and (stop_step is None or step < stop_step) and not stop.set:
             if not mid_epoch:
                 loader.set_epoch(epoch)
                 epoch_sums.zero_()
-            mid_epoch, seen, t_epoch = False, step % steps_per_epoch, time.time()
+                seen = 0
+            mid_epoch, t_epoch, finished = False, time.time(), True
             for images, labels in loader:
                 y = labels.to(dev, non_blocking=True)
                 x = to_model_input(images, dev, mean, std, channels_last)
@@ -358,49 +367,67 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
                                "loss": loss_sum / n, "acc": correct / n, "samples_per_s": n / max(now - t_window, 1e-9)})
                     window.zero_()
                     t_window = now
-                if checkpoint_every and step % checkpoint_every == 0 and seen < steps_per_epoch:
-                    checkpoint(epoch_sums)
-                if step >= stop_step or stop.set:
+                if step == stop_step or stop.set:
+                    finished = seen == steps_per_epoch
                     break
-            if seen == steps_per_epoch:
-                loss_sum, correct, n = _sum_across_ranks(epoch_sums.clone())
-                last = {"type": "epoch", "epoch": epoch, "step": step, "train_loss": loss_sum / n,
-                        "train_acc": correct / n, "time_s": time.time() - t_epoch}
-                if held_out:
-                    last.update(held_out.score(net, dev, mean, std, amp_dtype, channels_last))
-                log.write(last)
-                if main:
-                    write_curves_png(out / CURVES_NAME, log.records, f"{name} on {shards}")
-                echo(f"epoch {epoch + 1}/{epochs}: loss {last['train_loss']:.4f} acc {last['train_acc']:.4f}"
-                     + (f" test error {last['test_error']:.4f}" if "test_error" in last else ""))
-                checkpoint(epoch_sums)
-            elif step >= stop_step or stop.set:
-                checkpoint(epoch_sums)
-            else:
-                raise IpmixError(f"the loader yielded {seen} batches in epoch {epoch}, not the {steps_per_epoch} "
-                                 "its length promised")
+                if checkpoint_every and step % checkpoint_every == 0 and seen < steps_per_epoch:
+                    checkpoint()
+            if not finished:
+                checkpoint()
+                break
+            loss_sum, correct, n = _sum_across_ranks(epoch_sums.clone())
+            last = {"type": "epoch", "epoch": epoch, "step": step, "train_loss": loss_sum / n,
+                    "train_acc": correct / n, "time_s": time.time() - t_epoch}
+            if held_out:
+                last.update(held_out.score(net, dev, mean, std, amp_dtype, channels_last))
+            log.write(last)
+            if main:
+                write_curves_png(out / CURVES_NAME, log.records, f"{name} on {shards}")
+            echo(f"epoch {epoch + 1}/{epochs}: loss {last['train_loss']:.4f} acc {last['train_acc']:.4f}"
+                 + (f" test error {last['test_error']:.4f}" if "test_error" in last else ""))
+            epoch, seen = epoch + 1, 0
+            checkpoint()
     finally:
         stop.restore()
     if stop.set:
         echo(f"stopped at step {step}; checkpoint saved: run again with --resume to continue")
         raise KeyboardInterrupt
     elapsed = time.time() - t_run
+    steps_per_rank = _gather(steps_run, world)
     summary = {"run": str(out), "model": name, "parameters": count_parameters(net), "epochs": epochs,
-               "steps": step, "total_steps": total_steps, "complete": step == total_steps,
-               "samples_seen": step * batch_size, "world_size": world, "device": str(dev),
+               "epochs_done": epoch, "steps": step, "total_steps": total_steps, "complete": epoch == epochs,
+               "samples_seen": step * batch_size, "world_size": world, "steps_this_launch_per_rank": steps_per_rank, "device": str(dev),
                "precision": config["precision"], "loss": config["loss"], "echo_factor": echo_factor,
                "train_samples_per_s": steps_run * batch_size / max(elapsed, 1e-9), "time_s": elapsed,
                "checkpoint": str(ckpt_file)}
     epochs_logged = [r for r in log.records if r.get("type") == "epoch"]
-    if epochs_logged or last:
-        final = epochs_logged[-1] if epochs_logged else last
-        summary.update({k: final[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc", "test_error")
-                        if k in final})
+    if epochs_logged:
+        summary.update({k: epochs_logged[-1][k] for k in ("train_loss", "train_acc", "test_loss", "test_acc",
+                                                          "test_error") if k in epochs_logged[-1]})
     log.write({"type": "end", **summary})
     if main:
         atomic_write_json(out / SUMMARY_NAME, summary)
         write_curves_png(out / CURVES_NAME, log.records, f"{name} on {shards}")
     return summary
+
+
+class _warnings_to:
+    """Turn Python warnings raised inside the block into `warning: ...` lines for the user."""
+
+    def __init__(self, echo):
+        self.echo = echo
+
+    def __enter__(self):
+        self._ctx = warnings.catch_warnings(record=True)
+        self._caught = self._ctx.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+        for w in self._caught:
+            self.echo(f"warning: {w.message}")
+        return False
 
 
 def format_summary(summary: dict) -> str:

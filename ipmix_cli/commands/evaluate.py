@@ -1,0 +1,52 @@
+"""`ipmix eval` (score a checkpoint) and `ipmix corrupt` (make a CIFAR-10-C-style test folder)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ipmix_cli.corruptions import CORRUPTIONS, make_corrupted_set
+from ipmix_cli.progress import Progress
+
+
+@click.command("eval")
+@click.option("--checkpoint", required=True, type=click.Path(), help="Run directory of `ipmix train`, or its checkpoint.pt.")
+@click.option("--test", "test_spec", required=True, help="Test source spec, e.g. digits:test or cifar10-test:PATH.")
+@click.option("--corrupted", type=click.Path(), default=None,
+              help="CIFAR-10-C-style folder: <corruption>.npy (severities 1-5 stacked) + labels.npy.")
+@click.option("--pgd", is_flag=True, help="Also report PGD-20 error (L-inf, eps 2/255, step 0.5/255, random start).")
+@click.option("--pgd-limit", type=click.IntRange(min=1), default=None, help="Attack only the first N test samples.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N clean test samples.")
+@click.option("--out", type=click.Path(), default=None, help="Write the results as JSON here.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of PGD's random start.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object instead of a table.")
+def eval_command(checkpoint, test_spec, corrupted, pgd, pgd_limit, limit, out, batch_size, device, seed, as_json):
+    """Clean error, corruption error and RMS calibration error of a trained checkpoint."""
+    from ipmix_cli.evaluate import evaluate, format_report
+
+    result = evaluate(checkpoint, test_spec, corrupted=corrupted, pgd=pgd, out=out, batch_size=batch_size,
+                      device=device, limit=limit, pgd_limit=pgd_limit, seed=seed,
+                      progress=None if as_json else (lambda name: click.echo(f"  scored {name}", err=True)))
+    click.echo(json.dumps(result) if as_json else format_report(result))
+    if out and not as_json:
+        click.echo(f"results written to {out}")
+
+
+@click.command("corrupt")
+@click.option("--source", required=True, help="Test source spec, e.g. digits:test, cifar10-test:PATH, folder:PATH.")
+@click.option("--out", required=True, type=click.Path(), help="Folder to write <corruption>.npy and labels.npy into.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--corruptions", default=None, help="Comma-separated subset of: " + ", ".join(CORRUPTIONS) + " (default: all).")
+@click.option("--image-size", type=click.IntRange(min=8), default=None,
+              help="Side of the output images (default: the source's, if square).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N samples.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing corrupted set in --out.")
+def corrupt_command(source, out, seed, corruptions, image_size, limit, overwrite):
+    """Make a CIFAR-10-C-style corrupted copy of any test set (15 corruptions x 5 severities)."""
+    manifest = make_corrupted_set(source, out, seed=seed, corruptions=corruptions, image_size=image_size,
+                                  limit=limit, overwrite=overwrite, progress=Progress)
+    click.echo(f"wrote {len(manifest['corruptions'])} corruptions x 5 severities of {manifest['samples']} "
+               f"images ({manifest['image_size']} px) to {out}")

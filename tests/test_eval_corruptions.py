@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+
+from _shards_build_helpers import smooth_picture
+from ipmix_cli.corruptions import CORRUPTIONS, convolve2d, corrupt_image, gaussian_filter, make_corrupted_set
+from ipmix_cli.errors import IpmixError
+
+
+def _colourful(seed):
+    rng = np.random.default_rng(seed)
+    base = smooth_picture(32, seed).astype(int)
+    base[8:20, 10:22] = rng.integers(0, 256, 3)  # a sharp-edged patch so blurs and warps show
+    return np.clip(base, 0, 255).astype(np.uint8)
+
+
+def test_at_least_ten_corruptions_each_changing_the_image_more_with_severity():
+    assert len(CORRUPTIONS) >= 10
+    images = [_colourful(s) for s in range(6)]
+    for name in CORRUPTIONS:
+        diffs = [np.mean([np.abs(corrupt_image(im, name, s, 0, i).astype(int) - im).mean()
+                          for i, im in enumerate(images)]) for s in (1, 5)]
+        assert diffs[0] > 0, name
+        if name != "saturate":
+            assert diffs[1] > diffs[0], name
+    # saturate follows CIFAR-10-C's extra set: severities 1-2 wash colours out, 3-5 overdo them.
+    chroma = lambda im: (im.max(2).astype(int) - im.min(2)).mean()  # noqa: E731
+    im = images[0]
+    assert chroma(corrupt_image(im, "saturate", 2, 0, 0)) < chroma(corrupt_image(im, "saturate", 1, 0, 0)) < chroma(im)
+    assert chroma(im) < chroma(corrupt_image(im, "saturate", 3, 0, 0)) < chroma(corrupt_image(im, "saturate", 5, 0, 0))
+
+
+def test_corruption_is_deterministic_per_seed_and_index():
+    im = _colourful(1)
+    a = corrupt_image(im, "gaussian_noise", 3, seed=7, index=4)
+    assert np.array_equal(a, corrupt_image(im, "gaussian_noise", 3, seed=7, index=4))
+    assert not np.array_equal(a, corrupt_image(im, "gaussian_noise", 3, seed=8, index=4))
+    assert not np.array_equal(a, corrupt_image(im, "gaussian_noise", 3, seed=7, index=5))
+    assert a.dtype == np.uint8 and a.shape == im.shape
+
+
+def test_fft_convolution_matches_a_direct_sum():
+    rng = np.random.default_rng(0)
+    img = rng.random((9, 11, 2))
+    kernel = rng.random((3, 5))
+    got = convolve2d(img, kernel)
+    padded = np.pad(img, ((1, 1), (2, 2), (0, 0)), mode="edge")
+    want = np.zeros_like(img)
+    for dy in range(3):
+        for dx in range(5):
+            want += kernel[dy, dx] * padded[dy:dy + 9, dx:dx + 11]
+    np.testing.assert_allclose(got, want, atol=1e-10)
+    # The separable Gaussian agrees with the 2-D convolution by its outer product away from borders.
+    sig = 0.8
+    x = np.arange(-3, 4)
+    k1 = np.exp(-0.5 * (x / sig) ** 2)
+    k1 /= k1.sum()
+    big = rng.random((20, 20, 1))
+    np.testing.assert_allclose(gaussian_filter(big, sig)[4:-4, 4:-4], convolve2d(big, np.outer(k1, k1))[4:-4, 4:-4],
+                               atol=1e-10)
+
+
+def test_corrupted_set_layout_and_subset_independence(tmp_path):
+    full = make_corrupted_set("digits:test", tmp_path / "all", seed=3, limit=6)
+    assert full["corruptions"] == list(CORRUPTIONS) and full["samples"] == 6
+    labels = np.load(tmp_path / "all" / "labels.npy")
+    assert labels.shape == (30,) and np.array_equal(labels[:6], labels[6:12])
+    fog = np.load(tmp_path / "all" / "fog.npy")
+    assert fog.shape == (30, 32, 32, 3) and fog.dtype == np.uint8
+    make_corrupted_set("digits:test", tmp_path / "two", seed=3, limit=6, corruptions="fog,contrast")
+    assert sorted(p.name for p in (tmp_path / "two").glob("*.npy")) == ["contrast.npy", "fog.npy", "labels.npy"]
+    assert np.array_equal(np.load(tmp_path / "two" / "fog.npy"), fog)
+
+
+def test_corrupt_errors_are_one_line(tmp_path, capsys):
+    from ipmix_cli.cli import run
+
+    assert run(["corrupt", "--source", "digits:test", "--out", str(tmp_path / "x"), "--corruptions", "nope"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown corruption" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+    make_corrupted_set("digits:test", tmp_path / "y", limit=2, corruptions="fog")
+    with pytest.raises(IpmixError, match="already holds"):
+        make_corrupted_set("digits:test", tmp_path / "y", limit=2, corruptions="fog")
+    assert run(["corrupt", "--source", "nosuchkind:abc", "--out", str(tmp_path / "z")]) == 1
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
