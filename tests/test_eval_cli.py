@@ -1,0 +1,85 @@
+"""`ipmix eval` end to end: train a tiny model on digit shards, corrupt a slice of digits:test,
+score both; plus the folder checks that must fail in one line."""
+
+import json
+
+import numpy as np
+import pytest
+
+from _train_helpers import make_digit_shards
+from ipmix_cli.cli import run
+from ipmix_cli.corruptions import CORRUPTIONS, make_corrupted_set
+from ipmix_cli.errors import IpmixError
+from ipmix_cli.evaluate import evaluate, read_corrupted_folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    make_digit_shards(root / "shards", views=1, epochs=1, shards=4)
+    code = run(["train", "--shards", str(root / "shards"), "--model", "small-cnn", "--epochs", "3",
+                "--out", str(root / "run"), "--batch-size", "64", "--workers", "0", "--test", "digits:test"])
+    assert code == 0
+    return root
+
+
+def test_eval_end_to_end_on_a_tiny_corrupted_set(trained, tmp_path, capsys):
+    capsys.readouterr()
+    assert run(["corrupt", "--source", "digits:test", "--out", str(tmp_path / "c"), "--limit", "40"]) == 0
+    out = tmp_path / "eval.json"
+    assert run(["eval", "--checkpoint", str(trained / "run"), "--test", "digits:test", "--corrupted",
+                str(tmp_path / "c"), "--pgd", "--pgd-limit", "40", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert set(result) >= {"checkpoint", "model", "test", "clean", "corruption", "pgd"}
+    clean = result["clean"]
+    assert clean["samples"] == 360
+    assert clean["error"] < 0.5  # three epochs on digits: far better than chance (0.9)
+    assert 0 <= clean["rms_calibration_error"] <= 1
+    # The held-out score during training saw the same model on the same images.
+    summary = json.loads((trained / "run" / "summary.json").read_text())
+    assert summary["test_error"] == pytest.approx(clean["error"], abs=1e-9)
+
+    cor = result["corruption"]
+    assert sorted(cor["per_corruption"]) == sorted(CORRUPTIONS) and cor["samples_per_severity"] == 40
+    for name, entry in cor["per_corruption"].items():
+        assert len(entry["severity_errors"]) == 5
+        assert entry["error"] == pytest.approx(np.mean(entry["severity_errors"]))
+    assert cor["error"] == pytest.approx(np.mean([e["error"] for e in cor["per_corruption"].values()]))
+    assert cor["error"] >= clean["error"] - 0.05
+    assert result["pgd"]["epsilon"] == pytest.approx(2 / 255) and result["pgd"]["steps"] == 20
+    assert 0 <= result["pgd"]["error"] <= 1
+    for name in CORRUPTIONS:
+        assert name in table
+    assert "clean error" in table and "PGD-20" in table
+
+
+def test_corrupted_folder_problems_are_one_line(trained, tmp_path, capsys):
+    folder = tmp_path / "bad"
+    make_corrupted_set("digits:test", folder, limit=4, corruptions="fog")
+    names, labels, arrays = read_corrupted_folder(folder, 32, 10)
+    assert names == ["fog"] and len(labels) == 4 and arrays["fog"].shape == (20, 32, 32, 3)
+    with pytest.raises(IpmixError, match="model takes 64 px"):
+        read_corrupted_folder(folder, 64, 10)
+    np.save(folder / "short.npy", np.zeros((7, 32, 32, 3), np.uint8))
+    with pytest.raises(IpmixError, match="5\\*N"):
+        read_corrupted_folder(folder, 32, 10)
+    (folder / "short.npy").unlink()
+    (folder / "labels.npy").unlink()
+    capsys.readouterr()
+    code = run(["eval", "--checkpoint", str(trained / "run"), "--test", "digits:test", "--corrupted", str(folder)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.startswith("Error:") and "labels.npy" in err and len(err.splitlines()) == 1
+
+
+def test_missing_or_foreign_checkpoint_is_one_line(tmp_path, capsys):
+    assert run(["eval", "--checkpoint", str(tmp_path), "--test", "digits:test"]) == 1
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert run(["eval", "--checkpoint", str(tmp_path / "junk.pt"), "--test", "digits:test"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("Error:") for line in lines)
+
+
+def test_library_evaluate_limits_the_clean_set(trained):
+    result = evaluate(trained / "run", "digits:test", limit=50)
+    assert result["clean"]["samples"] == 50 and "corruption" not in result and "pgd" not in result

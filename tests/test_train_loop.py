@@ -1,0 +1,102 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from _train_helpers import make_digit_shards
+from ipmix_cli.checkpoint import load_checkpoint
+from ipmix_cli.cli import run
+from ipmix_cli.errors import IpmixError
+from ipmix_cli.train import train
+
+
+@pytest.fixture(scope="module")
+def triple_shards(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "shards3"
+    make_digit_shards(out, views=3, epochs=2, shards=4, limit=160)
+    return out
+
+
+def _run(shards, out, **kw):
+    args = dict(batch_size=16, num_workers=0, log_every=2, echo=lambda *a: None)
+    args.update(kw)
+    return train(str(shards), "wrn-10-1", 2, out, **args)
+
+
+def test_resume_mid_epoch_gives_the_same_weights_as_training_straight(triple_shards, tmp_path):
+    straight = _run(triple_shards, tmp_path / "a")
+    assert straight["complete"] and straight["steps"] == 20 and straight["loss"] == "ce+jsd"
+    first = _run(triple_shards, tmp_path / "b", max_steps=7)   # stops inside epoch 0
+    assert not first["complete"] and first["steps"] == 7
+    assert load_checkpoint(tmp_path / "b")["seen"] == 7
+    second = _run(triple_shards, tmp_path / "b", resume=True)
+    assert second["complete"] and second["steps"] == 20
+
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(pa["momentum_buffer"], pb["momentum_buffer"])
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 20
+    assert second["train_loss"] == straight["train_loss"]
+
+    # The resumed log has no duplicate steps, and its epoch records match the straight run's.
+    def records(run_dir, kind):
+        recs = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+        return [r for r in recs if r["type"] == kind]
+    logged = [r["step"] for r in records(tmp_path / "b", "step")]
+    assert logged == sorted(set(logged)) and 7 in logged and logged[-1] == 20
+    strip = lambda r: {k: v for k, v in r.items() if k != "time_s"}  # noqa: E731
+    assert [strip(r) for r in records(tmp_path / "a", "epoch")] == [strip(r) for r in records(tmp_path / "b", "epoch")]
+
+
+def test_run_directory_holds_log_curves_summary(triple_shards, tmp_path):
+    summary = _run(triple_shards, tmp_path / "r")
+    run_dir = tmp_path / "r"
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    kinds = [r["type"] for r in records]
+    assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("epoch") == 2
+    lrs = [r["lr"] for r in records if r["type"] == "step"]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 1e-5  # per-step cosine down to ~0
+    with Image.open(run_dir / "curves.png") as png:
+        assert png.format == "PNG" and png.size == (960, 380)
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == summary["steps"]
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["model"] == "wrn-10-1" and cfg["mean"] == [0.5] * 3 and cfg["jsd_weight"] == 12.0
+
+
+def test_existing_run_and_changed_settings_are_refused(triple_shards, tmp_path):
+    _run(triple_shards, tmp_path / "r", max_steps=2)
+    with pytest.raises(IpmixError, match="already holds a run"):
+        _run(triple_shards, tmp_path / "r")
+    with pytest.raises(IpmixError, match="cannot resume.*lr"):
+        _run(triple_shards, tmp_path / "r", resume=True, lr=0.05)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model", "vgg16"], "unknown model"),
+    (["--epochs", "0"], "epochs must be at least 1"),
+    (["--batch-size", "4096"], "batch size 4096"),
+    (["--lr", "-1"], "learning rate"),
+    (["--shards", "NOPE"], "NOPE"),
+])
+def test_bad_options_are_one_line(triple_shards, tmp_path, capsys, argv, message):
+    base = {"--shards": str(triple_shards), "--epochs": "1", "--out": str(tmp_path / "run"), "--model": "small-cnn",
+            "--workers": "0"}
+    for flag, value in zip(argv[::2], argv[1::2]):
+        base[flag] = value.replace("NOPE", str(tmp_path / "missing"))
+    code = run(["train", *[x for kv in base.items() for x in kv]])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and err.startswith("Error:")
+    assert message.replace("NOPE", "missing") in err
+
+
+def test_python_dash_m_entry_has_the_same_one_line_errors(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ipmix_cli.train", "--shards", str(tmp_path / "none"),
+                           "--epochs", "1", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("Error:")
