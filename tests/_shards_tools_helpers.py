@@ -107,3 +107,27 @@ def rewrite_shard(out, manifest, rel, members, *, fix_manifest=True):
                     shard["bytes"], shard["sha256"] = path.stat().st_size, sha256_file(path)
                     write_wids_index(out, epoch, "fixture")
         atomic_write_json(Path(out) / "manifest.json", manifest)
+
+
+def write_mixing_pictures(path, n=3, size=40):
+    """A few smooth random pictures standing in for the fractal mixing set."""
+    path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[0:size, 0:size] / size
+    for i in range(n):
+        a, b, c = rng.uniform(1, 6, (3, 3))
+        img = np.stack([0.5 + 0.5 * np.sin(a[k] * x + b[k] * y + c[k]) for k in range(3)], -1)
+        Image.fromarray((img * 255).astype(np.uint8)).save(path / f"mix-{i}.png")
+    return path
+
+
+def write_digits_subset(root, n=14):
+    """The first `n` training digits as an image folder `root/<class>/<i>.png`."""
+    from ipmix_cli.shards.sources import open_source
+
+    src = open_source("digits")
+    for i in range(n):
+        folder = root / src.classes[int(src.labels[i])]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(src.read(i)).save(folder / f"{i:03d}.png")
+    return root
