@@ -1,0 +1,423 @@
+"""Escape-time fractals (Mandelbrot and Julia sets of z ← z² + c) coloured by smooth iteration
+count and orbit traps.
+
+Plan per picture: draw parameters near the Mandelbrot boundary (so almost nothing is blank),
+look at a 48×48 preview and redraw if it is mostly interior, mostly flat, featureless or too
+slow; render at full size; normalise the fields by their own percentiles; colour through random
+palettes; supersample only the pixels whose colour jumps against a neighbour (aliasing); a final
+check on grey-level entropy and the dominant colour.
+
+Kernels (Numba, cached on disk) are at the top; the Python that plans the work below them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from fractalgen.palettes import palette_lut, random_palette
+
+MAX_ITER = 256
+BAILOUT2 = 256.0 * 256.0
+PREVIEW = 48
+TRAPS = ("point", "line", "cross", "circle")
+# view-parameter vector layout (one float64 array, so the kernels have one signature)
+_VP_LEN = 15
+# preview rejection thresholds
+MAX_INTERIOR = 0.6
+MAX_FLAT = 0.7
+MIN_SPREAD = 0.05
+MAX_MEAN_ITER = 55.0
+# final check
+MIN_GREY_ENTROPY = 4.0
+MAX_DOMINANT = 0.5
+MAX_ATTEMPTS = 64
+SUPERSAMPLE_EDGE = 0.3
+SUPERSAMPLE_MAX = 0.04
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@njit(cache=True, inline="always")
+def _orbit(zx, zy, cx, cy, max_iter, kind, p0, p1, p2):
+    """Iterate one point. Returns (smooth count or -1 if it never escaped, trap distance,
+    iterations spent). Interior orbits stop early once they repeat (Brent's cycle check)."""
+    trap = 1e300
+    sx = zx
+    sy = zy
+    lam = 8
+    k = 0
+    for n in range(max_iter):
+        x2 = zx * zx
+        y2 = zy * zy
+        if x2 + y2 > BAILOUT2:
+            smooth = n + 1.0 - math.log(0.5 * math.log(x2 + y2)) / math.log(2.0)
+            if smooth < 0.0:
+                smooth = 0.0
+            if kind == 0:
+                trap = math.sqrt(trap)
+            return smooth, trap, n + 1
+        zy = 2.0 * zx * zy + cy
+        zx = x2 - y2 + cx
+        if kind == 0:  # point, squared until the end
+            dx = zx - p0
+            dy = zy - p1
+            d = dx * dx + dy * dy
+        elif kind == 1:  # line a·x + b·y + c with (a, b) a unit normal
+            d = abs(p0 * zx + p1 * zy + p2)
+        elif kind == 2:  # cross through (p0, p1)
+            d = min(abs(zx - p0), abs(zy - p1))
+        else:  # circle of radius p2 around (p0, p1)
+            dx = zx - p0
+            dy = zy - p1
+            d = abs(math.sqrt(dx * dx + dy * dy) - p2)
+        if d < trap:
+            trap = d
+        if abs(zx - sx) < 1e-12 and abs(zy - sy) < 1e-12:
+            if kind == 0:
+                trap = math.sqrt(trap)
+            return -1.0, trap, n + 1
+        k += 1
+        if k == lam:
+            sx = zx
+            sy = zy
+            k = 0
+            lam *= 2
+    if kind == 0:
+        trap = math.sqrt(trap)
+    return -1.0, trap, max_iter
+
+
+@njit(cache=True, inline="always")
+def _sample(v, u, w):
+    """The orbit of image position (u, w) (pixel units, centres at +0.5); `v` is the view
+    vector unpacked into a tuple (keeps the values in registers in the pixel loops)."""
+    x = v[0] + u * v[2] + w * v[4]
+    y = v[1] + u * v[3] + w * v[5]
+    if v[6] > 0.5:  # Julia: z0 = point, c fixed
+        return _orbit(x, y, v[7], v[8], v[9], v[10], v[11], v[12], v[13])
+    return _orbit(0.0, 0.0, x, y, v[9], v[10], v[11], v[12], v[13])
+
+
+@njit(cache=True, inline="always")
+def _unpack(vp):
+    return (vp[0], vp[1], vp[2], vp[3], vp[4], vp[5], vp[6], vp[7], vp[8], int(vp[9]), int(vp[10]),
+            vp[11], vp[12], vp[13])
+
+
+@njit(cache=True)
+def escape_fields(vp, h, w):
+    """Smooth count (−1 inside) and trap distance for every pixel centre; total iterations."""
+    smooth = np.empty((h, w), np.float32)
+    trap = np.empty((h, w), np.float32)
+    total = 0
+    v = _unpack(vp)
+    for r in range(h):
+        for c in range(w):
+            s, t, n = _sample(v, c + 0.5, r + 0.5)
+            smooth[r, c] = s
+            trap[r, c] = t
+            total += n
+    return smooth, trap, total
+
+
+@njit(cache=True)
+def escape_counts(cx, cy, max_iter):
+    """Mandelbrot escape iteration of each c (max_iter if it never escaped)."""
+    out = np.empty(cx.shape[0], np.int64)
+    for i in range(cx.shape[0]):
+        zx = 0.0
+        zy = 0.0
+        n = 0
+        while n < max_iter:
+            x2 = zx * zx
+            y2 = zy * zy
+            if x2 + y2 > 4.0:
+                break
+            zy = 2.0 * zx * zy + cy[i]
+            zx = x2 - y2 + cx[i]
+            n += 1
+        out[i] = n
+    return out
+
+
+@njit(cache=True, inline="always")
+def _lookup(lut, f):
+    """Linear interpolation in a colour table indexed by f in [0, 1] (clamped)."""
+    n = lut.shape[0] - 1
+    if f < 0.0:
+        f = 0.0
+    elif f > 1.0:
+        f = 1.0
+    u = f * n
+    i0 = int(u)
+    if i0 >= n:
+        i0 = n - 1
+    a = u - i0
+    return (
+        lut[i0, 0] * (1.0 - a) + lut[i0 + 1, 0] * a,
+        lut[i0, 1] * (1.0 - a) + lut[i0 + 1, 1] * a,
+        lut[i0, 2] * (1.0 - a) + lut[i0 + 1, 2] * a,
+    )
+
+
+@njit(cache=True, inline="always")
+def _shade(s, t, k0, k1, k2, k3, k4, k5, k6, lut_e, lut_i):
+    """Colour of one sample; k0..k6 = the colour vector (see colour_vector), passed as scalars
+    so they stay in registers."""
+    lt = math.log(t + np.float32(1e-12))
+    if s >= 0.0:
+        a = (math.log(s + np.float32(1.0)) - k0) * k1
+        b = (lt - k2) * k3
+        a = min(max(a, 0.0), 1.0)
+        b = min(max(b, 0.0), 1.0)
+        return _lookup(lut_e, (1.0 - k6) * a + k6 * b)
+    return _lookup(lut_i, (lt - k4) * k5)
+
+
+@njit(cache=True)
+def shade_image(smooth, trap, vp, cp, lut_e, lut_i, edge, max_frac):
+    """Colour every pixel, then supersample where the picture would alias: pixels whose colour
+    jumps by more than `edge` against a neighbour get four extra sub-pixel orbits averaged in.
+    At most `max_frac` of the pixels (the jumpiest) are supersampled, which bounds the cost.
+    Returns (uint8 RGB, supersampled pixels, grey-level entropy in bits, share of the most
+    common 4-bit-quantised colour)."""
+    h, w = smooth.shape
+    k0, k1, k2, k3, k4, k5, k6 = cp[0], cp[1], cp[2], cp[3], cp[4], cp[5], cp[6]
+    v = _unpack(vp)
+    base = np.empty((h, w, 3), np.float32)
+    for r in range(h):
+        for c in range(w):
+            cr, cg, cb = _shade(smooth[r, c], trap[r, c], k0, k1, k2, k3, k4, k5, k6, lut_e, lut_i)
+            base[r, c, 0] = cr
+            base[r, c, 1] = cg
+            base[r, c, 2] = cb
+    # largest colour jump against a 4-neighbour; each pair is compared once
+    jumps = np.zeros((h, w), np.float32)
+    for r in range(h):
+        for c in range(w):
+            if c + 1 < w:
+                d = (abs(base[r, c, 0] - base[r, c + 1, 0]) + abs(base[r, c, 1] - base[r, c + 1, 1])
+                     + abs(base[r, c, 2] - base[r, c + 1, 2]))
+                if d > jumps[r, c]:
+                    jumps[r, c] = d
+                if d > jumps[r, c + 1]:
+                    jumps[r, c + 1] = d
+            if r + 1 < h:
+                d = (abs(base[r, c, 0] - base[r + 1, c, 0]) + abs(base[r, c, 1] - base[r + 1, c, 1])
+                     + abs(base[r, c, 2] - base[r + 1, c, 2]))
+                if d > jumps[r, c]:
+                    jumps[r, c] = d
+                if d > jumps[r + 1, c]:
+                    jumps[r + 1, c] = d
+    nbins = 512
+    hist = np.zeros(nbins, np.int64)
+    for r in range(h):
+        for c in range(w):
+            hist[min(nbins - 1, int(jumps[r, c] * (nbins / 3.0)))] += 1
+    # raise the threshold until at most max_frac of the pixels are above it
+    budget = int(max_frac * h * w)
+    above = 0
+    cut = edge
+    for b in range(nbins - 1, -1, -1):
+        if above + hist[b] > budget:
+            cut = max(edge, (b + 1) * (3.0 / nbins))
+            break
+        above += hist[b]
+    out = np.empty((h, w, 3), np.uint8)
+    n_super = 0
+    grey_hist = np.zeros(256, np.int64)
+    code_hist = np.zeros(4096, np.int64)
+    for r in range(h):
+        for c in range(w):
+            sr = base[r, c, 0]
+            sg = base[r, c, 1]
+            sb = base[r, c, 2]
+            if edge > 0.0 and jumps[r, c] > cut:
+                n_super += 1
+                for du, dv in ((-0.25, -0.25), (0.25, -0.25), (-0.25, 0.25), (0.25, 0.25)):
+                    s, t, n = _sample(v, c + 0.5 + du, r + 0.5 + dv)
+                    qr, qg, qb = _shade(np.float32(s), np.float32(t), k0, k1, k2, k3, k4, k5, k6, lut_e, lut_i)
+                    sr += qr
+                    sg += qg
+                    sb += qb
+                sr /= 5.0
+                sg /= 5.0
+                sb /= 5.0
+            vr = int(min(255.0, sr * 255.0 + 0.5))
+            vg = int(min(255.0, sg * 255.0 + 0.5))
+            vb = int(min(255.0, sb * 255.0 + 0.5))
+            out[r, c, 0] = vr
+            out[r, c, 1] = vg
+            out[r, c, 2] = vb
+            grey_hist[(vr * 77 + vg * 150 + vb * 29) >> 8] += 1
+            code_hist[((vr >> 4) << 8) | ((vg >> 4) << 4) | (vb >> 4)] += 1
+    entropy = 0.0
+    for g in range(256):
+        if grey_hist[g] > 0:
+            q = grey_hist[g] / (h * w)
+            entropy -= q * math.log2(q)
+    dominant = code_hist.max() / (h * w)
+    return out, n_super, entropy, dominant
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _log_uniform(rng, lo, hi):
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def sample_boundary_c(rng: np.random.Generator, lo: int, max_iter: int = MAX_ITER) -> tuple[float, float]:
+    """A c just outside the Mandelbrot set: its escape count lies in [lo, max_iter)."""
+    while True:
+        cx = rng.uniform(-2.1, 0.6, 64)
+        cy = rng.uniform(-1.2, 1.2, 64)
+        n = escape_counts(cx, cy, max_iter)
+        ok = np.flatnonzero((n >= lo) & (n < max_iter))
+        if ok.size:
+            return float(cx[ok[0]]), float(cy[ok[0]])
+
+
+def sample_params(rng: np.random.Generator) -> dict:
+    """Draw one candidate picture's parameters (JSON-able)."""
+    kind = "julia" if rng.random() < 0.5 else "mandelbrot"
+    lo = int(rng.integers(8, 41))
+    c = sample_boundary_c(rng, lo)
+    if kind == "mandelbrot":
+        centre = c
+        width = _log_uniform(rng, 0.002, 1.2)
+    else:
+        centre = (float(rng.uniform(-0.4, 0.4)), float(rng.uniform(-0.4, 0.4)))
+        width = _log_uniform(rng, 0.5, 3.2)
+    trap = TRAPS[int(rng.integers(0, 4))]
+    if trap == "point":
+        tp = [float(v) for v in rng.uniform(-1.0, 1.0, 2)] + [0.0]
+    elif trap == "line":
+        phi = float(rng.uniform(0.0, math.pi))
+        tp = [math.cos(phi), math.sin(phi), float(rng.uniform(-0.8, 0.8))]
+    elif trap == "cross":
+        tp = [float(v) for v in rng.uniform(-0.8, 0.8, 2)] + [0.0]
+    else:
+        tp = [float(v) for v in rng.uniform(-0.5, 0.5, 2)] + [float(rng.uniform(0.2, 1.0))]
+    return {
+        "kind": kind,
+        "c": [c[0], c[1]],
+        "lo": lo,
+        "centre": [centre[0], centre[1]],
+        "width": width,
+        "rotation": float(rng.uniform(0.0, 2.0 * math.pi)),
+        "max_iter": MAX_ITER,
+        "trap": trap,
+        "trap_params": tp,
+        "exterior": {"palette": random_palette(rng), "freq": float(rng.uniform(0.6, 3.0)),
+                     "offset": float(rng.random()), "gamma": _log_uniform(rng, 0.6, 1.6),
+                     "trap_mix": float(rng.uniform(0.0, 0.8))},
+        "interior": {"palette": random_palette(rng), "freq": float(rng.uniform(0.6, 2.5)),
+                     "offset": float(rng.random()), "gamma": _log_uniform(rng, 0.6, 1.6)},
+    }
+
+
+def view_vector(p: dict, size: int) -> np.ndarray:
+    """Pixel (u, v) → plane: origin + u·(ax, ay) + v·(bx, by), rotated and centred."""
+    step = p["width"] / size
+    ca, sa = math.cos(p["rotation"]), math.sin(p["rotation"])
+    ax, ay = step * ca, step * sa
+    bx, by = -step * sa, step * ca
+    half = size / 2.0
+    ox = p["centre"][0] - half * ax - half * bx
+    oy = p["centre"][1] - half * ay - half * by
+    tp = p["trap_params"]
+    vp = np.array([ox, oy, ax, ay, bx, by, 1.0 if p["kind"] == "julia" else 0.0, p["c"][0], p["c"][1],
+                   float(p["max_iter"]), float(TRAPS.index(p["trap"])), tp[0], tp[1], tp[2], 0.0])
+    assert vp.shape[0] == _VP_LEN
+    return vp
+
+
+def preview_verdict(p: dict) -> str | None:
+    """Why a 48×48 preview says the picture would be poor or slow, or None if it looks fine."""
+    smooth, _, total = escape_fields(view_vector(p, PREVIEW), PREVIEW, PREVIEW)
+    inside = smooth < 0
+    if inside.mean() > MAX_INTERIOR:
+        return "interior"
+    ext = smooth[~inside]
+    if (ext < 2.5).mean() * (ext.size / smooth.size) > MAX_FLAT:
+        return "flat"
+    if np.log1p(ext).std() < MIN_SPREAD:
+        return "featureless"
+    if total / smooth.size > MAX_MEAN_ITER:
+        return "slow"
+    return None
+
+
+def _norm(values: np.ndarray) -> tuple[float, float]:
+    if values.size < 16:
+        return 0.0, 1.0
+    lo, hi = np.percentile(values, (2.0, 98.0))
+    return float(lo), float(1.0 / max(hi - lo, 1e-6))
+
+
+def colour_vector(p: dict, smooth: np.ndarray, trap: np.ndarray) -> np.ndarray:
+    """Per-image normalisation (2nd–98th percentiles, exterior and interior apart) + colour knobs."""
+    s, t = smooth[::3, ::3].ravel(), trap[::3, ::3].ravel()
+    ext = s >= 0
+    lo_s, inv_s = _norm(np.log(s[ext] + 1.0))
+    lt = np.log(t.astype(np.float64) + 1e-12)
+    lo_te, inv_te = _norm(lt[ext])
+    lo_ti, inv_ti = _norm(lt[~ext])
+    return np.array([lo_s, inv_s, lo_te, inv_te, lo_ti, inv_ti, p["exterior"]["trap_mix"]])
+
+
+def colour_table(spec: dict, n: int = 1024) -> np.ndarray:
+    """Palette composed with gamma, frequency and offset: a table indexed by the field in [0, 1]."""
+    lut = palette_lut(spec["palette"])
+    f = np.linspace(0.0, 1.0, n) ** spec["gamma"] * spec["freq"] + spec["offset"]
+    u = (f - np.floor(f)) * lut.shape[0]
+    i0 = np.minimum(u.astype(np.int64), lut.shape[0] - 1)
+    a = (u - i0)[:, None]
+    i1 = (i0 + 1) % lut.shape[0]
+    return np.ascontiguousarray(lut[i0] * (1.0 - a) + lut[i1] * a, dtype=np.float32)
+
+
+def final_verdict(entropy: float, dominant: float) -> str | None:
+    """Grey-level entropy ≥ 4 bits and no 4-bit-quantised colour over half the pixels."""
+    if entropy < MIN_GREY_ENTROPY:
+        return "low-entropy"
+    if dominant > MAX_DOMINANT:
+        return "one-colour"
+    return None
+
+
+def _render(p: dict, size: int):
+    vp = view_vector(p, size)
+    smooth, trap, _ = escape_fields(vp, size, size)
+    cp = colour_vector(p, smooth, trap)
+    return shade_image(smooth, trap, vp, cp, colour_table(p["exterior"]), colour_table(p["interior"]),
+                       SUPERSAMPLE_EDGE, SUPERSAMPLE_MAX)
+
+
+def render_params(p: dict, size: int = 256) -> np.ndarray:
+    """Render the picture a parameter dict describes (uint8 HxWx3)."""
+    return _render(p, size)[0]
+
+
+def render_escape(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, dict]:
+    """Draw, check and render one escape-time picture. Returns (uint8 HxWx3, params); params
+    reproduce the picture with `render_params` and note how many draws were rejected why."""
+    rejected: dict[str, int] = {}
+    result = params = None
+    for _ in range(MAX_ATTEMPTS):
+        params = sample_params(rng)
+        why = preview_verdict(params)
+        if why is None:
+            result = _render(params, size)
+            why = final_verdict(result[2], result[3])
+            if why is None:
+                break
+        rejected[why] = rejected.get(why, 0) + 1
+    if result is None:  # every draw failed the preview: keep the last one rather than nothing
+        result = _render(params, size)
+    return result[0], {**params, "rejected": rejected, "supersampled_pixels": int(result[1])}
