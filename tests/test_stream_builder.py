@@ -13,17 +13,19 @@ from ipmix_cli.shards.tario import decode_image, iter_samples
 from ipmix_cli.stream import ShardLoader
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("built")
+def _mixing_folder(root):
     mix = root / "mix"
     mix.mkdir()
     y, x = np.mgrid[0:40, 0:40]
     for i in range(3):
         pattern = np.stack([np.sin(x / (3 + i)) * 120 + 128, np.cos(y / (2 + i)) * 120 + 128, (x + y) * 3.0], -1)
         Image.fromarray(pattern.astype(np.uint8)).save(mix / f"p{i}.png")
-    manifest = build_shards(source="digits:test", fractals=str(mix), out=str(root / "shards"), epochs=2,
-                            views=3, seed=1, progress=False)
+    return mix
+
+
+def _build(root, **kw):
+    manifest = build_shards(source="digits:test", fractals=str(_mixing_folder(root)), out=str(root / "shards"),
+                            seed=1, progress=False, **kw)
     table = {}
     for ep in manifest["epochs"]:
         for shard in ep["shards"]:
@@ -34,9 +36,15 @@ def built(tmp_path_factory):
     return root / "shards", manifest, table
 
 
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    # the builder's default format at 32 px
+    return _build(tmp_path_factory.mktemp("built"), epochs=2, views=3)
+
+
 def test_builder_triples_arrive_intact(built):
     shards, manifest, table = built
-    assert manifest["fields"] == ["clean.png", "aug1.png", "aug2.png"]
+    assert [f.split(".")[0] for f in manifest["fields"]] == ["clean", "aug1", "aug2"]
     keys = []
     for rank in range(2):
         loader = ShardLoader(shards, 16, rank=rank, world_size=2, num_workers=1)
@@ -59,3 +67,12 @@ def test_builder_epoch_mapping(built):
     keys = [table[img.tobytes()][0] for img in images]
     assert all(k.startswith("e0001") for k in keys)
     assert len(keys) == manifest["samples_per_epoch"] // 16 * 16
+
+
+def test_builder_png_shards(tmp_path):
+    shards, manifest, table = _build(tmp_path, epochs=1, views=1, format="png")
+    assert manifest["fields"] == ["png"]
+    images, labels = collect(ShardLoader(shards, 8, drop_last=False))
+    assert images.shape[0] == manifest["samples_per_epoch"]
+    keys = {table[img.tobytes()][0] for img in images}
+    assert len(keys) == manifest["samples_per_epoch"]

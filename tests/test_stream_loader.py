@@ -235,3 +235,12 @@ def test_echo_factor_warns(uneven):
         assert loader.echo_factor(10) == 5.0
     with pytest.warns(RuntimeWarning, match="clearly worse"):
         loader.echo_factor(20)
+
+
+def test_manifest_through_a_pipe_url(uneven):
+    root, _ = uneven
+    local = collect(ShardLoader(root, 3))
+    remote = ShardLoader(f"pipe:cat '{root}/manifest.json'", 3, base_url=f"pipe:cat '{root}'/{{path}}")
+    np.testing.assert_array_equal(collect(remote)[0], local[0])
+    with pytest.raises(IpmixError, match="pass base_url"):
+        ShardLoader(f"pipe:cat '{root}/manifest.json'", 3)

@@ -154,39 +154,59 @@ def png_locate(buf, offs, sizes, width, height):
 
 @njit(cache=True)
 def png_unfilter(raw, n, height, stride, out):
-    """Undo PNG row filters (3 bytes per pixel) for n images of `height` rows of
-    `stride` bytes, each row prefixed by its filter byte. Returns the first bad row image or -1."""
-    row_in = stride + 1
-    img_in = height * row_in
+    """Undo PNG row filters (3 bytes per pixel) for n images of `height` rows of `stride`
+    bytes, each row prefixed by its filter byte; out is uint8 [n, height, stride].
+    Returns the index of the first image with an unknown filter type, or -1."""
+    flat = out.reshape(n * height * stride)
     for i in range(n):
         for y in range(height):
-            src = i * img_in + y * row_in
-            f = raw[src]
-            src += 1
-            if f > 4:
-                return i
-            for x in range(stride):
-                v = np.int64(raw[src + x])
-                a = np.int64(out[i, y, x - 3]) if x >= 3 else 0
-                b = np.int64(out[i, y - 1, x]) if y > 0 else 0
-                if f == 1:
-                    v += a
-                elif f == 2:
-                    v += b
-                elif f == 3:
-                    v += (a + b) >> 1
-                elif f == 4:
-                    c = np.int64(out[i, y - 1, x - 3]) if (y > 0 and x >= 3) else 0
+            r = (i * height + y) * (stride + 1)
+            f = raw[r]
+            r += 1
+            o = (i * height + y) * stride
+            p = o - stride  # the previous row (only read when y > 0)
+            if f == 0 or (f == 2 and y == 0):
+                for x in range(stride):
+                    flat[o + x] = raw[r + x]
+            elif f == 1 or (f == 4 and y == 0):  # Paeth with a zero row above is Sub
+                for x in range(3):
+                    flat[o + x] = raw[r + x]
+                for x in range(3, stride):
+                    flat[o + x] = (np.int32(raw[r + x]) + flat[o + x - 3]) & 255
+            elif f == 2:
+                for x in range(stride):
+                    flat[o + x] = (np.int32(raw[r + x]) + flat[p + x]) & 255
+            elif f == 3:
+                if y == 0:
+                    for x in range(3):
+                        flat[o + x] = raw[r + x]
+                    for x in range(3, stride):
+                        flat[o + x] = (np.int32(raw[r + x]) + (flat[o + x - 3] >> 1)) & 255
+                else:
+                    for x in range(3):
+                        flat[o + x] = (np.int32(raw[r + x]) + (flat[p + x] >> 1)) & 255
+                    for x in range(3, stride):
+                        avg = (np.int32(flat[o + x - 3]) + np.int32(flat[p + x])) >> 1
+                        flat[o + x] = (np.int32(raw[r + x]) + avg) & 255
+            elif f == 4:
+                for x in range(3):
+                    flat[o + x] = (np.int32(raw[r + x]) + flat[p + x]) & 255
+                for x in range(3, stride):
+                    a = np.int32(flat[o + x - 3])
+                    b = np.int32(flat[p + x])
+                    c = np.int32(flat[p + x - 3])
                     pa = abs(b - c)
                     pb = abs(a - c)
                     pc = abs(a + b - 2 * c)
                     if pa <= pb and pa <= pc:
-                        v += a
+                        pred = a
                     elif pb <= pc:
-                        v += b
+                        pred = b
                     else:
-                        v += c
-                out[i, y, x] = v & 255
+                        pred = c
+                    flat[o + x] = (np.int32(raw[r + x]) + pred) & 255
+            else:
+                return i
     return -1
 
 
@@ -226,7 +246,7 @@ def decode_png(buf, offs, sizes, size, out) -> None:
         want = size * (stride + 1)
         for i in fast:
             try:
-                raw = zlib.decompress(mv[at[i] : at[i] + ln[i]])
+                raw = zlib.decompress(mv[at[i] : at[i] + ln[i]], 15, want)
             except zlib.error as exc:
                 raise PayloadError(int(i), f"corrupt PNG data ({exc})") from None
             if len(raw) != want:

@@ -19,14 +19,41 @@ def find_manifest(path) -> str:
     return path
 
 
-def load_manifest(path) -> tuple[dict, str]:
-    """(manifest, the folder shard paths are relative to). IpmixError if it is unusable."""
-    path = find_manifest(path)
+def _read_remote(url: str) -> dict:
+    from webdataset.gopen import gopen
+
     try:
-        with open(path, encoding="utf-8") as fh:
-            manifest = json.load(fh)
+        stream = gopen(url, "rb")
+        try:
+            data = stream.read()
+        finally:
+            stream.close()
+        return json.loads(data)
     except (OSError, ValueError) as exc:
-        raise IpmixError(f"cannot read shard manifest {path}: {exc}") from None
+        raise IpmixError(f"cannot read shard manifest {url}: {exc}") from None
+
+
+def remote_base(url: str) -> str | None:
+    """The folder URL of an http(s) manifest URL; None where it can't be derived (pipe:)."""
+    if url.startswith(("http://", "https://")) and "/" in url.split("://", 1)[1]:
+        return url.rsplit("/", 1)[0] + "/"
+    return None
+
+
+def load_manifest(path) -> tuple[dict, str]:
+    """(manifest, the folder or URL shard paths are relative to). IpmixError if unusable.
+    `path` is a shard folder, its manifest.json, or a URL of the manifest (http(s)://, pipe:)."""
+    if isinstance(path, str) and (path.startswith("pipe:") or "://" in path):
+        manifest = _read_remote(path)
+        root = remote_base(path)
+    else:
+        path = find_manifest(path)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                manifest = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise IpmixError(f"cannot read shard manifest {path}: {exc}") from None
+        root = os.path.dirname(os.path.abspath(path))
     if not isinstance(manifest, dict) or manifest.get("schema") != "ipmix-shards":
         raise IpmixError(f"{path} is not an ipmix shard manifest")
     if manifest.get("schema_version") != 1:
@@ -45,13 +72,16 @@ def load_manifest(path) -> tuple[dict, str]:
     for i, ep in enumerate(epochs):
         if not ep.get("shards"):
             raise IpmixError(f"{path}: materialized epoch {i} lists no shards")
-    return manifest, os.path.dirname(os.path.abspath(path))
+    return manifest, root
 
 
-def shard_url(root: str, rel: str, base_url: str | None) -> str:
-    """Local path under root, or base_url + rel (`{path}` inside base_url is replaced instead)."""
+def shard_url(root: str | None, rel: str, base_url: str | None) -> str:
+    """base_url + rel (`{path}` inside base_url is replaced instead), or else rel under root
+    (a local folder or the folder URL of a remote manifest)."""
     if base_url is None:
-        return os.path.join(root, rel)
+        if root is None:
+            raise IpmixError("the manifest was read from a pipe: URL; pass base_url (e.g. 'pipe:curl -s https://host/run/{path}')")
+        return root + rel if "://" in root else os.path.join(root, rel)
     if "{path}" in base_url:
         return base_url.replace("{path}", rel)
     return base_url + rel

@@ -1,0 +1,179 @@
+"""`ipmix bench stream`: samples/s the ShardLoader delivers as batched uint8 tensors on one
+core, against an online loader that applies IPMix per sample inside a torch DataLoader the
+way the reference code does (per-image PIL, `ipmix_cli.augment.reference`), same run."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from ipmix_cli.bench.common import median_time, one_core, report
+
+GOAL_RATIO_32 = 15.0
+GOAL_SINGLE_32 = 25_000.0
+
+
+def _patterns(n: int, size: int, seed: int) -> np.ndarray:
+    """Smooth colour waves plus a little noise: photo-like pictures without any download."""
+    rs = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    out = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        f, g, ph = rs.uniform(2, 9, 3), rs.uniform(2, 9, 3), rs.uniform(0, 6.3, 3)
+        wave = 128 + 100 * np.sin(f * x[..., None] + g * y[..., None] + ph)
+        out[i] = np.clip(wave + rs.normal(0, 10, wave.shape), 0, 255).astype(np.uint8)
+    return out
+
+
+def _write_pngs(folder: Path, images) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(folder / f"{i:04d}.png")
+
+
+def stream_rate(shards, batch_size: int, epochs: int, repeats: int) -> float:
+    """Samples/s of `epochs` training epochs read by one in-process ShardLoader."""
+    from ipmix_cli.stream import ShardLoader
+
+    loader = ShardLoader(shards, batch_size, num_workers=0, world_size=1, rank=0)
+    delivered = len(loader) * batch_size * epochs
+
+    def run():
+        for t in range(epochs):
+            loader.set_epoch(t)
+            for _ in loader:
+                pass
+
+    return delivered / median_time(run, repeats=repeats, warmup=1)
+
+
+def online_rate(cfg, bank, images, labels, batch_size: int, samples: int, repeats: int) -> float:
+    """Samples/s of a DataLoader whose Dataset crops, flips and applies IPMix per sample with
+    the per-image PIL reference, returning uint8 tensors (no normalisation, like the shards)."""
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    from ipmix_cli.augment.reference import reference_sample
+
+    class OnlineIPMix(Dataset):
+        def __init__(self):
+            self.epoch = 0
+
+        def __len__(self):
+            return samples
+
+        def __getitem__(self, i):
+            views = reference_sample(cfg, bank.pixels, images[i % len(images)], 0, self.epoch, i)
+            return torch.from_numpy(views).permute(0, 3, 1, 2), int(labels[i % len(labels)])
+
+    dataset = OnlineIPMix()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=True)
+    delivered = samples // batch_size * batch_size
+
+    def run():
+        dataset.epoch += 1
+        for _ in loader:
+            pass
+
+    return delivered / median_time(run, repeats=repeats, warmup=1)
+
+
+def measure_stream(repeats: int = 5, quick: bool = False, batch_size: int = 128, log=None) -> dict:
+    """All figures of `ipmix bench stream` (see the module docstring)."""
+    from ipmix_cli.augment import MixingBank, resolve_config
+    from ipmix_cli.shards import build_shards
+    from ipmix_cli.shards.formats import default_format
+    from ipmix_cli.shards.sources import open_source
+
+    log = log or (lambda msg: None)
+    one_core()
+    if quick:
+        batch_size = min(batch_size, 16)
+    source32 = "digits:test" if quick else "digits"
+    online_32 = 64 if quick else 512
+    online_224 = 16 if quick else 64
+    n224 = 16 if quick else 256
+    read_epochs = 1 if quick else 4
+    b224 = min(batch_size, 8 if quick else 32)
+    figures: dict = {}
+    with tempfile.TemporaryDirectory(prefix="ipmix-bench-stream-") as tmp:
+        tmp = Path(tmp)
+        _write_pngs(tmp / "mix", _patterns(8, 256, seed=3))
+        for c in range(2):
+            _write_pngs(tmp / "src224" / f"class{c}", _patterns(n224 // 2, 256, seed=10 + c))
+        builds = {
+            "32_single_png": dict(source=source32, preset="cifar", views=1, format="png"),
+            "32_single_npy": dict(source=source32, preset="cifar", views=1, format="npy"),
+            "32_triple_png": dict(source=source32, preset="cifar", views=3, format="png"),
+            "32_triple_npy": dict(source=source32, preset="cifar", views=3, format="npy"),
+            "224_single_jpg": dict(source=f"folder:{tmp / 'src224'}", preset="imagenet", views=1, format="jpg"),
+        }
+        for name, kw in builds.items():
+            log(f"building {name} shards")
+            manifest = build_shards(fractals=str(tmp / "mix"), out=str(tmp / name), epochs=2, seed=0,
+                                    workers=1, progress=False, **kw)
+            figures[f"shard_bytes_per_sample_{name}"] = round(
+                sum(s["bytes"] for s in manifest["epochs"][0]["shards"]) / manifest["samples_per_epoch"], 1)
+        for name in builds:
+            log(f"streaming {name}")
+            b = b224 if name.startswith("224") else batch_size
+            figures[f"stream_{name}_samples_per_s"] = round(stream_rate(tmp / name, b, read_epochs, repeats), 1)
+
+        src = open_source(source32)
+        n = min(len(src), online_32)
+        images32 = [src.read(i) for i in range(n)]
+        labels32 = src.labels[:n]
+        src224 = open_source(f"folder:{tmp / 'src224'}")
+        images224 = [src224.read(i) for i in range(len(src224))]
+        online = {
+            "32_single": (resolve_config("cifar", "ipmix", views=1), images32, labels32, batch_size, online_32),
+            "32_triple": (resolve_config("cifar", "ipmix", views=3), images32, labels32, batch_size, online_32 // 2),
+            "224_single": (resolve_config("imagenet", "ipmix", views=1), images224, src224.labels, b224, online_224),
+        }
+        for name, (cfg, imgs, labels, b, samples) in online.items():
+            log(f"online IPMix {name}")
+            bank = MixingBank.from_folder(tmp / "mix", cfg)
+            figures[f"online_{name}_samples_per_s"] = round(online_rate(cfg, bank, imgs, labels, b, samples, repeats), 1)
+
+    pairs = {"32_single": "32_single_png", "32_triple": "32_triple_png", "224_single": "224_single_jpg"}
+    for online_name, stream_name in pairs.items():
+        figures[f"speedup_{online_name}"] = round(
+            figures[f"stream_{stream_name}_samples_per_s"] / figures[f"online_{online_name}_samples_per_s"], 1)
+    for online_name in ("32_single", "32_triple"):
+        figures[f"speedup_{online_name}_npy"] = round(
+            figures[f"stream_{online_name}_npy_samples_per_s"] / figures[f"online_{online_name}_samples_per_s"], 1)
+    figures["goal_speedup_32"] = GOAL_RATIO_32
+    figures["goal_stream_32_single_samples_per_s"] = GOAL_SINGLE_32
+    for fmt in ("png", "npy"):
+        sfx = "" if fmt == "png" else "_npy"
+        figures[f"goal_met_{fmt}"] = bool(
+            min(figures[f"speedup_32_single{sfx}"], figures[f"speedup_32_triple{sfx}"]) >= GOAL_RATIO_32
+            and figures[f"stream_32_single_{fmt}_samples_per_s"] >= GOAL_SINGLE_32)
+    figures["default_format_32"] = default_format(32)[0]
+    figures["goal_met"] = figures[f"goal_met_{figures['default_format_32']}"]
+    figures["batch_size"] = batch_size
+    figures["batch_size_224"] = b224
+    figures["repeats"] = repeats
+    figures["note"] = ("one core (num_workers=0 in both loaders); samples/s delivered as batched uint8 tensors; "
+                       "online = per-sample reference IPMix (PIL) inside a torch DataLoader")
+    return figures
+
+
+@click.command("stream")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@click.option("--repeats", default=5, show_default=True, type=click.IntRange(1, 50), help="Timed runs per figure (median).")
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--quick", is_flag=True, help="Tiny data sets (a smoke test; figures are noisy).")
+def bench_stream(as_json, repeats, batch_size, quick):
+    """Samples/s streamed from shards vs online IPMix per sample, one core."""
+    t0 = time.perf_counter()
+    log = (lambda msg: None) if as_json else (lambda msg: click.echo(f"... {msg}", err=True))
+    figures = measure_stream(repeats=repeats, quick=quick, batch_size=batch_size, log=log)
+    figures["bench_seconds"] = round(time.perf_counter() - t0, 1)
+    report(figures, as_json)

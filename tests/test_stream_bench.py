@@ -1,0 +1,22 @@
+"""`ipmix bench stream` runs end to end and reports consistent figures (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+
+from ipmix_cli.cli import run
+
+
+def test_bench_stream_quick_json(capsys):
+    assert run(["bench", "stream", "--quick", "--repeats", "1", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    for name in ("32_single_png", "32_single_npy", "32_triple_png", "32_triple_npy", "224_single_jpg"):
+        assert figures[f"stream_{name}_samples_per_s"] > 0
+        assert figures[f"shard_bytes_per_sample_{name}"] > 0
+    for name in ("32_single", "32_triple", "224_single"):
+        assert figures[f"online_{name}_samples_per_s"] > 0
+    ratio = figures["stream_32_single_png_samples_per_s"] / figures["online_32_single_samples_per_s"]
+    assert abs(figures["speedup_32_single"] - round(ratio, 1)) < 0.051
+    # the triple carries three pictures per sample, npy is raw pixels
+    assert figures["shard_bytes_per_sample_32_triple_npy"] > figures["shard_bytes_per_sample_32_single_npy"]
+    assert figures["goal_speedup_32"] == 15.0
