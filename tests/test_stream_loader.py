@@ -194,7 +194,8 @@ def test_missing_and_damaged_shards_are_named(tmp_path):
         collect(ShardLoader(tmp_path, 2))
 
 
-def test_skip_bad_keeps_counts_equal(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_skip_bad_keeps_counts_equal(tmp_path, workers):
     manifest = make_shards(tmp_path, shard_counts=(6, 6, 6, 6), epochs=1)
     shard_keys = [
         [views[0].tobytes() for views, _ in read_tar_samples(tmp_path / s["path"]).values()]
@@ -205,7 +206,7 @@ def test_skip_bad_keeps_counts_equal(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for rank in range(2):
-            loader = ShardLoader(tmp_path, 2, world_size=2, rank=rank, skip_bad=True)
+            loader = ShardLoader(tmp_path, 2, world_size=2, rank=rank, skip_bad=True, num_workers=workers)
             images, _ = collect(loader)
             assert images.shape[0] == len(loader) * 2 == 12
             seen += _keys(images)

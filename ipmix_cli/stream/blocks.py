@@ -3,7 +3,6 @@ workers (or in the main process when num_workers is 0)."""
 
 from __future__ import annotations
 
-import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -29,6 +28,7 @@ class BlockReader:
         self.cache_size = cache_size
         self._cache: OrderedDict = OrderedDict()
         self.bad: dict = {}
+        self.notes: list[str] = []  # warnings for the main process, handed over with the next batch
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -71,7 +71,7 @@ class BlockReader:
                     self.bad[(k, target)] = exc.reason
                 target = self._substitute(k, s, stop, tried)
                 tried.add(target)
-                warnings.warn(f"skipping bad {exc}; reading {self.names[k][target]} in its place", RuntimeWarning, stacklevel=2)
+                self.notes.append(f"skipping bad {exc}; reading {self.names[k][target]} in its place")
 
     def read(self, k: int, segments) -> tuple[np.ndarray, np.ndarray]:
         n = sum(stop - start for _, start, stop in segments)

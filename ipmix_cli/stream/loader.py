@@ -77,7 +77,8 @@ class _RoleStream:
                     images, labels = self.reader.read(self.plan.materialized, blk.segments)
                     perm = block_permutation(lay.seed, self.plan.t, self.rank, blk_i, blk.size)
                     current = blk_i
-                yield to_batch(images, labels, perm[j * b : (j + 1) * b])
+                notes, self.reader.notes = self.reader.notes, []
+                yield (*to_batch(images, labels, perm[j * b : (j + 1) * b]), notes)
         except IpmixError as exc:
             yield _Failure(str(exc))
 
@@ -224,9 +225,12 @@ class ShardLoader:
         for item in source:
             if isinstance(item, _Failure):
                 raise IpmixError(item.message)
+            images, labels, notes = item
+            for note in notes:  # raised here, so they reach the caller's warning filters
+                warnings.warn(note, RuntimeWarning, stacklevel=2)
             delivered += 1
             self._position += 1
-            yield item
+            yield images, labels
         if delivered != expected:
             raise IpmixError(f"rank {self.rank} delivered {delivered} batches of training epoch {plan.t}, "
                              f"planned {expected}; the shards changed while reading?")
