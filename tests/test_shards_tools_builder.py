@@ -71,6 +71,17 @@ def test_tools_on_builder_output(tmp_path, monkeypatch, capsys, inputs, recipe, 
     assert len(rows) == 16 and sum(r[-1]["pad"] for r in rows) == 2
     assert all(r[i].shape == (32, 32, 3) for r in rows for i in range(views))
 
+    if views == 3:  # the card's ipmix recipe, with no worker processes and a batch the tiny set can fill
+        card = (out / "README.md").read_text()
+        code = card[card.index("## Load with ipmix"):].split("```python\n", 1)[1].split("```", 1)[0]
+        for old, new in (("num_workers=4", "num_workers=0"), ("batch_size=128", "batch_size=4"),
+                         ("        ...", "        seen.append(images.shape)")):
+            assert old in code
+            code = code.replace(old, new)
+        scope = {"train_epochs": 1, "seen": []}
+        exec(code, scope)
+        assert scope["seen"] and all(tuple(s)[1:] == (3, 3, 32, 32) for s in scope["seen"])
+
     # the CLI on the same output; then one damaged byte is caught
     assert cli.run(["shards", "verify", str(out), "--deep", "--quiet"]) == 0
     assert "32 samples (4 pads)" in capsys.readouterr().out

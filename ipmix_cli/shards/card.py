@@ -37,11 +37,14 @@ def _source_line(m: dict) -> str:
     bits = [str(kind)]
     if source.get("path"):
         bits.append(f"at `{source['path']}`")
+    notes = []
     size = source.get("size", source.get("samples"))
     if size is not None:
-        bits.append(f"({size} images)")
+        notes.append(f"{size} images")
     if source.get("fingerprint"):
-        bits.append(f"fingerprint `{str(source['fingerprint'])[:16]}…`")
+        notes.append(f"fingerprint `{str(source['fingerprint'])[:16]}…`")
+    if notes:
+        bits.append(f"({'; '.join(notes)})")
     return " ".join(bits)
 
 
