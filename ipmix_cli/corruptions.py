@@ -268,17 +268,31 @@ def parse_corruptions(text: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+class _AtomicNpy:
+    """An .npy file filled in place through a memory map under a temporary name, then renamed."""
+
+    def __init__(self, path: Path, shape, dtype):
+        self.path = path
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=dtype, shape=shape)
+
+    def __enter__(self):
+        return self.array
+
+    def __exit__(self, exc_type, *exc):
+        try:
+            if exc_type is None:
+                self.array.flush()
+                with open(self.tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+        finally:
+            del self.array
+            if exc_type is None:
+                os.replace(self.tmp, self.path)
+            else:
+                Path(self.tmp).unlink(missing_ok=True)
+        return False
 
 
 def make_corrupted_set(source, out, *, seed: int = 0, corruptions=None, image_size: int | None = None,
@@ -288,7 +302,7 @@ def make_corrupted_set(source, out, *, seed: int = 0, corruptions=None, image_si
     Returns the manifest (also written to `out/manifest.json`, last, so a folder with a manifest
     is complete).
     """
-    from ipmix_cli.testset import read_test_images
+    from ipmix_cli.testset import iter_test_batches, read_test_images
 
     names = parse_corruptions(corruptions) if (corruptions is None or isinstance(corruptions, str)) \
         else parse_corruptions(",".join(corruptions))
@@ -301,18 +315,22 @@ def make_corrupted_set(source, out, *, seed: int = 0, corruptions=None, image_si
     if out.exists() and any(p.suffix == ".npy" or p.name == "manifest.json" for p in out.iterdir()) and not overwrite:
         raise IpmixError(f"{out} already holds a corrupted test set; choose another --out or pass --overwrite")
     ensure_writable_dir(out)
-    images, labels, size = read_test_images(source, image_size, limit)
-    n = len(images)
+    n = len(source) if limit is None else min(len(source), int(limit))
+    if n <= 0:
+        raise IpmixError("the test set holds no samples")
+    size = image_size or read_test_images(source, None, 1)[2]
+    labels = np.asarray(source.labels[:n], dtype=np.int64)
     with_progress = progress if progress is not None else (lambda total, desc: _NoProgress())
-    with with_progress(len(names) * len(SEVERITIES), "corrupt") as bar:
+    with with_progress(len(names) * n, "corrupt") as bar:
         for name in names:
-            stack = np.empty((len(SEVERITIES) * n, size, size, 3), np.uint8)
-            for s in SEVERITIES:
-                for i in range(n):
-                    stack[(s - 1) * n + i] = corrupt_image(images[i], name, s, seed, i)
-                bar.update(1)
-            _save_npy_atomic(out / f"{name}.npy", stack)
-    _save_npy_atomic(out / "labels.npy", np.tile(labels, len(SEVERITIES)))
+            with _AtomicNpy(out / f"{name}.npy", (len(SEVERITIES) * n, size, size, 3), np.uint8) as stack:
+                for lo, (images, _) in zip(range(0, n, 256), iter_test_batches(source, size, 256, np.arange(n))):
+                    for j, image in enumerate(images):
+                        for s in SEVERITIES:
+                            stack[(s - 1) * n + lo + j] = corrupt_image(image, name, s, seed, lo + j)
+                    bar.update(len(images))
+    with _AtomicNpy(out / "labels.npy", (len(SEVERITIES) * n,), np.int64) as stack:
+        stack[:] = np.tile(labels, len(SEVERITIES))
     describe = source.describe() if hasattr(source, "describe") else {}
     manifest = {
         "schema": "ipmix-corrupted", "schema_version": 1, "source": spec,

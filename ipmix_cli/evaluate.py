@@ -91,21 +91,23 @@ def pgd_attack(model, x01: torch.Tensor, labels: torch.Tensor, mean, std, *, eps
     return x_adv.detach()
 
 
-def pgd_error(model, images: np.ndarray, labels: np.ndarray, mean, std, device, *, batch_size: int = 256,
-              seed: int = 0, epsilon: float = PGD_EPSILON, step: float = PGD_STEP, steps: int = PGD_STEPS) -> float:
+def pgd_error(model, batches, mean, std, device, *, seed: int = 0, epsilon: float = PGD_EPSILON,
+              step: float = PGD_STEP, steps: int = PGD_STEPS) -> float:
+    """Error under PGD over an iterable of (uint8 images [b, S, S, 3], labels [b]) batches."""
     model.eval()
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
     m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     s = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    wrong = 0
-    for lo, hi in _batches(len(images), batch_size):
-        x01 = _to_tensor(images[lo:hi], device).float() / 255.0
-        y = torch.from_numpy(np.asarray(labels[lo:hi], dtype=np.int64)).to(device)
+    wrong = total = 0
+    for images, labels in batches:
+        x01 = _to_tensor(images, device).float() / 255.0
+        y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
         x_adv = pgd_attack(model, x01, y, mean, std, epsilon=epsilon, step=step, steps=steps, generator=gen)
         with torch.no_grad():
             wrong += int((model((x_adv - m) / s).argmax(1) != y).sum())
-    return wrong / len(images)
+        total += len(y)
+    return wrong / total
 
 
 def read_corrupted_folder(folder, image_size: int, num_classes: int) -> tuple[list[str], np.ndarray, dict]:
@@ -170,7 +172,7 @@ def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=No
     Returns the result dict (errors are fractions in [0, 1]); writes it as JSON to `out` if given.
     """
     from ipmix_cli.shards.sources import open_source
-    from ipmix_cli.testset import read_test_images
+    from ipmix_cli.testset import iter_test_batches
 
     if batch_size < 1:
         raise IpmixError("--batch-size must be at least 1")
@@ -181,16 +183,22 @@ def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=No
     src = open_source(test)
     if len(src.classes) != k:
         raise IpmixError(f"test set {test} has {len(src.classes)} classes; the model was trained on {k}")
-    images, labels, _ = read_test_images(src, size, limit)
-    clean = score(predict_probs(model, images, mean, std, dev, batch_size), labels)
+    n_clean = len(src) if limit is None else min(len(src), int(limit))
+    if n_clean == 0:
+        raise IpmixError(f"test set {test} holds no samples")
+    probs, labels = [], []
+    for images, batch_labels in iter_test_batches(src, size, batch_size, np.arange(n_clean)):
+        probs.append(predict_probs(model, images, mean, std, dev, batch_size))
+        labels.append(batch_labels)
+    clean = score(np.concatenate(probs), np.concatenate(labels))
     result = {"checkpoint": str(checkpoint), "model": cfg["model"], "test": test, "image_size": size,
               "num_classes": k, "device": str(dev), "clean": clean}
     if corrupted:
         result["corruption"] = evaluate_corrupted(model, corrupted, mean, std, dev, size, k, batch_size, progress)
     if pgd:
-        n = len(images) if pgd_limit is None else min(len(images), int(pgd_limit))
-        result["pgd"] = {"error": pgd_error(model, images[:n], labels[:n], mean, std, dev,
-                                            batch_size=batch_size, seed=seed),
+        n = n_clean if pgd_limit is None else min(n_clean, int(pgd_limit))
+        batches = iter_test_batches(src, size, batch_size, np.arange(n))
+        result["pgd"] = {"error": pgd_error(model, batches, mean, std, dev, seed=seed),
                          "epsilon": PGD_EPSILON, "step_size": PGD_STEP, "steps": PGD_STEPS, "samples": n}
     if out:
         atomic_write_json(out, json.loads(json.dumps(result)))

@@ -45,3 +45,19 @@ def read_test_images(source, size: int | None = None, limit: int | None = None):
         out[i] = eval_transform(img, size)
     labels = np.asarray(source.labels[:n], dtype=np.int64)
     return out, labels, size
+
+
+def iter_test_batches(source, size: int, batch_size: int, indices=None):
+    """(uint8 images [b, S, S, 3], int64 labels [b]) over `indices` (default: all) of an opened
+    source, decoding one batch at a time so large test sets never sit in memory whole."""
+    indices = np.arange(len(source)) if indices is None else np.asarray(indices, dtype=np.int64)
+    all_labels = np.asarray(source.labels, dtype=np.int64)
+    for lo in range(0, len(indices), batch_size):
+        chunk = indices[lo:lo + batch_size]
+        images = np.empty((len(chunk), size, size, 3), np.uint8)
+        for j, i in enumerate(chunk):
+            img = np.asarray(source.read(int(i)))
+            if img.ndim != 3 or img.shape[2] != 3:
+                raise IpmixError(f"test sample {int(i)} is not an RGB image (shape {img.shape})")
+            images[j] = eval_transform(img, size)
+        yield images, all_labels[chunk]

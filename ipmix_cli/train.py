@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 
 import click
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -105,28 +106,27 @@ def to_model_input(images: torch.Tensor, dev, mean, std, channels_last: bool) ->
 
 
 class HeldOut:
-    """A test source held in memory and scored at epoch ends, split across ranks."""
+    """A test source scored at epoch ends; each rank scores every world-th sample."""
 
     def __init__(self, spec: str, image_size: int, num_classes: int, rank: int, world: int):
         from ipmix_cli.shards.sources import open_source
-        from ipmix_cli.testset import read_test_images
 
-        src = open_source(spec)
-        if len(src.classes) != num_classes:
-            raise IpmixError(f"test set {spec} has {len(src.classes)} classes; the shards have {num_classes}")
-        images, labels, _ = read_test_images(src, image_size)
-        self.spec, self.size = spec, len(labels)
-        self.images = torch.from_numpy(images[rank::world]).permute(0, 3, 1, 2).contiguous()
-        self.labels = torch.from_numpy(labels[rank::world])
+        self.source = open_source(spec)
+        if len(self.source.classes) != num_classes:
+            raise IpmixError(f"test set {spec} has {len(self.source.classes)} classes; the shards have {num_classes}")
+        self.spec, self.size = spec, image_size
+        self.indices = np.arange(len(self.source))[rank::world]
 
     @torch.no_grad()
     def score(self, net, dev, mean, std, amp_dtype, channels_last, batch_size: int = 256) -> dict:
+        from ipmix_cli.testset import iter_test_batches
+
         was_training = net.training
         net.eval()
         sums = torch.zeros(3, dtype=torch.float64, device=dev)
-        for lo in range(0, len(self.labels), batch_size):
-            x = to_model_input(self.images[lo:lo + batch_size, None], dev, mean, std, channels_last)
-            y = self.labels[lo:lo + batch_size].to(dev)
+        for images, labels in iter_test_batches(self.source, self.size, batch_size, self.indices):
+            x = to_model_input(torch.from_numpy(images).permute(0, 3, 1, 2)[:, None], dev, mean, std, channels_last)
+            y = torch.from_numpy(labels).to(dev)
             with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 logits = net(x).float()
             sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
