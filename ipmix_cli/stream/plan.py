@@ -4,8 +4,9 @@ Training epoch t reads materialized epoch t mod K. Its shards are permuted by (s
 laid end to end into one sequence of N samples. Every rank takes an equal, contiguous run of
 that sequence (split at sample granularity, so any shard layout divides evenly), cuts it into
 blocks of `block` samples (a multiple of the batch size), shuffles each block with a generator
-seeded by (seed, t, rank, block), and deals the blocks round-robin to its DataLoader workers.
-Batch contents therefore do not depend on the worker count; only the interleaving does."""
+seeded by (seed, t, rank, block), and gives each DataLoader worker a contiguous run of blocks;
+the DataLoader interleaves the workers' batches round-robin. Batch contents therefore do not
+depend on the worker count; only their order does."""
 
 from __future__ import annotations
 
@@ -142,10 +143,14 @@ def rank_blocks(plan: EpochPlan, rank: int) -> list[Block]:
 
 
 def roles_of(blocks: list[Block], num_roles: int, batch_size: int) -> list[list[tuple[int, int]]]:
-    """Per role (DataLoader worker), its batches as (block index, batch in block), in order."""
+    """Per role (DataLoader worker), its batches as (block index, batch in block), in order.
+    Each role takes a contiguous run of blocks, so a shard is read by one worker (two at a
+    boundary) rather than by every worker."""
     roles = [[] for _ in range(num_roles)]
-    for blk in blocks:
-        roles[blk.index % num_roles].extend((blk.index, j) for j in range(blk.batches(batch_size)))
+    n = len(blocks)
+    for role in range(num_roles):
+        for blk in blocks[role * n // num_roles : (role + 1) * n // num_roles]:
+            roles[role].extend((blk.index, j) for j in range(blk.batches(batch_size)))
     return roles
 
 
