@@ -1,10 +1,8 @@
 """The tools on real `build_shards` output (a tiny digits subset)."""
 
-import io
 import json
 import tarfile
 
-import numpy as np
 import pytest
 
 from _shards_tools_helpers import write_digits_subset, write_mixing_pictures
@@ -13,7 +11,7 @@ from ipmix_cli.shards import build_shards
 from ipmix_cli.shards.indexes import parse_dali_index
 from ipmix_cli.shards.inspect import inspect
 from ipmix_cli.shards.preview import preview
-from ipmix_cli.shards.tario import decode_image, iter_samples
+from ipmix_cli.shards.tario import iter_samples
 from ipmix_cli.shards.verify import VerifyError, verify
 
 

@@ -5,7 +5,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from _shards_tools_helpers import make_shards, read_tar_members
 from fractalgen.images import load_rgb
@@ -118,3 +117,11 @@ def test_shard_pattern():
 def test_card_mentions_webp_limits_of_wids(tmp_path):
     m = make_shards(tmp_path, fmt="webp", shards=1, per_shard=1, pads=0)
     assert "webp stays as bytes" in render_card(m)
+
+
+def test_card_lists_dali_indexes_only_when_built(tmp_path):
+    m = make_shards(tmp_path, views=3, shards=2, per_shard=1, pads=0)
+    assert "DALI" not in render_card(m)
+    m["config"]["dali_index"] = True
+    card = render_card(m)
+    assert "shard-00000.idx" in card and 'ext=["clean.png", "aug1.png", "aug2.png", "cls"]' in card

@@ -58,6 +58,7 @@ def render_card(m: dict) -> str:
     fmt = m["format"] + (f" (quality {m['quality']})" if m.get("quality") else "")
     mixing = m.get("mixing_set") or {}
     recipe = _get(m, "recipe")
+    dali = bool((m.get("config") or {}).get("dali_index"))
     view_text = ("one augmented view per sample" if views == 1
                  else "three views per sample: the clean crop and two augmented views (for the JSD loss)")
     image_tuple = ", ".join(f'"{f}"' for f in fields)
@@ -88,6 +89,7 @@ def render_card(m: dict) -> str:
         "manifest.json                     configuration, hashes, per-shard counts/bytes/sha256",
         "epoch-0000/shard-00000.tar ...    WebDataset shards (equal sample counts)",
         "epoch-0000/wids-index.json        wids-shard-index-v1 (urls relative to the file)",
+        *(["epoch-0000/shard-00000.idx ...    DALI webdataset index (v1.2) of each tar"] if dali else []),
         "```",
         "",
         f"A sample is the adjacent members `<key>.{fields[0]}`"
@@ -139,6 +141,23 @@ def render_card(m: dict) -> str:
         "`cache_dir=` or the `WIDS_CACHE` environment variable).",
         "",
     ]
+    if dali:
+        dali_exts = ", ".join(f'"{f}"' for f in fields)
+        lines += [
+            "## Load with NVIDIA DALI",
+            "",
+            "Each tar has its `.idx` beside it, so the reader starts without scanning the tars:",
+            "",
+            "```python",
+            "import glob",
+            "from nvidia.dali import fn",
+            "",
+            'tars = sorted(glob.glob("epoch-0000/shard-*.tar"))',
+            'images = fn.readers.webdataset(paths=tars, index_paths=[t[:-4] + ".idx" for t in tars],',
+            f'                               ext=[{dali_exts}, "cls"])  # inside a @pipeline_def',
+            "```",
+            "",
+        ]
     return "\n".join(lines)
 
 
