@@ -336,7 +336,8 @@ def make_corrupted_set(source, out, *, seed: int = 0, corruptions=None, image_si
         "schema": "ipmix-corrupted", "schema_version": 1, "source": spec,
         "source_description": json.loads(json.dumps(describe, default=str)),
         "seed": int(seed), "samples": n, "image_size": size, "severities": list(SEVERITIES),
-        "corruptions": names, "layout": "<corruption>.npy uint8 [5*samples, S, S, 3], severity 1 first; labels.npy int64 [5*samples]",
+        "corruptions": names,
+        "layout": "<corruption>.npy uint8 [5*samples, S, S, 3], severity 1 first; labels.npy int64 [5*samples]",
     }
     atomic_write_json(out / "manifest.json", manifest)
     return manifest

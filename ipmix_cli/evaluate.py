@@ -50,7 +50,8 @@ def _batches(n: int, batch_size: int):
 
 def _to_tensor(images: np.ndarray, device) -> torch.Tensor:
     """uint8 [B, S, S, 3] (NumPy, possibly memory-mapped) → uint8 [B, 3, S, S] on device."""
-    return torch.from_numpy(np.array(images, dtype=np.uint8)).to(device).permute(0, 3, 1, 2)  # copy: may be a read-only memmap
+    # np.array copies: the input may be a read-only memory map.
+    return torch.from_numpy(np.array(images, dtype=np.uint8)).to(device).permute(0, 3, 1, 2)
 
 
 @torch.no_grad()
@@ -144,7 +145,8 @@ def read_corrupted_folder(folder, image_size: int, num_classes: int) -> tuple[li
     return names, labels, arrays
 
 
-def evaluate_corrupted(model, folder, mean, std, device, image_size, num_classes, batch_size=256, progress=None) -> dict:
+def evaluate_corrupted(model, folder, mean, std, device, image_size, num_classes, batch_size=256,
+                       progress=None) -> dict:
     names, labels, arrays = read_corrupted_folder(folder, image_size, num_classes)
     n = len(labels)
     errors, per = {}, {}
@@ -221,7 +223,8 @@ def format_report(result: dict) -> str:
         lines.append(f"{'PGD-20 error (eps 2/255)':<28}{pct(result['pgd']['error']):>8}")
     if "corruption" in result:
         cr = result["corruption"]
-        lines += ["", f"{'corruption':<20}" + "".join(f"{'s' + str(s):>8}" for s in range(1, 6)) + f"{'mean':>8}{'calib':>8}"]
+        header = "".join(f"{'s' + str(s):>8}" for s in range(1, 6))
+        lines += ["", f"{'corruption':<20}{header}{'mean':>8}{'calib':>8}"]
         for name, p in cr["per_corruption"].items():
             lines.append(f"{name:<20}" + "".join(f"{pct(e):>8}" for e in p["severity_errors"])
                          + f"{pct(p['error']):>8}{pct(p['rms_calibration_error']):>8}")

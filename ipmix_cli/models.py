@@ -225,4 +225,5 @@ def normalise(x_uint8: torch.Tensor, mean, std, dtype=torch.float32) -> torch.Te
     return (x - m) / s
 
 
-__all__ = ["build_model", "check_model_name", "count_parameters", "normalisation", "normalise", "MODEL_NAMES", "canonical_name"]
+__all__ = ["build_model", "check_model_name", "count_parameters", "normalisation", "normalise", "MODEL_NAMES",
+           "canonical_name"]

@@ -34,7 +34,8 @@ from ipmix_cli.curves import write_curves_png
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.evaluate import resolve_device
 from ipmix_cli.losses import jsd_loss
-from ipmix_cli.models import build_model, canonical_name, check_model_name, count_parameters, normalisation, normalise
+from ipmix_cli.models import (build_model, canonical_name, check_model_name, count_parameters, normalisation,
+                              normalise)
 
 LOG_NAME, CURVES_NAME, SUMMARY_NAME = "log.jsonl", "curves.png", "summary.json"
 # Settings that must not change when a run is resumed (they shape the stream or the schedule).
@@ -203,8 +204,12 @@ def train(shards, model: str = "auto", epochs: int = 1, out="run", *, resume: bo
         raise IpmixError(f"max steps must be at least 1, got {max_steps}")
     for name, value in (("learning rate", lr), ("weight decay", weight_decay), ("momentum", momentum),
                         ("JSD weight", jsd_weight)):
-        if value is not None and (not math.isfinite(value) or value < 0 or (name == "learning rate" and value == 0)):
-            raise IpmixError(f"{name} must be a finite {'positive' if name == 'learning rate' else 'non-negative'} number, got {value}")
+        if value is None:
+            continue
+        positive = name == "learning rate"
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            kind = "positive" if positive else "non-negative"
+            raise IpmixError(f"{name} must be a finite {kind} number, got {value}")
     if model != "auto":
         check_model_name(model)  # before any process group starts
     rank, world, dev = setup_distributed(device)
@@ -249,12 +254,13 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
     mean, std = normalisation(size)
     amp_dtype = resolve_precision(precision, dev)
     channels_last = dev.type == "cuda"
+    torch.backends.cudnn.benchmark = dev.type == "cuda"  # one input shape: let cuDNN pick its fastest kernels
     manifest = getattr(loader, "manifest", {}) or {}
     config = {"model": name, "num_classes": num_classes, "image_size": size, "views": views,
               "classes": list(manifest.get("classes", [])), "mean": list(mean), "std": list(std),
               "shards": str(shards), "shards_config_hash": manifest.get("config_hash"), "epochs": epochs,
               "batch_size": batch_size, "world_size": world, "lr": lr, "weight_decay": weight_decay,
-              "momentum": momentum, "nesterov": True, "schedule": "cosine per step", "seed": seed,
+              "momentum": momentum, "nesterov": momentum > 0, "schedule": "cosine per step", "seed": seed,
               "jsd_weight": jsd_weight if views == 3 else None, "loss": "ce+jsd" if views == 3 else "ce",
               "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
               "steps_per_epoch": steps_per_epoch, "total_steps": epochs * steps_per_epoch}
@@ -321,13 +327,14 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
          f"{config['precision']}; {epochs} epochs x {steps_per_epoch} steps of {batch_size} ({config['loss']})")
 
     def checkpoint():
-        states = _gather({"loader": loader.state_dict(), "rng": {
-            "cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}}, world)
+        rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
+        states = _gather({"loader": loader.state_dict(), "rng": rng}, world)
         if main:
-            save_checkpoint(ckpt_file, {"config": config, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                        "step": step, "epoch": epoch, "seen": seen, "epoch_sums": epoch_sums.tolist(),
-                                        "loader": [s["loader"] for s in states], "rng": [s["rng"] for s in states]})
+            save_checkpoint(ckpt_file, {
+                "config": config, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "step": step, "epoch": epoch, "seen": seen, "epoch_sums": epoch_sums.tolist(),
+                "loader": [s["loader"] for s in states], "rng": [s["rng"] for s in states]})
 
     stop = _StopFlag(active=world == 1)
     window = torch.zeros(3, dtype=torch.float64, device=dev)
@@ -364,7 +371,8 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
                     loss_sum, correct, n = _sum_across_ranks(window.clone())
                     now = time.time()
                     log.write({"type": "step", "step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
-                               "loss": loss_sum / n, "acc": correct / n, "samples_per_s": n / max(now - t_window, 1e-9)})
+                               "loss": loss_sum / n, "acc": correct / n,
+                               "samples_per_s": n / max(now - t_window, 1e-9)})
                     window.zero_()
                     t_window = now
                 if step == stop_step or stop.set:
@@ -396,7 +404,8 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
     steps_per_rank = _gather(steps_run, world)
     summary = {"run": str(out), "model": name, "parameters": count_parameters(net), "epochs": epochs,
                "epochs_done": epoch, "steps": step, "total_steps": total_steps, "complete": epoch == epochs,
-               "samples_seen": step * batch_size, "world_size": world, "steps_this_launch_per_rank": steps_per_rank, "device": str(dev),
+               "samples_seen": step * batch_size, "world_size": world,
+               "steps_this_launch_per_rank": steps_per_rank, "device": str(dev),
                "precision": config["precision"], "loss": config["loss"], "echo_factor": echo_factor,
                "train_samples_per_s": steps_run * batch_size / max(elapsed, 1e-9), "time_s": elapsed,
                "checkpoint": str(ckpt_file)}
@@ -451,7 +460,8 @@ def format_summary(summary: dict) -> str:
 @click.option("--momentum", default=0.9, show_default=True, type=float, help="Nesterov momentum.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=int, help="DataLoader workers per process.")
-@click.option("--jsd-weight", default=12.0, show_default=True, type=float, help="Weight of the JSD loss (triple shards).")
+@click.option("--jsd-weight", default=12.0, show_default=True, type=float,
+              help="Weight of the JSD loss (triple shards).")
 @click.option("--max-steps", type=int, default=None, help="Stop after this many steps in all (schedule unchanged).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]),

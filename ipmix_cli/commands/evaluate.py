@@ -11,7 +11,8 @@ from ipmix_cli.progress import Progress
 
 
 @click.command("eval")
-@click.option("--checkpoint", required=True, type=click.Path(), help="Run directory of `ipmix train`, or its checkpoint.pt.")
+@click.option("--checkpoint", required=True, type=click.Path(),
+              help="Run directory of `ipmix train`, or its checkpoint.pt.")
 @click.option("--test", "test_spec", required=True, help="Test source spec, e.g. digits:test or cifar10-test:PATH.")
 @click.option("--corrupted", type=click.Path(), default=None,
               help="CIFAR-10-C-style folder: <corruption>.npy (severities 1-5 stacked) + labels.npy.")
@@ -39,7 +40,8 @@ def eval_command(checkpoint, test_spec, corrupted, pgd, pgd_limit, limit, out, b
 @click.option("--source", required=True, help="Test source spec, e.g. digits:test, cifar10-test:PATH, folder:PATH.")
 @click.option("--out", required=True, type=click.Path(), help="Folder to write <corruption>.npy and labels.npy into.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--corruptions", default=None, help="Comma-separated subset of: " + ", ".join(CORRUPTIONS) + " (default: all).")
+@click.option("--corruptions", default=None,
+              help="Comma-separated subset of: " + ", ".join(CORRUPTIONS) + " (default: all).")
 @click.option("--image-size", type=click.IntRange(min=8), default=None,
               help="Side of the output images (default: the source's, if square).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N samples.")
