@@ -245,3 +245,14 @@ def test_manifest_through_a_pipe_url(uneven):
     np.testing.assert_array_equal(collect(remote)[0], local[0])
     with pytest.raises(IpmixError, match="pass base_url"):
         ShardLoader(f"pipe:cat '{root}/manifest.json'", 3)
+
+
+def test_manifest_shard_entries_are_checked(tmp_path):
+    import json
+
+    make_shards(tmp_path, shard_counts=(4,), epochs=1)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    del manifest["epochs"][0]["shards"][0]["count"]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IpmixError, match="without a path and count"):
+        ShardLoader(tmp_path, 2)

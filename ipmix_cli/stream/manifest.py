@@ -70,8 +70,13 @@ def load_manifest(path) -> tuple[dict, str]:
     if not epochs:
         raise IpmixError(f"{path}: the manifest lists no epochs")
     for i, ep in enumerate(epochs):
-        if not ep.get("shards"):
+        if not isinstance(ep, dict) or not ep.get("shards"):
             raise IpmixError(f"{path}: materialized epoch {i} lists no shards")
+        for shard in ep["shards"]:
+            count = shard.get("count") if isinstance(shard, dict) else None
+            if not isinstance(shard, dict) or not isinstance(shard.get("path"), str) \
+                    or not isinstance(count, int) or count < 0:
+                raise IpmixError(f"{path}: materialized epoch {i} has a shard entry without a path and count: {shard!r}")
     return manifest, root
 
 
