@@ -29,13 +29,13 @@ _VP_LEN = 15
 MAX_INTERIOR = 0.6
 MAX_FLAT = 0.7
 MIN_SPREAD = 0.05
-MAX_MEAN_ITER = 55.0
+MAX_MEAN_ITER = 45.0
 # final check
 MIN_GREY_ENTROPY = 4.0
 MAX_DOMINANT = 0.5
 MAX_ATTEMPTS = 64
 SUPERSAMPLE_EDGE = 0.3
-SUPERSAMPLE_MAX = 0.04
+SUPERSAMPLE_MAX = 0.03
 
 
 # --------------------------------------------------------------------------- kernels
@@ -76,7 +76,7 @@ def _orbit(zx, zy, cx, cy, max_iter, kind, p0, p1, p2):
             d = abs(math.sqrt(dx * dx + dy * dy) - p2)
         if d < trap:
             trap = d
-        if abs(zx - sx) < 1e-12 and abs(zy - sy) < 1e-12:
+        if abs(zx - sx) < 1e-10 and abs(zy - sy) < 1e-10:
             if kind == 0:
                 trap = math.sqrt(trap)
             return -1.0, trap, n + 1

@@ -35,8 +35,9 @@ def random_palette(rng: np.random.Generator) -> dict:
         stops.append([float(x) for x in colorsys.hsv_to_rgb(hue, sat, val)])
     dark = int(rng.integers(0, n))
     stops[dark] = [float(v) for v in rng.uniform(0.0, 0.12, 3)]
-    positions = np.sort(rng.uniform(0.0, 1.0, n - 1))
-    pos = [0.0] + [float(p) for p in positions]
+    # stops at least half an even spacing apart: no hard edge between two close stops
+    gaps = rng.dirichlet(np.ones(n)) * 0.5 + 0.5 / n
+    pos = [0.0] + [float(p) for p in np.cumsum(gaps)[:-1]]
     return {"kind": "gradient", "stops": stops, "pos": pos}
 
 
