@@ -65,7 +65,7 @@ def test_escape_fields_match_numpy(kind, julia):
     inner = ~escaped & (ref_s < 0)
     if not julia:  # the whole set is in view: interior pixels exist
         assert inner.sum() > 20
-    assert np.isclose(trap[inner], ref_t[inner], rtol=1e-3, atol=1e-4).mean() >= 0.98
+        assert np.isclose(trap[inner], ref_t[inner], rtol=1e-3, atol=1e-4).mean() >= 0.98
 
 
 def test_boundary_sampling_lands_just_outside_the_set():
