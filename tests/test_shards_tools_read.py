@@ -187,3 +187,12 @@ def test_plain_tar_lists_the_members(tmp_path):
     assert [re.split(r"\s+", line)[-1] for line in listing] == [
         "e0000s0000000.png", "e0000s0000000.cls", "e0000s0000000.json",
         "e0000s0000001.png", "e0000s0000001.cls", "e0000s0000001.json"]
+
+
+def test_a_field_twice_in_one_sample_is_a_duplicate(tmp_path):
+    path = tmp_path / "d.tar"
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name in ("a.png", "a.cls", "a.png"):
+            add_member(tar, name, b"1")
+    with open(path, "rb") as f, pytest.raises(TarFormatError, match="duplicate key a .member 'a.png' appears twice"):
+        list(iter_samples(f))

@@ -240,3 +240,15 @@ def test_problems_per_shard_are_capped(tmp_path):
     message, problems = problems_of(tmp_path)
     assert len(problems) == 6 and problems[-1] == {"shard": rel, "problem": "... and 3 more problems"}
     assert message.endswith("(and 5 more problems)")
+
+
+def test_keys_of_the_wrong_form_or_epoch(shards):
+    out, m = shards
+    members = read_tar_members(out / SHARD0)
+    members = [(n.replace("e0000s0000000", "img7"), d) for n, d in members]
+    members = [(n.replace("e0000s0000001", "e0001s0000001"), d) for n, d in members]
+    rewrite_shard(out, m, SHARD0, members)
+    _, problems = problems_of(out)
+    texts = [p["problem"] for p in problems if p["shard"] == SHARD0]
+    assert "key 'img7' is not of the form eEEEEsPPPPPPP" in texts
+    assert "key e0001s0000001 belongs to epoch 1, found in epoch 0" in texts
