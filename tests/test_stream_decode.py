@@ -161,3 +161,22 @@ def test_tar_index_rejects_bad_label_and_wrong_count():
     assert ShardIndex("x.tar", np.frombuffer(raw, np.uint8), ["png"], 1).label.tolist() == [12]
     with pytest.raises(ShardError, match="holds 1 samples, the manifest says 2"):
         ShardIndex("x.tar", np.frombuffer(raw, np.uint8), ["png"], 2)
+
+
+@pytest.mark.parametrize("fmt", ["png", "npy"])
+def test_warm_up_compiles_what_reading_uses(tmp_path, fmt):
+    # DataLoader workers inherit the kernels compiled before they fork; reading must not
+    # need a signature the warm-up in ShardLoader() did not compile.
+    from _stream_helpers import collect, make_shards
+    from ipmix_cli.stream import ShardLoader, decode, tarscan
+
+    make_shards(tmp_path, shard_counts=(5, 4), epochs=1, fmt=fmt, size=8, views=3)
+    loader = ShardLoader(tmp_path, 2)
+
+    def signatures():
+        return {(m.__name__, f): len(getattr(m, f).signatures) for m in (decode, tarscan)
+                for f in dir(m) if hasattr(getattr(m, f), "signatures")}
+
+    before = signatures()
+    assert collect(loader)[0].shape[0] == 8
+    assert signatures() == before

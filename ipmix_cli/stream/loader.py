@@ -20,6 +20,7 @@ from ipmix_cli.errors import IpmixError
 
 from .blocks import BlockReader
 from .manifest import load_manifest, shard_url
+from .reader import warm_up
 from .plan import Layout, block_permutation, consumed_shards, plan_epoch, rank_blocks, roles_of, round_robin
 
 STATE_VERSION = 1
@@ -139,6 +140,7 @@ class ShardLoader:
         names = [[s["path"] for s in ep["shards"]] for ep in manifest["epochs"]]
         urls = [[shard_url(root, p, base_url) for p in ep] for ep in names]
         self._reader = BlockReader(urls, names, self._counts, self.fields, self.image_size, self.num_classes, skip_bad)
+        warm_up(self.fields, self.image_size)
         # Check every materialized epoch's layout now, not in the middle of training.
         for k in range(self.materialized_epochs):
             plan_epoch(self._counts[k], self.layout, k, self.materialized_epochs)
