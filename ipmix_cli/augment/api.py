@@ -98,6 +98,7 @@ def ipmix_one(image: np.ndarray, mixing_picture: np.ndarray, rng: np.ndarray, cf
     bufs = np.empty((3, S, S, 3), np.uint8)
     acc = np.empty((S, S, 3), np.float64)
     weights = np.empty(cfg.width + 1, np.float64)
+    trace = np.zeros((cfg.width, 2 + cfg.depth), np.int64)
     augment_view(image.copy(), f.copy(), rng, cfg.kernel_params(), cfg.op_ids(), cfg.patch_array(),
-                 ROTATION_TABLE, out, bufs, acc, weights)
+                 ROTATION_TABLE, out, bufs, acc, weights, trace)
     return out

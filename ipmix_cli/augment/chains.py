@@ -27,33 +27,35 @@ PRM_P_CHAIN = 6        # probability that a chain is a P chain (IPMix 0.5, AugMi
 PRM_PARTNER_AUG = 7    # probability that a P-step partner is an op applied to x instead of f
 PRM_OVERFLOW = 8       # 0 clip, 1 wrap
 PRM_ALPHA = 9          # Dirichlet concentration of the chain weights
-PRM_SKIP_A = 10        # skip weight m ~ Beta(SKIP_A, SKIP_B)
+PRM_SKIP_A = 10        # skip weight m ~ Beta(SKIP_A, SKIP_B); SKIP_A = 0 means m = 0
 PRM_SKIP_B = 11
 PRM_SIZE = 12
 
 
 @njit(cache=True)
-def _op_chain(cur, tmp, n, ops, st, severity, rot_table):
+def _op_chain(cur, tmp, n, ops, st, severity, rot_table, trace):
     """Apply n random ops to `cur` (ping-ponging with `tmp`); returns the array holding the result."""
     S0, S1 = cur.shape[0], cur.shape[1]
-    for _ in range(n):
+    for j in range(n):
         op = ops[randint(st, ops.shape[0])]
+        trace[2 + j] = op
         apply_op(op, st, severity, cur, tmp, rot_table, 0, S0, 0, S1)
         cur, tmp = tmp, cur
     return cur
 
 
 @njit(cache=True)
-def _p_chain(cur, x, f, partner, n, ops, patch_sizes, st, prm, rot_table):
+def _p_chain(cur, x, f, partner, n, ops, patch_sizes, st, prm, rot_table, trace):
     """n patch-mixing steps on `cur` (a copy of x), in place."""
     S = cur.shape[0]
     severity = prm[PRM_SEVERITY]
     partner_aug = prm[PRM_PARTNER_AUG]
     overflow = int(prm[PRM_OVERFLOW])
-    for _ in range(n):
+    for j in range(n):
         s = patch_sizes[randint(st, patch_sizes.shape[0])]
         top, left, h, w = draw_patch(st, S, s)
         mop = randint(st, 4)
+        trace[2 + j] = mop
         other = f
         if partner_aug > 0.0 and uniform(st) < partner_aug:
             op = ops[randint(st, ops.shape[0])]
@@ -63,10 +65,12 @@ def _p_chain(cur, x, f, partner, n, ops, patch_sizes, st, prm, rot_table):
 
 
 @njit(cache=True)
-def chain_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weights):
+def chain_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weights, trace):
     """IPMix (or AugMix, with P_CHAIN = 0) view of x into `out` (uint8 SxSx3).
 
-    bufs: uint8 [3, S, S, 3] scratch; acc: float64 [S, S, 3]; weights: float64 [>= k].
+    bufs: uint8 [3, S, S, 3] scratch; acc: float64 [S, S, 3]; weights: float64 [k + 1] receives
+    the chain weights and then m; trace: int64 [k, 2 + t] receives, per chain, (is P chain,
+    number of ops, op ids or mixing-op ids) -- what the tests count.
     """
     k = int(prm[PRM_WIDTH])
     depth = int(prm[PRM_DEPTH])
@@ -74,42 +78,50 @@ def chain_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weigh
     severity = prm[PRM_SEVERITY]
     dirichlet(st, prm[PRM_ALPHA], k, weights)
     m = beta(st, prm[PRM_SKIP_A], prm[PRM_SKIP_B])
+    weights[k] = m
     H, W = x.shape[0], x.shape[1]
+    x1 = x.reshape(-1)
+    acc1 = acc.reshape(-1)
+    n_el = x1.shape[0]
     x_coef = 1.0 - m
     first = True
     for i in range(k):
         is_p = uniform(st) < prm[PRM_P_CHAIN]
         n = min_ops + randint(st, depth - min_ops + 1)
+        trace[i, 0] = 1 if is_p else 0
+        trace[i, 1] = n
         if n == 0:
             x_coef += m * weights[i]
             continue
         cur = bufs[0]
         tmp = bufs[1]
-        copy_region(x, cur, 0, H, 0, W)
+        cur.reshape(-1)[:] = x1
         if is_p:
-            _p_chain(cur, x, f, bufs[2], n, ops, patch_sizes, st, prm, rot_table)
+            _p_chain(cur, x, f, bufs[2], n, ops, patch_sizes, st, prm, rot_table, trace[i])
         else:
-            cur = _op_chain(cur, tmp, n, ops, st, severity, rot_table)
+            cur = _op_chain(cur, tmp, n, ops, st, severity, rot_table, trace[i])
         wi = m * weights[i]
+        cur1 = cur.reshape(-1)
         if first:
-            for yy in range(H):
-                for xx in range(W):
-                    for c in range(3):
-                        acc[yy, xx, c] = wi * cur[yy, xx, c]
+            for j in range(n_el):
+                acc1[j] = wi * cur1[j]
             first = False
         else:
-            for yy in range(H):
-                for xx in range(W):
-                    for c in range(3):
-                        acc[yy, xx, c] += wi * cur[yy, xx, c]
-    for yy in range(H):
-        for xx in range(W):
-            for c in range(3):
-                v = x_coef * x[yy, xx, c]
-                if not first:
-                    v += acc[yy, xx, c]
-                v += 0.5
-                out[yy, xx, c] = 255 if v >= 255.0 else (0 if v <= 0.0 else np.uint8(int(v)))
+            for j in range(n_el):
+                acc1[j] += wi * cur1[j]
+    out1 = out.reshape(-1)
+    if first:
+        for j in range(n_el):
+            out1[j] = _round_u8(x_coef * x1[j] + 0.5)
+    else:
+        for j in range(n_el):
+            out1[j] = _round_u8(x_coef * x1[j] + acc1[j] + 0.5)
+
+
+@njit(cache=True, inline="always")
+def _round_u8(v):
+    """v already holds the +0.5: truncate and clamp to [0, 255]."""
+    return np.uint8(255.0 if v >= 255.0 else (0.0 if v <= 0.0 else v))
 
 
 @njit(cache=True)
@@ -151,7 +163,7 @@ def pixmix_view(x, f, st, prm, ops, rot_table, out, bufs, acc):
 
 
 @njit(cache=True)
-def augment_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weights):
+def augment_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weights, trace):
     """One augmented view of x under the recipe in prm[PRM_RECIPE]."""
     recipe = int(prm[PRM_RECIPE])
     if recipe == RECIPE_PIXMIX:
@@ -159,4 +171,4 @@ def augment_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, wei
     elif recipe == RECIPE_NONE:
         copy_region(x, out, 0, x.shape[0], 0, x.shape[1])
     else:
-        chain_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weights)
+        chain_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weights, trace)

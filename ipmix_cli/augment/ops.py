@@ -329,39 +329,105 @@ def affine_bilinear(src, dst, a0, a1, a2, a3, a4, a5, r0, r1, c0, c1):
     Output pixel (x, y) samples the input at (a0 x' + a1 y' + a2, a3 x' + a4 y' + a5) with
     x' = x + 0.5: outside [0, W) x [0, H) it is black; inside, bilinear between pixel centres,
     edge columns clamped, a missing lower row replaced by the upper one, result truncated.
+    The arithmetic (double, same order) is PIL's, so results are bit-identical.
+    src and dst are C-contiguous; they are indexed flat for speed.
     """
     H, W = src.shape[0], src.shape[1]
+    s1 = src.reshape(-1)
+    d1 = dst.reshape(-1)
+    Wf = np.float64(W)
+    Hf = np.float64(H)
+    row = W * 3
     for y in range(r0, r1):
         yc = y + 0.5
+        by = a1 * yc
+        ey = a4 * yc
+        o = (y * W + c0) * 3
         for x in range(c0, c1):
             xc = x + 0.5
-            xx = a0 * xc + a1 * yc + a2
-            yy = a3 * xc + a4 * yc + a5
-            if xx < 0.0 or xx >= W or yy < 0.0 or yy >= H:
+            xx = a0 * xc + by + a2
+            yy = a3 * xc + ey + a5
+            if xx < 0.0 or xx >= Wf or yy < 0.0 or yy >= Hf:
+                d1[o] = 0
+                d1[o + 1] = 0
+                d1[o + 2] = 0
+            else:
+                xx -= 0.5
+                yy -= 0.5
+                xi = int(xx)
+                if xi > xx:
+                    xi -= 1
+                yi = int(yy)
+                if yi > yy:
+                    yi -= 1
+                dx = xx - xi
+                dy = yy - yi
+                x0 = xi * 3 if xi >= 0 else 0
+                x1 = (xi + 1) * 3 if xi + 1 < W else (W - 1) * 3
+                ra = (yi if yi >= 0 else 0) * row
+                if yi + 1 < H:
+                    rb = (yi + 1) * row
+                    for c in range(3):
+                        p0 = np.float64(s1[ra + x0 + c])
+                        v1 = p0 + (np.float64(s1[ra + x1 + c]) - p0) * dx
+                        q0 = np.float64(s1[rb + x0 + c])
+                        v2 = q0 + (np.float64(s1[rb + x1 + c]) - q0) * dx
+                        d1[o + c] = np.uint8(int(v1 + (v2 - v1) * dy))
+                else:
+                    for c in range(3):
+                        p0 = np.float64(s1[ra + x0 + c])
+                        v1 = p0 + (np.float64(s1[ra + x1 + c]) - p0) * dx
+                        d1[o + c] = np.uint8(int(v1 + (v1 - v1) * dy))
+            o += 3
+
+
+@njit(cache=True)
+def shear_x(src, dst, s, r0, r1, c0, c1):
+    """affine_bilinear with (1, s, 0, 0, 1, 0): the sample row is exact, so only a horizontal
+    interpolation remains (the same arithmetic, bit for bit)."""
+    H, W = src.shape[0], src.shape[1]
+    for y in range(r0, r1):
+        t = s * (y + 0.5)
+        for x in range(c0, c1):
+            xx = (x + 0.5) + t
+            if xx < 0.0 or xx >= W:
                 dst[y, x, 0] = 0
                 dst[y, x, 1] = 0
                 dst[y, x, 2] = 0
                 continue
             xx -= 0.5
-            yy -= 0.5
             xi = int(math.floor(xx))
-            yi = int(math.floor(yy))
             dx = xx - xi
-            dy = yy - yi
-            x0 = 0 if xi < 0 else (xi if xi < W else W - 1)
-            x1 = 0 if xi + 1 < 0 else (xi + 1 if xi + 1 < W else W - 1)
-            ya = 0 if yi < 0 else (yi if yi < H else H - 1)
-            has_b = yi + 1 >= 0 and yi + 1 < H
+            x0 = 0 if xi < 0 else xi
+            x1 = xi + 1 if xi + 1 < W else W - 1
             for c in range(3):
-                p0 = np.int64(src[ya, x0, c])
-                p1 = np.int64(src[ya, x1, c])
-                v1 = p0 + (p1 - p0) * dx
-                if has_b:
-                    q0 = np.int64(src[yi + 1, x0, c])
-                    q1 = np.int64(src[yi + 1, x1, c])
-                    v2 = q0 + (q1 - q0) * dx
-                else:
-                    v2 = v1
+                p0 = np.int64(src[y, x0, c])
+                p1 = np.int64(src[y, x1, c])
+                dst[y, x, c] = np.uint8(int(p0 + (p1 - p0) * dx))
+
+
+@njit(cache=True)
+def shear_y(src, dst, s, r0, r1, c0, c1):
+    """affine_bilinear with (1, 0, 0, s, 1, 0): the sample column is exact, so only a vertical
+    interpolation remains (the same arithmetic, bit for bit)."""
+    H, W = src.shape[0], src.shape[1]
+    for y in range(r0, r1):
+        yc = y + 0.5
+        for x in range(c0, c1):
+            yy = s * (x + 0.5) + yc
+            if yy < 0.0 or yy >= H:
+                dst[y, x, 0] = 0
+                dst[y, x, 1] = 0
+                dst[y, x, 2] = 0
+                continue
+            yy -= 0.5
+            yi = int(math.floor(yy))
+            dy = yy - yi
+            ya = 0 if yi < 0 else yi
+            yb = yi + 1 if yi + 1 < H else ya
+            for c in range(3):
+                v1 = np.int64(src[ya, x, c])
+                v2 = np.int64(src[yb, x, c])
                 dst[y, x, c] = np.uint8(int(v1 + (v2 - v1) * dy))
 
 
@@ -433,9 +499,9 @@ def apply_op(op, st, severity, src, dst, rot_table, r0, r1, c0, c1):
         if uniform(st) > 0.5:
             s = -s
         if op == SHEAR_X:
-            affine_bilinear(src, dst, 1.0, s, 0.0, 0.0, 1.0, 0.0, r0, r1, c0, c1)
+            shear_x(src, dst, s, r0, r1, c0, c1)
         else:
-            affine_bilinear(src, dst, 1.0, 0.0, 0.0, s, 1.0, 0.0, r0, r1, c0, c1)
+            shear_y(src, dst, s, r0, r1, c0, c1)
     elif op == TRANSLATE_X or op == TRANSLATE_Y:
         size = src.shape[1] if op == TRANSLATE_X else src.shape[0]
         t = int(level * (size / 3) / 10)

@@ -104,7 +104,9 @@ def gamma(st, shape):
 
 @njit(cache=True)
 def beta(st, a, b):
-    """Beta(a, b); closed forms when a or b is 1 (all the recipe's draws)."""
+    """Beta(a, b); closed forms when a or b is 1 (all the recipe's draws); a = 0 gives 0."""
+    if a == 0.0:
+        return 0.0
     if a == 1.0 and b == 1.0:
         return uniform(st)
     if b == 1.0:

@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 from PIL import Image
 
-from ipmix_cli.augment.chains import PRM_RECIPE, RECIPE_NONE, augment_view
+from ipmix_cli.augment.chains import PRM_DEPTH, PRM_RECIPE, PRM_WIDTH, RECIPE_NONE, augment_view
 from ipmix_cli.augment.rng import (STREAM_CROP, STREAM_MIX, STREAM_VIEW, new_state, randint,
                                    uniform)
 
@@ -61,9 +61,7 @@ def mixing_crop(bank, seed, epoch, index, f):
     oy = randint(st, bank.shape[1] - S + 1)
     ox = randint(st, bank.shape[2] - S + 1)
     for y in range(S):
-        for x in range(S):
-            for c in range(3):
-                f[y, x, c] = bank[j, oy + y, ox + x, c]
+        f[y] = bank[j, oy + y, ox:ox + S]
 
 
 @njit(cache=True)
@@ -77,8 +75,8 @@ def augment_batch(images, crop_mode, bank, seed, epoch, indices, prm, ops, patch
     f = np.zeros((S, S, 3), np.uint8)
     bufs = np.empty((3, S, S, 3), np.uint8)
     acc = np.empty((S, S, 3), np.float64)
-    weights = np.empty(max(1, int(prm[1])) + 1, np.float64)
-    view = np.empty((S, S, 3), np.uint8)
+    weights = np.empty(int(prm[PRM_WIDTH]) + 1, np.float64)
+    trace = np.zeros((int(prm[PRM_WIDTH]), 2 + int(prm[PRM_DEPTH])), np.int64)
     recipe = int(prm[PRM_RECIPE])
     for i in range(N):
         idx = indices[i]
@@ -86,10 +84,7 @@ def augment_batch(images, crop_mode, bank, seed, epoch, indices, prm, ops, patch
             oy, ox, flip = draw_pad_crop(seed, epoch, idx, S)
             pad_crop_flip(images[i], x, oy, ox, flip)
         else:
-            for y in range(S):
-                for xx in range(S):
-                    for c in range(3):
-                        x[y, xx, c] = images[i, y, xx, c]
+            x[:] = images[i]
         if recipe == RECIPE_NONE:
             out[i, 0] = x
             continue
@@ -100,8 +95,8 @@ def augment_batch(images, crop_mode, bank, seed, epoch, indices, prm, ops, patch
             first_aug = 1
         for v in range(first_aug, V):
             st = new_state(seed, epoch, idx, STREAM_VIEW + v - first_aug)
-            augment_view(x, f, st, prm, ops, patch_sizes, rot_table, view, bufs, acc, weights)
-            out[i, v] = view
+            augment_view(x, f, st, prm, ops, patch_sizes, rot_table, out[i, v], bufs, acc, weights,
+                         trace)
 
 
 # ---------------------------------------------------------------- ImageNet crop (per image)

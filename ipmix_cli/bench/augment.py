@@ -1,0 +1,95 @@
+"""`ipmix bench augment`: the engine's throughput on one core against the per-image PIL
+baseline (reference.py) measured in the same run; medians of several runs."""
+
+from __future__ import annotations
+
+import time
+
+import click
+import numpy as np
+
+from ipmix_cli.bench.common import median_time, one_core, report
+
+
+def smooth_images(n: int, height: int, width: int, seed: int) -> np.ndarray:
+    """Smooth random colour patterns with a little noise (photo-like histograms)."""
+    rs = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    y /= height
+    x /= width
+    out = np.empty((n, height, width, 3), np.uint8)
+    for i in range(n):
+        fx, fy, ph = rs.uniform(2, 9, 3), rs.uniform(2, 9, 3), rs.uniform(0, 6.3, 3)
+        base = 128 + 100 * np.sin(fx * x[..., None] + fy * y[..., None] + ph)
+        out[i] = np.clip(base + rs.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    return out
+
+
+def _bank(cfg, fractals):
+    from ipmix_cli.augment import MixingBank
+
+    if fractals:
+        return MixingBank.from_folder(fractals, cfg)
+    R = cfg.mixing_size
+    return MixingBank.from_array(smooth_images(16, R, R, seed=7))
+
+
+def measure(cfg, fractals, images, n_fast: int, n_ref: int, repeats: int):
+    """(fast items/s, baseline items/s, first-call seconds) for one configuration."""
+    from ipmix_cli.augment import Augmenter
+    from ipmix_cli.augment.reference import reference_make_views
+
+    bank = _bank(cfg, fractals)
+    aug = Augmenter(cfg, bank)
+    fast_in = images[:n_fast] if isinstance(images, np.ndarray) else list(images[:n_fast])
+    idx = np.arange(n_fast, dtype=np.int64)
+    t0 = time.perf_counter()
+    aug.make_views(fast_in[:2], 0, 0, idx[:2])
+    first_call = time.perf_counter() - t0
+    fast = median_time(lambda: aug.make_views(fast_in, 0, 0, idx), repeats=repeats, warmup=1)
+    ref_in = fast_in[:n_ref]
+    ref = median_time(lambda: reference_make_views(cfg, bank.pixels, ref_in, 0, 0, idx[:n_ref]),
+                      repeats=repeats, warmup=1)
+    return n_fast / fast, n_ref / ref, first_call
+
+
+def run_bench(repeats: int = 5, fractals=None, quick: bool = False) -> dict:
+    from ipmix_cli.augment import resolve_config
+
+    one_core()
+    scale = 4 if quick else 1
+    small = smooth_images(1024 // scale, 32, 32, seed=1)
+    large = smooth_images(48 // scale, 256, 256, seed=2)
+    figures = {}
+    cases = [
+        ("ipmix_32_view", resolve_config("cifar", "ipmix", views=1), small, 1024 // scale, 128 // scale),
+        ("ipmix_32_jsd", resolve_config("cifar", "ipmix", views=3), small, 512 // scale, 64 // scale),
+        ("ipmix_224_view", resolve_config("imagenet", "ipmix", views=1), large, 48 // scale, 16 // scale),
+    ]
+    first_calls = {}
+    for name, cfg, images, n_fast, n_ref in cases:
+        fast, ref, first = measure(cfg, fractals, images, n_fast, n_ref, repeats)
+        unit = "samples_per_s" if name.endswith("jsd") else "img_per_s"
+        figures[f"{name}_{unit}"] = round(fast, 1)
+        figures[f"{name}_baseline_{unit}"] = round(ref, 1)
+        figures[f"{name}_speedup"] = round(fast / ref, 2)
+        first_calls[name] = first
+    # The first call of the process compiles the kernels (or loads them from Numba's cache).
+    figures["numba_first_call_s"] = round(first_calls["ipmix_32_view"], 3)
+    figures["repeats"] = repeats
+    figures["note"] = ("one core; medians of repeated runs; 224 inputs are 256x256 pictures "
+                       "(RandomResizedCrop inside); the machine may be shared")
+    return figures
+
+
+@click.command("augment")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@click.option("--repeats", default=5, show_default=True, type=click.IntRange(1, 50),
+              help="Timed runs per figure (the median is reported).")
+@click.option("--fractals", type=click.Path(file_okay=False), default=None,
+              help="Mixing folder to use (default: generated patterns).")
+@click.option("--quick", is_flag=True, help="A quarter of the images per run (a rough figure).")
+def bench_augment(as_json, repeats, fractals, quick):
+    """IPMix throughput on one core: one view and JSD triple at 32x32, one view at 224x224,
+    each against the per-image PIL/NumPy implementation of the same recipe."""
+    report(run_bench(repeats=repeats, fractals=fractals, quick=quick), as_json)
