@@ -32,6 +32,7 @@ MIN_SPREAD = 0.05
 MAX_MEAN_ITER = 45.0
 # final check
 MIN_GREY_ENTROPY = 4.0
+MIN_GREY_STD = 16.0
 MAX_DOMINANT = 0.5
 MAX_ATTEMPTS = 64
 SUPERSAMPLE_EDGE = 0.3
@@ -184,7 +185,7 @@ def shade_image(smooth, trap, vp, cp, lut_e, lut_i, edge, max_frac):
     jumps by more than `edge` against a neighbour get four extra sub-pixel orbits averaged in.
     At most `max_frac` of the pixels (the jumpiest) are supersampled, which bounds the cost.
     Returns (uint8 RGB, supersampled pixels, grey-level entropy in bits, share of the most
-    common 4-bit-quantised colour)."""
+    common 4-bit-quantised colour, grey-level standard deviation)."""
     h, w = smooth.shape
     k0, k1, k2, k3, k4, k5, k6 = cp[0], cp[1], cp[2], cp[3], cp[4], cp[5], cp[6]
     v = _unpack(vp)
@@ -256,12 +257,16 @@ def shade_image(smooth, trap, vp, cp, lut_e, lut_i, edge, max_frac):
             grey_hist[(vr * 77 + vg * 150 + vb * 29) >> 8] += 1
             code_hist[((vr >> 4) << 8) | ((vg >> 4) << 4) | (vb >> 4)] += 1
     entropy = 0.0
+    mean = 0.0
+    square = 0.0
     for g in range(256):
         if grey_hist[g] > 0:
             q = grey_hist[g] / (h * w)
             entropy -= q * math.log2(q)
+            mean += q * g
+            square += q * g * g
     dominant = code_hist.max() / (h * w)
-    return out, n_super, entropy, dominant
+    return out, n_super, entropy, dominant, math.sqrt(max(square - mean * mean, 0.0))
 
 
 # --------------------------------------------------------------------------- planning
@@ -382,10 +387,13 @@ def colour_table(spec: dict, n: int = 1024) -> np.ndarray:
     return np.ascontiguousarray(lut[i0] * (1.0 - a) + lut[i1] * a, dtype=np.float32)
 
 
-def final_verdict(entropy: float, dominant: float) -> str | None:
-    """Grey-level entropy ≥ 4 bits and no 4-bit-quantised colour over half the pixels."""
+def final_verdict(entropy: float, dominant: float, grey_std: float) -> str | None:
+    """Grey-level entropy ≥ 4 bits, grey levels that vary, and no 4-bit-quantised colour over
+    half the pixels."""
     if entropy < MIN_GREY_ENTROPY:
         return "low-entropy"
+    if grey_std < MIN_GREY_STD:
+        return "low-contrast"
     if dominant > MAX_DOMINANT:
         return "one-colour"
     return None
@@ -414,7 +422,7 @@ def render_escape(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray
         why = preview_verdict(params)
         if why is None:
             result = _render(params, size)
-            why = final_verdict(result[2], result[3])
+            why = final_verdict(result[2], result[3], result[4])
             if why is None:
                 break
         rejected[why] = rejected.get(why, 0) + 1

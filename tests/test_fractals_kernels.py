@@ -223,7 +223,8 @@ def test_parameters_in_the_manifest_reproduce_the_picture(family):
 def test_escape_final_check_numbers_match_numpy():
     rng = np.random.default_rng(4)
     p = escape.sample_params(rng)
-    rgb, _, entropy, dominant = escape._render(p, 64)
+    rgb, _, entropy, dominant, grey_std = escape._render(p, 64)
     g = ((rgb[..., 0].astype(int) * 77 + rgb[..., 1].astype(int) * 150 + rgb[..., 2].astype(int) * 29) >> 8)
     assert entropy == pytest.approx(metrics.entropy_bits(np.bincount(g.ravel(), minlength=256)))
     assert dominant == pytest.approx(metrics.dominant_fraction(rgb))
+    assert grey_std == pytest.approx(g.std())
