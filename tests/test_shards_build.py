@@ -39,7 +39,8 @@ def run_cli(args, capsys=None):
 
 def test_build_layout_manifest_and_stock_readers(tmp_path, mix, folder):
     out = tmp_path / "out"
-    m = build_shards(source=str(folder), fractals=mix, out=out, epochs=2, shards=4, seed=5, progress=False)
+    m = build_shards(source=str(folder), fractals=mix, out=out, epochs=2, shards=4, seed=5, format="png",
+                     progress=False)
     assert m["complete"] and m["schema"] == "ipmix-shards" and m["schema_version"] == 1
     assert (m["samples_per_epoch"], m["shards_per_epoch"], m["samples_per_shard"]) == (20, 4, 5)
     assert m["pads_per_epoch"] == 2 and m["classes"] == ["cat", "dog", "eel"] and m["fields"] == ["png"]

@@ -106,7 +106,7 @@ def test_formats_round_trip():
 
 
 def test_format_resolution():
-    assert formats.resolve_format(None, None, 32) == formats.default_format(32) == ("png", None)
+    assert formats.resolve_format(None, None, 32) == formats.default_format(32) == ("npy", None)
     assert formats.resolve_format(None, None, 224) == ("jpg", 95)
     assert formats.resolve_format("jpeg", 80, 32) == ("jpg", 80)
     assert formats.resolve_format("webp", None, 32) == ("webp", 95)

@@ -27,7 +27,7 @@ def shards():
 @click.option("--seed", type=click.IntRange(0, None), help="[default: 0]")
 @click.option("--workers", type=click.IntRange(1, None), default=1, show_default=True, help="Processes on this machine.")
 @click.option("--format", "fmt", type=click.Choice(["png", "npy", "jpg", "jpeg", "webp"]),
-              help="Image encoding [default: png up to 64 px, jpg q95 above].")
+              help="Image encoding [default: npy up to 64 px, jpg q95 above].")
 @click.option("--quality", type=click.IntRange(1, 100), help="Quality of jpg/webp [default: 95].")
 @click.option("--shards", type=click.IntRange(1, None), help="Shards per epoch [default: chosen from the size].")
 @click.option("--dry-run", is_flag=True, help="Print the plan, bytes on disk and time estimate; write nothing.")

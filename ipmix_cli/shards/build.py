@@ -72,12 +72,14 @@ def _augmenter(ctx: BuildContext):
 
 
 def _load_context(path: str) -> BuildContext:
-    ctx = _WORKER_CACHE.get(path)
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size)  # a rewritten file is a new context
+    ctx = _WORKER_CACHE.get(key)
     if ctx is None:
         with open(path, "rb") as f:
             ctx = pickle.load(f)  # written by this build, in OUT/.records
         _WORKER_CACHE.clear()
-        _WORKER_CACHE[path] = ctx
+        _WORKER_CACHE[key] = ctx
     return ctx
 
 

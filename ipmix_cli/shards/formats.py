@@ -1,9 +1,12 @@
 """Encoding of sample images inside shards, and the measurement that picks a default.
 
 Formats: png (lossless), npy (raw `np.save` of uint8 HxWx3), jpg and webp (lossy, quality
-1..100). The default per training size comes from `measure_formats` (see docs/shards.md for
-the table): at 32 px PNG is lossless and smaller than npy; from 64 px on, JPEG q95 (4:4:4)
-keeps the fine speckle IPMix adds far better than WebP at the same size and decodes fastest.
+1..100). The default per training size comes from `measure_formats` (`ipmix bench build
+--formats`; table in docs/shards.md): at 32 px PNG saves about half the bytes but costs
+~100x more to encode and ~50x more to decode than raw npy, which would make PNG encoding
+alone most of the build time and a real cost in the training loader, so small sizes are
+stored as npy. At 224 px JPEG q95 (4:4:4) is ~7x smaller than PNG, keeps the augmentation
+speckle (PSNR of the round trip in the table) and encodes/decodes faster than WebP.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ _NPY_HEADERS: dict[tuple, bytes] = {}
 def default_format(image_size: int) -> tuple[str, int | None]:
     """(format, quality) chosen by measurement for this training size."""
     if image_size <= 64:
-        return "png", None
+        return "npy", None
     return "jpg", 95
 
 
