@@ -174,7 +174,7 @@ def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=No
     Returns the result dict (errors are fractions in [0, 1]); writes it as JSON to `out` if given.
     """
     from ipmix_cli.shards.sources import open_source
-    from ipmix_cli.testset import iter_test_batches
+    from ipmix_cli.testset import check_classes, iter_test_batches
 
     if batch_size < 1:
         raise IpmixError("--batch-size must be at least 1")
@@ -185,6 +185,7 @@ def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=No
     src = open_source(test)
     if len(src.classes) != k:
         raise IpmixError(f"test set {test} has {len(src.classes)} classes; the model was trained on {k}")
+    check_classes(src.classes, cfg.get("classes"), test)
     n_clean = len(src) if limit is None else min(len(src), int(limit))
     if n_clean == 0:
         raise IpmixError(f"test set {test} holds no samples")

@@ -8,6 +8,17 @@ from PIL import Image
 from ipmix_cli.errors import IpmixError
 
 
+def check_classes(test_classes, trained_classes, spec: str) -> None:
+    """Refuse a test set whose labels would mean something else than in training."""
+    test_classes, trained_classes = list(test_classes), list(trained_classes or [])
+    if trained_classes and len(test_classes) != len(trained_classes):
+        raise IpmixError(f"test set {spec} has {len(test_classes)} classes; the model was trained on "
+                         f"{len(trained_classes)}")
+    if trained_classes and set(test_classes) == set(trained_classes) and test_classes != trained_classes:
+        raise IpmixError(f"test set {spec} orders its classes differently from the training shards "
+                         "(its labels would be scored against the wrong classes)")
+
+
 def eval_transform(image: np.ndarray, size: int) -> np.ndarray:
     """The evaluation transform of the recipe: an S×S image as is; for ImageNet-size models
     resize the shorter side to S·256/224 and centre-crop S; otherwise resize the shorter side to

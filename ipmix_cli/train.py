@@ -109,12 +109,14 @@ def to_model_input(images: torch.Tensor, dev, mean, std, channels_last: bool) ->
 class HeldOut:
     """A test source scored at epoch ends; each rank scores every world-th sample."""
 
-    def __init__(self, spec: str, image_size: int, num_classes: int, rank: int, world: int):
+    def __init__(self, spec: str, image_size: int, num_classes: int, classes, rank: int, world: int):
         from ipmix_cli.shards.sources import open_source
+        from ipmix_cli.testset import check_classes
 
         self.source = open_source(spec)
         if len(self.source.classes) != num_classes:
             raise IpmixError(f"test set {spec} has {len(self.source.classes)} classes; the shards have {num_classes}")
+        check_classes(self.source.classes, classes, spec)
         self.spec, self.size = spec, image_size
         self.indices = np.arange(len(self.source))[rank::world]
 
@@ -317,7 +319,7 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
 
     ddp = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None) \
         if world > 1 else net
-    held_out = HeldOut(test, size, num_classes, rank, world) if test else None
+    held_out = HeldOut(test, size, num_classes, config["classes"], rank, world) if test else None
     log = RunLog(out / LOG_NAME, main, step if state is not None else None)
     if main:
         atomic_write_json(out / "config.json", config)

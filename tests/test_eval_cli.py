@@ -83,3 +83,14 @@ def test_missing_or_foreign_checkpoint_is_one_line(tmp_path, capsys):
 def test_library_evaluate_limits_the_clean_set(trained):
     result = evaluate(trained / "run", "digits:test", limit=50)
     assert result["clean"]["samples"] == 50 and "corruption" not in result and "pgd" not in result
+
+
+def test_test_set_with_reordered_classes_is_refused():
+    from ipmix_cli.testset import check_classes
+
+    check_classes(["0", "1", "2"], ["0", "1", "2"], "x")
+    check_classes(["a", "b"], [], "x")  # nothing recorded: nothing to compare
+    with pytest.raises(IpmixError, match="orders its classes differently"):
+        check_classes(["cat", "dog"], ["dog", "cat"], "folder:t")
+    with pytest.raises(IpmixError, match="3 classes"):
+        check_classes(["a", "b", "c"], ["a", "b"], "folder:t")

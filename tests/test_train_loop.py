@@ -100,3 +100,27 @@ def test_python_dash_m_entry_has_the_same_one_line_errors(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("Error:")
+
+
+def test_periodic_checkpoints_and_echo_warning(tmp_path, monkeypatch):
+    import ipmix_cli.train as train_module
+
+    make_digit_shards(tmp_path / "s", views=1, epochs=1, shards=2, limit=64)
+    saved, lines = [], []
+    real_save = train_module.save_checkpoint
+
+    def spy(path, state):
+        saved.append((state["step"], state["epoch"], state["seen"]))
+        real_save(path, state)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", spy)
+    summary = train(str(tmp_path / "s"), "small-cnn", 5, tmp_path / "run", batch_size=16, num_workers=0,
+                    checkpoint_every=3, echo=lines.append)
+    assert summary["steps"] == 20 and summary["echo_factor"] == 5
+    # every 3 steps inside an epoch, and at each epoch end (4 steps per epoch)
+    assert [s for s, _, _ in saved] == [3, 4, 6, 8, 9, 12, 15, 16, 18, 20]
+    assert saved[0] == (3, 0, 3) and saved[1] == (4, 1, 0)
+    assert any(line.startswith("warning: echo factor 5") for line in lines)
+    with Image.open(tmp_path / "run" / "curves.png") as png:
+        colours = {c for _, c in png.convert("RGB").getcolors(1 << 16)}
+    assert (31, 119, 180) in colours and (255, 127, 14) not in colours  # train curves only, no test series
