@@ -104,6 +104,12 @@ def _accept(report: IngestReport, seen: dict, origin: str, data: bytes, size: in
     report.pictures.append(Picture(origin, pixels, tuple(img.size), hashlib.sha256(data).hexdigest()))
 
 
+class FetchError(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
 class _LimitedRedirects(urllib.request.HTTPRedirectHandler):
     """Follow at most `max_redirections` redirects, and only to http(s)."""
 
@@ -111,17 +117,20 @@ class _LimitedRedirects(urllib.request.HTTPRedirectHandler):
         super().__init__()
         self.max_redirections = limit
 
+    def http_error_302(self, req, fp, code, msg, headers):
+        target = headers.get("location") or headers.get("uri") or ""
+        scheme = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, target)).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise FetchError("bad-redirect", f"redirect to a {scheme} URL refused")
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         scheme = urllib.parse.urlsplit(newurl).scheme.lower()
         if scheme not in ("http", "https"):
-            raise urllib.error.HTTPError(newurl, code, f"redirect to a {scheme or 'relative'} URL refused", headers, fp)
+            raise FetchError("bad-redirect", f"redirect to a {scheme} URL refused")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-class FetchError(Exception):
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
 
 
 def fetch(url: str, *, timeout: float = FETCH_TIMEOUT, max_bytes: int = MAX_DOWNLOAD,
