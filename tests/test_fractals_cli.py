@@ -1,0 +1,73 @@
+"""`ipmix fractals ...` through the CLI entry point: outputs and one-line errors."""
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from ipmix_cli import cli
+
+
+def _error_lines(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    return [ln for ln in err if ln.strip()]
+
+
+def test_render_stats_preview(tmp_path, capsys):
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(pics / f"p{i}.png")
+    (pics / "broken.png").write_bytes(b"\x89PNG nope")
+    out = tmp_path / "set"
+    code = cli.run(["fractals", "render", str(out), "--escape", "3", "--ifs", "3", "--size", "64", "--seed", "2",
+                    "--include", str(pics), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "3 escape-time, 3 IFS, 2 own pictures, 1 skipped" in captured.out
+    assert len(list(out.glob("*.png"))) == 8
+
+    assert cli.run(["fractals", "stats", str(out), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert set(stats) == {"escape", "ifs", "user", "all"}
+    assert stats["escape"]["count"] == 3 and stats["all"]["files"] == 8
+    assert 0.0 <= stats["ifs"]["near_empty_fraction"] <= 1.0
+
+    assert cli.run(["fractals", "stats", str(out)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[0] == "family" and len(table) == 5
+
+    sheet = tmp_path / "sheet.png"
+    assert cli.run(["fractals", "preview", str(out), "--out", str(sheet), "--thumb", "32", "--cols", "4"]) == 0
+    assert Image.open(sheet).size[0] == 4 * (32 + 2) + 2
+    assert cli.run(["fractals", "preview", str(out)]) == 0  # default: beside the folder, not in it
+    assert (tmp_path / "set-preview.png").is_file()
+    assert len(list(out.glob("*.png"))) == 8
+
+
+def test_unwritable_out_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert cli.run(["fractals", "render", str(blocker / "set"), "--escape", "1", "--ifs", "0"]) == 1
+    lines = _error_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot write to")
+
+
+def test_bad_option_is_a_usage_error(tmp_path, capsys):
+    assert cli.run(["fractals", "render", str(tmp_path / "s"), "--size", "5"]) == 2
+    assert "Invalid value for '--size'" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_empty_include_source_is_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code = cli.run(["fractals", "render", str(tmp_path / "s"), "--escape", "1", "--ifs", "0",
+                    "--include", str(tmp_path / "empty")])
+    assert code == 1
+    assert _error_lines(capsys) == [f"Error: include folder {tmp_path / 'empty'} holds no files"]
+
+
+def test_stats_of_a_missing_folder_is_one_line(tmp_path, capsys):
+    assert cli.run(["fractals", "stats", str(tmp_path / "none")]) == 1
+    assert _error_lines(capsys) == [f"Error: {tmp_path / 'none'} is not a folder"]
