@@ -282,3 +282,30 @@ def test_combine_reports_missing_parts(tmp_path, mix, folder, capsys):
     assert "not built yet" in capsys.readouterr().err
     with pytest.raises(IpmixError, match="no manifest"):
         build_mod.combine_parts(tmp_path)
+
+
+def test_dali_index_and_context_travels_small(tmp_path, mix, folder):
+    out = tmp_path / "o"
+    m = build_shards(source=str(folder), fractals=mix, out=out, shards=2, dali_index=True, workers=1,
+                     progress=False)
+    from ipmix_cli.shards.indexes import parse_dali_index
+
+    for rec in m["epochs"][0]["shards"]:
+        idx = out / rec["path"].replace(".tar", ".idx")
+        samples = parse_dali_index(idx)
+        assert len(samples) == rec["count"]
+        data = (out / rec["path"]).read_bytes()
+        ext, offset, size, name = samples[0][0]
+        assert name.endswith("." + ext) and data[offset:offset + size][:6] == b"\x93NUMPY"
+    from ipmix_cli.augment import MixingBank, resolve_config
+    from ipmix_cli.shards.sources import open_source
+
+    cfg = resolve_config()
+    ctx = build_mod.BuildContext(out=str(out), config={"_hash": "0" * 64}, plan=None, source=open_source(str(folder)),
+                                 bank=MixingBank.from_folder(mix, cfg), augment=cfg.to_dict(), fields=["npy"],
+                                 fmt="npy", quality=None, views=1, image_size=32, preset="cifar", seed=0,
+                                 skip_bad=False)
+    ctx_path = build_mod._write_context(ctx)
+    # the mixing bank travels as the path of its memory-mapped file, not as pixels
+    assert os.path.getsize(ctx_path) < 8_000 < ctx.bank.pixels.nbytes
+    assert build_mod._load_context(ctx_path).bank.fingerprint == ctx.bank.fingerprint

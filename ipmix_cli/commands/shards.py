@@ -76,7 +76,8 @@ def render_plan(p: dict) -> str:
         f"bytes per epoch    {p['bytes_per_epoch'] / 1e6:,.1f} MB",
         f"bytes on disk      {p['bytes_total'] / 1e6:,.1f} MB",
         f"time estimate      {_duration(p['estimated_seconds'])} for {p['tasks_this_node']} shard(s) on "
-        f"{p['workers']} worker(s) ({p['pilot_seconds'] / max(1, p['pilot_samples']) * 1e3:.2f} ms per sample)",
+        f"{p['workers']} worker(s) ({p['pilot_seconds'] / max(1, p['pilot_samples']) * 1e3:.2f} ms per sample "
+        f"on one core; plus a few seconds to start the workers)",
     ]
     return "\n".join(lines)
 
