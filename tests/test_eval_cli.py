@@ -65,6 +65,8 @@ def test_corrupted_folder_problems_are_one_line(trained, tmp_path, capsys):
     with pytest.raises(IpmixError, match="5\\*N"):
         read_corrupted_folder(folder, 32, 10)
     (folder / "short.npy").unlink()
+    np.save(folder / "labels.npy", labels)  # one label per image of a severity is accepted too
+    assert np.array_equal(read_corrupted_folder(folder, 32, 10)[1], labels)
     (folder / "labels.npy").unlink()
     capsys.readouterr()
     code = run(["eval", "--checkpoint", str(trained / "run"), "--test", "digits:test", "--corrupted", str(folder)])
@@ -94,3 +96,17 @@ def test_test_set_with_reordered_classes_is_refused():
         check_classes(["cat", "dog"], ["dog", "cat"], "folder:t")
     with pytest.raises(IpmixError, match="3 classes"):
         check_classes(["a", "b", "c"], ["a", "b"], "folder:t")
+
+
+def test_eval_transform_resizes_and_centre_crops():
+    from ipmix_cli.testset import eval_transform
+
+    square = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
+    assert np.array_equal(eval_transform(square, 32), square)  # already S x S: used as it is
+    wide = np.zeros((300, 400, 3), np.uint8)
+    wide[:, 150:250] = 255  # a white band in the middle survives the centre crop
+    out = eval_transform(wide, 224)  # shorter side to 256, then the central 224
+    assert out.shape == (224, 224, 3)
+    assert out[112, 112].tolist() == [255, 255, 255] and out[112, 0].tolist() == [0, 0, 0]
+    small = eval_transform(wide, 32)
+    assert small.shape == (32, 32, 3) and small[16, 16, 0] == 255
