@@ -99,6 +99,7 @@ class MixingBank:
                 buf = io.BytesIO()
                 np.save(buf, pixels)
                 atomic_write_bytes(d / name, buf.getvalue())
+                os.chmod(d / name, 0o644)
                 return cls._from_cache(d / name, key)
             except OSError:
                 continue

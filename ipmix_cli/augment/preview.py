@@ -1,0 +1,58 @@
+"""A picture of what training will see: rows of input | mixing picture | augmented views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fractalgen.errors import BadImage
+from fractalgen.images import contact_sheet, is_image_name, open_rgb, resize_center_crop
+from ipmix_cli.augment.api import ipmix_one, view_state
+from ipmix_cli.augment.bank import MixingBank
+from ipmix_cli.augment.config import AugmentConfig
+from ipmix_cli.augment.views import mixing_crop
+from ipmix_cli.errors import IpmixError
+
+
+def input_files(path, limit: int) -> list[Path]:
+    """One picture, or the first `limit` pictures of a folder (sorted by name)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and is_image_name(p.name))[:limit]
+        if not files:
+            raise IpmixError(f"{path} holds no pictures")
+        return files
+    if not path.is_file():
+        raise IpmixError(f"{path} does not exist")
+    return [path]
+
+
+def test_time_input(path: Path, cfg: AugmentConfig) -> np.ndarray:
+    """The picture as the model would see it before augmentation: S x S (resize + centre crop)."""
+    try:
+        img = open_rgb(path)
+    except BadImage as exc:
+        raise IpmixError(f"{path}: {exc}") from None
+    return np.asarray(resize_center_crop(img, cfg.image_size), dtype=np.uint8)
+
+
+def preview_grid(inputs, bank: MixingBank, cfg: AugmentConfig, n: int = 6, seed: int = 0,
+                 zoom: int | None = None) -> Image.Image:
+    """Rows: input | its mixing picture | n augmented views (independent draws)."""
+    S = cfg.image_size
+    zoom = zoom or max(1, 128 // S)
+    tiles, labels = [], []
+    for row, path in enumerate(inputs):
+        x = test_time_input(Path(path), cfg)
+        f = np.empty((S, S, 3), np.uint8)
+        mixing_crop(bank.pixels, seed, 0, row, f)
+        tiles += [x, f]
+        labels += ["input", "mixing"]
+        for v in range(n):
+            tiles.append(ipmix_one(x, f, view_state(seed, 0, row, v), cfg))
+            labels.append(f"{cfg.recipe} {v + 1}")
+    if zoom > 1:
+        tiles = [np.repeat(np.repeat(t, zoom, axis=0), zoom, axis=1) for t in tiles]
+    return contact_sheet(tiles, cols=n + 2, labels=labels)

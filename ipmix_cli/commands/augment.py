@@ -1,0 +1,50 @@
+"""`ipmix augment`: look at the augmentation before paying for shards."""
+
+from __future__ import annotations
+
+import io
+
+import click
+
+from ipmix_cli.augment.presets import PRESETS, RECIPES
+
+
+@click.group("augment")
+def augment():
+    """Inspect the IPMix augmentation (and the AugMix/PixMix baselines)."""
+
+
+@augment.command("preview")
+@click.argument("image_or_folder", type=click.Path())
+@click.option("--fractals", "fractals", required=True, type=click.Path(),
+              help="Mixing folder (a fractal set or any folder of pictures).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="cifar", show_default=True)
+@click.option("--recipe", type=click.Choice(list(RECIPES)), default="ipmix", show_default=True)
+@click.option("--n", "n", type=click.IntRange(1, 32), default=6, show_default=True, help="Augmented views per row.")
+@click.option("--rows", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Pictures taken from a folder.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--zoom", type=click.IntRange(1, 16), default=None, help="Pixel zoom (default: tiles of about 128 px).")
+@click.option("--severity", type=float, default=None, help="Op severity in (0, 10].")
+@click.option("--width", type=int, default=None, help="Chains per view (k).")
+@click.option("--depth", type=int, default=None, help="Most ops per chain (t).")
+@click.option("--all-ops", is_flag=True, default=None, help="Add autocontrast, colour, contrast, brightness, sharpness.")
+@click.option("--overflow", type=click.Choice(["clip", "wrap"]), default=None,
+              help="P-op results: clip (default) or the reference's uint8 wrap-around.")
+def preview(image_or_folder, fractals, out, preset, recipe, n, rows, seed, zoom, severity, width, depth,
+            all_ops, overflow):
+    """Write a PNG grid: input | mixing picture | N augmented views, one row per picture."""
+    from fractalgen.files import atomic_write_bytes
+    from ipmix_cli.augment import MixingBank, resolve_config
+    from ipmix_cli.augment.preview import input_files, preview_grid
+
+    cfg = resolve_config(preset, recipe, views=1, severity=severity, width=width, depth=depth,
+                         all_ops=all_ops, overflow=overflow)
+    inputs = input_files(image_or_folder, rows)
+    bank = MixingBank.from_folder(fractals, cfg)
+    sheet = preview_grid(inputs, bank, cfg, n=n, seed=seed, zoom=zoom)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG", optimize=True)
+    atomic_write_bytes(out, buf.getvalue())
+    click.echo(f"wrote {out}: {len(inputs)} row(s) x {n} {recipe} view(s), {sheet.size[0]}x{sheet.size[1]} px")

@@ -1,0 +1,42 @@
+"""`ipmix augment preview` and `ipmix bench augment` end to end."""
+
+import json
+
+from PIL import Image
+
+from ipmix_cli.cli import run
+from tests._augment_helpers import make_mixing_folder
+
+
+def test_preview_writes_a_grid(tmp_path, capsys):
+    mix = make_mixing_folder(tmp_path / "mix")
+    inputs = make_mixing_folder(tmp_path / "in", n=3, size=40, seed=3)
+    out = tmp_path / "grid.png"
+    assert run(["augment", "preview", str(inputs), "--fractals", str(mix), "--out", str(out),
+                "--n", "3", "--rows", "2", "--zoom", "2"]) == 0
+    assert "2 row(s) x 3 ipmix view(s)" in capsys.readouterr().out
+    grid = Image.open(out)
+    assert grid.size == (5 * (64 + 2) + 2, 2 * (64 + 2 + 12) + 2)
+    one = tmp_path / "one.png"
+    assert run(["augment", "preview", str(inputs / "pic-00.png"), "--fractals", str(mix), "--out", str(one),
+                "--recipe", "pixmix", "--n", "2"]) == 0
+    assert Image.open(one).size[0] == 4 * (128 + 2) + 2
+
+
+def test_preview_errors_are_one_line(tmp_path, capsys):
+    mix = make_mixing_folder(tmp_path / "mix", n=1)
+    out = tmp_path / "grid.png"
+    assert run(["augment", "preview", str(mix), "--fractals", str(tmp_path / "missing"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error:") and "does not exist" in err and err.count("\n") == 1
+    assert run(["augment", "preview", str(mix), "--fractals", str(mix), "--out", str(out), "--severity", "12"]) == 1
+    assert "severity must be in (0, 10]" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_bench_augment_prints_one_json_object(capsys):
+    assert run(["bench", "augment", "--json", "--quick", "--repeats", "1"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    for name, unit in (("ipmix_32_view", "img"), ("ipmix_32_jsd", "samples"), ("ipmix_224_view", "img")):
+        assert figures[f"{name}_{unit}_per_s"] > 0 and figures[f"{name}_baseline_{unit}_per_s"] > 0
+    assert figures["ipmix_32_view_speedup"] > 0 and "numba_first_call_s" in figures
