@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 
 from ipmix_cli.cli import run
 
 
 def test_bench_stream_quick_json(capsys):
+    cores = os.sched_getaffinity(0)
     assert run(["bench", "stream", "--quick", "--repeats", "1", "--json"]) == 0
+    # measured on one core, then the test session gets its cores back
+    assert os.sched_getaffinity(0) == cores
     figures = json.loads(capsys.readouterr().out)
     for name in ("32_single_png", "32_single_npy", "32_triple_png", "32_triple_npy", "224_single_jpg"):
         assert figures[f"stream_{name}_samples_per_s"] > 0
@@ -20,3 +24,4 @@ def test_bench_stream_quick_json(capsys):
     # the triple carries three pictures per sample, npy is raw pixels
     assert figures["shard_bytes_per_sample_32_triple_npy"] > figures["shard_bytes_per_sample_32_single_npy"]
     assert figures["goal_speedup_32"] == 15.0
+

@@ -84,6 +84,17 @@ class _RoleStream:
             yield _Failure(str(exc))
 
 
+def _guard_workers(source):
+    """A DataLoader worker that dies (killed for memory, say) becomes one clear line."""
+    try:
+        yield from source
+    except RuntimeError as exc:
+        if "DataLoader worker" in str(exc):
+            raise IpmixError(f"a loader worker process failed: {str(exc).splitlines()[0]} "
+                             "(too little memory? try fewer num_workers or a smaller shuffle_buffer)") from None
+        raise
+
+
 class _WorkerDataset(IterableDataset):
     """Each DataLoader worker i plays role (first_role + i) mod num_workers."""
 
@@ -224,7 +235,7 @@ class ShardLoader:
                                 pin_memory=self.pin_memory, prefetch_factor=self.prefetch_factor)
         expected = plan.batches - start
         delivered = 0
-        for item in source:
+        for item in _guard_workers(source):
             if isinstance(item, _Failure):
                 raise IpmixError(item.message)
             images, labels, notes = item
