@@ -66,7 +66,8 @@ class BlockReader:
             except ShardError as exc:
                 self._cache.pop((k, target), None)
                 if not self.skip_bad:
-                    raise IpmixError(f"{exc} (verify with `ipmix shards verify`, or pass skip_bad to read a substitute)") from None
+                    hint = "" if exc.reason.startswith("cannot read") else " (check with `ipmix shards verify`)"
+                    raise IpmixError(f"{exc}{hint}; skip_bad reads a substitute shard instead") from None
                 if (k, target) not in self.bad:
                     self.bad[(k, target)] = exc.reason
                 target = self._substitute(k, s, stop, tried)

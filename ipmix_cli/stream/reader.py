@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 
 import numpy as np
 
@@ -37,14 +38,21 @@ def load_bytes(url: str, name: str) -> np.ndarray:
             finally:
                 stream.close()
         except (OSError, ValueError) as exc:
-            raise ShardError(name, f"cannot read {url} ({exc})") from None
+            status = re.search(r"exit (\d+)", str(exc))
+            why = f"the command exited with status {status.group(1)}" if status else str(exc).splitlines()[0]
+            raise ShardError(name, f"cannot read {url}: {why}") from None
+        if not data:
+            raise ShardError(name, f"{url} gave no data")
         return np.frombuffer(data, np.uint8)
     try:
         with open(url, "rb") as fh:
             length = os.fstat(fh.fileno()).st_size
             if length == 0:
                 raise ShardError(name, "is empty")
-            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            try:
+                mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):  # a file system without mmap: read it instead
+                return np.frombuffer(fh.read(), np.uint8)
     except FileNotFoundError:
         raise ShardError(name, "is missing") from None
     except ShardError:
