@@ -295,12 +295,16 @@ class _AtomicNpy:
         return False
 
 
+PLAN_NAME = ".ipmix-corrupt-plan.json"  # present while a set is being written
+
+
 def make_corrupted_set(source, out, *, seed: int = 0, corruptions=None, image_size: int | None = None,
                        limit: int | None = None, overwrite: bool = False, progress=None) -> dict:
     """Write a CIFAR-10-C-style folder for `source` (a spec string or an opened source) into `out`.
 
-    Returns the manifest (also written to `out/manifest.json`, last, so a folder with a manifest
-    is complete).
+    Returns the manifest, written last to `out/manifest.json`: a folder with a manifest is
+    complete. Running the same request again returns at once (complete) or finishes the files
+    still missing (interrupted); a folder holding other data is refused unless `overwrite`.
     """
     from ipmix_cli.testset import iter_test_batches, read_test_images
 
@@ -311,18 +315,24 @@ def make_corrupted_set(source, out, *, seed: int = 0, corruptions=None, image_si
         spec, source = source, open_source(source)
     else:
         spec = getattr(source, "spec", type(source).__name__)
-    out = Path(out)
-    if out.exists() and any(p.suffix == ".npy" or p.name == "manifest.json" for p in out.iterdir()) and not overwrite:
-        raise IpmixError(f"{out} already holds a corrupted test set; choose another --out or pass --overwrite")
-    ensure_writable_dir(out)
     n = len(source) if limit is None else min(len(source), int(limit))
     if n <= 0:
         raise IpmixError("the test set holds no samples")
-    size = image_size or read_test_images(source, None, 1)[2]
+    size = int(image_size or read_test_images(source, None, 1)[2])
+    plan = {"schema": "ipmix-corrupted", "schema_version": 1, "source": spec,
+            "source_fingerprint": getattr(source, "fingerprint", None), "seed": int(seed), "samples": n,
+            "image_size": size, "severities": list(SEVERITIES), "corruptions": names}
+    out = Path(out)
+    resume = _check_output(out, plan, overwrite)
+    if isinstance(resume, dict):
+        return resume
+    ensure_writable_dir(out)
+    atomic_write_json(out / PLAN_NAME, plan)
     labels = np.asarray(source.labels[:n], dtype=np.int64)
+    todo = [name for name in names if not (resume and (out / f"{name}.npy").exists())]
     with_progress = progress if progress is not None else (lambda total, desc: _NoProgress())
-    with with_progress(len(names) * n, "corrupt") as bar:
-        for name in names:
+    with with_progress(len(todo) * n, "corrupt") as bar:
+        for name in todo:
             with _AtomicNpy(out / f"{name}.npy", (len(SEVERITIES) * n, size, size, 3), np.uint8) as stack:
                 for lo, (images, _) in zip(range(0, n, 256), iter_test_batches(source, size, 256, np.arange(n))):
                     for j, image in enumerate(images):
@@ -332,15 +342,43 @@ def make_corrupted_set(source, out, *, seed: int = 0, corruptions=None, image_si
     with _AtomicNpy(out / "labels.npy", (len(SEVERITIES) * n,), np.int64) as stack:
         stack[:] = np.tile(labels, len(SEVERITIES))
     describe = source.describe() if hasattr(source, "describe") else {}
-    manifest = {
-        "schema": "ipmix-corrupted", "schema_version": 1, "source": spec,
-        "source_description": json.loads(json.dumps(describe, default=str)),
-        "seed": int(seed), "samples": n, "image_size": size, "severities": list(SEVERITIES),
-        "corruptions": names,
-        "layout": "<corruption>.npy uint8 [5*samples, S, S, 3], severity 1 first; labels.npy int64 [5*samples]",
-    }
+    manifest = {**plan, "source_description": json.loads(json.dumps(describe, default=str)),
+                "layout": "<corruption>.npy uint8 [5*samples, S, S, 3], severity 1 first; labels.npy int64 [5*samples]"}
     atomic_write_json(out / "manifest.json", manifest)
+    (out / PLAN_NAME).unlink(missing_ok=True)
     return manifest
+
+
+def _check_output(out: Path, plan: dict, overwrite: bool):
+    """The finished manifest (same request, already done), True (resume an interrupted run of
+    the same request), or False (start afresh); IpmixError if `out` holds something else."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise IpmixError(f"{out} is not a folder")
+
+    def same(path):
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        return all(old.get(k) == v for k, v in plan.items())
+
+    ours = [out / f"{name}.npy" for name in CORRUPTIONS] + [out / "labels.npy", out / "manifest.json", out / PLAN_NAME]
+    if overwrite:
+        for path in ours:
+            path.unlink(missing_ok=True)
+        return False
+    if (out / "manifest.json").exists():
+        if same(out / "manifest.json") and all((out / f"{n}.npy").exists() for n in plan["corruptions"]):
+            return json.loads((out / "manifest.json").read_text())
+        raise IpmixError(f"{out} already holds a different corrupted test set; choose another --out "
+                         "or pass --overwrite")
+    if (out / PLAN_NAME).exists() and same(out / PLAN_NAME):
+        return True
+    if any(p.suffix == ".npy" for p in out.iterdir()):
+        raise IpmixError(f"{out} already holds .npy files; choose another --out or pass --overwrite")
+    return False
 
 
 class _NoProgress:

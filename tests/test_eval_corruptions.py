@@ -79,7 +79,44 @@ def test_corrupt_errors_are_one_line(tmp_path, capsys):
     assert "unknown corruption" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
     make_corrupted_set("digits:test", tmp_path / "y", limit=2, corruptions="fog")
-    with pytest.raises(IpmixError, match="already holds"):
-        make_corrupted_set("digits:test", tmp_path / "y", limit=2, corruptions="fog")
+    with pytest.raises(IpmixError, match="already holds a different"):
+        make_corrupted_set("digits:test", tmp_path / "y", limit=3, corruptions="fog")
+    (tmp_path / "w").mkdir()
+    np.save(tmp_path / "w" / "fog.npy", np.zeros(3))  # somebody's own data: never overwritten silently
+    with pytest.raises(IpmixError, match="already holds .npy files"):
+        make_corrupted_set("digits:test", tmp_path / "w", limit=2, corruptions="fog")
+    assert make_corrupted_set("digits:test", tmp_path / "w", limit=2, corruptions="fog", overwrite=True)
     assert run(["corrupt", "--source", "nosuchkind:abc", "--out", str(tmp_path / "z")]) == 1
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_repeating_a_request_is_a_no_op_and_an_interrupted_one_resumes(tmp_path, monkeypatch):
+    import ipmix_cli.corruptions as corruptions
+
+    out = tmp_path / "c"
+    make_corrupted_set("digits:test", out, limit=3, corruptions="fog,contrast,pixelate")
+    fog_before = (out / "fog.npy").stat().st_mtime_ns
+    again = make_corrupted_set("digits:test", out, limit=3, corruptions="fog,contrast,pixelate")
+    assert again["corruptions"] == ["fog", "contrast", "pixelate"]
+    assert (out / "fog.npy").stat().st_mtime_ns == fog_before
+
+    # Interrupt a run after its first corruption file; the rerun makes only what is missing.
+    out2 = tmp_path / "c2"
+    real = corruptions.corrupt_image
+
+    def failing(image, name, severity, seed, index):
+        if name == "contrast":
+            raise KeyboardInterrupt
+        return real(image, name, severity, seed, index)
+
+    monkeypatch.setattr(corruptions, "corrupt_image", failing)
+    with pytest.raises(KeyboardInterrupt):
+        make_corrupted_set("digits:test", out2, limit=3, corruptions="fog,contrast,pixelate")
+    assert (out2 / "fog.npy").exists() and not (out2 / "contrast.npy").exists()
+    assert not (out2 / "manifest.json").exists() and not list(out2.glob(".*.tmp"))
+    monkeypatch.setattr(corruptions, "corrupt_image", real)
+    fog_mtime = (out2 / "fog.npy").stat().st_mtime_ns
+    make_corrupted_set("digits:test", out2, limit=3, corruptions="fog,contrast,pixelate")
+    assert (out2 / "fog.npy").stat().st_mtime_ns == fog_mtime and (out2 / "manifest.json").exists()
+    for name in ("fog", "contrast", "pixelate"):
+        assert np.array_equal(np.load(out2 / f"{name}.npy"), np.load(out / f"{name}.npy"))

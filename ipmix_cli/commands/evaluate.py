@@ -45,7 +45,7 @@ def eval_command(checkpoint, test_spec, corrupted, pgd, pgd_limit, limit, out, b
 @click.option("--image-size", type=click.IntRange(min=8), default=None,
               help="Side of the output images (default: the source's, if square).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N samples.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing corrupted set in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace a different corrupted set in --out.")
 def corrupt_command(source, out, seed, corruptions, image_size, limit, overwrite):
     """Make a CIFAR-10-C-style corrupted copy of any test set (15 corruptions x 5 severities)."""
     manifest = make_corrupted_set(source, out, seed=seed, corruptions=corruptions, image_size=image_size,
