@@ -146,8 +146,8 @@ def read_corrupted_folder(folder, image_size: int, num_classes: int) -> tuple[li
 
 
 def evaluate_corrupted(model, folder, mean, std, device, image_size, num_classes, batch_size=256,
-                       progress=None) -> dict:
-    names, labels, arrays = read_corrupted_folder(folder, image_size, num_classes)
+                       progress=None, contents=None) -> dict:
+    names, labels, arrays = contents or read_corrupted_folder(folder, image_size, num_classes)
     n = len(labels)
     errors, per = {}, {}
     for name in names:
@@ -186,6 +186,10 @@ def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=No
     if len(src.classes) != k:
         raise IpmixError(f"test set {test} has {len(src.classes)} classes; the model was trained on {k}")
     check_classes(src.classes, cfg.get("classes"), test)
+    # Check everything a user could have got wrong before the long work starts.
+    contents = read_corrupted_folder(corrupted, size, k) if corrupted else None
+    if out and not Path(out).parent.is_dir():
+        raise IpmixError(f"cannot write {out}: folder {Path(out).parent} does not exist")
     n_clean = len(src) if limit is None else min(len(src), int(limit))
     if n_clean == 0:
         raise IpmixError(f"test set {test} holds no samples")
@@ -197,7 +201,8 @@ def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=No
     result = {"checkpoint": str(checkpoint), "model": cfg["model"], "test": test, "image_size": size,
               "num_classes": k, "device": str(dev), "clean": clean}
     if corrupted:
-        result["corruption"] = evaluate_corrupted(model, corrupted, mean, std, dev, size, k, batch_size, progress)
+        result["corruption"] = evaluate_corrupted(model, corrupted, mean, std, dev, size, k, batch_size, progress,
+                                                  contents)
     if pgd:
         n = n_clean if pgd_limit is None else min(n_clean, int(pgd_limit))
         batches = iter_test_batches(src, size, batch_size, np.arange(n))
