@@ -20,8 +20,8 @@ from ipmix_cli.errors import IpmixError
 
 from .blocks import BlockReader
 from .manifest import load_manifest, shard_url
-from .reader import warm_up
 from .plan import Layout, block_permutation, consumed_shards, plan_epoch, rank_blocks, roles_of, round_robin
+from .reader import warm_up
 
 STATE_VERSION = 1
 # Decoded bytes one shuffle block may hold when shuffle_buffer is left to the loader.
