@@ -26,8 +26,9 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.2e}"
 
 
-def draw_panel(draw, box, title, series, xlabel, font):
-    """series: list of (label, [(x, y), ...]); draws axes, ticks, lines and a legend in box."""
+def draw_panel(draw, box, title, series, xlabel, font, legend_at_top=True):
+    """series: list of (label, [(x, y), ...]); draws axes, ticks, lines and a legend in box
+    (top right for falling curves, bottom right for rising ones)."""
     x0, y0, x1, y1 = box
     left, right, top, bottom = x0 + 52, x1 - 12, y0 + 26, y1 - 34
     draw.text((x0 + 52, y0 + 6), title, fill=(0, 0, 0), font=font)
@@ -58,6 +59,7 @@ def draw_panel(draw, box, title, series, xlabel, font):
         xx, _ = px(t, ylo)
         draw.line((xx, bottom, xx, bottom + 4), fill=(0, 0, 0))
         draw.text((xx - 8, bottom + 5), _fmt(t), fill=(0, 0, 0), font=font)
+    legend_x = right - 34 - max(draw.textlength(label, font=font) for label, _ in series)
     for k, (label, pts) in enumerate(series):
         colour = COLOURS[k % len(COLOURS)]
         pts = [px(x, y) for x, y in pts if math.isfinite(x) and math.isfinite(y)]
@@ -65,9 +67,9 @@ def draw_panel(draw, box, title, series, xlabel, font):
             draw.line(pts, fill=colour, width=2)
         for p in pts if len(pts) <= 60 else []:
             draw.ellipse((p[0] - 2, p[1] - 2, p[0] + 2, p[1] + 2), fill=colour)
-        ly = top + 6 + 14 * k
-        draw.line((right - 110, ly + 6, right - 92, ly + 6), fill=colour, width=3)
-        draw.text((right - 88, ly), label, fill=(0, 0, 0), font=font)
+        ly = top + 6 + 14 * k if legend_at_top else bottom - 8 - 14 * (len(series) - k)
+        draw.line((legend_x, ly + 6, legend_x + 18, ly + 6), fill=colour, width=3)
+        draw.text((legend_x + 22, ly), label, fill=(0, 0, 0), font=font)
 
 
 def render_curves(loss_series, accuracy_series, title: str = "") -> Image.Image:
@@ -78,7 +80,7 @@ def render_curves(loss_series, accuracy_series, title: str = "") -> Image.Image:
     if title:
         draw.text((12, 4), title, fill=(0, 0, 0), font=font)
     draw_panel(draw, (0, 16, 480, 380), "loss", loss_series, "step", font)
-    draw_panel(draw, (480, 16, 960, 380), "accuracy", accuracy_series, "epoch", font)
+    draw_panel(draw, (480, 16, 960, 380), "accuracy", accuracy_series, "epoch", font, legend_at_top=False)
     return img
 
 
