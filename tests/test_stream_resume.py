@@ -141,3 +141,30 @@ def test_state_from_other_shards_refused(shards, tmp_path):
     state = ShardLoader(other, 2).state_dict()
     with pytest.raises(IpmixError, match="different shard set"):
         ShardLoader(shards, 2).load_state_dict(state)
+
+
+def test_persistent_workers_follow_epochs_and_resume(shards):
+    kw = dict(batch_size=2, world_size=2, rank=0, num_workers=2, shuffle_buffer=4, seed=5)
+    fresh = {}
+    for t in (0, 1, 2):
+        loader = ShardLoader(shards, **kw)
+        loader.set_epoch(t)
+        fresh[t] = collect(loader)[0]
+    reused = ShardLoader(shards, **kw)
+    for t in (0, 1, 2):
+        reused.set_epoch(t)
+        np.testing.assert_array_equal(collect(reused)[0], fresh[t])
+    # break off epoch 1 half-way, then resume it on the same loader (same workers)
+    reused.set_epoch(1)
+    before = []
+    for i, (x, _) in enumerate(reused):
+        before.append(x.numpy())
+        if i == 2:
+            break
+    state = reused.state_dict()
+    reused.set_epoch(2)
+    collect(reused)
+    reused.load_state_dict(state)
+    after = collect(reused)[0]
+    np.testing.assert_array_equal(np.concatenate(before + [after]), fresh[1])
+    reused.close()

@@ -55,16 +55,17 @@ def to_batch(images: np.ndarray, labels: np.ndarray, rows: np.ndarray):
 
 
 class _RoleStream:
-    """The batches of one or more roles of one rank in one epoch."""
+    """The batches of the roles of one rank in one epoch (a role = one DataLoader worker)."""
 
-    def __init__(self, reader: BlockReader, plan, blocks, roles, first_role: int, consumed: list[int], rank: int):
+    def __init__(self, reader: BlockReader, plan, rank: int, start: int):
         self.reader = reader
         self.plan = plan
-        self.blocks = blocks
-        self.roles = roles
-        self.first_role = first_role
-        self.consumed = consumed
         self.rank = rank
+        self.blocks = rank_blocks(plan, rank)
+        self.roles = roles_of(self.blocks, max(1, plan.layout.num_workers), plan.layout.batch_size)
+        # After `start` batches of the DataLoader's round-robin, each role resumes where it
+        # stood, and the role due next becomes worker 0 so the round-robin order continues.
+        self.consumed, self.first_role = round_robin([len(r) for r in self.roles], start)
 
     def role_batches(self, role: int):
         lay = self.plan.layout
@@ -96,17 +97,33 @@ def _guard_workers(source):
 
 
 class _WorkerDataset(IterableDataset):
-    """Each DataLoader worker i plays role (first_role + i) mod num_workers."""
+    """What persistent DataLoader workers run. The main process writes the epoch to read into
+    a shared-memory tensor before each iteration (training epoch, resume position, consumed
+    shards); each worker plans that epoch itself and plays role (first_role + id) mod workers."""
 
-    def __init__(self, stream: _RoleStream):
+    def __init__(self, reader: BlockReader, counts, layout: Layout, rank: int, control: torch.Tensor):
         super().__init__()
-        self.stream = stream
+        self.reader = reader
+        self.counts = counts
+        self.layout = layout
+        self.rank = rank
+        self.control = control
+
+    @staticmethod
+    def encode(control: torch.Tensor, t: int, start: int, done) -> None:
+        done = sorted(done)
+        control[0], control[1], control[2] = t, start, len(done)
+        control[3 : 3 + len(done)] = torch.tensor(done, dtype=torch.int64)
 
     def __iter__(self):
+        t, start, n_done = (int(v) for v in self.control[:3])
+        done = [int(v) for v in self.control[3 : 3 + n_done]]
+        k = len(self.counts)
+        plan = plan_epoch(self.counts[t % k], self.layout, t, k, done, allow_empty=bool(done))
+        stream = _RoleStream(self.reader, plan, self.rank, start)
         info = get_worker_info()
         wid = info.id if info is not None else 0
-        role = (self.stream.first_role + wid) % len(self.stream.roles)
-        return self.stream.role_batches(role)
+        return stream.role_batches((stream.first_role + wid) % len(stream.roles))
 
 
 class ShardLoader:
@@ -155,6 +172,8 @@ class ShardLoader:
         # Check every materialized epoch's layout now, not in the middle of training.
         for k in range(self.materialized_epochs):
             plan_epoch(self._counts[k], self.layout, k, self.materialized_epochs)
+        self._dataloader = None  # persistent workers, started on the first iteration
+        self._control = None
         self.epoch = 0
         self._done: frozenset = frozenset()
         self._position = 0
@@ -218,32 +237,47 @@ class ShardLoader:
         return e
 
     # --------------------------------------------------------------- iteration
+    def _workers(self):
+        if self._dataloader is None:
+            n_shards = max(len(c) for c in self._counts)
+            self._control = torch.zeros(3 + n_shards, dtype=torch.int64).share_memory_()
+            dataset = _WorkerDataset(self._reader, self._counts, self.layout, self.rank, self._control)
+            self._dataloader = DataLoader(dataset, batch_size=None, num_workers=self.layout.num_workers,
+                                          pin_memory=self.pin_memory, prefetch_factor=self.prefetch_factor,
+                                          persistent_workers=True)
+        return self._dataloader
+
+    def close(self) -> None:
+        """Stop the DataLoader worker processes (they stay up between epochs otherwise)."""
+        self._dataloader = None
+
     def __iter__(self):
         plan = self._plan
         start = self._position if self._resume_pending else 0
         self._resume_pending = False
         self._position = start
-        nroles = max(1, self.layout.num_workers)
-        blocks = rank_blocks(plan, self.rank)
-        roles = roles_of(blocks, nroles, self.layout.batch_size)
-        consumed, first_role = round_robin([len(r) for r in roles], start)
-        stream = _RoleStream(self._reader, plan, blocks, roles, first_role, consumed, self.rank)
         if self.layout.num_workers == 0:
-            source = stream.role_batches(first_role)
+            stream = _RoleStream(self._reader, plan, self.rank, start)
+            source = stream.role_batches(stream.first_role)
         else:
-            source = DataLoader(_WorkerDataset(stream), batch_size=None, num_workers=self.layout.num_workers,
-                                pin_memory=self.pin_memory, prefetch_factor=self.prefetch_factor)
+            loader = self._workers()
+            _WorkerDataset.encode(self._control, plan.t, start, self._done)
+            source = loader
         expected = plan.batches - start
         delivered = 0
-        for item in _guard_workers(source):
-            if isinstance(item, _Failure):
-                raise IpmixError(item.message)
-            images, labels, notes = item
-            for note in notes:  # raised here, so they reach the caller's warning filters
-                warnings.warn(note, RuntimeWarning, stacklevel=2)
-            delivered += 1
-            self._position += 1
-            yield images, labels
+        try:
+            for item in _guard_workers(source):
+                if isinstance(item, _Failure):
+                    raise IpmixError(item.message)
+                images, labels, notes = item
+                for note in notes:  # raised here, so they reach the caller's warning filters
+                    warnings.warn(note, RuntimeWarning, stacklevel=2)
+                delivered += 1
+                self._position += 1
+                yield images, labels
+        except IpmixError:
+            self.close()  # fresh workers next time, not ones left mid-way through a failed epoch
+            raise
         if delivered != expected:
             raise IpmixError(f"rank {self.rank} delivered {delivered} batches of training epoch {plan.t}, "
                              f"planned {expected}; the shards changed while reading?")
