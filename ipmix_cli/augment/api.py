@@ -9,7 +9,7 @@ from ipmix_cli.augment.chains import augment_view
 from ipmix_cli.augment.config import AugmentConfig
 from ipmix_cli.augment.ops import ROTATION_TABLE
 from ipmix_cli.augment.rng import STREAM_VIEW, new_state
-from ipmix_cli.augment.views import CROP_NONE, CROP_PAD, augment_batch, imagenet_crop
+from ipmix_cli.augment.views import CROP_NONE, CROP_PAD, augment_batch, resized_crop
 from ipmix_cli.errors import IpmixError
 
 
@@ -40,16 +40,19 @@ class Augmenter:
         if cfg.crop == "pad":
             batch = _as_batch(images, S)
             crop_mode = CROP_PAD
+            flips = np.zeros(len(batch), np.uint8)
         else:
             items = list(images)
             if len(items) != len(indices):
                 raise IpmixError(f"{len(items)} images but {len(indices)} indices")
             batch = np.empty((len(items), S, S, 3), np.uint8)
+            flips = np.zeros(len(items), np.uint8)
             for i, im in enumerate(items):
                 im = np.asarray(im)
                 if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
                     raise IpmixError(f"image {i} is not an HxWx3 uint8 array (shape {im.shape}, {im.dtype})")
-                batch[i] = imagenet_crop(im, S, seed, epoch, int(indices[i]))
+                pil, flips[i] = resized_crop(im, S, seed, epoch, int(indices[i]))
+                batch[i] = np.asarray(pil)
             crop_mode = CROP_NONE
         if len(batch) != len(indices):
             raise IpmixError(f"{len(batch)} images but {len(indices)} indices")
@@ -57,7 +60,7 @@ class Augmenter:
         if len(batch) == 0:
             return out
         bank = self.bank.pixels if self.bank is not None else self._no_bank
-        augment_batch(batch, crop_mode, bank, seed, epoch, indices, self._prm, self._ops,
+        augment_batch(batch, crop_mode, flips, bank, seed, epoch, indices, self._prm, self._ops,
                       self._patches, ROTATION_TABLE, out)
         return out
 

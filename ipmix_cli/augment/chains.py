@@ -121,7 +121,7 @@ def chain_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weigh
 @njit(cache=True, inline="always")
 def _round_u8(v):
     """v already holds the +0.5: truncate and clamp to [0, 255]."""
-    return np.uint8(255.0 if v >= 255.0 else (0.0 if v <= 0.0 else v))
+    return np.uint8(min(max(v, 0.0), 255.0))
 
 
 @njit(cache=True)

@@ -59,6 +59,9 @@ LEVEL_RULES = {
 }
 
 MAX_ROTATION = 30
+_U1 = np.uint64(1)
+_U2 = np.uint64(2)
+_U3 = np.uint64(3)
 
 
 def rotation_table(max_degrees: int = MAX_ROTATION) -> np.ndarray:
@@ -330,7 +333,8 @@ def affine_bilinear(src, dst, a0, a1, a2, a3, a4, a5, r0, r1, c0, c1):
     x' = x + 0.5: outside [0, W) x [0, H) it is black; inside, bilinear between pixel centres,
     edge columns clamped, a missing lower row replaced by the upper one, result truncated.
     The arithmetic (double, same order) is PIL's, so results are bit-identical.
-    src and dst are C-contiguous; they are indexed flat for speed.
+    src and dst are C-contiguous; they are indexed flat with unsigned offsets (no negative-index
+    wrap-around code in the inner loop).
     """
     H, W = src.shape[0], src.shape[1]
     s1 = src.reshape(-1)
@@ -342,15 +346,15 @@ def affine_bilinear(src, dst, a0, a1, a2, a3, a4, a5, r0, r1, c0, c1):
         yc = y + 0.5
         by = a1 * yc
         ey = a4 * yc
-        o = (y * W + c0) * 3
+        o = np.uint64((y * W + c0) * 3)
         for x in range(c0, c1):
             xc = x + 0.5
             xx = a0 * xc + by + a2
             yy = a3 * xc + ey + a5
             if xx < 0.0 or xx >= Wf or yy < 0.0 or yy >= Hf:
                 d1[o] = 0
-                d1[o + 1] = 0
-                d1[o + 2] = 0
+                d1[o + _U1] = 0
+                d1[o + _U2] = 0
             else:
                 xx -= 0.5
                 yy -= 0.5
@@ -365,20 +369,19 @@ def affine_bilinear(src, dst, a0, a1, a2, a3, a4, a5, r0, r1, c0, c1):
                 x0 = xi * 3 if xi >= 0 else 0
                 x1 = (xi + 1) * 3 if xi + 1 < W else (W - 1) * 3
                 ra = (yi if yi >= 0 else 0) * row
-                if yi + 1 < H:
-                    rb = (yi + 1) * row
-                    for c in range(3):
-                        p0 = np.float64(s1[ra + x0 + c])
-                        v1 = p0 + (np.float64(s1[ra + x1 + c]) - p0) * dx
-                        q0 = np.float64(s1[rb + x0 + c])
-                        v2 = q0 + (np.float64(s1[rb + x1 + c]) - q0) * dx
-                        d1[o + c] = np.uint8(int(v1 + (v2 - v1) * dy))
-                else:
-                    for c in range(3):
-                        p0 = np.float64(s1[ra + x0 + c])
-                        v1 = p0 + (np.float64(s1[ra + x1 + c]) - p0) * dx
-                        d1[o + c] = np.uint8(int(v1 + (v1 - v1) * dy))
-            o += 3
+                rb = (yi + 1) * row if yi + 1 < H else ra
+                i00 = np.uint64(ra + x0)
+                i01 = np.uint64(ra + x1)
+                i10 = np.uint64(rb + x0)
+                i11 = np.uint64(rb + x1)
+                for c in range(3):
+                    cu = np.uint64(c)
+                    p0 = np.float64(s1[i00 + cu])
+                    v1 = p0 + (np.float64(s1[i01 + cu]) - p0) * dx
+                    q0 = np.float64(s1[i10 + cu])
+                    v2 = q0 + (np.float64(s1[i11 + cu]) - q0) * dx
+                    d1[o + cu] = np.uint8(int(v1 + (v2 - v1) * dy))
+            o += _U3
 
 
 @njit(cache=True)
@@ -386,24 +389,32 @@ def shear_x(src, dst, s, r0, r1, c0, c1):
     """affine_bilinear with (1, s, 0, 0, 1, 0): the sample row is exact, so only a horizontal
     interpolation remains (the same arithmetic, bit for bit)."""
     H, W = src.shape[0], src.shape[1]
+    s1 = src.reshape(-1)
+    d1 = dst.reshape(-1)
+    Wf = np.float64(W)
     for y in range(r0, r1):
         t = s * (y + 0.5)
+        ra = y * W * 3
+        o = np.uint64((y * W + c0) * 3)
         for x in range(c0, c1):
             xx = (x + 0.5) + t
-            if xx < 0.0 or xx >= W:
-                dst[y, x, 0] = 0
-                dst[y, x, 1] = 0
-                dst[y, x, 2] = 0
-                continue
-            xx -= 0.5
-            xi = int(math.floor(xx))
-            dx = xx - xi
-            x0 = 0 if xi < 0 else xi
-            x1 = xi + 1 if xi + 1 < W else W - 1
-            for c in range(3):
-                p0 = np.int64(src[y, x0, c])
-                p1 = np.int64(src[y, x1, c])
-                dst[y, x, c] = np.uint8(int(p0 + (p1 - p0) * dx))
+            if xx < 0.0 or xx >= Wf:
+                d1[o] = 0
+                d1[o + _U1] = 0
+                d1[o + _U2] = 0
+            else:
+                xx -= 0.5
+                xi = int(xx)
+                if xi > xx:
+                    xi -= 1
+                dx = xx - xi
+                i0 = np.uint64(ra + (xi * 3 if xi >= 0 else 0))
+                i1 = np.uint64(ra + ((xi + 1) * 3 if xi + 1 < W else (W - 1) * 3))
+                for c in range(3):
+                    cu = np.uint64(c)
+                    p0 = np.float64(s1[i0 + cu])
+                    d1[o + cu] = np.uint8(int(p0 + (np.float64(s1[i1 + cu]) - p0) * dx))
+            o += _U3
 
 
 @njit(cache=True)
@@ -411,24 +422,34 @@ def shear_y(src, dst, s, r0, r1, c0, c1):
     """affine_bilinear with (1, 0, 0, s, 1, 0): the sample column is exact, so only a vertical
     interpolation remains (the same arithmetic, bit for bit)."""
     H, W = src.shape[0], src.shape[1]
+    s1 = src.reshape(-1)
+    d1 = dst.reshape(-1)
+    Hf = np.float64(H)
+    row = W * 3
     for y in range(r0, r1):
         yc = y + 0.5
+        o = np.uint64((y * W + c0) * 3)
         for x in range(c0, c1):
             yy = s * (x + 0.5) + yc
-            if yy < 0.0 or yy >= H:
-                dst[y, x, 0] = 0
-                dst[y, x, 1] = 0
-                dst[y, x, 2] = 0
-                continue
-            yy -= 0.5
-            yi = int(math.floor(yy))
-            dy = yy - yi
-            ya = 0 if yi < 0 else yi
-            yb = yi + 1 if yi + 1 < H else ya
-            for c in range(3):
-                v1 = np.int64(src[ya, x, c])
-                v2 = np.int64(src[yb, x, c])
-                dst[y, x, c] = np.uint8(int(v1 + (v2 - v1) * dy))
+            if yy < 0.0 or yy >= Hf:
+                d1[o] = 0
+                d1[o + _U1] = 0
+                d1[o + _U2] = 0
+            else:
+                yy -= 0.5
+                yi = int(yy)
+                if yi > yy:
+                    yi -= 1
+                dy = yy - yi
+                ya = yi if yi >= 0 else 0
+                yb = yi + 1 if yi + 1 < H else ya
+                ia = np.uint64(ya * row + x * 3)
+                ib = np.uint64(yb * row + x * 3)
+                for c in range(3):
+                    cu = np.uint64(c)
+                    v1 = np.float64(s1[ia + cu])
+                    d1[o + cu] = np.uint8(int(v1 + (np.float64(s1[ib + cu]) - v1) * dy))
+            o += _U3
 
 
 @njit(cache=True)

@@ -65,9 +65,13 @@ def mixing_crop(bank, seed, epoch, index, f):
 
 
 @njit(cache=True)
-def augment_batch(images, crop_mode, bank, seed, epoch, indices, prm, ops, patch_sizes,
+def augment_batch(images, crop_mode, flips, bank, seed, epoch, indices, prm, ops, patch_sizes,
                   rot_table, out):
-    """out[i] = the views of images[i]: [aug] (V = 1) or [clean, aug1, aug2] (V = 3)."""
+    """out[i] = the views of images[i]: [aug] (V = 1) or [clean, aug1, aug2] (V = 3).
+
+    crop_mode CROP_PAD: pad + crop + flip drawn here; CROP_NONE: images are already cropped
+    and are mirrored where flips[i] is set.
+    """
     N = images.shape[0]
     V = out.shape[1]
     S = out.shape[2]
@@ -83,6 +87,12 @@ def augment_batch(images, crop_mode, bank, seed, epoch, indices, prm, ops, patch
         if crop_mode == CROP_PAD:
             oy, ox, flip = draw_pad_crop(seed, epoch, idx, S)
             pad_crop_flip(images[i], x, oy, ox, flip)
+        elif flips[i]:
+            for y in range(S):
+                for xx in range(S):
+                    x[y, xx, 0] = images[i, y, S - 1 - xx, 0]
+                    x[y, xx, 1] = images[i, y, S - 1 - xx, 1]
+                    x[y, xx, 2] = images[i, y, S - 1 - xx, 2]
         else:
             x[:] = images[i]
         if recipe == RECIPE_NONE:
@@ -135,11 +145,17 @@ def random_resized_crop_box(seed: int, epoch: int, index: int, height: int, widt
     return box + (flip,)
 
 
+def resized_crop(image: np.ndarray, size: int, seed: int, epoch: int, index: int):
+    """RandomResizedCrop(size) of one HxWx3 uint8 image (PIL bilinear, as torchvision does it
+    on PIL images): (PIL image size x size, flip) -- the flip is left to the caller."""
+    top, left, h, w, flip = random_resized_crop_box(seed, epoch, index, image.shape[0], image.shape[1])
+    pil = Image.fromarray(image).crop((left, top, left + w, top + h))
+    return pil.resize((size, size), Image.BILINEAR), flip
+
+
 def imagenet_crop(image: np.ndarray, size: int, seed: int, epoch: int, index: int) -> np.ndarray:
     """RandomResizedCrop(size) with PIL bilinear + horizontal flip of one HxWx3 uint8 image."""
-    top, left, h, w, flip = random_resized_crop_box(seed, epoch, index, image.shape[0], image.shape[1])
-    pil = Image.fromarray(np.ascontiguousarray(image[top:top + h, left:left + w]))
-    pil = pil.resize((size, size), Image.BILINEAR)
+    pil, flip = resized_crop(image, size, seed, epoch, index)
     if flip:
         pil = pil.transpose(Image.FLIP_LEFT_RIGHT)
     return np.asarray(pil, dtype=np.uint8)
