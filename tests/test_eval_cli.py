@@ -18,7 +18,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     make_digit_shards(root / "shards", views=1, epochs=1, shards=4)
     code = run(["train", "--shards", str(root / "shards"), "--model", "small-cnn", "--epochs", "3",
-                "--out", str(root / "run"), "--batch-size", "64", "--workers", "0", "--test", "digits:test"])
+                "--out", str(root / "run"), "--batch-size", "64", "--workers", "1", "--test", "digits:test"])
     assert code == 0
     return root
 
