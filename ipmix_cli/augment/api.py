@@ -27,13 +27,13 @@ class Augmenter:
         self._ops = cfg.op_ids()
         self._patches = cfg.patch_array()
         S = cfg.image_size
-        self._no_bank = np.zeros((1, S, S, 3), np.uint8)
+        self._no_bank = _readonly(np.zeros((1, S, S, 3), np.uint8))
 
     def make_views(self, images, seed: int, epoch: int, indices) -> np.ndarray:
         """uint8 [N, V, S, S, 3]: [aug] or [clean, aug1, aug2] per row (see contracts B)."""
         cfg = self.cfg
         S = cfg.image_size
-        indices = np.ascontiguousarray(indices, dtype=np.int64).reshape(-1)
+        indices = np.array(indices, dtype=np.int64).reshape(-1)
         seed, epoch = int(seed), int(epoch)
         if seed < 0 or epoch < 0 or (len(indices) and indices.min() < 0):
             raise IpmixError("seed, epoch and indices must be non-negative")
@@ -59,7 +59,7 @@ class Augmenter:
         out = np.empty((len(batch), cfg.views, S, S, 3), np.uint8)
         if len(batch) == 0:
             return out
-        bank = self.bank.pixels if self.bank is not None else self._no_bank
+        bank = _readonly(self.bank.pixels) if self.bank is not None else self._no_bank
         augment_batch(batch, crop_mode, flips, bank, seed, epoch, indices, self._prm, self._ops,
                       self._patches, ROTATION_TABLE, out)
         return out
@@ -76,7 +76,18 @@ def _as_batch(images, S: int) -> np.ndarray:
         batch = np.stack(items) if items else np.empty((0, S, S, 3), np.uint8)
     if batch.ndim != 4 or batch.shape[1:] != (S, S, 3) or batch.dtype != np.uint8:
         raise IpmixError(f"images must be uint8 [N, {S}, {S}, 3] for this preset, got {batch.dtype} {list(batch.shape)}")
-    return np.ascontiguousarray(batch)
+    if not (batch.flags.c_contiguous and batch.flags.writeable):
+        batch = np.array(batch, order="C")  # one compiled signature: writable, C-contiguous
+    return batch
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only C-contiguous view: banks always reach the kernel with this one type."""
+    a = np.ascontiguousarray(a)
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
 
 
 def view_state(seed: int, epoch: int, index: int, view: int = 0) -> np.ndarray:
