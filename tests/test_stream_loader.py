@@ -50,6 +50,7 @@ def test_equal_batch_counts_and_exact_len(uneven, world, workers):
         seen += _keys(images)
     assert len(set(lengths)) == 1
     assert lengths[0] == (33 // world) // 3
+    assert f"{world} rank(s) × {lengths[0]} batches of 3" in loader.describe()
     # drop_last splits are disjoint: no sample is served to two ranks
     assert len(seen) == len(set(seen))
 
@@ -68,15 +69,17 @@ def test_drop_last_false_covers_every_sample(uneven):
     assert set(seen) == set(_content(root, 0, manifest))
 
 
-def test_worker_count_changes_order_not_batches(uneven):
+@pytest.mark.parametrize("buffer", [4, 64])  # 64: one block, so one of the two workers has nothing
+def test_worker_count_changes_order_not_batches(uneven, buffer):
     root, _ = uneven
     by_workers = {}
     for workers in (0, 2):
-        loader = ShardLoader(root, 2, world_size=1, num_workers=workers, shuffle_buffer=4)
+        loader = ShardLoader(root, 2, world_size=1, num_workers=workers, shuffle_buffer=buffer)
         images, _ = collect(loader)
         batches = images.reshape(-1, 2, *images.shape[1:])
         by_workers[workers] = sorted(b.tobytes() for b in batches)
     assert by_workers[0] == by_workers[2]
+    assert len(by_workers[0]) == 16 == len(loader)
 
 
 def test_triple_integrity_and_labels_match_tar(uneven):
