@@ -284,3 +284,30 @@ def test_a_killed_worker_is_one_clear_error(uneven):
             collect(loader)
     finally:
         timer.cancel()
+
+
+def test_skip_bad_reads_do_not_depend_on_history(tmp_path):
+    import tarfile
+
+    manifest = make_shards(tmp_path, shard_counts=(8, 8), epochs=1)
+    path = tmp_path / "epoch-0000/shard-00000.tar"
+    with tarfile.open(path) as tar:
+        member = tar.getmember("e0000s0000007.png")
+    data = bytearray(path.read_bytes())
+    at = member.offset_data + 50  # inside the PNG's compressed data
+    data[at : at + 20] = bytes(20)
+    path.write_bytes(bytes(data))
+    good = {v[0].tobytes() for v, _ in read_tar_samples(tmp_path / "epoch-0000/shard-00001.tar").values()}
+    # segments of two samples: only the one holding sample 7 falls back to shard 1
+    loader = ShardLoader(tmp_path, 2, shuffle_buffer=2, skip_bad=True)
+    per_epoch = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for t in range(3):  # K = 1: every epoch reads the same shards, in other orders
+            loader.set_epoch(t)
+            keys = _keys(collect(loader)[0])
+            per_epoch.append(sorted(keys))
+            assert sum(k in good for k in keys) == 8 + 2
+    assert per_epoch[0] == per_epoch[1] == per_epoch[2]
+    assert sum("shard-00000.tar" in str(w.message) for w in caught) == 1  # announced once
+    assert manifest["epochs"][0]["shards"][0]["count"] == 8

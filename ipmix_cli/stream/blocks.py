@@ -27,7 +27,7 @@ class BlockReader:
         self.skip_bad = skip_bad
         self.cache_size = cache_size
         self._cache: OrderedDict = OrderedDict()
-        self.bad: dict = {}
+        self.reported: set = set()  # substitutions already announced by this process
         self.notes: list[str] = []  # warnings for the main process, handed over with the next batch
 
     def __getstate__(self):
@@ -46,33 +46,29 @@ class BlockReader:
             self._cache.popitem(last=False)
         return idx
 
-    def _substitute(self, k: int, s: int, stop: int, tried: set) -> int:
-        n = len(self.counts[k])
-        for j in range(1, n):
-            c = (s + j) % n
-            if c not in tried and (k, c) not in self.bad and self.counts[k][c] >= stop:
-                return c
-        raise IpmixError(f"shard {self.names[k][s]} is unreadable and no other shard of materialized epoch {k} can stand in for it")
-
     def read_segment(self, k, s, start, stop, out_images, out_labels) -> None:
-        target = s
-        tried = {s}
-        while True:
+        """Decode samples [start, stop) of shard s of materialized epoch k. With skip_bad,
+        a failure falls through to shards s+1, s+2, ... (wrapping) holding at least `stop`
+        samples. No memory of earlier failures is consulted, so what a segment reads never
+        depends on what this process read before (resume stays exact)."""
+        n = len(self.counts[k])
+        candidates = [s] + [(s + j) % n for j in range(1, n) if self.counts[k][(s + j) % n] >= stop]
+        first = None
+        for target in candidates if self.skip_bad else [s]:
             try:
-                if (k, target) in self.bad:
-                    raise ShardError(self.names[k][target], self.bad[(k, target)])
                 self._index(k, target).decode(start, stop, self.size, out_images, out_labels, self.num_classes)
-                return
             except ShardError as exc:
                 self._cache.pop((k, target), None)
                 if not self.skip_bad:
                     hint = "" if exc.reason.startswith("cannot read") else " (check with `ipmix shards verify`)"
                     raise IpmixError(f"{exc}{hint}; skip_bad reads a substitute shard instead") from None
-                if (k, target) not in self.bad:
-                    self.bad[(k, target)] = exc.reason
-                target = self._substitute(k, s, stop, tried)
-                tried.add(target)
-                self.notes.append(f"skipping bad {exc}; reading {self.names[k][target]} in its place")
+                first = first or exc
+                continue
+            if target != s and (k, s, target) not in self.reported:
+                self.reported.add((k, s, target))
+                self.notes.append(f"skipping bad {first}; reading {self.names[k][target]} in its place")
+            return
+        raise IpmixError(f"{first}; no other shard of materialized epoch {k} can stand in for it")
 
     def read(self, k: int, segments) -> tuple[np.ndarray, np.ndarray]:
         n = sum(stop - start for _, start, stop in segments)
