@@ -85,7 +85,18 @@ def _load_context(path: str) -> BuildContext:
 
 def run_task_from_file(context_path: str, epoch: int, shard: int) -> dict:
     """Worker entry: the context arrives once per worker through a file in OUT/.records."""
-    return build_shard(_load_context(context_path), epoch, shard)
+    return run_task(_load_context(context_path), epoch, shard)
+
+
+def run_task(ctx: BuildContext, epoch: int, shard: int) -> dict:
+    """One idempotent task: keep the shard if its record and file agree, else (re)build it.
+    The check runs in the worker, so resuming a big build hashes its shards in parallel."""
+    out = Path(ctx.out)
+    if shard_is_done(out, epoch, shard, ctx.config["_hash"]):
+        return {**mf.read_record(out, epoch, shard), "skipped": True, "pid": os.getpid(),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    _remove_stale_temps(out, [(epoch, shard)])
+    return build_shard(ctx, epoch, shard)
 
 
 def _fit(ctx: BuildContext, img: np.ndarray) -> np.ndarray:
@@ -487,11 +498,12 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
         base = {**base, "num_epochs": epochs_total, "complete": False}
         mf.write_manifest(out, base)
 
-    todo = [(e, s) for e, s in tasks if not shard_is_done(out, e, s, chash)]
-    _remove_stale_temps(out, todo)
-    log(f"{len(tasks) - len(todo)} of {len(tasks)} shard(s) already built; building {len(todo)} "
-        f"with {workers} worker(s)" + (f" (node {node_rank} of {num_nodes})" if num_nodes > 1 else ""))
-    stats = _run_tasks(ctx, todo, workers, backend, scheduler, progress)
+    log(f"{len(tasks)} shard task(s) with {workers} worker(s)"
+        + (f" (node {node_rank} of {num_nodes})" if num_nodes > 1 else "")
+        + ("; finished shards are checked and kept" if existing is not None else ""))
+    stats = _run_tasks(ctx, tasks, workers, backend, scheduler, progress)
+    if stats["shards_kept"]:
+        log(f"{stats['shards_kept']} shard(s) were already built and verified; built {stats['shards_built']}")
 
     all_done = all(mf.read_record(out, e, s) is not None
                    for e in range(epochs_total) for s in range(n_shards))
@@ -506,34 +518,36 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
     return m
 
 
-def _run_tasks(ctx: BuildContext, todo, workers: int, backend: str, scheduler, progress: bool) -> dict:
+def _run_tasks(ctx: BuildContext, tasks, workers: int, backend: str, scheduler, progress: bool) -> dict:
     from ipmix_cli.progress import Progress
 
-    peak, t0 = {}, time.perf_counter()
-    with Progress(len(todo), "shards", enabled=progress) as bar:
-        if not todo:
+    peak, kept, t0 = {}, 0, time.perf_counter()
+    with Progress(len(tasks), "shards", enabled=progress) as bar:
+        def done(rec):
+            nonlocal kept
+            kept += bool(rec.get("skipped"))
+            peak[rec["pid"]] = max(peak.get(rec["pid"], 0), rec["peak_rss_mb"])
+            bar.update(1)
+
+        if not tasks:
             pass
         elif workers == 1 and backend == "joblib":
-            for e, s in todo:
-                rec = build_shard(ctx, e, s)
-                peak[rec["pid"]] = max(peak.get(rec["pid"], 0), rec["peak_rss_mb"])
-                bar.update(1)
+            for e, s in tasks:
+                done(run_task(ctx, e, s))
         else:
             import joblib
 
             ctx_path = _write_context(ctx)
-            calls = (joblib.delayed(run_task_from_file)(ctx_path, e, s) for e, s in todo)
+            calls = (joblib.delayed(run_task_from_file)(ctx_path, e, s) for e, s in tasks)
             if backend == "dask":
                 with _dask_client(scheduler), joblib.parallel_config(backend="dask"):
                     for rec in joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(calls):
-                        peak[rec["pid"]] = max(peak.get(rec["pid"], 0), rec["peak_rss_mb"])
-                        bar.update(1)
+                        done(rec)
             else:
                 par = joblib.Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")
                 for rec in par(calls):
-                    peak[rec["pid"]] = max(peak.get(rec["pid"], 0), rec["peak_rss_mb"])
-                    bar.update(1)
-    return {"shards_built": len(todo), "seconds": time.perf_counter() - t0,
+                    done(rec)
+    return {"shards_built": len(tasks) - kept, "shards_kept": kept, "seconds": time.perf_counter() - t0,
             "peak_rss_mb_per_worker": sorted(peak.values()), "worker_pids": sorted(peak)}
 
 
