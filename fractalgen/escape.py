@@ -28,7 +28,7 @@ _VP_LEN = 15
 # preview rejection thresholds
 MAX_INTERIOR = 0.6
 MAX_FLAT = 0.7
-MIN_SPREAD = 0.05
+MIN_SPREAD = 0.5  # iterations between the 10th and 90th percentile of the smooth count
 MAX_MEAN_ITER = 45.0
 # final check
 MIN_GREY_ENTROPY = 4.0
@@ -466,7 +466,7 @@ def preview_verdict(p: dict) -> str | None:
     ext = smooth[~inside]
     if (ext < 2.5).mean() * (ext.size / smooth.size) > MAX_FLAT:
         return "flat"
-    if np.log1p(ext).std() < MIN_SPREAD:
+    if ext.size < 16 or np.subtract(*np.percentile(ext, (90.0, 10.0), method="lower")) < MIN_SPREAD:
         return "featureless"
     if total / smooth.size > MAX_MEAN_ITER:
         return "slow"
@@ -476,28 +476,32 @@ def preview_verdict(p: dict) -> str | None:
     return None if why is None else f"preview-{why}"
 
 
-def _norm(values: np.ndarray) -> tuple[float, float]:
+def _log_norm(values: np.ndarray, offset: float) -> tuple[float, float]:
+    """(lo, 1 / (hi − lo)) of log(values + offset) between its 2nd and 98th percentiles.
+    Order statistics commute with log, so the percentiles are taken on the raw values and only
+    two logs are computed (math.log: the same bits on every machine, unlike NumPy's SIMD)."""
     if values.size < 16:
         return 0.0, 1.0
-    lo, hi = np.percentile(values, (2.0, 98.0))
-    return float(lo), float(1.0 / max(hi - lo, 1e-6))
+    p2, p98 = np.percentile(values, (2.0, 98.0), method="lower")
+    lo, hi = math.log(float(p2) + offset), math.log(float(p98) + offset)
+    return lo, 1.0 / max(hi - lo, 1e-6)
 
 
 def colour_vector(p: dict, smooth: np.ndarray, trap: np.ndarray) -> np.ndarray:
     """Per-image normalisation (2nd–98th percentiles, exterior and interior apart) + colour knobs."""
     s, t = smooth[::3, ::3].ravel(), trap[::3, ::3].ravel()
     ext = s >= 0
-    lo_s, inv_s = _norm(np.log(s[ext] + 1.0))
-    lt = np.log(t.astype(np.float64) + 1e-12)
-    lo_te, inv_te = _norm(lt[ext])
-    lo_ti, inv_ti = _norm(lt[~ext])
+    lo_s, inv_s = _log_norm(s[ext], 1.0)
+    lo_te, inv_te = _log_norm(t[ext], 1e-12)
+    lo_ti, inv_ti = _log_norm(t[~ext], 1e-12)
     return np.array([lo_s, inv_s, lo_te, inv_te, lo_ti, inv_ti, p["exterior"]["trap_mix"]])
 
 
 def colour_table(spec: dict, n: int = 1024) -> np.ndarray:
     """Palette composed with gamma, frequency and offset: a table indexed by the field in [0, 1]."""
     lut = palette_lut(spec["palette"])
-    f = np.linspace(0.0, 1.0, n) ** spec["gamma"] * spec["freq"] + spec["offset"]
+    g = spec["gamma"]  # Python's pow (C library), not NumPy's CPU-dependent SIMD power
+    f = np.array([(i / (n - 1)) ** g for i in range(n)]) * spec["freq"] + spec["offset"]
     u = (f - np.floor(f)) * lut.shape[0]
     i0 = np.minimum(u.astype(np.int64), lut.shape[0] - 1)
     a = (u - i0)[:, None]

@@ -283,9 +283,20 @@ def sample_sigmas(rng: np.random.Generator, n: int) -> tuple[float, list[list[fl
     return alpha, sigmas
 
 
-def _rotation(theta: float) -> np.ndarray:
+def _rotation(theta: float) -> tuple[float, float, float, float]:
     c, s = math.cos(theta), math.sin(theta)
-    return np.array([[c, -s], [s, c]])
+    return c, -s, s, c
+
+
+def _linear_part(rng: np.random.Generator, s1: float, s2: float) -> tuple[float, float, float, float]:
+    """U · diag(σ1, ±σ2) · V with U, V random rotations (the sign is a random reflection).
+    Plain float arithmetic, no BLAS/LAPACK: the same bits on every machine."""
+    flip = 1.0 if rng.random() < 0.5 else -1.0
+    u00, u01, u10, u11 = _rotation(float(rng.uniform(0, 2 * math.pi)))
+    v00, v01, v10, v11 = _rotation(float(rng.uniform(0, 2 * math.pi)))
+    d0, d1 = s1, s2 * flip
+    return (u00 * d0 * v00 + u01 * d1 * v10, u00 * d0 * v01 + u01 * d1 * v11,
+            u10 * d0 * v00 + u11 * d1 * v10, u10 * d0 * v01 + u11 * d1 * v11)
 
 
 def sample_params(rng: np.random.Generator) -> dict:
@@ -294,13 +305,13 @@ def sample_params(rng: np.random.Generator) -> dict:
     alpha, sigmas = sample_sigmas(rng, n)
     maps, dets = [], []
     for s1, s2 in sigmas:
-        flip = 1.0 if rng.random() < 0.5 else -1.0  # a reflection in V
-        lin = _rotation(rng.uniform(0, 2 * math.pi)) @ np.diag([s1, s2 * flip]) @ _rotation(rng.uniform(0, 2 * math.pi))
+        a, b, c, d = _linear_part(rng, s1, s2)
         e, f = (float(v) for v in rng.uniform(-1.0, 1.0, 2))
-        maps.append([float(lin[0, 0]), float(lin[0, 1]), float(lin[1, 0]), float(lin[1, 1]), e, f])
-        dets.append(abs(float(np.linalg.det(lin))))
-    weights = np.asarray(dets) + 1e-3  # a map with det 0 still gets drawn now and then
-    probs = [float(p) for p in weights / weights.sum()]
+        maps.append([a, b, c, d, e, f])
+        dets.append(abs(a * d - b * c))
+    weights = [det + 1e-3 for det in dets]  # a map with det 0 still gets drawn now and then
+    total = sum(weights)
+    probs = [w / total for w in weights]
     scale = float(math.exp(rng.uniform(math.log(0.5), math.log(2.0))))
     return {
         "maps": maps,

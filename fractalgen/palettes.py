@@ -45,8 +45,11 @@ def palette_lut(spec: dict, n: int = LUT_SIZE) -> np.ndarray:
     """The spec as an [n, 3] float32 table of RGB in [0, 1], sampled at t = i / n."""
     t = np.arange(n, dtype=np.float64) / n
     if spec["kind"] == "cosine":
-        a, b, c, d = (np.asarray(spec[k], dtype=np.float64) for k in ("a", "b", "c", "d"))
-        lut = a + b * np.cos(2.0 * math.pi * (c * t[:, None] + d))
+        # math.cos (the C library), not np.cos: NumPy picks SIMD code by CPU, which may round
+        # differently from one machine to the next
+        a, b, c, d = (spec[k] for k in ("a", "b", "c", "d"))
+        lut = np.array([[a[ch] + b[ch] * math.cos(2.0 * math.pi * (c[ch] * (i / n) + d[ch])) for ch in range(3)]
+                        for i in range(n)])
     elif spec["kind"] == "gradient":
         stops = np.asarray(spec["stops"], dtype=np.float64)
         pos = np.asarray(spec["pos"], dtype=np.float64)
