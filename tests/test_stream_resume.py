@@ -168,3 +168,16 @@ def test_persistent_workers_follow_epochs_and_resume(shards):
     after = collect(reused)[0]
     np.testing.assert_array_equal(np.concatenate(before + [after]), fresh[1])
     reused.close()
+
+
+def test_close_stops_the_workers(shards):
+    import multiprocessing
+
+    others = {p.pid for p in multiprocessing.active_children()}
+    loader = ShardLoader(shards, 4, num_workers=2)
+    collect(loader)
+    assert len({p.pid for p in multiprocessing.active_children()} - others) == 2  # persistent
+    loader.close()
+    assert not {p.pid for p in multiprocessing.active_children()} - others
+    assert collect(loader)[0].shape[0] == len(loader) * 4  # and they start again on demand
+    loader.close()

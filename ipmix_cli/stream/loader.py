@@ -249,7 +249,10 @@ class ShardLoader:
 
     def close(self) -> None:
         """Stop the DataLoader worker processes (they stay up between epochs otherwise)."""
-        self._dataloader = None
+        loader, self._dataloader = self._dataloader, None
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
 
     def __iter__(self):
         plan = self._plan
