@@ -9,7 +9,8 @@ from ipmix_cli.augment.chains import augment_view
 from ipmix_cli.augment.config import AugmentConfig
 from ipmix_cli.augment.ops import ROTATION_TABLE
 from ipmix_cli.augment.rng import STREAM_VIEW, new_state
-from ipmix_cli.augment.views import CROP_NONE, CROP_PAD, augment_batch, resized_crop
+from ipmix_cli.augment.resample import resized_window
+from ipmix_cli.augment.views import CROP_NONE, CROP_PAD, augment_batch, random_resized_crop_box
 from ipmix_cli.errors import IpmixError
 
 
@@ -51,8 +52,10 @@ class Augmenter:
                 im = np.asarray(im)
                 if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
                     raise IpmixError(f"image {i} is not an HxWx3 uint8 array (shape {im.shape}, {im.dtype})")
-                pil, flips[i] = resized_crop(im, S, seed, epoch, int(indices[i]))
-                batch[i] = np.asarray(pil)
+                if not (im.flags.c_contiguous and im.flags.writeable):
+                    im = np.array(im, order="C")
+                top, left, h, w, flips[i] = random_resized_crop_box(seed, epoch, int(indices[i]), im.shape[0], im.shape[1])
+                resized_window(im, top, left, h, w, S, S, batch[i])
             crop_mode = CROP_NONE
         if len(batch) != len(indices):
             raise IpmixError(f"{len(batch)} images but {len(indices)} indices")

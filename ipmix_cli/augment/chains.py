@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ipmix_cli.augment.ops import apply_op, copy_region
+from ipmix_cli.augment.ops import apply_op, copy_all, copy_region
 from ipmix_cli.augment.pixel_ops import (ADD, MULTIPLY, draw_patch, mix_patch, TINY)
 from ipmix_cli.augment.rng import beta, dirichlet, get_ab, randint, uniform
 
@@ -95,7 +95,7 @@ def chain_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weigh
             continue
         cur = bufs[0]
         tmp = bufs[1]
-        cur.reshape(-1)[:] = x1
+        copy_all(x, cur)
         if is_p:
             _p_chain(cur, x, f, bufs[2], n, ops, patch_sizes, st, prm, rot_table, trace[i])
         else:
@@ -169,6 +169,6 @@ def augment_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, wei
     if recipe == RECIPE_PIXMIX:
         pixmix_view(x, f, st, prm, ops, rot_table, out, bufs, acc)
     elif recipe == RECIPE_NONE:
-        copy_region(x, out, 0, x.shape[0], 0, x.shape[1])
+        copy_all(x, out)
     else:
         chain_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weights, trace)

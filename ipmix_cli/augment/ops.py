@@ -87,18 +87,25 @@ ROTATION_TABLE = rotation_table()
 @njit(cache=True)
 def apply_lut3(src, dst, lut, r0, r1, c0, c1):
     """dst[y, x, c] = lut[c, src[y, x, c]] inside the region; lut is uint8 [3, 256]."""
+    W = src.shape[1]
+    s1 = src.reshape(-1)
+    d1 = dst.reshape(-1)
+    l0, l1, l2 = lut[0], lut[1], lut[2]
     for y in range(r0, r1):
-        for x in range(c0, c1):
-            for c in range(3):
-                dst[y, x, c] = lut[c, src[y, x, c]]
+        for i in range((y * W + c0) * 3, (y * W + c1) * 3, 3):
+            d1[i] = l0[s1[i]]
+            d1[i + 1] = l1[s1[i + 1]]
+            d1[i + 2] = l2[s1[i + 2]]
 
 
 @njit(cache=True)
 def apply_lut1(src, dst, lut, r0, r1, c0, c1):
+    W = src.shape[1]
+    s1 = src.reshape(-1)
+    d1 = dst.reshape(-1)
     for y in range(r0, r1):
-        for x in range(c0, c1):
-            for c in range(3):
-                dst[y, x, c] = lut[src[y, x, c]]
+        for i in range((y * W + c0) * 3, (y * W + c1) * 3):
+            d1[i] = lut[s1[i]]
 
 
 @njit(cache=True)
@@ -161,10 +168,12 @@ def solarize(src, dst, threshold, r0, r1, c0, c1):
 
 @njit(cache=True)
 def invert(src, dst, r0, r1, c0, c1):
+    W = src.shape[1]
+    s1 = src.reshape(-1)
+    d1 = dst.reshape(-1)
     for y in range(r0, r1):
-        for x in range(c0, c1):
-            for c in range(3):
-                dst[y, x, c] = 255 - src[y, x, c]
+        for i in range((y * W + c0) * 3, (y * W + c1) * 3):
+            d1[i] = 255 - s1[i]
 
 
 @njit(cache=True)
@@ -456,26 +465,44 @@ def shear_y(src, dst, s, r0, r1, c0, c1):
 def translate(src, dst, tx, ty, r0, r1, c0, c1):
     """PIL's AFFINE (1, 0, tx, 0, 1, ty) BILINEAR for integer shifts: an exact pixel shift."""
     H, W = src.shape[0], src.shape[1]
+    s1 = src.reshape(-1)
+    d1 = dst.reshape(-1)
     for y in range(r0, r1):
         sy = y + ty
-        for x in range(c0, c1):
-            sx = x + tx
-            if sx < 0 or sx >= W or sy < 0 or sy >= H:
-                dst[y, x, 0] = 0
-                dst[y, x, 1] = 0
-                dst[y, x, 2] = 0
-            else:
-                dst[y, x, 0] = src[sy, sx, 0]
-                dst[y, x, 1] = src[sy, sx, 1]
-                dst[y, x, 2] = src[sy, sx, 2]
+        # columns whose source x + tx lies inside [0, W)
+        lo = max(c0, -tx)
+        hi = min(c1, W - tx)
+        o = (y * W) * 3
+        if sy < 0 or sy >= H or hi <= lo:
+            for i in range(o + c0 * 3, o + c1 * 3):
+                d1[i] = 0
+            continue
+        for i in range(o + c0 * 3, o + lo * 3):
+            d1[i] = 0
+        shift = (sy * W + tx) * 3 - o
+        for i in range(o + lo * 3, o + hi * 3):
+            d1[i] = s1[i + shift]
+        for i in range(o + max(hi, lo) * 3, o + c1 * 3):
+            d1[i] = 0
 
 
 @njit(cache=True)
 def copy_region(src, dst, r0, r1, c0, c1):
+    W = src.shape[1]
+    s1 = src.reshape(-1)
+    d1 = dst.reshape(-1)
     for y in range(r0, r1):
-        for x in range(c0, c1):
-            for c in range(3):
-                dst[y, x, c] = src[y, x, c]
+        for i in range((y * W + c0) * 3, (y * W + c1) * 3):
+            d1[i] = s1[i]
+
+
+@njit(cache=True)
+def copy_all(src, dst):
+    """dst = src for two C-contiguous arrays of one size (a loop: Numba's slice copy is slower)."""
+    s1 = src.reshape(-1)
+    d1 = dst.reshape(-1)
+    for i in range(s1.shape[0]):
+        d1[i] = s1[i]
 
 
 @njit(cache=True)

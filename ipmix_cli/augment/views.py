@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit
 from PIL import Image
 
+from ipmix_cli.augment.ops import copy_all
 from ipmix_cli.augment.chains import PRM_DEPTH, PRM_RECIPE, PRM_WIDTH, RECIPE_NONE, augment_view
 from ipmix_cli.augment.rng import (STREAM_CROP, STREAM_MIX, STREAM_VIEW, new_state, randint,
                                    uniform)
@@ -61,7 +62,10 @@ def mixing_crop(bank, seed, epoch, index, f):
     oy = randint(st, bank.shape[1] - S + 1)
     ox = randint(st, bank.shape[2] - S + 1)
     for y in range(S):
-        f[y] = bank[j, oy + y, ox:ox + S]
+        for x in range(S):
+            f[y, x, 0] = bank[j, oy + y, ox + x, 0]
+            f[y, x, 1] = bank[j, oy + y, ox + x, 1]
+            f[y, x, 2] = bank[j, oy + y, ox + x, 2]
 
 
 @njit(cache=True)
@@ -94,14 +98,14 @@ def augment_batch(images, crop_mode, flips, bank, seed, epoch, indices, prm, ops
                     x[y, xx, 1] = images[i, y, S - 1 - xx, 1]
                     x[y, xx, 2] = images[i, y, S - 1 - xx, 2]
         else:
-            x[:] = images[i]
+            copy_all(images[i], x)
         if recipe == RECIPE_NONE:
-            out[i, 0] = x
+            copy_all(x, out[i, 0])
             continue
         mixing_crop(bank, seed, epoch, idx, f)
         first_aug = 0
         if V == 3:
-            out[i, 0] = x
+            copy_all(x, out[i, 0])
             first_aug = 1
         for v in range(first_aug, V):
             st = new_state(seed, epoch, idx, STREAM_VIEW + v - first_aug)
@@ -145,17 +149,13 @@ def random_resized_crop_box(seed: int, epoch: int, index: int, height: int, widt
     return box + (flip,)
 
 
-def resized_crop(image: np.ndarray, size: int, seed: int, epoch: int, index: int):
-    """RandomResizedCrop(size) of one HxWx3 uint8 image (PIL bilinear, as torchvision does it
-    on PIL images): (PIL image size x size, flip) -- the flip is left to the caller."""
-    top, left, h, w, flip = random_resized_crop_box(seed, epoch, index, image.shape[0], image.shape[1])
-    pil = Image.fromarray(image).crop((left, top, left + w, top + h))
-    return pil.resize((size, size), Image.BILINEAR), flip
-
-
 def imagenet_crop(image: np.ndarray, size: int, seed: int, epoch: int, index: int) -> np.ndarray:
-    """RandomResizedCrop(size) with PIL bilinear + horizontal flip of one HxWx3 uint8 image."""
-    pil, flip = resized_crop(image, size, seed, epoch, index)
+    """RandomResizedCrop(size) with PIL's bilinear resize (as torchvision does it on PIL images)
+    + horizontal flip of one HxWx3 uint8 image, with PIL itself (the batch path uses the
+    bit-identical kernel in resample.py)."""
+    top, left, h, w, flip = random_resized_crop_box(seed, epoch, index, image.shape[0], image.shape[1])
+    pil = Image.fromarray(np.ascontiguousarray(image[top:top + h, left:left + w]))
+    pil = pil.resize((size, size), Image.BILINEAR)
     if flip:
         pil = pil.transpose(Image.FLIP_LEFT_RIGHT)
     return np.asarray(pil, dtype=np.uint8)

@@ -1,0 +1,33 @@
+"""The RandomResizedCrop resize kernel against PIL's bilinear `Image.resize`, bit for bit."""
+
+import numpy as np
+from PIL import Image
+
+from ipmix_cli.augment.resample import resize_bilinear, resized_window
+
+
+def _pil(im, out_h, out_w):
+    return np.asarray(Image.fromarray(np.ascontiguousarray(im)).resize((out_w, out_h), Image.BILINEAR))
+
+
+def test_resize_identical_to_pil_for_up_down_and_mixed_scales():
+    rs = np.random.default_rng(0)
+    cases = [(80, 60, 224, 224), (300, 200, 224, 224), (230, 30, 224, 224), (30, 230, 224, 224),
+             (100, 100, 50, 150), (100, 100, 150, 50), (97, 41, 97, 13), (13, 97, 41, 97), (1, 5, 7, 3),
+             (224, 224, 224, 224)]
+    cases += [tuple(int(v) for v in rs.integers(1, 260, 4)) for _ in range(60)]
+    for h, w, oh, ow in cases:
+        im = rs.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        assert np.array_equal(resize_bilinear(im, oh, ow), _pil(im, oh, ow)), (h, w, oh, ow)
+
+
+def test_window_equals_crop_then_resize():
+    rs = np.random.default_rng(1)
+    im = rs.integers(0, 256, (120, 90, 3), dtype=np.uint8)
+    for _ in range(40):
+        top, left = int(rs.integers(0, 120)), int(rs.integers(0, 90))
+        h, w = int(rs.integers(1, 121 - top)), int(rs.integers(1, 91 - left))
+        size = int(rs.integers(8, 70))
+        out = np.empty((size, size, 3), np.uint8)
+        resized_window(im, top, left, h, w, size, size, out)
+        assert np.array_equal(out, _pil(im[top:top + h, left:left + w], size, size))
