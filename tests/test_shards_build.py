@@ -309,3 +309,13 @@ def test_dali_index_and_context_travels_small(tmp_path, mix, folder):
     # the mixing bank travels as the path of its memory-mapped file, not as pixels
     assert os.path.getsize(ctx_path) < 8_000 < ctx.bank.pixels.nbytes
     assert build_mod._load_context(ctx_path).bank.fingerprint == ctx.bank.fingerprint
+
+
+def test_dali_index_can_be_added_to_a_finished_build(tmp_path, mix, folder):
+    out = tmp_path / "o"
+    m = build_shards(source=str(folder), fractals=mix, out=out, shards=2, progress=False)
+    assert not list(out.glob("epoch-*/*.idx"))
+    before = shard_bytes(out)
+    m2 = build_shards(out=out, dali_index=True, progress=False)
+    assert m2["config_hash"] == m["config_hash"] and m2["config"]["dali_index"]
+    assert len(list(out.glob("epoch-0000/*.idx"))) == 2 and shard_bytes(out) == before

@@ -288,7 +288,9 @@ def combine_parts(out, *, dali_index: bool | None = None, log=None) -> dict:
 
     for entry in epochs:  # named by content, not by folder, so copies and rebuilds agree
         write_wids_index(out, entry, f"ipmix-{chash[:12]}-epoch-{entry['epoch']:04d}")
-    if dali_index if dali_index is not None else m["config"].get("dali_index", False):
+    if dali_index is not None:
+        m["config"]["dali_index"] = bool(dali_index)
+    if m["config"].get("dali_index", False):
         for entry in epochs:
             for s in entry["shards"]:
                 write_dali_index(out / s["path"])
@@ -513,7 +515,7 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
         m = mf.load_manifest(out)
         m["part_stats"] = stats
         return m
-    m = combine_parts(out, log=log)
+    m = combine_parts(out, dali_index=bool(given["dali_index"]), log=log)
     m["build_stats"] = stats
     return m
 

@@ -23,7 +23,8 @@ SCHEMA = "ipmix-shards"
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 RECORDS = ".records"
-UNHASHED = ("source", "fractals")  # paths: where things are, not what they are
+# Paths (where things are, not what they are) and derived extras that never change a shard.
+UNHASHED = ("source", "fractals", "dali_index")
 
 
 def config_hash(config: dict) -> str:
