@@ -1,8 +1,12 @@
 """The IPMix augmentation engine: PIL-exact ops, P-level patch mixing, chains and presets as
 Numba kernels driven by a counter-based generator (see docs/augment.md)."""
 
-from ipmix_cli.augment.api import Augmenter, ipmix_one, view_state
-from ipmix_cli.augment.bank import MixingBank
-from ipmix_cli.augment.config import AugmentConfig, resolve_config
+from ipmix_cli.augment._numba_cache import drop_stale_cache
+
+drop_stale_cache()
+
+from ipmix_cli.augment.api import Augmenter, ipmix_one, view_state  # noqa: E402
+from ipmix_cli.augment.bank import MixingBank  # noqa: E402
+from ipmix_cli.augment.config import AugmentConfig, resolve_config  # noqa: E402
 
 __all__ = ["AugmentConfig", "Augmenter", "MixingBank", "ipmix_one", "resolve_config", "view_state"]
