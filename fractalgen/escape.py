@@ -454,26 +454,31 @@ def view_vector(p: dict, size: int) -> np.ndarray:
     return vp
 
 
-def preview_verdict(p: dict) -> str | None:
-    """Why a 48×48 preview says the picture would be poor or slow, or None if it looks fine.
-    The preview is also coloured, so the final check on the full picture rarely fails (a
-    failure there costs a whole second render)."""
+def colour_tables(p: dict) -> np.ndarray:
+    """Exterior then interior colour table, one array (the layout shade_image expects)."""
+    return np.concatenate([colour_table(p["exterior"]), colour_table(p["interior"])])
+
+
+def preview_verdict(p: dict) -> tuple[str | None, np.ndarray | None]:
+    """(why a 48×48 preview says the picture would be poor or slow, or None if it looks fine;
+    the colour tables if it got as far as colouring). The preview is coloured, so the final
+    check on the full picture rarely fails (a failure there costs a whole second render)."""
     vp = view_vector(p, PREVIEW)
     smooth, trap, total = escape_fields(vp, PREVIEW, PREVIEW)
     inside = smooth < 0
     if inside.mean() > MAX_INTERIOR:
-        return "interior"
+        return "interior", None
     ext = smooth[~inside]
     if (ext < 2.5).mean() * (ext.size / smooth.size) > MAX_FLAT:
-        return "flat"
+        return "flat", None
     if ext.size < 16 or np.subtract(*np.percentile(ext, (90.0, 10.0), method="lower")) < MIN_SPREAD:
-        return "featureless"
+        return "featureless", None
     if total / smooth.size > MAX_MEAN_ITER:
-        return "slow"
-    lut = np.concatenate([colour_table(p["exterior"]), colour_table(p["interior"])])
+        return "slow", None
+    lut = colour_tables(p)
     _, _, entropy, dominant, grey_std = shade_image(smooth, trap, vp, colour_vector(p, smooth, trap), lut, 0.0, 0.0)
     why = final_verdict(entropy, dominant, grey_std)
-    return None if why is None else f"preview-{why}"
+    return (None if why is None else f"preview-{why}"), lut
 
 
 def _log_norm(values: np.ndarray, offset: float) -> tuple[float, float]:
@@ -501,7 +506,7 @@ def colour_table(spec: dict, n: int = 1024) -> np.ndarray:
     """Palette composed with gamma, frequency and offset: a table indexed by the field in [0, 1]."""
     lut = palette_lut(spec["palette"])
     g = spec["gamma"]  # Python's pow (C library), not NumPy's CPU-dependent SIMD power
-    f = np.array([(i / (n - 1)) ** g for i in range(n)]) * spec["freq"] + spec["offset"]
+    f = np.array([x ** g for x in np.linspace(0.0, 1.0, n).tolist()]) * spec["freq"] + spec["offset"]
     u = (f - np.floor(f)) * lut.shape[0]
     i0 = np.minimum(u.astype(np.int64), lut.shape[0] - 1)
     a = (u - i0)[:, None]
@@ -521,11 +526,11 @@ def final_verdict(entropy: float, dominant: float, grey_std: float) -> str | Non
     return None
 
 
-def _render(p: dict, size: int):
+def _render(p: dict, size: int, lut: np.ndarray | None = None):
     vp = view_vector(p, size)
     smooth, trap, _ = escape_fields(vp, size, size)
     cp = colour_vector(p, smooth, trap)
-    lut = np.concatenate([colour_table(p["exterior"]), colour_table(p["interior"])])
+    lut = colour_tables(p) if lut is None else lut
     return shade_image(smooth, trap, vp, cp, lut, SUPERSAMPLE_EDGE, SUPERSAMPLE_MAX)
 
 
@@ -541,9 +546,9 @@ def render_escape(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray
     result = params = None
     for _ in range(MAX_ATTEMPTS):
         params = sample_params(rng)
-        why = preview_verdict(params)
+        why, lut = preview_verdict(params)
         if why is None:
-            result = _render(params, size)
+            result = _render(params, size, lut)
             why = final_verdict(result[2], result[3], result[4])
             if why is None:
                 break

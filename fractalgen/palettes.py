@@ -47,9 +47,10 @@ def palette_lut(spec: dict, n: int = LUT_SIZE) -> np.ndarray:
     if spec["kind"] == "cosine":
         # math.cos (the C library), not np.cos: NumPy picks SIMD code by CPU, which may round
         # differently from one machine to the next
-        a, b, c, d = (spec[k] for k in ("a", "b", "c", "d"))
-        lut = np.array([[a[ch] + b[ch] * math.cos(2.0 * math.pi * (c[ch] * (i / n) + d[ch])) for ch in range(3)]
-                        for i in range(n)])
+        a, b, c, d = (np.asarray(spec[k], dtype=np.float64) for k in ("a", "b", "c", "d"))
+        angle = 2.0 * math.pi * (c * t[:, None] + d)  # + and × round the same everywhere
+        cos = np.array(list(map(math.cos, angle.ravel().tolist()))).reshape(angle.shape)
+        lut = a + b * cos
     elif spec["kind"] == "gradient":
         stops = np.asarray(spec["stops"], dtype=np.float64)
         pos = np.asarray(spec["pos"], dtype=np.float64)

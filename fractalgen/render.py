@@ -218,13 +218,17 @@ def render_set(out, *, escape, ifs, include=None, size=256, seed=0, workers=1, o
         results = Parallel(n_jobs=int(workers), return_as="generator_unordered", batch_size=1,
                            pre_dispatch="2*n_jobs")(
             delayed(_render_batch)(str(out), b, int(seed), int(size)) for b in batches)
+    save_every = 5.0
     try:
         for entries in results:
             done.extend(entries)
             report("render", len(done), total)
-            if time.monotonic() - last_save > 5.0:
+            if time.monotonic() - last_save > save_every:
+                t0 = time.monotonic()
                 atomic_write_json(manifest_path, _manifest(config, done + user_entries, skipped, False))
                 last_save = time.monotonic()
+                # a big manifest takes a while to write: keep that under ~5 % of the run
+                save_every = max(5.0, 20.0 * (last_save - t0))
     except BaseException:
         # interrupted or failed: record what is finished so a re-run only does the rest
         atomic_write_json(manifest_path, _manifest(config, done + user_entries, skipped, False))
