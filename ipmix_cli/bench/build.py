@@ -175,8 +175,11 @@ def format_table(images: np.ndarray, candidates) -> list[dict]:
     return measure_formats(list(images), candidates, repeats=3)
 
 
+PARTS = ("epoch32", "scaling", "rss", "photo224", "formats")
+
+
 def run_bench(samples: int = 50_000, repeats: int = 3, photos_per_class: int = 150, quick: bool = False,
-              formats: bool = True, log=None) -> dict:
+              formats: bool = True, log=None, parts=PARTS) -> dict:
     log = log or (lambda m: None)
     from ipmix_cli.augment import MixingBank, resolve_config
 
@@ -188,59 +191,63 @@ def run_bench(samples: int = 50_000, repeats: int = 3, photos_per_class: int = 1
         write_digits_cifar(tmp / "cifar", samples)
         cifar = f"cifar10:{tmp / 'cifar'}"
 
-        log("32 px JSD triple, 2 workers ...")
-        t, cold, m = _median_builds(repeats, source=cifar, fractals=mix, out=tmp / "o32", views=3, workers=2)
-        figures.update({"epoch32_triple_2workers_s": t, "epoch32_triple_2workers_cold_s": cold,
-                        "epoch32_samples": m["samples_per_epoch"],
-                        "epoch32_triple_samples_per_s": m["samples_per_epoch"] / t,
-                        "epoch32_triple_bytes": m["totals"]["bytes"], "epoch32_format": m["format"]})
-        m1 = _build(source=cifar, fractals=mix, out=tmp / "o32", views=1, workers=2)[1]
-        figures["epoch32_single_view_bytes"] = m1["totals"]["bytes"]
+        if "epoch32" in parts:
+            log("32 px JSD triple, 2 workers ...")
+            t, cold, m = _median_builds(repeats, source=cifar, fractals=mix, out=tmp / "o32", views=3, workers=2)
+            figures.update({"epoch32_triple_2workers_s": t, "epoch32_triple_2workers_cold_s": cold,
+                            "epoch32_samples": m["samples_per_epoch"],
+                            "epoch32_triple_samples_per_s": m["samples_per_epoch"] / t,
+                            "epoch32_triple_bytes": m["totals"]["bytes"], "epoch32_format": m["format"]})
+            m1 = _build(source=cifar, fractals=mix, out=tmp / "o32", views=1, workers=2)[1]
+            figures["epoch32_single_view_bytes"] = m1["totals"]["bytes"]
 
-        log("scaling 1 -> 2 workers ...")
-        n_scale = min(samples, 20_000)
-        write_digits_cifar(tmp / "cifar-s", n_scale)
-        src_s = f"cifar10:{tmp / 'cifar-s'}"
-        t1 = _median_builds(repeats, source=src_s, fractals=mix, out=tmp / "s1", views=3, workers=1)[0]
-        t2 = _median_builds(repeats, source=src_s, fractals=mix, out=tmp / "s2", views=3, workers=2)[0]
-        figures.update({"scaling_samples": n_scale, "scaling_1worker_s": t1, "scaling_2workers_s": t2,
-                        "scaling_efficiency_1_to_2": t1 / (2 * t2)})
+        if "scaling" in parts:
+            log("scaling 1 -> 2 workers ...")
+            n_scale = min(samples, 20_000)
+            write_digits_cifar(tmp / "cifar-s", n_scale)
+            src_s = f"cifar10:{tmp / 'cifar-s'}"
+            t1 = _median_builds(repeats, source=src_s, fractals=mix, out=tmp / "s1", views=3, workers=1)[0]
+            t2 = _median_builds(repeats, source=src_s, fractals=mix, out=tmp / "s2", views=3, workers=2)[0]
+            figures.update({"scaling_samples": n_scale, "scaling_1worker_s": t1, "scaling_2workers_s": t2,
+                            "scaling_efficiency_1_to_2": t1 / (2 * t2)})
 
-        log("peak RSS per worker at two dataset sizes ...")
-        small = max(1000, samples // 5)
-        write_digits_cifar(tmp / "cifar-small", small)
-        figures[f"peak_rss_mb_per_worker_{small}"] = peak_rss_per_worker(
-            f"cifar10:{tmp / 'cifar-small'}", mix, tmp / "r1")
-        figures[f"peak_rss_mb_per_worker_{samples}"] = peak_rss_per_worker(cifar, mix, tmp / "r2")
+        if "rss" in parts:
+            log("peak RSS per worker at two dataset sizes ...")
+            small = max(1000, samples // 5)
+            write_digits_cifar(tmp / "cifar-small", small)
+            figures[f"peak_rss_mb_per_worker_{small}"] = peak_rss_per_worker(
+                f"cifar10:{tmp / 'cifar-small'}", mix, tmp / "r1")
+            figures[f"peak_rss_mb_per_worker_{samples}"] = peak_rss_per_worker(cifar, mix, tmp / "r2")
 
-        log("224 px single view on one core vs the per-image pipeline ...")
-        photos = write_photo_folder(tmp / "photos", photos_per_class)
-        files = sorted(photos.glob("*/*.jpg"))
-        affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-        one_core()
-        try:
-            t_ours, _, m224 = _median_builds(repeats, source=str(photos), fractals=mix, out=tmp / "o224",
-                                             preset="imagenet", views=1, workers=1)
-            cfg = resolve_config(preset="imagenet", recipe="ipmix", views=1)
-            bank = MixingBank.from_folder(mix, cfg)
-            n_ref = len(files) if not quick else min(len(files), 16)
-            reference_pipeline(files[:2], cfg, bank.pixels)
-            ref_times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                reference_pipeline(files[:n_ref], cfg, bank.pixels)
-                ref_times.append(time.perf_counter() - t0)
-        finally:
-            if affinity is not None:
-                os.sched_setaffinity(0, affinity)
-        ours = m224["samples_per_epoch"] / t_ours
-        ref = n_ref / statistics.median(ref_times)
-        figures.update({"photo224_samples": m224["samples_per_epoch"], "photo224_ours_samples_per_s": ours,
-                        "photo224_reference_samples_per_s": ref, "photo224_speedup": ours / ref,
-                        "photo224_format": f"{m224['format']} q{m224['quality']}",
-                        "photo224_bytes_per_sample": m224["totals"]["bytes"] / m224["samples_per_epoch"]})
+        if "photo224" in parts:
+            log("224 px single view on one core vs the per-image pipeline ...")
+            photos = write_photo_folder(tmp / "photos", photos_per_class)
+            files = sorted(photos.glob("*/*.jpg"))
+            affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+            one_core()
+            try:
+                t_ours, _, m224 = _median_builds(repeats, source=str(photos), fractals=mix, out=tmp / "o224",
+                                                 preset="imagenet", views=1, workers=1)
+                cfg = resolve_config(preset="imagenet", recipe="ipmix", views=1)
+                bank = MixingBank.from_folder(mix, cfg)
+                n_ref = len(files) if not quick else min(len(files), 16)
+                reference_pipeline(files[:2], cfg, bank.pixels)
+                ref_times = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    reference_pipeline(files[:n_ref], cfg, bank.pixels)
+                    ref_times.append(time.perf_counter() - t0)
+            finally:
+                if affinity is not None:
+                    os.sched_setaffinity(0, affinity)
+            ours = m224["samples_per_epoch"] / t_ours
+            ref = n_ref / statistics.median(ref_times)
+            figures.update({"photo224_samples": m224["samples_per_epoch"], "photo224_ours_samples_per_s": ours,
+                            "photo224_reference_samples_per_s": ref, "photo224_speedup": ours / ref,
+                            "photo224_format": f"{m224['format']} q{m224['quality']}",
+                            "photo224_bytes_per_sample": m224["totals"]["bytes"] / m224["samples_per_epoch"]})
 
-        if formats:
+        if formats and "formats" in parts:
             log("format table ...")
             from ipmix_cli.augment import Augmenter
             from ipmix_cli.shards.sources import open_source
@@ -254,6 +261,9 @@ def run_bench(samples: int = 50_000, repeats: int = 3, photos_per_class: int = 1
             aug224 = Augmenter(cfg224, MixingBank.from_folder(mix, cfg224))
             from fractalgen.images import load_rgb
 
+            if not (tmp / "photos").is_dir():
+                write_photo_folder(tmp / "photos", photos_per_class)
+            files = sorted((tmp / "photos").glob("*/*.jpg"))
             n224 = min(24, len(files))
             v224 = aug224.make_views([load_rgb(f) for f in files[:n224]], 0, 0, np.arange(n224))[:, 0]
             figures["formats_32"] = format_table(v32, [("npy", None), ("png", None), ("webp", 95), ("jpg", 95)])
@@ -273,13 +283,16 @@ def run_bench(samples: int = 50_000, repeats: int = 3, photos_per_class: int = 1
 @click.option("--photos-per-class", type=click.IntRange(2, None), default=150, show_default=True)
 @click.option("--formats/--no-formats", default=True, show_default=True, help="Also measure the format table.")
 @click.option("--quick", is_flag=True, help="Small sizes for a smoke run (figures not comparable).")
-def bench_build(as_json, samples, repeats, photos_per_class, formats, quick):
+@click.option("--only", "only", multiple=True, type=click.Choice(PARTS),
+              help="Measure only these parts (repeatable) [default: all].")
+def bench_build(as_json, samples, repeats, photos_per_class, formats, quick, only):
     """Whole-build throughput: a 50,000-sample 32 px JSD-triple epoch on 2 workers, 224 px on
     one core against the per-image pipeline, scaling 1 -> 2 workers, peak RSS per worker."""
     if quick:
         samples, repeats, photos_per_class = min(samples, 2000), 1, min(photos_per_class, 8)
     figures = run_bench(samples=samples, repeats=repeats, photos_per_class=photos_per_class, quick=quick,
-                        formats=formats, log=None if as_json else (lambda m: click.echo(m, err=True)))
+                        formats=formats, log=None if as_json else (lambda m: click.echo(m, err=True)),
+                        parts=tuple(only) or PARTS)
     tables = {k: figures.pop(k) for k in ("formats_32", "formats_224") if k in figures}
     if as_json:
         report({**figures, **tables}, as_json=True)

@@ -15,6 +15,7 @@ import os
 import pickle
 import resource
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -541,14 +542,20 @@ def _run_tasks(ctx: BuildContext, tasks, workers: int, backend: str, scheduler, 
 
             ctx_path = _write_context(ctx)
             calls = (joblib.delayed(run_task_from_file)(ctx_path, e, s) for e, s in tasks)
-            if backend == "dask":
-                with _dask_client(scheduler), joblib.parallel_config(backend="dask"):
-                    for rec in joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(calls):
+            try:
+                if backend == "dask":
+                    with _dask_client(scheduler), joblib.parallel_config(backend="dask"):
+                        for rec in joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(calls):
+                            done(rec)
+                else:
+                    par = joblib.Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")
+                    for rec in par(calls):
                         done(rec)
-            else:
-                par = joblib.Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")
-                for rec in par(calls):
-                    done(rec)
+            finally:
+                try:
+                    os.unlink(ctx_path)
+                except OSError:
+                    pass
     return {"shards_built": len(tasks) - kept, "shards_kept": kept, "seconds": time.perf_counter() - t0,
             "peak_rss_mb_per_worker": sorted(peak.values()), "worker_pids": sorted(peak)}
 
@@ -568,7 +575,8 @@ def _write_context(ctx: BuildContext) -> str:
     """Pickle the context once into OUT/.records/contexts/; workers load it once each."""
     folder = Path(ctx.out) / mf.RECORDS / CONTEXT_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{ctx.config['_hash'][:16]}-{os.getpid()}.pkl"
+    host = "".join(c if c.isalnum() else "-" for c in socket.gethostname())[:40]
+    path = folder / f"{ctx.config['_hash'][:16]}-{host}-{os.getpid()}.pkl"
     atomic_write_bytes(path, pickle.dumps(ctx, protocol=pickle.HIGHEST_PROTOCOL))
     return str(path.resolve())
 
