@@ -1,11 +1,11 @@
 """Escape-time fractals (Mandelbrot and Julia sets of z ← z² + c) coloured by smooth iteration
 count and orbit traps.
 
-Plan per picture: draw parameters near the Mandelbrot boundary (so almost nothing is blank),
-look at a 48×48 preview and redraw if it is mostly interior, mostly flat, featureless or too
-slow; render at full size; normalise the fields by their own percentiles; colour through random
-palettes; supersample only the pixels whose colour jumps against a neighbour (aliasing); a final
-check on grey-level entropy and the dominant colour.
+Plan per picture: draw parameters near the Mandelbrot boundary (so almost nothing is blank);
+look at a 48×48 preview and redraw if it is mostly interior, mostly flat, featureless, too slow
+or, once coloured, dull; render at full size; normalise the fields by their own percentiles;
+colour through random palettes; supersample only the pixels whose colour jumps against a
+neighbour (aliasing); a final check on grey-level entropy, contrast and the dominant colour.
 
 Kernels (Numba, cached on disk) are at the top; the Python that plans the work below them.
 """

@@ -9,14 +9,14 @@ stopped and never mistakes a half-written file for a finished one.
 
 from __future__ import annotations
 
-import io
 import os
 import re
+import struct
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from fractalgen import escape as escape_time
 from fractalgen import ifs as ifs_fractals
@@ -28,7 +28,8 @@ SCHEMA = "ipmix-fractals"
 SCHEMA_VERSION = 1
 # Bumped whenever a renderer's output changes for the same parameters.
 GENERATOR = "fractalgen-1"
-# zlib level 1: about 3× faster than Pillow's default 6 for ~15 % larger files (see docs).
+PNG_ENCODER = "zlib-nofilter"
+# zlib level 1 on unfiltered rows (see encode_png and docs/fractals.md for the measurements).
 PNG_COMPRESS_LEVEL = 1
 FAMILY_IDS = {"escape": 1, "ifs": 2}
 # family → (draw and render from a generator, render from recorded parameters)
@@ -55,10 +56,27 @@ def render_from_params(family: str, params: dict, size: int = 256) -> np.ndarray
     return RENDERERS[family][1](params, size)
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+
+
 def encode_png(rgb: np.ndarray, level: int = PNG_COMPRESS_LEVEL) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb, "RGB").save(buf, format="PNG", compress_level=level)
-    return buf.getvalue()
+    """8-bit RGB PNG: rows unfiltered (filter type 0), deflated by Python's zlib at `level`.
+
+    On these pictures this is about twice as fast as Pillow's encoder at compress_level=1 and
+    ~10 % smaller (measured: 2.4 ms / 96 KiB vs 5.3 ms / 107 KiB at 256²): Pillow's bundled
+    zlib-ng is quicker but weaker at level 1, and its adaptive row filters cost time without
+    gaining much on fractal colour fields. Classic zlib has no CPU-dependent code paths, so the
+    bytes are the same on every machine with the same zlib."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    h, w, channels = rgb.shape
+    if channels != 3:
+        raise ValueError("encode_png takes HxWx3 uint8 arrays")
+    raw = np.zeros((h, w * 3 + 1), np.uint8)  # a leading 0 per row: "no filter"
+    raw[:, 1:] = rgb.reshape(h, w * 3)
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit truecolour, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), level)) + _png_chunk(b"IEND", b""))
 
 
 def file_name(family: str, index: int) -> str:
@@ -96,11 +114,11 @@ def _render_batch(out: str, jobs: list[tuple[str, int]], seed: int, size: int) -
 def _config(escape_n, ifs_n, include, size, seed) -> dict:
     return {"escape": int(escape_n), "ifs": int(ifs_n), "include": None if include is None else str(include),
             "size": int(size), "seed": int(seed), "png_compress_level": PNG_COMPRESS_LEVEL,
-            "generator": GENERATOR}
+            "png_encoder": PNG_ENCODER, "generator": GENERATOR}
 
 
 # the options that change existing pictures; counts and include may change between runs
-_IDENTITY = ("size", "seed", "png_compress_level", "generator")
+_IDENTITY = ("size", "seed", "png_compress_level", "png_encoder", "generator")
 
 
 def _load_manifest(path: Path) -> dict | None:

@@ -1,5 +1,6 @@
 """render_set: the folder and manifest it writes, determinism across workers, resume."""
 
+import io
 import json
 
 import numpy as np
@@ -36,6 +37,23 @@ def test_manifest_describes_every_picture(reference):
         rgb = load_rgb(out / e["file"])
         assert rgb.shape == (64, 64, 3)
         assert np.array_equal(render_from_params(e["family"], e["params"], 64), rgb)
+
+
+def test_png_encoder_round_trips_through_pillow(reference):
+    from PIL import Image
+
+    from fractalgen.render import encode_png
+
+    out, manifest = reference
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((1, 1), (7, 13), (64, 5))]
+    arrays += [load_rgb(out / e["file"]) for e in manifest["images"][:4]]
+    for rgb in arrays:
+        data = encode_png(rgb)
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        assert img.mode == "RGB" and img.size == (rgb.shape[1], rgb.shape[0])
+        assert np.array_equal(np.asarray(img), rgb)
 
 
 def test_same_bytes_for_any_worker_count(reference, tmp_path, monkeypatch):
