@@ -229,17 +229,24 @@ def compose(dens, colour, field, lut):
         for ch in range(3):
             bg_lut[i, ch] = (lut[i0, ch] * (1.0 - a) + lut[i0 + 1, ch] * a) * level * 255.0
     fs = (field.shape[0] - 1) / size
+    cols0 = np.empty(size, np.int64)
+    colsa = np.empty(size, np.float64)
+    for c in range(size):
+        fc = (c + 0.5) * fs
+        cols0[c] = int(fc)
+        colsa[c] = fc - int(fc)
     out = np.empty((size, size, 3), np.uint8)
+    row = np.empty(field.shape[1], np.float64)
     for r in range(size):
         fr = (r + 0.5) * fs
         r0 = int(fr)
         ar = fr - r0
+        for j in range(field.shape[1]):
+            row[j] = field[r0, j] * (1.0 - ar) + field[r0 + 1, j] * ar
         for c in range(size):
-            fc = (c + 0.5) * fs
-            c0 = int(fc)
-            ac = fc - c0
-            t = ((field[r0, c0] * (1.0 - ac) + field[r0, c0 + 1] * ac) * (1.0 - ar)
-                 + (field[r0 + 1, c0] * (1.0 - ac) + field[r0 + 1, c0 + 1] * ac) * ar)
+            c0 = cols0[c]
+            ac = colsa[c]
+            t = row[c0] * (1.0 - ac) + row[c0 + 1] * ac
             k = int(t * nb + 0.5)
             br = bg_lut[k, 0]
             bg = bg_lut[k, 1]
