@@ -419,6 +419,8 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
     if main:
         atomic_write_json(out / SUMMARY_NAME, summary)
         write_curves_png(out / CURVES_NAME, log.records, f"{name} on {shards}")
+    if world > 1:
+        dist.barrier()  # no rank tears its connections down while another still uses them
     return summary
 
 
