@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit
 
 from ipmix_cli.augment.ops import apply_op, copy_all, copy_region
-from ipmix_cli.augment.pixel_ops import (ADD, MULTIPLY, draw_patch, mix_patch, TINY)
+from ipmix_cli.augment.pixel_ops import ADD, MULTIPLY, TINY, draw_patch, mix_patch
 from ipmix_cli.augment.rng import beta, dirichlet, get_ab, randint, uniform
 
 RECIPE_IPMIX, RECIPE_AUGMIX, RECIPE_PIXMIX, RECIPE_NONE = range(4)
@@ -33,35 +33,46 @@ PRM_SIZE = 12
 
 
 @njit(cache=True)
-def _op_chain(cur, tmp, n, ops, st, severity, rot_table, trace):
-    """Apply n random ops to `cur` (ping-ponging with `tmp`); returns the array holding the result."""
+def _chain(is_p, cur, tmp, x, f, partner, n, ops, patch_sizes, st, prm, rot_table, trace):
+    """n steps of one chain on `cur` (a copy of x); returns the array holding the result.
+
+    Image chain: a random op, cur -> tmp, then swap. P chain: a patch (size, position, shape),
+    a mixing op, maybe a partner made by one random op on the ORIGINAL x inside the patch,
+    then the patch is mixed in place. One call site for apply_op keeps the compiled code small.
+    """
     S0, S1 = cur.shape[0], cur.shape[1]
-    for j in range(n):
-        op = ops[randint(st, ops.shape[0])]
-        trace[2 + j] = op
-        apply_op(op, st, severity, cur, tmp, rot_table, 0, S0, 0, S1)
-        cur, tmp = tmp, cur
-    return cur
-
-
-@njit(cache=True)
-def _p_chain(cur, x, f, partner, n, ops, patch_sizes, st, prm, rot_table, trace):
-    """n patch-mixing steps on `cur` (a copy of x), in place."""
-    S = cur.shape[0]
     severity = prm[PRM_SEVERITY]
     partner_aug = prm[PRM_PARTNER_AUG]
     overflow = int(prm[PRM_OVERFLOW])
     for j in range(n):
-        s = patch_sizes[randint(st, patch_sizes.shape[0])]
-        top, left, h, w = draw_patch(st, S, s)
-        mop = randint(st, 4)
-        trace[2 + j] = mop
-        other = f
-        if partner_aug > 0.0 and uniform(st) < partner_aug:
+        op = -1
+        src = cur
+        dst = tmp
+        r0, r1, c0, c1 = 0, S0, 0, S1
+        mop = 0
+        use_partner = False
+        if is_p:
+            s = patch_sizes[randint(st, patch_sizes.shape[0])]
+            r0, c0, h, w = draw_patch(st, S0, s)
+            r1, c1 = r0 + h, c0 + w
+            mop = randint(st, 4)
+            trace[2 + j] = mop
+            if partner_aug > 0.0 and uniform(st) < partner_aug:
+                use_partner = True
+                op = ops[randint(st, ops.shape[0])]
+                src = x
+                dst = partner
+        else:
             op = ops[randint(st, ops.shape[0])]
-            apply_op(op, st, severity, x, partner, rot_table, top, top + h, left, left + w)
-            other = partner
-        mix_patch(cur, other, mop, st, prm[PRM_BETA], overflow, top, left, h, w)
+            trace[2 + j] = op
+        if op >= 0:
+            apply_op(op, st, severity, src, dst, rot_table, r0, r1, c0, c1)
+        if is_p:
+            other = partner if use_partner else f
+            mix_patch(cur, other, mop, st, prm[PRM_BETA], overflow, r0, c0, r1 - r0, c1 - c0)
+        else:
+            cur, tmp = tmp, cur
+    return cur
 
 
 @njit(cache=True)
@@ -75,7 +86,6 @@ def chain_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weigh
     k = int(prm[PRM_WIDTH])
     depth = int(prm[PRM_DEPTH])
     min_ops = int(prm[PRM_MIN_OPS])
-    severity = prm[PRM_SEVERITY]
     dirichlet(st, prm[PRM_ALPHA], k, weights)
     m = beta(st, prm[PRM_SKIP_A], prm[PRM_SKIP_B])
     weights[k] = m
@@ -93,13 +103,8 @@ def chain_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weigh
         if n == 0:
             x_coef += m * weights[i]
             continue
-        cur = bufs[0]
-        tmp = bufs[1]
-        copy_all(x, cur)
-        if is_p:
-            _p_chain(cur, x, f, bufs[2], n, ops, patch_sizes, st, prm, rot_table, trace[i])
-        else:
-            cur = _op_chain(cur, tmp, n, ops, st, severity, rot_table, trace[i])
+        copy_all(x, bufs[0])
+        cur = _chain(is_p, bufs[0], bufs[1], x, f, bufs[2], n, ops, patch_sizes, st, prm, rot_table, trace[i])
         wi = m * weights[i]
         cur1 = cur.reshape(-1)
         if first:
@@ -126,36 +131,47 @@ def _round_u8(v):
 
 @njit(cache=True)
 def pixmix_view(x, f, st, prm, ops, rot_table, out, bufs, acc):
-    """PixMix view: start from x or op(x); up to k rounds of add/multiply with f or op(x)."""
+    """PixMix view: start from x or op(x); up to k rounds of add/multiply with f or op(x).
+
+    Round -1 is the start; every round may first apply one random op to the original x
+    (one call site for apply_op).
+    """
     H, W = x.shape[0], x.shape[1]
     severity = prm[PRM_SEVERITY]
     k = int(prm[PRM_WIDTH])
-    start = x
-    if uniform(st) < 0.5:
-        apply_op(ops[randint(st, ops.shape[0])], st, severity, x, bufs[0], rot_table, 0, H, 0, W)
-        start = bufs[0]
-    for yy in range(H):
-        for xx in range(W):
-            for c in range(3):
-                acc[yy, xx, c] = start[yy, xx, c] / 255.0
-    rounds = randint(st, k + 1)
-    for _ in range(rounds):
-        other = f
-        if uniform(st) < 0.5:
-            apply_op(ops[randint(st, ops.shape[0])], st, severity, x, bufs[1], rot_table, 0, H, 0, W)
-            other = bufs[1]
-        mop = ADD if randint(st, 2) == 0 else MULTIPLY
-        a, b = get_ab(st, prm[PRM_BETA])
-        for yy in range(H):
-            for xx in range(W):
-                for c in range(3):
-                    p1 = acc[yy, xx, c]
-                    p2 = other[yy, xx, c] / 255.0
-                    if mop == ADD:
-                        q = (a * (2.0 * p1 - 1.0) + b * (2.0 * p2 - 1.0) + 1.0) / 2.0
-                    else:
-                        q = ((2.0 * p1) ** a) * (max(2.0 * p2, TINY) ** b) / 2.0
-                    acc[yy, xx, c] = 0.0 if q < 0.0 else (1.0 if q > 1.0 else q)
+    use_op = uniform(st) < 0.5
+    rounds = 0
+    r = -1
+    while True:
+        dst = bufs[0] if r < 0 else bufs[1]
+        if use_op:
+            apply_op(ops[randint(st, ops.shape[0])], st, severity, x, dst, rot_table, 0, H, 0, W)
+        other = dst if use_op else x
+        if r < 0:
+            for yy in range(H):
+                for xx in range(W):
+                    for c in range(3):
+                        acc[yy, xx, c] = other[yy, xx, c] / 255.0
+            rounds = randint(st, k + 1)
+        else:
+            if not use_op:
+                other = f
+            mop = ADD if randint(st, 2) == 0 else MULTIPLY
+            a, b = get_ab(st, prm[PRM_BETA])
+            for yy in range(H):
+                for xx in range(W):
+                    for c in range(3):
+                        p1 = acc[yy, xx, c]
+                        p2 = other[yy, xx, c] / 255.0
+                        if mop == ADD:
+                            q = (a * (2.0 * p1 - 1.0) + b * (2.0 * p2 - 1.0) + 1.0) / 2.0
+                        else:
+                            q = ((2.0 * p1) ** a) * (max(2.0 * p2, TINY) ** b) / 2.0
+                        acc[yy, xx, c] = 0.0 if q < 0.0 else (1.0 if q > 1.0 else q)
+        r += 1
+        if r >= rounds:
+            break
+        use_op = uniform(st) < 0.5
     for yy in range(H):
         for xx in range(W):
             for c in range(3):
