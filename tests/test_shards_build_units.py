@@ -30,6 +30,12 @@ def test_tar_writer_matches_python_tarfile_ustar():
             tf.addfile(ti, io.BytesIO(data))
     assert mine.getvalue() == ref.getvalue()
     assert w.bytes == len(mine.getvalue()) and w.bytes % 10240 == 0
+    grouped = io.BytesIO()
+    g = TarWriter(grouped)
+    g.add_sample("e0000s0000000", [(n.split(".", 1)[1], d) for n, d in members[:3]])
+    g.add_sample("e0000s0000001", [(n.split(".", 1)[1], d) for n, d in members[3:]])
+    g.close()
+    assert grouped.getvalue() == mine.getvalue() and g.sha256 == w.sha256 and g.members == 6
     import hashlib
 
     assert w.sha256 == hashlib.sha256(mine.getvalue()).hexdigest()

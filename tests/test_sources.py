@@ -118,6 +118,8 @@ def test_cifar_binary_batches(tmp_path, kind):
     assert np.array_equal(src.labels, np.concatenate([store[n][1] for n in names]))
     for i in range(len(src)):
         assert np.array_equal(src.read(i), imgs[i])
+    some = [k % len(src) for k in (7, 0, 24, 3, 3, 11)]
+    assert np.array_equal(src.read_many(some), imgs[some])
     assert src.describe()["format"] == "binary"
     test = open_source(f"{kind}-test:{folder}")
     assert len(test) == len(store["test_batch.bin" if kind == "cifar10" else "test.bin"][0])

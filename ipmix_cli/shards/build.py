@@ -128,10 +128,14 @@ def _rows(ctx: BuildContext, epoch, pos, idx, pad, bad):
     """Read and prepare one chunk; returns images, source indices, augmentation keys, json."""
     n = ctx.plan.n_source
     images, src_idx, keys, meta = [], [], [], []
-    for p, i, is_pad in zip(pos.tolist(), idx.tolist(), pad.tolist()):
+    try:
+        batch = ctx.source.read_many(idx)
+    except BadSourceImage:
+        batch = None  # read one by one below, to name (or skip) the bad ones
+    for r, (p, i, is_pad) in enumerate(zip(pos.tolist(), idx.tolist(), pad.tolist())):
         replaced = None
         try:
-            img = ctx.source.read(i)
+            img = batch[r] if batch is not None else ctx.source.read(i)
         except BadSourceImage as exc:
             if not ctx.skip_bad:
                 raise
@@ -150,19 +154,6 @@ def _rows(ctx: BuildContext, epoch, pos, idx, pad, bad):
     if ctx.preset == "cifar":
         images = np.stack(images)
     return images, src_idx, np.asarray(keys, dtype=np.int64), meta
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def chunk_rows(image_size: int) -> int:
@@ -216,7 +207,6 @@ def build_shard(ctx: BuildContext, epoch: int, shard: int) -> dict:
             raise IpmixError(f"writing {final} failed: {os.strerror(exc.errno).lower()} "
                              f"(nothing half-written was kept; free space and run again to resume)") from None
         raise
-    _fsync_dir(final.parent)
     record = {"epoch": epoch, "shard": shard, "path": rel, "count": count, "bytes": writer.bytes,
               "sha256": writer.sha256, "config_hash": ctx.config["_hash"], "bad_samples": bad}
     mf.write_record(out, record)

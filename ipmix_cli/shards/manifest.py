@@ -93,9 +93,21 @@ def read_record(out, epoch: int, shard: int) -> dict | None:
 
 
 def write_record(out, record: dict) -> None:
+    """Write a shard's record by rename, without fsync: a record lost or emptied by a power
+    cut only makes the resume check rebuild that shard (reads treat it as missing), while
+    the shard's own bytes are always synced before its rename."""
     path = record_path(out, record["epoch"], record["shard"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, record)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(record, sort_keys=True))
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
 
 
 def base_manifest(config: dict, *, num_epochs: int, plan, classes, fields, source: dict, mixing: dict) -> dict:

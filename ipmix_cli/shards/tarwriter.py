@@ -2,8 +2,9 @@
 
 Every header is plain ustar (no PAX/GNU extensions): mode 0644, uid/gid 0, empty
 uname/gname, one constant integer mtime. The bytes equal what Python's `tarfile` writes
-with `format=USTAR_FORMAT` for the same members, but without its per-member overhead, and
-the sha256 and size of the archive are computed while it is written.
+with `format=USTAR_FORMAT` for the same members, but without its per-member overhead: a
+sample's members are assembled in memory and written (and hashed) with one call, and the
+header checksum is the precomputed sum of the constant fields plus that of the variable ones.
 """
 
 from __future__ import annotations
@@ -15,23 +16,26 @@ RECORD = 20 * BLOCK  # tar's traditional record size; the archive is padded to a
 MTIME = 0  # constant, so rebuilds are byte-identical
 _ZEROS = bytes(RECORD)
 
+_MODE_UID_GID = b"0000644\0" + b"0000000\0" + b"0000000\0"  # offsets 100..124
+_TYPE_LINK = b"0" + bytes(100)  # typeflag (156) + linkname (157..257)
+_MAGIC = b"ustar\x0000"  # 257..265
+_TAIL = bytes(BLOCK - 265)  # uname, gname, devmajor/minor (empty, as tarfile writes them), prefix
+_CONST_SUM = sum(_MODE_UID_GID) + sum(b"        ") + sum(_TYPE_LINK) + sum(_MAGIC)
+
 
 def ustar_header(name: str, size: int, mtime: int = MTIME) -> bytes:
     raw = name.encode("utf-8")
     if len(raw) > 100:
         raise ValueError(f"tar member name longer than 100 bytes: {name!r}")
-    h = bytearray(BLOCK)
-    h[0:len(raw)] = raw
-    h[100:108] = b"0000644\0"
-    h[108:116] = b"0000000\0"
-    h[116:124] = b"0000000\0"
-    h[124:136] = b"%011o\0" % size
-    h[136:148] = b"%011o\0" % mtime
-    h[148:156] = b"        "
-    h[156:157] = b"0"
-    h[257:265] = b"ustar\x0000"
-    h[148:156] = b"%06o\0 " % sum(h)
-    return bytes(h)
+    size_f = b"%011o\0" % size
+    mtime_f = b"%011o\0" % mtime
+    chk = _CONST_SUM + sum(raw) + sum(size_f) + sum(mtime_f)
+    return b"".join((raw, _ZEROS[:100 - len(raw)], _MODE_UID_GID, size_f, mtime_f, b"%06o\0 " % chk,
+                     _TYPE_LINK, _MAGIC, _TAIL))
+
+
+def _member(name: str, data: bytes, mtime: int) -> tuple[bytes, bytes, bytes]:
+    return ustar_header(name, len(data), mtime), data, _ZEROS[:-len(data) % BLOCK]
 
 
 class TarWriter:
@@ -53,17 +57,18 @@ class TarWriter:
         self.bytes += len(data)
 
     def add(self, name: str, data: bytes) -> None:
-        size = len(data)
-        pad = -size % BLOCK
-        self._write(ustar_header(name, size, self.mtime) + data + _ZEROS[:pad])
+        self._write(b"".join(_member(name, data, self.mtime)))
         self.members += 1
 
     def add_sample(self, key: str, fields: list[tuple[str, bytes]]) -> None:
         """Write one sample: members `<key>.<field>` adjacent, in the given order."""
         if "." in key or "/" in key:
             raise ValueError(f"sample key must not contain '.' or '/': {key!r}")
+        parts = []
         for field, data in fields:
-            self.add(f"{key}.{field}", data)
+            parts.extend(_member(f"{key}.{field}", data, self.mtime))
+        self._write(b"".join(parts))
+        self.members += len(fields)
 
     def close(self) -> None:
         if self.closed:
