@@ -32,15 +32,21 @@ def augment():
 @click.option("--all-ops", is_flag=True, default=None, help="Add autocontrast, colour, contrast, brightness, sharpness.")
 @click.option("--overflow", type=click.Choice(["clip", "wrap"]), default=None,
               help="P-op results: clip (default) or the reference's uint8 wrap-around.")
+@click.option("--min-ops", type=click.Choice(["0", "1"]), default=None,
+              help="Ops per chain from 0 (the authors' code) or 1 (the paper) up to the depth.")
+@click.option("--partner", type=click.Choice(["fractal", "mixed"]), default=None,
+              help="P-chain partner: the mixing picture, or it or op(x) half of the time.")
+@click.option("--patch-sizes", default=None, help="Comma-separated patch sizes, e.g. 4,8,16,32.")
 def preview(image_or_folder, fractals, out, preset, recipe, n, rows, seed, zoom, severity, width, depth,
-            all_ops, overflow):
+            all_ops, overflow, min_ops, partner, patch_sizes):
     """Write a PNG grid: input | mixing picture | N augmented views, one row per picture."""
     from fractalgen.files import atomic_write_bytes
     from ipmix_cli.augment import MixingBank, resolve_config
     from ipmix_cli.augment.preview import input_files, preview_grid
 
     cfg = resolve_config(preset, recipe, views=1, severity=severity, width=width, depth=depth,
-                         all_ops=all_ops, overflow=overflow)
+                         all_ops=all_ops, overflow=overflow, min_ops=min_ops, partner=partner,
+                         patch_sizes=patch_sizes)
     inputs = input_files(image_or_folder, rows)
     bank = MixingBank.from_folder(fractals, cfg)
     sheet = preview_grid(inputs, bank, cfg, n=n, seed=seed, zoom=zoom)
