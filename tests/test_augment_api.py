@@ -47,7 +47,7 @@ def test_bank_loads_once_and_pickles_by_reference(mixing, bank, tmp_path):
 def test_bank_pictures_are_resized_by_shorter_side(mixing, bank):
     pic = Image.open(mixing / "pic-01.png").convert("RGB")  # 60 x 48: shorter side 48 -> 36
     assert pic.size == (60, 48)
-    resized = np.asarray(pic.resize((45, 36), Image.BILINEAR))
+    resized = np.asarray(pic.resize((45, 36), Image.BILINEAR))  # int(36 * 60 / 48) = 45
     assert np.array_equal(bank.pixels[1], resized[:, 4:40])
 
 
@@ -167,7 +167,7 @@ def test_bad_batches_are_refused(bank):
     with pytest.raises(IpmixError, match="needs a mixing folder"):
         Augmenter(resolve_config("cifar"), None)
     big = resolve_config("imagenet", image_size=64)
-    with pytest.raises(IpmixError, match="smaller than"):
+    with pytest.raises(IpmixError, match="holds 36px pictures but this configuration resizes them to 73px"):
         Augmenter(big, bank)
     assert aug.make_views(np.zeros((0, 32, 32, 3), np.uint8), 0, 0, []).shape == (0, 1, 32, 32, 3)
 

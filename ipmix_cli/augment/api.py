@@ -20,8 +20,9 @@ class Augmenter:
     def __init__(self, cfg: AugmentConfig, bank: MixingBank | None):
         if bank is None and cfg.recipe != "none":
             raise IpmixError(f"recipe {cfg.recipe!r} needs a mixing folder")
-        if bank is not None and bank.size < cfg.image_size:
-            raise IpmixError(f"mixing pictures are {bank.size}px, smaller than the {cfg.image_size}px training size")
+        if bank is not None and bank.size != cfg.mixing_size:
+            raise IpmixError(f"the mixing bank holds {bank.size}px pictures but this configuration resizes them "
+                             f"to {cfg.mixing_size}px: load it with MixingBank.from_folder(folder, cfg)")
         self.cfg = cfg
         self.bank = bank
         self._prm = cfg.kernel_params()

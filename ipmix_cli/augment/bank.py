@@ -31,11 +31,14 @@ CACHE_DIRNAME = ".ipmix-cache"
 
 
 def resize_mixing_picture(img: Image.Image, size: int) -> np.ndarray:
-    """Shorter side to `size` (bilinear), central size x size square, as uint8 HxWx3."""
+    """Shorter side to `size` (bilinear, torchvision's Resize(size) arithmetic), then the
+    central size x size square, as uint8 HxWx3."""
     w, h = img.size
     if min(w, h) != size:
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        if w <= h:
+            nw, nh = size, int(size * h / w)
+        else:
+            nw, nh = int(size * w / h), size
         img = img.resize((nw, nh), Image.BILINEAR)
         w, h = nw, nh
     left, top = (w - size) // 2, (h - size) // 2
