@@ -15,7 +15,8 @@ import numpy as np
 from numba import njit
 
 PRECISION_BITS = 32 - 8 - 2
-_HALF = np.int64(1 << (PRECISION_BITS - 1))
+_HALF = np.int32(1 << (PRECISION_BITS - 1))
+_HALF_F = np.float64(1 << (PRECISION_BITS - 1))
 _U1 = np.uint64(1)
 _U2 = np.uint64(2)
 _U3 = np.uint64(3)
@@ -30,7 +31,7 @@ def coefficients(in_size, out_size):
     ksize = int(math.ceil(support)) * 2 + 1
     first = np.zeros(out_size, np.int64)
     taps = np.zeros(out_size, np.int64)
-    kk = np.zeros((out_size, ksize), np.int64)
+    kk = np.zeros((out_size, ksize), np.int32)  # PIL's INT32 weights; sums stay below 2**31
     k = np.zeros(ksize, np.float64)
     one = np.float64(1 << PRECISION_BITS)
     for xx in range(out_size):
@@ -86,9 +87,9 @@ def _horizontal(src, top, left, rows, width, out_w):
             i = np.uint64(base + first[xx] * 3)
             for t in range(taps[xx]):
                 k = kk[xx, t]
-                s0 += np.int64(s1[i]) * k
-                s_1 += np.int64(s1[i + _U1]) * k
-                s2 += np.int64(s1[i + _U2]) * k
+                s0 += np.int32(s1[i]) * k
+                s_1 += np.int32(s1[i + _U1]) * k
+                s2 += np.int32(s1[i + _U2]) * k
                 i += _U3
             o1[o] = _clip8(s0)
             o1[o + _U1] = _clip8(s_1)
@@ -102,19 +103,20 @@ def _vertical(src, top, left, height, width, out_h, out):
     """The window [top, top + height) x [left, left + width) resized to out_h rows, into out."""
     first, taps, kk = coefficients(height, out_h)
     n = width * 3
-    acc = np.empty(n, np.int64)
+    # float64 sums of the integer products are exact (< 2**53) and vectorise, unlike int64
+    acc = np.empty(n, np.float64)
     for yy in range(out_h):
         for j in range(n):
-            acc[j] = _HALF
+            acc[j] = _HALF_F
         for t in range(taps[yy]):
-            k = kk[yy, t]
+            k = np.float64(kk[yy, t])
             row = src[top + first[yy] + t].reshape(-1)
             base = left * 3
             for j in range(n):
-                acc[j] += np.int64(row[base + j]) * k
+                acc[j] += row[base + j] * k
         o = out[yy].reshape(-1)
         for j in range(n):
-            o[j] = _clip8(acc[j])
+            o[j] = _clip8(np.int64(acc[j]))
 
 
 @njit(cache=True)
@@ -150,18 +152,19 @@ def _vertical_shifted(tmp, y0, h, out_h, out):
     """The vertical pass over rows that start at source row y0 (weights of the full height h)."""
     first, taps, kk = coefficients(h, out_h)
     n = tmp.shape[1] * 3
-    acc = np.empty(n, np.int64)
+    # float64 sums of the integer products are exact (< 2**53) and vectorise, unlike int64
+    acc = np.empty(n, np.float64)
     for yy in range(out_h):
         for j in range(n):
-            acc[j] = _HALF
+            acc[j] = _HALF_F
         for t in range(taps[yy]):
-            k = kk[yy, t]
+            k = np.float64(kk[yy, t])
             row = tmp[first[yy] - y0 + t].reshape(-1)
             for j in range(n):
-                acc[j] += np.int64(row[j]) * k
+                acc[j] += row[j] * k
         o = out[yy].reshape(-1)
         for j in range(n):
-            o[j] = _clip8(acc[j])
+            o[j] = _clip8(np.int64(acc[j]))
 
 
 def resize_bilinear(src: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
