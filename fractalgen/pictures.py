@@ -42,8 +42,20 @@ class Picture:
 
 @dataclass
 class IngestReport:
+    """What `gather` kept and skipped. With `on_picture` set, each kept picture is handed to it
+    as soon as it is ready instead of being held in `pictures` (memory stays flat)."""
+
     pictures: list[Picture] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
+    on_picture: object = None
+    kept: int = 0
+
+    def keep(self, picture: Picture) -> None:
+        self.kept += 1
+        if self.on_picture is None:
+            self.pictures.append(picture)
+        else:
+            self.on_picture(picture)
 
     def skip(self, origin: str, reason: str, detail: str = "") -> None:
         self.skipped.append({"origin": origin, "reason": reason, "detail": detail})
@@ -101,7 +113,7 @@ def _accept(report: IngestReport, seen: dict, origin: str, data: bytes, size: in
         return
     seen[key] = origin
     pixels = np.asarray(resize_center_crop(img, size), dtype=np.uint8)
-    report.pictures.append(Picture(origin, pixels, tuple(img.size), hashlib.sha256(data).hexdigest()))
+    report.keep(Picture(origin, pixels, tuple(img.size), hashlib.sha256(data).hexdigest()))
 
 
 class FetchError(Exception):
@@ -199,12 +211,13 @@ def fetch_cached(url: str, cache_dir: Path, **kw) -> bytes:
 
 def gather(source, *, size: int, cache_dir: Path, min_size: int | None = None,
            max_pixels: int = MAX_PIXELS, timeout: float = FETCH_TIMEOUT, max_bytes: int = MAX_DOWNLOAD,
-           max_redirects: int = MAX_REDIRECTS, progress=None) -> IngestReport:
+           max_redirects: int = MAX_REDIRECTS, progress=None, on_picture=None) -> IngestReport:
     """Read every entry of a folder or URL list; keep the usable, distinct pictures (in
-    source order) and record each skipped one with its reason."""
+    source order) and record each skipped one with its reason. `on_picture(picture)`, if
+    given, receives each kept picture at once (see IngestReport)."""
     kind, entries = list_source(source)
     min_size = default_min_size(size) if min_size is None else min_size
-    report, seen, seen_urls = IngestReport(), {}, set()
+    report, seen, seen_urls = IngestReport(on_picture=on_picture), {}, set()
     root = Path(source)
     for n, entry in enumerate(entries):
         if progress is not None:

@@ -153,20 +153,24 @@ def _check_size_and_counts(escape_n, ifs_n, size, workers):
 
 
 def _ingest(out: Path, include, size: int, fetch_options: dict, known: dict, report_progress) -> tuple[list, list]:
-    report = pictures.gather(include, size=size, cache_dir=out / ".cache" / "include",
-                             progress=lambda n, total: report_progress("include", n, total), **fetch_options)
+    """Write each usable picture of `include` as user-NNNNN.png as soon as it is accepted
+    (a file that already holds the same bytes is left alone)."""
     entries = []
-    for index, pic in enumerate(report.pictures):
+
+    def write(pic: pictures.Picture) -> None:
         data = encode_png(pic.pixels)
-        name = file_name("user", index)
+        name = file_name("user", len(entries))
         digest = sha256_bytes(data)
         path = out / name
         old = known.get(name)
         if not (old and old.get("sha256") == digest and path.is_file() and sha256_file(path) == digest):
             _write(path, data)
-        entries.append({"file": name, "family": "user", "index": index, "sha256": digest, "bytes": len(data),
-                        "params": {"origin": pic.origin, "original_size": list(pic.original_size),
-                                   "source_sha256": pic.source_sha256}})
+        entries.append({"file": name, "family": "user", "index": len(entries), "sha256": digest,
+                        "bytes": len(data), "params": {"origin": pic.origin, "original_size": list(pic.original_size),
+                                                       "source_sha256": pic.source_sha256}})
+
+    report = pictures.gather(include, size=size, cache_dir=out / ".cache" / "include", on_picture=write,
+                             progress=lambda n, total: report_progress("include", n, total), **fetch_options)
     return entries, report.skipped
 
 
