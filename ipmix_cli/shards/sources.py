@@ -189,7 +189,7 @@ class CifarSource(Source):
 
     `path` is the extracted folder (cifar-10-batches-py, cifar-10-batches-bin, ...) or the
     folder that holds it. Pickles are parsed without running any code (see safepickle);
-    pixels stay in the files and are memory-mapped, never loaded whole.
+    pixels stay in the files and each row is read where it lies, never the whole set.
     """
 
     def __init__(self, kind: str, path, split: str = "train"):
@@ -287,45 +287,61 @@ class CifarSource(Source):
             return names
         return [str(i) for i in range(n)]
 
-    def _open_arrays(self):
-        arrays = []
+    def _open_files(self):
+        # Rows are read with pread, not memory-mapped: mapped pages would count in the
+        # worker's RSS and grow with the dataset; pread goes through the page cache only.
+        rec = 3072 + self._label_bytes
+        files = []
         for f, how, off, count in self._parts:
-            if how == "py":
-                arrays.append(np.memmap(f, dtype=np.uint8, mode="r", offset=off, shape=(count, 3072)))
-            elif how == "bin":
-                rec = 3072 + self._label_bytes
-                arrays.append(np.memmap(f, dtype=np.uint8, mode="r", shape=(count, rec))[:, self._label_bytes:])
+            if how == "mem":
+                files.append((None, 0, 3072, off))
             else:
-                arrays.append(off)
-        self._arrays = arrays
+                fd = os.open(f, os.O_RDONLY)
+                files.append((fd, off if how == "py" else self._label_bytes, 3072 if how == "py" else rec, None))
+        self._arrays = files
         self._starts = np.cumsum([0] + [p[3] for p in self._parts])
 
+    def _row(self, part: int, local: int) -> bytes:
+        fd, base, stride, mem = self._arrays[part]
+        if mem is not None:
+            return mem[local].tobytes()
+        data = os.pread(fd, 3072, base + local * stride)
+        if len(data) != 3072:
+            raise IpmixError(f"{self._parts[part][0]} is shorter than its batch header says")
+        return data
+
     def read(self, i: int) -> np.ndarray:
-        if self._arrays is None:
-            self._open_arrays()
-        part = int(np.searchsorted(self._starts, i, side="right")) - 1
-        row = np.asarray(self._arrays[part][i - self._starts[part]])
-        return np.ascontiguousarray(row.reshape(3, 32, 32).transpose(1, 2, 0))
+        return self.read_many([i])[0]
+
+    def __del__(self):
+        for fd, *_ in self.__dict__.get("_arrays") or []:
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def read_many(self, indices) -> np.ndarray:
         if self._arrays is None:
-            self._open_arrays()
+            self._open_files()
         indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"sample index out of range 0..{len(self) - 1}")
         parts = np.searchsorted(self._starts, indices, side="right") - 1
-        rows = np.empty((len(indices), 3072), np.uint8)
-        for part in np.unique(parts):
-            sel = np.nonzero(parts == part)[0]
-            local = indices[sel] - self._starts[part]
-            order = np.argsort(local, kind="stable")  # ascending offsets: sequential page reads
-            rows[sel[order]] = self._arrays[part][local[order]]
-        return rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()
+        order = np.lexsort((indices, parts))  # file order: sequential reads
+        buf = bytearray(3072 * len(indices))
+        for k in order.tolist():
+            part = int(parts[k])
+            buf[k * 3072:(k + 1) * 3072] = self._row(part, int(indices[k] - self._starts[part]))
+        rows = np.frombuffer(bytes(buf), np.uint8).reshape(-1, 3, 32, 32)
+        return rows.transpose(0, 2, 3, 1).copy()
 
     def name_of(self, i):
         return f"{self.kind}:{self.split}[{i}]"
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_arrays"] = None  # memory maps are reopened in the worker, not pickled
+        state["_arrays"] = None  # files are reopened in the worker, not pickled
         return state
 
     def describe(self):
