@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ipmix_cli.augment.ops import apply_op, copy_all, copy_region
+from ipmix_cli.augment.ops import apply_op, copy_all
 from ipmix_cli.augment.pixel_ops import ADD, MULTIPLY, TINY, draw_patch, mix_patch
 from ipmix_cli.augment.rng import beta, dirichlet, get_ab, randint, uniform
 

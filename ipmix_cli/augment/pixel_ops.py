@@ -40,18 +40,6 @@ def to_uint8(v, overflow):
 
 
 @njit(cache=True)
-def add_value(p1, p2, a, b):
-    """`add` on [0, 1] values: map to [-1, 1], a*p1 + b*p2, map back."""
-    return (a * (2.0 * p1 - 1.0) + b * (2.0 * p2 - 1.0) + 1.0) / 2.0
-
-
-@njit(cache=True)
-def multiply_value(p1, p2, a, b):
-    """`multiply` on [0, 1] values: (2 p1)^a * max(2 p2, tiny)^b / 2."""
-    return ((2.0 * p1) ** a) * (max(2.0 * p2, TINY) ** b) / 2.0
-
-
-@njit(cache=True)
 def mix_patch(img, partner, op, st, beta_param, overflow, top, left, h, w):
     """Mix img[top:top+h, left:left+w] with the same rectangle of `partner`, in place."""
     if op == ADD or op == MULTIPLY:
