@@ -164,6 +164,8 @@ def test_bad_batches_are_refused(bank):
         aug.make_views(np.zeros((2, 32, 32, 3), np.uint8), 0, 0, [0])
     with pytest.raises(IpmixError, match="non-negative"):
         aug.make_views(np.zeros((1, 32, 32, 3), np.uint8), -1, 0, [0])
+    with pytest.raises(IpmixError, match="below 2"):
+        aug.make_views(np.zeros((1, 32, 32, 3), np.uint8), 2**64, 0, [0])
     with pytest.raises(IpmixError, match="needs a mixing folder"):
         Augmenter(resolve_config("cifar"), None)
     big = resolve_config("imagenet", image_size=64)

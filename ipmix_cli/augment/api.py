@@ -20,7 +20,7 @@ class Augmenter:
     def __init__(self, cfg: AugmentConfig, bank: MixingBank | None):
         if bank is None and cfg.recipe != "none":
             raise IpmixError(f"recipe {cfg.recipe!r} needs a mixing folder")
-        if bank is not None and bank.size != cfg.mixing_size:
+        if bank is not None and cfg.recipe != "none" and bank.size != cfg.mixing_size:
             raise IpmixError(f"the mixing bank holds {bank.size}px pictures but this configuration resizes them "
                              f"to {cfg.mixing_size}px: load it with MixingBank.from_folder(folder, cfg)")
         self.cfg = cfg
@@ -37,8 +37,8 @@ class Augmenter:
         S = cfg.image_size
         indices = np.array(indices, dtype=np.int64).reshape(-1)
         seed, epoch = int(seed), int(epoch)
-        if seed < 0 or epoch < 0 or (len(indices) and indices.min() < 0):
-            raise IpmixError("seed, epoch and indices must be non-negative")
+        if not (0 <= seed < 2**63 and 0 <= epoch < 2**63) or (len(indices) and indices.min() < 0):
+            raise IpmixError("seed, epoch and indices must be non-negative integers below 2**63")
         if cfg.crop == "pad":
             batch = _as_batch(images, S)
             crop_mode = CROP_PAD
