@@ -143,7 +143,9 @@ def _manifest(config, images, skipped, complete) -> dict:
             "skipped": skipped}
 
 
-def _check_size_and_counts(escape_n, ifs_n, size, workers):
+def _check_size_and_counts(escape_n, ifs_n, size, workers, seed):
+    if seed < 0:
+        raise FractalgenError("--seed must be 0 or more")
     if escape_n < 0 or ifs_n < 0:
         raise FractalgenError("--escape and --ifs must be 0 or more")
     if not 16 <= size <= 4096:
@@ -182,7 +184,7 @@ def render_set(out, *, escape, ifs, include=None, size=256, seed=0, workers=1, o
     progress: optional callable (stage, done, total). fetch_options: optional keyword arguments
     for the URL fetcher (timeout, max_bytes, max_redirects, min_size, max_pixels)."""
     escape_n, ifs_n = int(escape), int(ifs)
-    _check_size_and_counts(escape_n, ifs_n, int(size), int(workers))
+    _check_size_and_counts(escape_n, ifs_n, int(size), int(workers), int(seed))
     if include is None and escape_n + ifs_n == 0:
         raise FractalgenError("nothing to render: give --escape or --ifs a count above 0, or --include")
     if include is not None:

@@ -139,6 +139,7 @@ def test_other_options_on_an_existing_set_are_refused(tmp_path):
     ({"escape": -1, "ifs": 1}, "0 or more"),
     ({"escape": 1, "ifs": 1, "size": 8}, "out of range"),
     ({"escape": 1, "ifs": 1, "workers": 0}, "at least 1"),
+    ({"escape": 1, "ifs": 1, "seed": -3}, "seed must be 0 or more"),
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, kwargs, message):
     with pytest.raises(FractalgenError, match=message):

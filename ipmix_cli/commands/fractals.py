@@ -48,7 +48,7 @@ class _StageProgress:
 @click.option("--include", type=click.Path(exists=False, path_type=Path), default=None,
               help="Your own pictures: a folder, or a text file of http(s) URLs (fetched once into OUT/.cache).")
 @click.option("--size", type=click.IntRange(16, 4096), default=256, show_default=True, help="Side in pixels.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes.")
 @click.option("--overwrite", is_flag=True, help="Start afresh instead of completing what OUT holds.")
 @click.option("--fetch-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
