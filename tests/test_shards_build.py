@@ -319,3 +319,13 @@ def test_dali_index_can_be_added_to_a_finished_build(tmp_path, mix, folder):
     m2 = build_shards(out=out, dali_index=True, progress=False)
     assert m2["config_hash"] == m["config_hash"] and m2["config"]["dali_index"]
     assert len(list(out.glob("epoch-0000/*.idx"))) == 2 and shard_bytes(out) == before
+
+
+def test_wids_index_from_worker_md5_equals_the_tools_writer(tmp_path, mix, folder):
+    from ipmix_cli.shards.indexes import wids_index_document
+
+    out = tmp_path / "o"
+    m = build_shards(source=str(folder), fractals=mix, out=out, epochs=2, shards=3, progress=False)
+    for entry in m["epochs"]:
+        mine = json.loads((out / entry["index"]).read_text())
+        assert mine == wids_index_document(out, entry, mine["name"])

@@ -41,12 +41,14 @@ def _member(name: str, data: bytes, mtime: int) -> tuple[bytes, bytes, bytes]:
 class TarWriter:
     """Append members to an open binary file; `close()` writes the end-of-archive blocks.
 
-    `bytes` and `sha256` describe everything written (valid after close).
+    `bytes`, `sha256` and `md5` (what wids indexes list) describe everything written
+    (valid after close); both hashes are computed in the same pass as the write.
     """
 
     def __init__(self, fileobj, mtime: int = MTIME):
         self.f, self.mtime = fileobj, mtime
         self._hash = hashlib.sha256()
+        self._md5 = hashlib.md5(usedforsecurity=False)
         self.bytes = 0
         self.members = 0
         self.closed = False
@@ -54,6 +56,7 @@ class TarWriter:
     def _write(self, data: bytes) -> None:
         self.f.write(data)
         self._hash.update(data)
+        self._md5.update(data)
         self.bytes += len(data)
 
     def add(self, name: str, data: bytes) -> None:
@@ -81,3 +84,7 @@ class TarWriter:
     @property
     def sha256(self) -> str:
         return self._hash.hexdigest()
+
+    @property
+    def md5(self) -> str:
+        return self._md5.hexdigest()
