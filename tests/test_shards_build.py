@@ -305,10 +305,12 @@ def test_dali_index_and_context_travels_small(tmp_path, mix, folder):
                                  bank=MixingBank.from_folder(mix, cfg), augment=cfg.to_dict(), fields=["npy"],
                                  fmt="npy", quality=None, views=1, image_size=32, preset="cifar", seed=0,
                                  skip_bad=False)
-    ctx_path = build_mod._write_context(ctx)
+    from ipmix_cli.shards import distributed
+
+    ctx_path = distributed.write_context(ctx)
     # the mixing bank travels as the path of its memory-mapped file, not as pixels
     assert os.path.getsize(ctx_path) < 8_000 < ctx.bank.pixels.nbytes
-    assert build_mod._load_context(ctx_path).bank.fingerprint == ctx.bank.fingerprint
+    assert distributed.load_context(ctx_path).bank.fingerprint == ctx.bank.fingerprint
 
 
 def test_dali_index_can_be_added_to_a_finished_build(tmp_path, mix, folder):

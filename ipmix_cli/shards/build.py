@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import resource
 import shutil
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from fractalgen.errors import FractalgenError
-from fractalgen.files import atomic_write_bytes, atomic_write_json, ensure_writable_dir, sha256_file
+from fractalgen.files import atomic_write_json, ensure_writable_dir, sha256_file
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.shards import manifest as mf
-from ipmix_cli.shards.formats import LOSSY, encode, resolve_format
+from ipmix_cli.shards.formats import encode, resolve_format
 from ipmix_cli.shards.plan import Plan, choose_shard_count, node_tasks, sample_key, shard_name
 from ipmix_cli.shards.sources import BadSourceImage, Source, open_source
 from ipmix_cli.shards.tarwriter import BLOCK, TarWriter
 
-CONTEXT_DIR = "contexts"
 _RAW_RATIO = {"png": 0.7, "npy": 1.0, "jpg": 0.19, "webp": 0.12}  # bytes / raw pixel bytes, measured
 MAX_REPLACEMENT_TRIES = 64
 
@@ -59,34 +56,17 @@ class BuildContext:
 
 # --------------------------------------------------------------------------- one shard
 
-_WORKER_CACHE: dict = {}
+_AUGMENTERS: dict = {}  # per process: one Augmenter per configuration
 
 
 def _augmenter(ctx: BuildContext):
     from ipmix_cli.augment import AugmentConfig, Augmenter
 
     key = ("aug", ctx.config["_hash"])
-    aug = _WORKER_CACHE.get(key)
+    aug = _AUGMENTERS.get(key)
     if aug is None:
-        aug = _WORKER_CACHE[key] = Augmenter(AugmentConfig.from_dict(ctx.augment), ctx.bank)
+        aug = _AUGMENTERS[key] = Augmenter(AugmentConfig.from_dict(ctx.augment), ctx.bank)
     return aug
-
-
-def _load_context(path: str) -> BuildContext:
-    st = os.stat(path)
-    key = (path, st.st_mtime_ns, st.st_size)  # a rewritten file is a new context
-    ctx = _WORKER_CACHE.get(key)
-    if ctx is None:
-        with open(path, "rb") as f:
-            ctx = pickle.load(f)  # written by this build, in OUT/.records
-        _WORKER_CACHE.clear()
-        _WORKER_CACHE[key] = ctx
-    return ctx
-
-
-def run_task_from_file(context_path: str, epoch: int, shard: int) -> dict:
-    """Worker entry: the context arrives once per worker through a file in OUT/.records."""
-    return run_task(_load_context(context_path), epoch, shard)
 
 
 def run_task(ctx: BuildContext, epoch: int, shard: int) -> dict:
@@ -515,7 +495,9 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
     log(f"{len(tasks)} shard task(s) with {workers} worker(s)"
         + (f" (node {node_rank} of {num_nodes})" if num_nodes > 1 else "")
         + ("; finished shards are checked and kept" if existing is not None else ""))
-    stats = _run_tasks(ctx, tasks, workers, backend, scheduler, progress)
+    from ipmix_cli.shards.distributed import run_tasks
+
+    stats = run_tasks(ctx, tasks, workers, backend, scheduler, progress)
     if stats["shards_kept"]:
         log(f"{stats['shards_kept']} shard(s) were already built and verified; built {stats['shards_built']}")
 
@@ -530,66 +512,6 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
     m = combine_parts(out, dali_index=bool(given["dali_index"]), log=log)
     m["build_stats"] = stats
     return m
-
-
-def _run_tasks(ctx: BuildContext, tasks, workers: int, backend: str, scheduler, progress: bool) -> dict:
-    from ipmix_cli.progress import Progress
-
-    peak, kept, t0 = {}, 0, time.perf_counter()
-    with Progress(len(tasks), "shards", enabled=progress) as bar:
-        def done(rec):
-            nonlocal kept
-            kept += bool(rec.get("skipped"))
-            peak[rec["pid"]] = max(peak.get(rec["pid"], 0), rec["peak_rss_mb"])
-            bar.update(1)
-
-        if not tasks:
-            pass
-        elif workers == 1 and backend == "joblib":
-            for e, s in tasks:
-                done(run_task(ctx, e, s))
-        else:
-            import joblib
-
-            ctx_path = _write_context(ctx)
-            calls = (joblib.delayed(run_task_from_file)(ctx_path, e, s) for e, s in tasks)
-            try:
-                if backend == "dask":
-                    with _dask_client(scheduler), joblib.parallel_config(backend="dask"):
-                        for rec in joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(calls):
-                            done(rec)
-                else:
-                    par = joblib.Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")
-                    for rec in par(calls):
-                        done(rec)
-            finally:
-                try:
-                    os.unlink(ctx_path)
-                except OSError:
-                    pass
-    return {"shards_built": len(tasks) - kept, "shards_kept": kept, "seconds": time.perf_counter() - t0,
-            "peak_rss_mb_per_worker": sorted(peak.values()), "worker_pids": sorted(peak)}
-
-
-def _dask_client(address):
-    try:
-        from distributed import Client
-    except ImportError:
-        raise IpmixError("--backend dask needs the dask extra: pip install 'ipmix[dask]'") from None
-    try:
-        return Client(address, timeout=30)
-    except (OSError, TimeoutError) as exc:
-        raise IpmixError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
-
-
-def _write_context(ctx: BuildContext) -> str:
-    """Pickle the context once into OUT/.records/contexts/; workers load it once each."""
-    folder = Path(ctx.out) / mf.RECORDS / CONTEXT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    host = "".join(c if c.isalnum() else "-" for c in socket.gethostname())[:40]
-    path = folder / f"{ctx.config['_hash'][:16]}-{host}-{os.getpid()}.pkl"
-    atomic_write_bytes(path, pickle.dumps(ctx, protocol=pickle.HIGHEST_PROTOCOL))
-    return str(path.resolve())
 
 
 def _dry_run(ctx: BuildContext, plan: Plan, epochs_total: int, tasks, workers: int, pilot_samples: int, log):

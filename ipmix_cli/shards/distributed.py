@@ -1,0 +1,103 @@
+"""Running the shard tasks: in this process, in local joblib (loky) workers, or on a Dask
+cluster through joblib's Dask backend.
+
+Workers get the build context (source handles and the mixing bank, which refers to a
+memory-mapped file) once: it is pickled into OUT/.records/contexts/ and each worker loads
+it on its first task and keeps it; tasks carry only (context path, epoch, shard).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import time
+from pathlib import Path
+
+from fractalgen.files import atomic_write_bytes
+from ipmix_cli.errors import IpmixError
+from ipmix_cli.shards import manifest as mf
+
+CONTEXT_DIR = "contexts"
+_CONTEXTS: dict = {}
+
+
+def write_context(ctx) -> str:
+    """Pickle the context once into OUT/.records/contexts/ and return its absolute path."""
+    folder = Path(ctx.out) / mf.RECORDS / CONTEXT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    host = "".join(c if c.isalnum() else "-" for c in socket.gethostname())[:40]
+    path = folder / f"{ctx.config['_hash'][:16]}-{host}-{os.getpid()}.pkl"
+    atomic_write_bytes(path, pickle.dumps(ctx, protocol=pickle.HIGHEST_PROTOCOL))
+    return str(path.resolve())
+
+
+def load_context(path: str):
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size)  # a rewritten file is a new context
+    ctx = _CONTEXTS.get(key)
+    if ctx is None:
+        with open(path, "rb") as f:
+            ctx = pickle.load(f)  # written by this build, in OUT/.records
+        _CONTEXTS.clear()
+        _CONTEXTS[key] = ctx
+    return ctx
+
+
+def run_task_from_file(context_path: str, epoch: int, shard: int) -> dict:
+    """Worker entry point."""
+    from ipmix_cli.shards.build import run_task
+
+    return run_task(load_context(context_path), epoch, shard)
+
+
+def dask_client(address):
+    try:
+        from distributed import Client
+    except ImportError:
+        raise IpmixError("--backend dask needs the dask extra: pip install 'ipmix[dask]'") from None
+    try:
+        return Client(address, timeout=30)
+    except (OSError, TimeoutError) as exc:
+        raise IpmixError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+
+
+def run_tasks(ctx, tasks, workers: int, backend: str, scheduler, progress: bool) -> dict:
+    """Run every (epoch, shard) task; returns counts, seconds and each worker's peak RSS."""
+    from ipmix_cli.progress import Progress
+    from ipmix_cli.shards import build
+
+    peak, kept, t0 = {}, 0, time.perf_counter()
+    with Progress(len(tasks), "shards", enabled=progress) as bar:
+        def done(rec):
+            nonlocal kept
+            kept += bool(rec.get("skipped"))
+            peak[rec["pid"]] = max(peak.get(rec["pid"], 0), rec["peak_rss_mb"])
+            bar.update(1)
+
+        if not tasks:
+            pass
+        elif workers == 1 and backend == "joblib":
+            for e, s in tasks:
+                done(build.run_task(ctx, e, s))
+        else:
+            import joblib
+
+            ctx_path = write_context(ctx)
+            calls = (joblib.delayed(run_task_from_file)(ctx_path, e, s) for e, s in tasks)
+            try:
+                if backend == "dask":
+                    with dask_client(scheduler), joblib.parallel_config(backend="dask"):
+                        for rec in joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(calls):
+                            done(rec)
+                else:
+                    par = joblib.Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")
+                    for rec in par(calls):
+                        done(rec)
+            finally:
+                try:
+                    os.unlink(ctx_path)
+                except OSError:
+                    pass
+    return {"shards_built": len(tasks) - kept, "shards_kept": kept, "seconds": time.perf_counter() - t0,
+            "peak_rss_mb_per_worker": sorted(peak.values()), "worker_pids": sorted(peak)}
