@@ -245,7 +245,8 @@ def test_corrupt_source_image_fails_or_is_skipped(tmp_path, mix, folder, capsys)
     assert bad_index not in [x["index"] for x in metas]
 
 
-@pytest.mark.parametrize("case", ["empty-class", "missing-source", "no-pictures", "unwritable", "not-empty"])
+@pytest.mark.parametrize("case", ["empty-class", "missing-source", "no-pictures", "unwritable", "not-empty",
+                                  "foreign-manifest"])
 def test_bad_inputs_give_one_line(tmp_path, mix, folder, capsys, case):
     import shutil
 
@@ -263,15 +264,22 @@ def test_bad_inputs_give_one_line(tmp_path, mix, folder, capsys, case):
     elif case == "unwritable":
         (tmp_path / "file").write_text("x")
         out, expect = tmp_path / "file" / "o", "file"
-    else:
+    elif case == "not-empty":
         out.mkdir()
         (out / "thesis.tex").write_text("x")
         expect = "not empty"
-    assert run_cli(["--source", src, "--fractals", fractals, "--out", out]) == 1
+    else:
+        out.mkdir()
+        (out / "manifest.json").write_text('{"name": "someone else\'s"}')
+        expect = "not an ipmix shards manifest"
+    extra = ["--overwrite"] if case == "foreign-manifest" else []
+    assert run_cli(["--source", src, "--fractals", fractals, "--out", out, *extra]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("Error: ") and expect in err[0], err
     if case == "not-empty":
         assert (out / "thesis.tex").read_text() == "x"
+    if case == "foreign-manifest":
+        assert "someone else" in (out / "manifest.json").read_text()
 
 
 def test_combine_reports_missing_parts(tmp_path, mix, folder, capsys):

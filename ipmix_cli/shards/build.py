@@ -331,6 +331,13 @@ def _clear_build(out: Path) -> None:
             p.unlink()
 
 
+def _looks_like_ipmix_manifest(path: Path) -> bool:
+    try:
+        return b'"ipmix-shards"' in path.read_bytes()[:1 << 20] or path.stat().st_size == 0
+    except OSError:
+        return False
+
+
 def _existing_build(out: Path, overwrite: bool):
     """The manifest of the build in OUT (None for a new or overwritten build); refuses to
     touch a folder that holds something else."""
@@ -341,9 +348,9 @@ def _existing_build(out: Path, overwrite: bool):
     try:
         existing = mf.load_manifest(out)
     except IpmixError:
-        if not overwrite:
+        if not overwrite or not _looks_like_ipmix_manifest(out / mf.MANIFEST):
             raise
-        existing = None
+        existing = None  # an unreadable or older ipmix manifest: --overwrite replaces it
     is_build = (out / mf.MANIFEST).exists() or (out / mf.RECORDS).exists()
     if not is_build:
         try:
