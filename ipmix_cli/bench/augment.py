@@ -69,9 +69,13 @@ def measure(cfg, fractals, images, n_fast: int, n_ref: int, repeats: int):
 
 
 def run_bench(repeats: int = 5, fractals=None, quick: bool = False) -> dict:
+    with one_core():
+        return _run_bench(repeats, fractals, quick)
+
+
+def _run_bench(repeats: int, fractals, quick: bool) -> dict:
     from ipmix_cli.augment import resolve_config
 
-    one_core()
     scale = 4 if quick else 1
     small = smooth_images(1024 // scale, 32, 32, seed=1)
     large = smooth_images(48 // scale, 256, 256, seed=2)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -223,9 +222,7 @@ def run_bench(samples: int = 50_000, repeats: int = 3, photos_per_class: int = 1
             log("224 px single view on one core vs the per-image pipeline ...")
             photos = write_photo_folder(tmp / "photos", photos_per_class)
             files = sorted(photos.glob("*/*.jpg"))
-            affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-            one_core()
-            try:
+            with one_core():
                 t_ours, _, m224 = _median_builds(repeats, source=str(photos), fractals=mix, out=tmp / "o224",
                                                  preset="imagenet", views=1, workers=1)
                 cfg = resolve_config(preset="imagenet", recipe="ipmix", views=1)
@@ -237,9 +234,6 @@ def run_bench(samples: int = 50_000, repeats: int = 3, photos_per_class: int = 1
                     t0 = time.perf_counter()
                     reference_pipeline(files[:n_ref], cfg, bank.pixels)
                     ref_times.append(time.perf_counter() - t0)
-            finally:
-                if affinity is not None:
-                    os.sched_setaffinity(0, affinity)
             ours = m224["samples_per_epoch"] / t_ours
             ref = n_ref / statistics.median(ref_times)
             figures.update({"photo224_samples": m224["samples_per_epoch"], "photo224_ours_samples_per_s": ours,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -11,18 +12,32 @@ import time
 import click
 
 
-def one_core() -> None:
-    """Pin this process (and the numeric libraries) to one core for per-core figures."""
+@contextlib.contextmanager
+def one_core():
+    """Pin this process (and Numba's threads) to one core for per-core figures; the process's
+    cores and thread count come back afterwards (benches also run inside tests and demos)."""
     try:
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        cores = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {sorted(cores)[0]})
     except (AttributeError, OSError):
-        pass
+        cores = None
     try:
         import numba
 
+        threads = numba.get_num_threads()
         numba.set_num_threads(1)
     except Exception:
-        pass
+        threads = None
+    try:
+        yield
+    finally:
+        if cores is not None:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, cores)
+        if threads is not None:
+            import numba
+
+            numba.set_num_threads(threads)
 
 
 def median_time(fn, repeats: int = 5, warmup: int = 1) -> float:

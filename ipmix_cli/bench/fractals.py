@@ -109,31 +109,28 @@ def bench_fractals(as_json, repeats, n_ifs, n_escape, n_write):
     figures["cli_cache_recompiles"] = _probe(None)["misses"] > 0
     figures["cli_first_render_s"] = round(installed["first_render_s"], 3)
 
-    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    one_core()
-    escape.render_escape(np.random.default_rng(0), 256)  # load kernels outside the timings
-    ifs.render_ifs(np.random.default_rng(0), 256)
+    with one_core():
+        escape.render_escape(np.random.default_rng(0), 256)  # load kernels outside the timings
+        ifs.render_ifs(np.random.default_rng(0), 256)
 
-    wall, cpu, _ = _rates(ifs.render_ifs, n_ifs, repeats)
-    figures["ifs_images_per_s"] = round(wall, 1)
-    figures["ifs_images_per_cpu_s"] = round(cpu, 1)
-    wall, cpu, per_image = _rates(escape.render_escape, n_escape, repeats)
-    figures["escape_images_per_s"] = round(wall, 1)
-    figures["escape_images_per_cpu_s"] = round(cpu, 1)
-    figures["escape_worst_ms"] = round(max(per_image), 2)
-    figures["escape_p99_ms"] = round(float(np.percentile(per_image, 99)), 2)
-    sample = [escape.render_escape(np.random.default_rng([7, i]), 256)[0] for i in range(10)]
-    sample += [ifs.render_ifs(np.random.default_rng([7, i]), 256)[0] for i in range(10)]
-    from fractalgen.render import encode_png
+        wall, cpu, _ = _rates(ifs.render_ifs, n_ifs, repeats)
+        figures["ifs_images_per_s"] = round(wall, 1)
+        figures["ifs_images_per_cpu_s"] = round(cpu, 1)
+        wall, cpu, per_image = _rates(escape.render_escape, n_escape, repeats)
+        figures["escape_images_per_s"] = round(wall, 1)
+        figures["escape_images_per_cpu_s"] = round(cpu, 1)
+        figures["escape_worst_ms"] = round(max(per_image), 2)
+        figures["escape_p99_ms"] = round(float(np.percentile(per_image, 99)), 2)
+        sample = [escape.render_escape(np.random.default_rng([7, i]), 256)[0] for i in range(10)]
+        sample += [ifs.render_ifs(np.random.default_rng([7, i]), 256)[0] for i in range(10)]
+        from fractalgen.render import encode_png
 
-    for name, encode in (("png", encode_png), ("pillow_png_level1", _pillow_png(1)),
-                         ("pillow_png_level6", _pillow_png(6))):
-        ms, kib = _png_ms(encode, sample)
-        figures[f"{name}_ms"] = round(ms, 2)
-        figures[f"{name}_kib"] = round(kib, 1)
+        for name, encode in (("png", encode_png), ("pillow_png_level1", _pillow_png(1)),
+                             ("pillow_png_level6", _pillow_png(6))):
+            ms, kib = _png_ms(encode, sample)
+            figures[f"{name}_ms"] = round(ms, 2)
+            figures[f"{name}_kib"] = round(kib, 1)
 
-    if affinity is not None:
-        os.sched_setaffinity(0, affinity)
     if n_write:
         with tempfile.TemporaryDirectory(prefix="ipmix-bench-set-") as tmp:
             t = time.perf_counter()
@@ -141,6 +138,6 @@ def bench_fractals(as_json, repeats, n_ifs, n_escape, n_write):
             figures["write_images"] = 2 * n_write
             figures["write_wall_s_2_workers"] = round(time.perf_counter() - t, 2)
             figures["write_mib"] = round(sum(e["bytes"] for e in manifest["images"]) / 2**20, 1)
-    figures["cpus_available"] = len(affinity) if affinity is not None else os.cpu_count()
+    figures["cpus_available"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     figures["load_average_1min"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     report(figures, as_json)

@@ -4,8 +4,6 @@ way the reference code does (per-image PIL, `ipmix_cli.augment.reference`), same
 
 from __future__ import annotations
 
-import contextlib
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -86,36 +84,9 @@ def online_rate(cfg, bank, images, labels, batch_size: int, samples: int, repeat
     return delivered / median_time(run, repeats=repeats, warmup=1)
 
 
-@contextlib.contextmanager
-def _on_one_core():
-    """one_core() for the duration of the measurement, then the process's cores back (the
-    bench also runs inside test sessions and `ipmix demo`)."""
-    try:
-        cores = os.sched_getaffinity(0)
-    except (AttributeError, OSError):
-        cores = None
-    try:
-        import numba
-
-        threads = numba.get_num_threads()
-    except Exception:
-        threads = None
-    one_core()
-    try:
-        yield
-    finally:
-        if cores is not None:
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(0, cores)
-        if threads is not None:
-            import numba
-
-            numba.set_num_threads(threads)
-
-
 def measure_stream(repeats: int = 5, quick: bool = False, batch_size: int = 128, log=None) -> dict:
     """All figures of `ipmix bench stream` (see the module docstring)."""
-    with _on_one_core():
+    with one_core():
         return _measure(repeats, quick, batch_size, log or (lambda msg: None))
 
 
