@@ -73,7 +73,8 @@ def open_rgb(source: str | os.PathLike | bytes, min_size: int = 1, max_pixels: i
     if min(img.size) < min_size:
         raise BadImage("too-small", f"{img.size[0]}x{img.size[1]} is below {min_size} px")
     try:
-        img = ImageOps.exif_transpose(img)
+        # in place: without an orientation tag this costs nothing instead of a full copy
+        ImageOps.exif_transpose(img, in_place=True)
     except Exception:  # a broken EXIF block is not worth losing the picture over
         pass
     return to_rgb(img)
