@@ -3,7 +3,6 @@ other, how varied are the colours, how much structure is there."""
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from PIL import Image

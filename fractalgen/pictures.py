@@ -6,7 +6,6 @@ resized and centre-cropped to the set's size; what cannot be used is skipped wit
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import socket

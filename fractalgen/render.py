@@ -9,7 +9,6 @@ stopped and never mistakes a half-written file for a finished one.
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 import time
@@ -22,7 +21,7 @@ from fractalgen import escape as escape_time
 from fractalgen import ifs as ifs_fractals
 from fractalgen import pictures
 from fractalgen.errors import FractalgenError
-from fractalgen.files import atomic_write_json, ensure_writable_dir, sha256_bytes, sha256_file
+from fractalgen.files import atomic_write_bytes, atomic_write_json, ensure_writable_dir, sha256_bytes, sha256_file
 
 SCHEMA = "ipmix-fractals"
 SCHEMA_VERSION = 1
@@ -83,29 +82,13 @@ def file_name(family: str, index: int) -> str:
     return f"{family}-{index:05d}.png"
 
 
-def _write(path: Path, data: bytes) -> None:
-    """Temporary name + rename: a file under its final name is always complete. No fsync per
-    picture (thousands of them); a torn file after a crash fails verification on resume."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _render_batch(out: str, jobs: list[tuple[str, int]], seed: int, size: int) -> list[dict]:
     entries = []
     for family, index in jobs:
         rgb, params = render_one(family, index, seed, size)
         data = encode_png(rgb)
         name = file_name(family, index)
-        _write(Path(out) / name, data)
+        atomic_write_bytes(Path(out) / name, data, fsync=False)
         entries.append({"file": name, "family": family, "index": index, "params": params,
                         "sha256": sha256_bytes(data), "bytes": len(data)})
     return entries
@@ -166,7 +149,7 @@ def _ingest(out: Path, include, size: int, fetch_options: dict, known: dict, rep
         path = out / name
         old = known.get(name)
         if not (old and old.get("sha256") == digest and path.is_file() and sha256_file(path) == digest):
-            _write(path, data)
+            atomic_write_bytes(path, data, fsync=False)
         entries.append({"file": name, "family": "user", "index": len(entries), "sha256": digest,
                         "bytes": len(data), "params": {"origin": pic.origin, "original_size": list(pic.original_size),
                                                        "source_sha256": pic.source_sha256}})

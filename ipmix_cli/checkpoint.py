@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import torch
 
+from fractalgen.files import atomic_write_bytes
 from ipmix_cli.errors import IpmixError
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -21,17 +21,9 @@ def checkpoint_path(run_or_file) -> Path:
 
 
 def save_checkpoint(path, state: dict) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "version": 1, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "version": 1, **state}, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def load_checkpoint(run_or_file, map_location="cpu") -> dict:

@@ -84,3 +84,11 @@ def test_load_rgb_rejects_truncated_and_non_images(tmp_path):
     with pytest.raises(BadImage) as e2:
         load_rgb(text)
     assert e1.value.reason == "truncated" and e2.value.reason == "not-an-image"
+
+
+def test_atomic_write_publishes_with_the_usual_mode(tmp_path):
+    from fractalgen import files
+
+    atomic_write_bytes(tmp_path / "m.json", b"{}", fsync=False)
+    # mkstemp alone would leave 0600: files on shared storage must stay readable as umask allows
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~files._UMASK

@@ -38,7 +38,7 @@ def test_inspect_counts_sizes_and_histogram(tmp_path):
 
 
 def test_inspect_without_scan_and_with_missing_shard(tmp_path):
-    m = make_shards(tmp_path, shards=2, per_shard=2, pads=0)
+    make_shards(tmp_path, shards=2, per_shard=2, pads=0)
     (tmp_path / "epoch-0000" / "shard-00001.tar").unlink()
     s = inspect(tmp_path, scan_epoch=None)
     assert s["missing_shards"] == 1 and "class_histogram" not in s
@@ -90,7 +90,7 @@ def test_card_recipes_run_as_written(tmp_path, monkeypatch, views, fmt):
     card = path.read_text()
     assert path == tmp_path / "README.md"
     assert m["config_hash"] in card and "| epochs | 1 " in card
-    assert "3 shards x 2 samples = 6 samples" in card and f"preset `cifar`" in card
+    assert "3 shards x 2 samples = 6 samples" in card and "preset `cifar`" in card
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WIDS_CACHE", str(tmp_path / "wids-cache"))
     scope = {}

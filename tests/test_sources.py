@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fractalgen.images import load_rgb
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.shards import safepickle
 from ipmix_cli.shards.sources import BadSourceImage, open_source

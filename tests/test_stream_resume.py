@@ -3,7 +3,6 @@ at shard granularity when the layout changed."""
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest

@@ -423,7 +423,7 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
         if extend_epochs:
             epochs_total = on_disk + int(extend_epochs)
             if epochs is not None and epochs != on_disk:
-                raise IpmixError(f"give either --epochs or --extend-epochs, not both")
+                raise IpmixError("give either --epochs or --extend-epochs, not both")
         else:
             epochs_total = on_disk if epochs is None else int(epochs)
             if epochs_total != on_disk:

@@ -16,7 +16,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-from fractalgen.files import atomic_write_json
+from fractalgen.files import atomic_write_bytes, atomic_write_json
 from ipmix_cli.errors import IpmixError
 
 SCHEMA = "ipmix-shards"
@@ -98,16 +98,7 @@ def write_record(out, record: dict) -> None:
     the shard's own bytes are always synced before its rename."""
     path = record_path(out, record["epoch"], record["shard"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(record, sort_keys=True))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
+    atomic_write_bytes(path, json.dumps(record, sort_keys=True).encode(), fsync=False)
 
 
 def base_manifest(config: dict, *, num_epochs: int, plan, classes, fields, source: dict, mixing: dict) -> dict:

@@ -20,15 +20,10 @@ def find_manifest(path) -> str:
 
 
 def _read_remote(url: str) -> dict:
-    from webdataset.gopen import gopen
+    from .reader import read_url
 
     try:
-        stream = gopen(url, "rb")
-        try:
-            data = stream.read()
-        finally:
-            stream.close()
-        return json.loads(data)
+        return json.loads(read_url(url))
     except (OSError, ValueError) as exc:
         raise IpmixError(f"cannot read shard manifest {url}: {exc}") from None
 

@@ -26,17 +26,22 @@ def is_url(path: str) -> bool:
     return path.startswith("pipe:") or "://" in path
 
 
+def read_url(url: str) -> bytes:
+    """All bytes behind a webdataset URL (http(s)://, pipe:, ...); OSError/ValueError if unreadable."""
+    from webdataset.gopen import gopen
+
+    stream = gopen(url, "rb")
+    try:
+        return stream.read()
+    finally:
+        stream.close()
+
+
 def load_bytes(url: str, name: str) -> np.ndarray:
     """The whole shard as a read-only uint8 array (memory-mapped when local)."""
     if is_url(url):
-        from webdataset.gopen import gopen
-
         try:
-            stream = gopen(url, "rb")
-            try:
-                data = stream.read()
-            finally:
-                stream.close()
+            data = read_url(url)
         except (OSError, ValueError) as exc:
             status = re.search(r"exit (\d+)", str(exc))
             why = f"the command exited with status {status.group(1)}" if status else str(exc).splitlines()[0]
