@@ -17,9 +17,10 @@ EXIT_INTERRUPTED = 130
 
 
 class LazyGroup(click.Group):
-    """A group whose subcommands live in other modules, given as "module:attribute"."""
+    """A group whose subcommands live in other modules, given as name → ("module:attribute",
+    one-line help). The help lines let `--help` list commands without importing them."""
 
-    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+    def __init__(self, *args, lazy: dict[str, tuple[str, str]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.lazy = dict(lazy or {})
 
@@ -28,22 +29,28 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx, name):
         if name in self.lazy:
-            module_name, attr = self.lazy[name].split(":")
+            module_name, attr = self.lazy[name][0].split(":")
             return getattr(importlib.import_module(module_name), attr)
         return super().get_command(ctx, name)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, self.lazy[name][1]) for name in self.list_commands(ctx) if name in self.lazy]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 @click.group(
     cls=LazyGroup,
     lazy={
-        "fractals": "ipmix_cli.commands.fractals:fractals",
-        "augment": "ipmix_cli.commands.augment:augment",
-        "shards": "ipmix_cli.commands.shards:shards",
-        "train": "ipmix_cli.train:train_command",
-        "eval": "ipmix_cli.commands.evaluate:eval_command",
-        "corrupt": "ipmix_cli.commands.evaluate:corrupt_command",
-        "bench": "ipmix_cli.cli:bench",
-        "demo": "ipmix_cli.demo:demo_command",
+        "fractals": ("ipmix_cli.commands.fractals:fractals", "Render the fractal mixing set; preview it, print its quality."),
+        "augment": ("ipmix_cli.commands.augment:augment", "See what IPMix (or AugMix, PixMix) does to your pictures."),
+        "shards": ("ipmix_cli.commands.shards:shards", "Build augmented epochs as WebDataset shards; verify, inspect, preview."),
+        "train": ("ipmix_cli.train:train_command", "Train a classifier on shards (one process, or several under torchrun)."),
+        "eval": ("ipmix_cli.commands.evaluate:eval_command", "Clean, corruption and calibration error (and PGD) of a checkpoint."),
+        "corrupt": ("ipmix_cli.commands.evaluate:corrupt_command", "Make a CIFAR-10-C-style corrupted copy of a test set."),
+        "bench": ("ipmix_cli.cli:bench", "Measure each stage's throughput on this machine."),
+        "demo": ("ipmix_cli.demo:demo_command", "The whole job end to end on the digits dataset."),
     },
 )
 @click.version_option(package_name="ipmix")
@@ -55,10 +62,10 @@ def cli():
 @click.group(
     cls=LazyGroup,
     lazy={
-        "fractals": "ipmix_cli.bench.fractals:bench_fractals",
-        "augment": "ipmix_cli.bench.augment:bench_augment",
-        "build": "ipmix_cli.bench.build:bench_build",
-        "stream": "ipmix_cli.bench.stream:bench_stream",
+        "fractals": ("ipmix_cli.bench.fractals:bench_fractals", "Fractal renderers and writing a set."),
+        "augment": ("ipmix_cli.bench.augment:bench_augment", "IPMix vs a per-image PIL implementation, one core."),
+        "build": ("ipmix_cli.bench.build:bench_build", "Whole shard builds: 50k-sample epoch, 224 px, scaling, memory."),
+        "stream": ("ipmix_cli.bench.stream:bench_stream", "Streaming shards vs online IPMix in a DataLoader."),
     },
 )
 def bench():

@@ -18,6 +18,20 @@ def test_help_lists_every_command(capsys):
         assert name in out
 
 
+def test_every_listed_command_imports_and_help_does_not_load_torch():
+    import subprocess
+    import sys
+
+    import click
+
+    for group in (cli.cli, cli.bench):
+        for name in group.lazy:
+            assert isinstance(group.get_command(None, name), click.Command), name
+    code = "import sys; from ipmix_cli.cli import run; run(['--help']); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"
+
+
 def test_unknown_option_is_a_usage_error(capsys):
     assert cli.run(["--no-such-option"]) == 2
     assert "no such option" in capsys.readouterr().err.lower()
