@@ -188,6 +188,18 @@ def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=No
     check_classes(src.classes, cfg.get("classes"), test)
     # Check everything a user could have got wrong before the long work starts.
     contents = read_corrupted_folder(corrupted, size, k) if corrupted else None
+    if corrupted:
+        # A set made by `ipmix corrupt` records its source's classes: refuse one whose labels
+        # mean other classes (say, corrupted from another dataset) instead of scoring nonsense.
+        try:
+            made = json.loads((Path(corrupted) / "manifest.json").read_text())
+        except (OSError, ValueError):
+            made = None  # a real CIFAR-10-C folder has no manifest
+        if isinstance(made, dict) and made.get("schema") == "ipmix-corrupted":
+            made_classes = (made.get("source_description") or {}).get("classes")
+            if made_classes:
+                check_classes(made_classes, cfg.get("classes"),
+                              f"of --corrupted {corrupted} (made from {made.get('source')})")
     if out and not Path(out).parent.is_dir():
         raise IpmixError(f"cannot write {out}: folder {Path(out).parent} does not exist")
     n_clean = len(src) if limit is None else min(len(src), int(limit))

@@ -110,3 +110,20 @@ def test_eval_transform_resizes_and_centre_crops():
     assert out[112, 112].tolist() == [255, 255, 255] and out[112, 0].tolist() == [0, 0, 0]
     small = eval_transform(wide, 32)
     assert small.shape == (32, 32, 3) and small[16, 16, 0] == 255
+
+
+def test_corrupted_set_made_from_other_classes_is_refused(trained, tmp_path, capsys):
+    from PIL import Image
+
+    src = tmp_path / "src"
+    for c in ("cat", "dog"):
+        (src / c).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (32, 32), (40 * i, 80, 120)).save(src / c / f"{i}.png")
+    make_corrupted_set(f"folder:{src}", tmp_path / "c", corruptions="fog")
+    capsys.readouterr()
+    code = run(["eval", "--checkpoint", str(trained / "run"), "--test", "digits:test",
+                "--corrupted", str(tmp_path / "c")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert err.startswith("Error:") and "2 classes" in err and "trained on 10" in err
