@@ -138,6 +138,14 @@ def test_cifar_errors(tmp_path):
         open_source(f"cifar10:{tmp_path}")
 
 
+def test_cifar_partial_copy_names_the_missing_batch(tmp_path):
+    folder, _ = write_cifar_python(tmp_path, "cifar10")
+    (folder / "data_batch_4").unlink()
+    with pytest.raises(IpmixError, match=r"cifar-10-batches-py lacks data_batch_4 of the cifar10 train set"):
+        open_source(f"cifar10:{tmp_path}")
+    open_source(f"cifar10-test:{tmp_path}")  # the test split is whole: still readable
+
+
 def test_image_folder_modes_and_exif(tmp_path):
     root = tmp_path / "data"
     (root / "a").mkdir(parents=True)

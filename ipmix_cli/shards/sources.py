@@ -213,6 +213,12 @@ class CifarSource(Source):
                 self._open_binary(folder, names)
                 break
         else:
+            for folder in (root, root / pyname, root / binname):
+                for names in ((pytrain, pytest_)[split != "train"], (bintrain, bintest)[split != "train"]):
+                    missing = [n for n in names if not (folder / n).is_file()]
+                    if len(missing) < len(names):  # a partial copy: say what is missing
+                        raise IpmixError(f"{folder} lacks {', '.join(missing)} of the {kind} {split} set "
+                                         f"(copy or extract the official archive again)")
             raise IpmixError(f"no {kind} {split} batches found in {root} "
                              f"(expected {pyname}/ or {binname}/ as extracted from the official archive)")
         self.path = str(root)
