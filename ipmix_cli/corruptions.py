@@ -365,6 +365,19 @@ def _check_output(out: Path, plan: dict, overwrite: bool):
         return all(old.get(k) == v for k, v in plan.items())
 
     ours = [out / f"{name}.npy" for name in CORRUPTIONS] + [out / "labels.npy", out / "manifest.json", out / PLAN_NAME]
+    try:
+        foreign_manifest = json.loads((out / "manifest.json").read_text()).get("schema") != "ipmix-corrupted"
+    except FileNotFoundError:
+        foreign_manifest = False
+    except (OSError, ValueError, AttributeError):
+        foreign_manifest = True
+    if foreign_manifest:  # a shard build, say: --overwrite must not delete its manifest
+        raise IpmixError(f"{out} holds a manifest.json that is not a corrupted test set; choose another --out")
+    others = sorted(p.name for p in out.iterdir() if p not in ours and not p.name.startswith(".")
+                    and p.suffix != ".npy")
+    if others and not overwrite:  # a dataset or other work: do not write into it unasked
+        raise IpmixError(f"{out} holds other files (found {others[0]}); choose an empty or new --out "
+                         "or pass --overwrite")
     if overwrite:
         for path in ours:
             path.unlink(missing_ok=True)

@@ -120,3 +120,20 @@ def test_repeating_a_request_is_a_no_op_and_an_interrupted_one_resumes(tmp_path,
     assert (out2 / "fog.npy").stat().st_mtime_ns == fog_mtime and (out2 / "manifest.json").exists()
     for name in ("fog", "contrast", "pixelate"):
         assert np.array_equal(np.load(out2 / f"{name}.npy"), np.load(out / f"{name}.npy"))
+
+
+def test_corrupt_never_writes_into_a_shard_build_or_a_dataset(tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "manifest.json").write_text('{"schema": "ipmix-shards"}')
+    for overwrite in (False, True):  # --overwrite must not delete another tool's manifest
+        with pytest.raises(IpmixError, match="not a corrupted test set"):
+            make_corrupted_set("digits:test", shards, limit=2, corruptions="fog", overwrite=overwrite)
+    assert sorted(p.name for p in shards.iterdir()) == ["manifest.json"]
+    data = tmp_path / "data"
+    (data / "cat").mkdir(parents=True)
+    with pytest.raises(IpmixError, match=r"holds other files \(found cat\)"):
+        make_corrupted_set("digits:test", data, limit=2, corruptions="fog")
+    assert sorted(p.name for p in data.iterdir()) == ["cat"]
+    assert make_corrupted_set("digits:test", data, limit=2, corruptions="fog", overwrite=True)
+    assert (data / "cat").is_dir() and (data / "fog.npy").is_file()
