@@ -214,6 +214,9 @@ def test_extend_epochs_keeps_old_bytes_and_matches_a_longer_build(tmp_path, mix,
     build_shards(source=str(folder), fractals=mix, out=two, epochs=2, shards=2, progress=False)
     assert shard_bytes(one) == shard_bytes(two)
     assert {k: v for k, v in shard_bytes(one).items() if k.startswith("epoch-0000")} == first
+    with pytest.raises(IpmixError, match="give one of them"):  # not "needs an existing build"
+        build_shards(out=one, extend_epochs=1, overwrite=True, progress=False)
+    assert shard_bytes(one) == shard_bytes(two)
 
 
 def test_corrupt_source_image_fails_or_is_skipped(tmp_path, mix, folder, capsys):

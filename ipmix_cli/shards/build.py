@@ -409,6 +409,8 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
     if backend == "dask" and not scheduler:
         raise IpmixError("--backend dask needs --scheduler ADDRESS (e.g. tcp://10.0.0.1:8786)")
 
+    if extend_epochs and overwrite:
+        raise IpmixError("--extend-epochs adds to the build in OUT and --overwrite deletes it: give one of them")
     existing = _existing_build(out, overwrite)
 
     given = {"source": source, "fractals": fractals, "preset": preset, "recipe": recipe, "views": views,
