@@ -65,13 +65,20 @@ def default_min_size(size: int) -> int:
     return max(16, size // 4)
 
 
-def list_source(source: str | os.PathLike) -> tuple[str, list[str]]:
-    """('folder', relative file paths) or ('urls', URL lines); one clear error if unusable."""
+def list_source(source: str | os.PathLike, exclude: str | os.PathLike | None = None) -> tuple[str, list[str]]:
+    """('folder', relative file paths) or ('urls', URL lines); one clear error if unusable.
+
+    `exclude`: a folder (the set being written) whose files are never listed."""
     path = Path(source)
     if path.is_dir():
+        skip = None if exclude is None else Path(exclude).resolve()
+        if skip is not None and path.resolve() == skip:
+            raise FractalgenError(f"include folder {path} is the output folder itself; "
+                                  "keep your pictures in another folder")
         files = []
         for root, dirs, names in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                             and (skip is None or Path(root, d).resolve() != skip))
             for name in sorted(names):
                 if not name.startswith("."):
                     files.append(os.path.relpath(os.path.join(root, name), path))
@@ -81,9 +88,13 @@ def list_source(source: str | os.PathLike) -> tuple[str, list[str]]:
         return "folder", files
     if path.is_file():
         try:
-            text = path.read_text(encoding="utf-8", errors="replace")
+            raw = path.read_bytes()
         except OSError as exc:
             raise FractalgenError(f"cannot read include list {path}: {exc.strerror or exc}") from None
+        if b"\0" in raw:  # a picture or other binary file, not a URL list
+            raise FractalgenError(f"include list {path} is not a text file (give a folder of pictures, "
+                                  "or a text file with one http(s) URL per line)")
+        text = raw.decode("utf-8-sig", errors="replace")
         lines = [ln.strip() for ln in text.splitlines()]
         urls = [ln for ln in lines if ln and not ln.startswith("#")]
         if not urls:
@@ -210,11 +221,12 @@ def fetch_cached(url: str, cache_dir: Path, **kw) -> bytes:
 
 def gather(source, *, size: int, cache_dir: Path, min_size: int | None = None,
            max_pixels: int = MAX_PIXELS, timeout: float = FETCH_TIMEOUT, max_bytes: int = MAX_DOWNLOAD,
-           max_redirects: int = MAX_REDIRECTS, progress=None, on_picture=None) -> IngestReport:
+           max_redirects: int = MAX_REDIRECTS, progress=None, on_picture=None, exclude=None) -> IngestReport:
     """Read every entry of a folder or URL list; keep the usable, distinct pictures (in
     source order) and record each skipped one with its reason. `on_picture(picture)`, if
-    given, receives each kept picture at once (see IngestReport)."""
-    kind, entries = list_source(source)
+    given, receives each kept picture at once (see IngestReport); nothing under the folder
+    `exclude` is read."""
+    kind, entries = list_source(source, exclude)
     min_size = default_min_size(size) if min_size is None else min_size
     report, seen, seen_urls = IngestReport(on_picture=on_picture), {}, set()
     root = Path(source)

@@ -94,6 +94,39 @@ def _render_batch(out: str, jobs: list[tuple[str, int]], seed: int, size: int) -
     return entries
 
 
+def _warm_kernels() -> None:
+    """Call every Numba kernel once on a tiny input, so each is loaded (or compiled) now."""
+    render_one("escape", 0, 0, 16)
+    render_one("ifs", 0, 0, 16)
+    ifs_fractals.stamp3(np.zeros((1, 1), np.float32), np.zeros((3, 3), np.float32))  # optional in a picture
+
+
+def _load_kernels() -> None:
+    """`_warm_kernels` with Ctrl-C held back until it returns: an interrupt inside Numba's
+    cache loader can crash the process or be swallowed. A second Ctrl-C interrupts at once."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        _warm_kernels()
+        return
+    pressed = []
+
+    def hold(signum, frame):
+        pressed.append(signum)
+        if len(pressed) > 1:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        _warm_kernels()
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if pressed:
+        raise KeyboardInterrupt
+
+
 def _config(escape_n, ifs_n, include, size, seed) -> dict:
     return {"escape": int(escape_n), "ifs": int(ifs_n), "include": None if include is None else str(include),
             "size": int(size), "seed": int(seed), "png_compress_level": PNG_COMPRESS_LEVEL,
@@ -154,7 +187,7 @@ def _ingest(out: Path, include, size: int, fetch_options: dict, known: dict, rep
                         "bytes": len(data), "params": {"origin": pic.origin, "original_size": list(pic.original_size),
                                                        "source_sha256": pic.source_sha256}})
 
-    report = pictures.gather(include, size=size, cache_dir=out / ".cache" / "include", on_picture=write,
+    report = pictures.gather(include, size=size, cache_dir=out / ".cache" / "include", on_picture=write, exclude=out,
                              progress=lambda n, total: report_progress("include", n, total), **fetch_options)
     return entries, report.skipped
 
@@ -171,13 +204,16 @@ def render_set(out, *, escape, ifs, include=None, size=256, seed=0, workers=1, o
     if include is None and escape_n + ifs_n == 0:
         raise FractalgenError("nothing to render: give --escape or --ifs a count above 0, or --include")
     if include is not None:
-        pictures.list_source(include)  # an empty or missing source fails before any work
+        pictures.list_source(include, exclude=out)  # an empty or missing source fails before any work
     out = ensure_writable_dir(out)
     config = _config(escape_n, ifs_n, include, size, seed)
     manifest_path = out / "manifest.json"
     report = progress or (lambda stage, done, total: None)
 
-    previous = None if overwrite else _load_manifest(manifest_path)
+    # read even with --overwrite: a manifest of something else (shards, ...) is never deleted
+    previous = _load_manifest(manifest_path)
+    if overwrite:
+        previous = None
     if previous is not None:
         old = previous.get("config", {})
         changed = [k for k in _IDENTITY if old.get(k) != config[k]]
@@ -227,6 +263,8 @@ def render_set(out, *, escape, ifs, include=None, size=256, seed=0, workers=1, o
             delayed(_render_batch)(str(out), b, int(seed), int(size)) for b in batches)
     save_every = 5.0
     try:
+        if todo and (workers == 1 or len(batches) <= 1):
+            _load_kernels()
         for entries in results:
             done.extend(entries)
             report("render", len(done), total)
@@ -236,9 +274,14 @@ def render_set(out, *, escape, ifs, include=None, size=256, seed=0, workers=1, o
                 last_save = time.monotonic()
                 # a big manifest takes a while to write: keep that under ~5 % of the run
                 save_every = max(5.0, 20.0 * (last_save - t0))
-    except BaseException:
+    except BaseException as exc:
         # interrupted or failed: record what is finished so a re-run only does the rest
         atomic_write_json(manifest_path, _manifest(config, done + user_entries, skipped, False))
+        cause = exc
+        while isinstance(cause, SystemError):  # Ctrl-C inside Numba's cache loader
+            cause = cause.__cause__
+        if cause is not exc and isinstance(cause, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
         raise
     manifest = _manifest(config, done + user_entries, skipped, True)
     atomic_write_json(manifest_path, manifest)

@@ -82,6 +82,6 @@ def preview_sheet(out, count: int = 48, cols: int = 8, thumb: int = 128) -> Imag
             img = Image.open(p)
             img.draft("RGB", (thumb, thumb))
             images.append(np.asarray(img.convert("RGB").resize((thumb, thumb), Image.BILINEAR), dtype=np.uint8))
-        except (OSError, ValueError):
-            images.append(np.zeros((thumb, thumb, 3), np.uint8))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            images.append(np.zeros((thumb, thumb, 3), np.uint8))  # an unreadable file: a dark tile
     return contact_sheet(images, cols=cols, labels=labels)

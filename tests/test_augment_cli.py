@@ -32,6 +32,10 @@ def test_preview_errors_are_one_line(tmp_path, capsys):
     assert run(["augment", "preview", str(mix), "--fractals", str(mix), "--out", str(out), "--severity", "12"]) == 1
     assert "severity must be in (0, 10]" in capsys.readouterr().err
     assert not out.exists()
+    nowhere = tmp_path / "no-such-folder" / "grid.png"
+    assert run(["augment", "preview", str(mix), "--fractals", str(mix), "--out", str(nowhere)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"Error: cannot write {nowhere}: {nowhere.parent} is not an existing folder\n"
 
 
 def test_bench_augment_prints_one_json_object(capsys):

@@ -74,6 +74,7 @@ def test_to_dict_round_trips_through_json():
     ({"colour": 1}, "unknown augmentation option"),
     ({"width": "three"}, "bad augmentation option"),
     ({"mixing_size": 20}, "mixing size 20 is below"),
+    ({"patch_sizes": "4,abc"}, "cannot read '4,abc' as a comma-separated list of whole numbers"),
 ])
 def test_bad_settings_are_one_line_errors(kwargs, message):
     with pytest.raises(IpmixError) as err:

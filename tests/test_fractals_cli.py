@@ -71,3 +71,22 @@ def test_empty_include_source_is_one_line(tmp_path, capsys):
 def test_stats_of_a_missing_folder_is_one_line(tmp_path, capsys):
     assert cli.run(["fractals", "stats", str(tmp_path / "none")]) == 1
     assert _error_lines(capsys) == [f"Error: {tmp_path / 'none'} is not a folder"]
+
+
+def test_preview_shows_an_unreadable_picture_as_a_dark_tile(tmp_path, capsys):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(folder / "a.png")
+    # a decompression bomb: its header announces 30000 x 30000 pixels
+    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    sheet = tmp_path / "sheet.png"
+    assert cli.run(["fractals", "preview", str(folder), "--out", str(sheet), "--thumb", "16"]) == 0, capsys.readouterr().err
+    tiles = np.asarray(Image.open(sheet))
+    assert tiles[2:18, 2:18].min() == 200 and tiles[2:18, 20:36].max() == 0

@@ -107,8 +107,9 @@ def test_resized_pictures_are_centre_crops(tmp_path):
 def test_an_empty_or_missing_source_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "blank.txt").write_text("# nothing here\n\n")
+    Image.fromarray(_pattern(40, 40, 1)).save(tmp_path / "photo.png")  # a picture, not a URL list
     for source, message in ((tmp_path / "empty", "holds no files"), (tmp_path / "blank.txt", "holds no URLs"),
-                            (tmp_path / "nope", "does not exist")):
+                            (tmp_path / "nope", "does not exist"), (tmp_path / "photo.png", "is not a text file")):
         with pytest.raises(FractalgenError, match=message):
             render_set(tmp_path / "out", escape=1, ifs=0, size=64, include=source)
     assert not (tmp_path / "out").exists()

@@ -144,3 +144,64 @@ def test_other_options_on_an_existing_set_are_refused(tmp_path):
 def test_bad_arguments_are_one_line_errors(tmp_path, kwargs, message):
     with pytest.raises(FractalgenError, match=message):
         render_set(tmp_path / "x", **kwargs)
+
+
+def test_overwrite_never_deletes_a_foreign_manifest(tmp_path):
+    target = tmp_path / "shards"
+    target.mkdir()
+    (target / "manifest.json").write_text('{"schema": "ipmix-shards"}')
+    with pytest.raises(FractalgenError, match="not a fractal-set manifest"):
+        render_set(target, escape=1, ifs=0, size=64, seed=1, overwrite=True)
+    assert (target / "manifest.json").read_text() == '{"schema": "ipmix-shards"}'
+
+
+def test_a_set_inside_its_include_folder_does_not_ingest_itself(tmp_path):
+    from PIL import Image
+
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 256, (70, 70, 3), dtype=np.uint8)).save(pics / "a.png")
+    first = render_set(pics / "set", escape=2, ifs=0, size=64, seed=1, include=pics)
+    again = render_set(pics / "set", escape=2, ifs=0, size=64, seed=1, include=pics)
+    assert first["counts"] == again["counts"] == {"escape": 2, "ifs": 0, "user": 1}
+    assert again["skipped"] == [] and again["images"] == first["images"]
+    with pytest.raises(FractalgenError, match="is the output folder itself"):
+        render_set(pics, escape=1, ifs=0, size=64, seed=1, include=pics)
+
+
+def test_ctrl_c_while_the_kernels_load_is_held_until_they_are_in(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import fractalgen.render
+
+    loaded = []
+
+    def warm():  # Ctrl-C arrives while Numba loads its kernels
+        os.kill(os.getpid(), signal.SIGINT)
+        loaded.append(True)
+
+    monkeypatch.setattr(fractalgen.render, "_warm_kernels", warm)
+    with pytest.raises(KeyboardInterrupt):
+        render_set(tmp_path / "set", escape=2, ifs=0, size=64, seed=1)
+    assert loaded == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert json.loads((tmp_path / "set" / "manifest.json").read_text())["complete"] is False
+
+
+def test_ctrl_c_inside_numbas_cache_loader_is_an_interrupt(tmp_path, monkeypatch):
+    import fractalgen.render
+
+    def batch(*args):  # what a Numba dispatcher raises when Ctrl-C lands in its unpickler
+        try:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as exc:
+                raise SystemError("_numba_unpickle returned a result with an exception set") from exc
+        except SystemError as exc:
+            raise SystemError("CPUDispatcher returned a result with an exception set") from exc
+
+    monkeypatch.setattr(fractalgen.render, "_render_batch", batch)
+    with pytest.raises(KeyboardInterrupt):
+        render_set(tmp_path / "set", escape=2, ifs=0, size=64, seed=1)

@@ -87,12 +87,14 @@ class AugmentConfig:
 
 
 def _as_tuple(value, kind):
+    given = value
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
     try:
         return tuple(kind(v) for v in value)
     except (TypeError, ValueError):
-        raise IpmixError(f"cannot read {value!r} as a list") from None
+        what = "whole numbers" if kind is int else "names"
+        raise IpmixError(f"cannot read {given!r} as a comma-separated list of {what}") from None
 
 
 def resolve_config(preset: str = "cifar", recipe: str = "ipmix", views: int = 1, **overrides) -> AugmentConfig:

@@ -40,10 +40,15 @@ def augment():
 def preview(image_or_folder, fractals, out, preset, recipe, n, rows, seed, zoom, severity, width, depth,
             all_ops, overflow, min_ops, partner, patch_sizes):
     """Write a PNG grid: input | mixing picture | N augmented views, one row per picture."""
+    from pathlib import Path
+
     from fractalgen.files import atomic_write_bytes
     from ipmix_cli.augment import MixingBank, resolve_config
     from ipmix_cli.augment.preview import input_files, preview_grid
+    from ipmix_cli.errors import IpmixError
 
+    if not Path(out).parent.is_dir():
+        raise IpmixError(f"cannot write {out}: {Path(out).parent} is not an existing folder")
     cfg = resolve_config(preset, recipe, views=1, severity=severity, width=width, depth=depth,
                          all_ops=all_ops, overflow=overflow, min_ops=min_ops, partner=partner,
                          patch_sizes=patch_sizes)
