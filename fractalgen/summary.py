@@ -54,15 +54,12 @@ def set_stats(out, sample: int = 256) -> dict:
     groups = pictures_by_family(out)
     result, pooled = {}, []
     for fam, paths in groups.items():
-        images = _load(_spread(paths, sample))
-        images = [im for im in images if im.shape == images[0].shape] if images else []
+        images = _load(_spread(paths, sample))  # any sizes: the metrics compare 32x32 thumbnails
         pooled.extend(images)
         result[fam] = set_metrics(images) if len(images) >= 2 else {"count": len(images)}
         result[fam]["files"] = len(paths)
     if len(groups) > 1 and len(pooled) >= 2:
-        shape = pooled[0].shape
-        same = [im for im in pooled if im.shape == shape]
-        result["all"] = set_metrics(_spread(same, sample))
+        result["all"] = set_metrics(_spread(pooled, sample))
         result["all"]["files"] = sum(len(p) for p in groups.values())
     return result
 

@@ -90,3 +90,24 @@ def test_preview_shows_an_unreadable_picture_as_a_dark_tile(tmp_path, capsys):
     assert cli.run(["fractals", "preview", str(folder), "--out", str(sheet), "--thumb", "16"]) == 0, capsys.readouterr().err
     tiles = np.asarray(Image.open(sheet))
     assert tiles[2:18, 2:18].min() == 200 and tiles[2:18, 20:36].max() == 0
+
+
+def test_preview_of_the_current_folder_goes_beside_it(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(folder / "a.png")
+    monkeypatch.chdir(folder)
+    assert cli.run(["fractals", "preview", "."]) == 0, capsys.readouterr().err
+    assert (tmp_path / "mine-preview.png").is_file()
+    assert [p.name for p in folder.iterdir()] == ["a.png"]
+
+
+def test_stats_measure_pictures_of_any_size(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    for i, (h, w) in enumerate(((40, 40), (30, 50), (64, 64))):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    assert cli.run(["fractals", "stats", str(folder), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["other"]["files"] == 3 and stats["other"]["count"] == 3

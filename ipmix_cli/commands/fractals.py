@@ -87,7 +87,9 @@ def preview(out, sheet, count, cols, thumb):
     import io
 
     image = preview_sheet(out, count=count, cols=cols, thumb=thumb)
-    sheet = sheet or out.parent / f"{out.name}-preview.png"
+    if sheet is None:
+        named = out if out.name not in ("", ".", "..") else out.resolve()  # `preview .` has no name
+        sheet = named.parent / f"{named.name}-preview.png"
     if not sheet.parent.is_dir():
         raise IpmixError(f"folder {sheet.parent} does not exist")
     buf = io.BytesIO()
