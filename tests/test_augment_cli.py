@@ -32,6 +32,8 @@ def test_preview_errors_are_one_line(tmp_path, capsys):
     assert run(["augment", "preview", str(mix), "--fractals", str(mix), "--out", str(out), "--severity", "12"]) == 1
     assert "severity must be in (0, 10]" in capsys.readouterr().err
     assert not out.exists()
+    assert run(["augment", "preview", str(mix), "--fractals", str(mix), "--out", str(out), "--beta", "0"]) == 1
+    assert capsys.readouterr().err == "Error: beta must be greater than 0, not 0\n"
     nowhere = tmp_path / "no-such-folder" / "grid.png"
     assert run(["augment", "preview", str(mix), "--fractals", str(mix), "--out", str(nowhere)]) == 1
     err = capsys.readouterr().err

@@ -27,6 +27,7 @@ def augment():
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--zoom", type=click.IntRange(1, 16), default=None, help="Pixel zoom (default: tiles of about 128 px).")
 @click.option("--severity", type=float, default=None, help="Op severity in (0, 10].")
+@click.option("--beta", type=float, default=None, help="Add/multiply coefficient β > 0.")
 @click.option("--width", type=int, default=None, help="Chains per view (k).")
 @click.option("--depth", type=int, default=None, help="Most ops per chain (t).")
 @click.option("--all-ops", is_flag=True, default=None, help="Add autocontrast, colour, contrast, brightness, sharpness.")
@@ -37,7 +38,7 @@ def augment():
 @click.option("--partner", type=click.Choice(["fractal", "mixed"]), default=None,
               help="P-chain partner: the mixing picture, or it or op(x) half of the time.")
 @click.option("--patch-sizes", default=None, help="Comma-separated patch sizes, e.g. 4,8,16,32.")
-def preview(image_or_folder, fractals, out, preset, recipe, n, rows, seed, zoom, severity, width, depth,
+def preview(image_or_folder, fractals, out, preset, recipe, n, rows, seed, zoom, severity, beta, width, depth,
             all_ops, overflow, min_ops, partner, patch_sizes):
     """Write a PNG grid: input | mixing picture | N augmented views, one row per picture."""
     from pathlib import Path
@@ -49,7 +50,7 @@ def preview(image_or_folder, fractals, out, preset, recipe, n, rows, seed, zoom,
 
     if not Path(out).parent.is_dir():
         raise IpmixError(f"cannot write {out}: {Path(out).parent} is not an existing folder")
-    cfg = resolve_config(preset, recipe, views=1, severity=severity, width=width, depth=depth,
+    cfg = resolve_config(preset, recipe, views=1, severity=severity, beta=beta, width=width, depth=depth,
                          all_ops=all_ops, overflow=overflow, min_ops=min_ops, partner=partner,
                          patch_sizes=patch_sizes)
     inputs = input_files(image_or_folder, rows)
