@@ -164,6 +164,10 @@ class RunLog:
                 f.write(json.dumps(record) + "\n")
 
 
+class StoppedWithCheckpoint(KeyboardInterrupt):
+    """Ctrl-C stopped training after writing a checkpoint: `--resume` continues it."""
+
+
 class _StopFlag:
     """Ctrl-C (single process) finishes the current step, saves a checkpoint, then stops."""
 
@@ -401,7 +405,7 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
         stop.restore()
     if stop.set:
         echo(f"stopped at step {step}; checkpoint saved: run again with --resume to continue")
-        raise KeyboardInterrupt
+        raise StoppedWithCheckpoint
     elapsed = time.time() - t_run
     steps_per_rank = _gather(steps_run, world)
     summary = {"run": str(out), "model": name, "parameters": count_parameters(net), "epochs": epochs,
@@ -477,11 +481,16 @@ def format_summary(summary: dict) -> str:
 def train_command(shards, model, epochs, out, resume, batch_size, lr, weight_decay, momentum, seed, workers,
                   jsd_weight, max_steps, device, precision, test_spec, log_every, checkpoint_every):
     """Train a classifier on pre-built shards (one process, or several under torchrun)."""
-    summary = train(shards, model, epochs, out, resume=resume, batch_size=batch_size, lr=lr,
-                    weight_decay=weight_decay, momentum=momentum, seed=seed, num_workers=workers,
-                    jsd_weight=jsd_weight, max_steps=max_steps, device=device, precision=precision,
-                    test=test_spec, log_every=log_every, checkpoint_every=checkpoint_every,
-                    echo=lambda line: click.echo(line, err=True))
+    try:
+        summary = train(shards, model, epochs, out, resume=resume, batch_size=batch_size, lr=lr,
+                        weight_decay=weight_decay, momentum=momentum, seed=seed, num_workers=workers,
+                        jsd_weight=jsd_weight, max_steps=max_steps, device=device, precision=precision,
+                        test=test_spec, log_every=log_every, checkpoint_every=checkpoint_every,
+                        echo=lambda line: click.echo(line, err=True))
+    except StoppedWithCheckpoint:
+        # train() said to resume with --resume; the CLI's generic "run the same command again"
+        # would be wrong here (the same command without --resume refuses the run directory).
+        raise click.exceptions.Exit(130) from None
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo("summary:\n" + format_summary(summary))
 

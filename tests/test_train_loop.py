@@ -124,3 +124,31 @@ def test_periodic_checkpoints_and_echo_warning(tmp_path, monkeypatch):
     with Image.open(tmp_path / "run" / "curves.png") as png:
         colours = {c for _, c in png.convert("RGB").getcolors(1 << 16)}
     assert (31, 119, 180) in colours and (255, 127, 14) not in colours  # train curves only, no test series
+
+
+def test_ctrl_c_checkpoints_exits_130_and_points_at_resume(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    import ipmix_cli.train as train_module
+
+    make_digit_shards(tmp_path / "s", views=1, epochs=1, shards=2, limit=64)
+    real_curves = train_module.write_curves_png
+
+    def ctrl_c_at_first_epoch_end(*a, **k):
+        real_curves(*a, **k)
+        if not (tmp_path / "interrupted").exists():
+            (tmp_path / "interrupted").touch()
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends; the loop's handler catches it
+
+    monkeypatch.setattr(train_module, "write_curves_png", ctrl_c_at_first_epoch_end)
+    argv = ["train", "--shards", str(tmp_path / "s"), "--model", "small-cnn", "--epochs", "2", "--batch-size", "16",
+            "--workers", "0", "--out", str(tmp_path / "run")]
+    capsys.readouterr()
+    assert run(argv) == 130
+    err = capsys.readouterr().err
+    assert "checkpoint saved: run again with --resume" in err
+    assert "same command" not in err  # the same command without --resume refuses the run directory
+    assert load_checkpoint(tmp_path / "run")["step"] == 4
+    assert run(argv + ["--resume"]) == 0
+    assert load_checkpoint(tmp_path / "run")["step"] == 8
