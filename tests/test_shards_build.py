@@ -149,6 +149,21 @@ def test_dry_run_writes_nothing(tmp_path, mix, capsys):
     assert not out.exists()
 
 
+def test_dry_run_estimates_only_the_shards_left_to_build(tmp_path, mix, folder, capsys):
+    out = tmp_path / "o"
+    build_shards(source=str(folder), fractals=mix, out=out, epochs=1, shards=2, progress=False)
+    before = shard_bytes(out)
+    capsys.readouterr()
+    assert run_cli(["--out", out, "--extend-epochs", "2", "--dry-run"]) == 0
+    assert "for 4 shard(s) to build" in capsys.readouterr().out  # not the 6 of the whole build
+    assert run_cli(["--out", out, "--dry-run"]) == 0
+    assert "for 0 shard(s) to build" in capsys.readouterr().out
+    assert run_cli(["--out", out, "--source", folder, "--fractals", mix, "--shards", "2", "--overwrite",
+                    "--dry-run"]) == 0
+    assert "for 2 shard(s) to build" in capsys.readouterr().out  # --overwrite rebuilds everything
+    assert shard_bytes(out) == before
+
+
 def test_resume_rebuilds_only_damaged_shards(tmp_path, mix, folder, monkeypatch):
     out = tmp_path / "o"
     build_shards(source=str(folder), fractals=mix, out=out, epochs=2, shards=3, progress=False)

@@ -75,7 +75,7 @@ def render_plan(p: dict) -> str:
         f"bytes per sample   {p['bytes_per_sample']:,.0f} (measured on {p['pilot_samples']} pilot samples)",
         f"bytes per epoch    {p['bytes_per_epoch'] / 1e6:,.1f} MB",
         f"bytes on disk      {p['bytes_total'] / 1e6:,.1f} MB",
-        f"time estimate      {_duration(p['estimated_seconds'])} for {p['tasks_this_node']} shard(s) on "
+        f"time estimate      {_duration(p['estimated_seconds'])} for {p['tasks_this_node']} shard(s) to build on "
         f"{p['workers']} worker(s) ({p['pilot_seconds'] / max(1, p['pilot_samples']) * 1e3:.2f} ms per sample "
         f"on one core; plus a few seconds to start the workers)",
     ]

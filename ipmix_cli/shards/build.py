@@ -484,6 +484,10 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
     tasks = node_tasks(range(epochs_total), n_shards, int(num_nodes), int(node_rank))
 
     if dry_run:
+        if existing is not None and not overwrite:
+            # Finished shards (record and size match) are only re-hashed by the real run:
+            # estimate the ones still to build (extend, resume), not the whole build.
+            tasks = [(e, s) for e, s in tasks if not shard_is_done(out, e, s, chash, deep=False)]
         return _dry_run(ctx, plan, epochs_total, tasks, workers, pilot_samples, log)
 
     try:
