@@ -61,7 +61,8 @@ class BlockReader:
                 self._cache.pop((k, target), None)
                 if not self.skip_bad:
                     hint = "" if exc.reason.startswith("cannot read") else " (check with `ipmix shards verify`)"
-                    raise IpmixError(f"{exc}{hint}; skip_bad reads a substitute shard instead") from None
+                    raise IpmixError(f"{exc}{hint}; ShardLoader(skip_bad=True) reads a substitute shard "
+                                     "instead") from None
                 first = first or exc
                 continue
             if target != s and (k, s, target) not in self.reported:
