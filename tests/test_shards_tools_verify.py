@@ -186,7 +186,7 @@ def test_manifest_problems(shards):
     bad = dict(m, schema_version=2)
     atomic_write_json(out / "manifest.json", bad)
     message, _ = problems_of(out)
-    assert "schema_version 2 is not supported" in message
+    assert "schema_version 2 is not supported (this ipmix reads version 1;" in message
     atomic_write_json(out / "manifest.json", dict(m, complete=False))
     message, _ = problems_of(out)
     assert "not complete" in message

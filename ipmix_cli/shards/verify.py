@@ -73,7 +73,9 @@ def manifest_problems(m: dict) -> list[str]:
     if problems:
         return problems
     if m["schema_version"] not in SUPPORTED_VERSIONS:
-        problems.append(f"manifest schema_version {m['schema_version']} is not supported (this ipmix reads {SUPPORTED_VERSIONS})")
+        readable = ", ".join(map(str, SUPPORTED_VERSIONS))
+        problems.append(f"manifest schema_version {m['schema_version']} is not supported (this ipmix reads "
+                        f"version {readable}; a newer ipmix wrote it?)")
     if not m["complete"]:
         problems.append("manifest says the build is not complete (run the build command again to finish it)")
     if m["views"] not in (1, 3):
