@@ -20,7 +20,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True)
     With `fsync=False` (many small files) a power loss may leave a torn file under the final
     name; callers that verify hashes on resume can accept that."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        exc.filename = str(path)  # name the file the caller asked for, not our temporary one
+        raise
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
@@ -29,11 +33,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True)
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.filename == tmp:
+            exc.filename = str(path)
         raise
 
 

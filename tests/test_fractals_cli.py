@@ -111,3 +111,21 @@ def test_stats_measure_pictures_of_any_size(tmp_path, capsys):
     assert cli.run(["fractals", "stats", str(folder), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["other"]["files"] == 3 and stats["other"]["count"] == 3
+
+
+def test_a_failed_write_names_the_file_asked_for(tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+    import tempfile
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(folder / "a.png")
+
+    def full_disk(prefix="", suffix="", dir=None):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(dir, prefix + "x1y2" + suffix))
+
+    monkeypatch.setattr(tempfile, "mkstemp", full_disk)
+    sheet = tmp_path / "sheet.png"
+    assert cli.run(["fractals", "preview", str(folder), "--out", str(sheet)]) == 1
+    assert _error_lines(capsys) == [f"Error: no space left on device: {sheet}"]
