@@ -223,3 +223,15 @@ def test_webdataset_shards(tmp_path):
         open_source(f"wds:{tmp_path}/none-*.tar")
     with pytest.raises(IpmixError, match="only local shard files"):
         open_source("wds:pipe:aws s3 cp s3://b/x.tar -")
+
+
+def test_folder_broken_link_is_a_bad_image_not_a_scan_error(tmp_path):
+    root = tmp_path / "data"
+    (root / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(root / "a" / "0.png")
+    os.symlink(tmp_path / "gone.png", root / "a" / "1.png")  # a link to a file that was removed
+    src = open_source(f"folder:{root}")  # listing works, so --skip-bad can replace the image later
+    assert len(src) == 2 and src.read(0).shape == (8, 8, 3)
+    with pytest.raises(BadSourceImage, match=r"a/1\.png: unreadable") as err:
+        src.read(1)
+    assert err.value.path.endswith("1.png")

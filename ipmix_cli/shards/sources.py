@@ -128,6 +128,13 @@ class DigitsSource(Source):
 
 # --------------------------------------------------------------------------- image folder
 
+def _size_or_minus_one(path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return -1
+
+
 class FolderSource(Source):
     """root/<class>/<image>: classes are the sub-folder names (sorted), images sorted by name."""
 
@@ -158,7 +165,8 @@ class FolderSource(Source):
         self.labels = np.asarray(labels, dtype=np.int64)
         self.classes = [d.name for d in class_dirs]
         # Names and sizes: cheap for a million files, and it changes when a picture does.
-        sizes = [os.stat(root / f).st_size for f in files]
+        # An unreadable entry (a broken link, say) fails or is skipped (--skip-bad) when read.
+        sizes = [_size_or_minus_one(root / f) for f in files]
         self.fingerprint = _digest("folder", "\n".join(files), np.asarray(sizes, dtype=np.int64))
 
     def read(self, i: int) -> np.ndarray:
