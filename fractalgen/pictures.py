@@ -235,6 +235,9 @@ def gather(source, *, size: int, cache_dir: Path, min_size: int | None = None,
             progress(n, len(entries))
         if kind == "folder":
             origin = f"file:{Path(entry).as_posix()}"
+            if not (root / entry).is_file():  # a named pipe or device would block or never end
+                report.skip(origin, "unreadable", "not a regular file")
+                continue
             try:
                 data = (root / entry).read_bytes()
             except OSError as exc:

@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import struct
 import threading
 import time
@@ -213,3 +214,18 @@ def test_url_list_fetches_once_and_skips_bad_answers(server, tmp_path):
     assert _Handler.hits["/a.png"] == hits["/a.png"]
     assert [e["sha256"] for e in m2["images"]] == [e["sha256"] for e in m["images"]]
     assert json.loads((out / "manifest.json").read_text())["complete"] is True
+
+
+def test_a_named_pipe_in_the_folder_is_skipped_not_waited_on(tmp_path):
+    d = tmp_path / "pics"
+    d.mkdir()
+    Image.fromarray(_pattern(60, 60, 2)).save(d / "a.png")
+    os.mkfifo(d / "pipe")  # reading it would block until someone writes
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(
+        report=gather(d, size=32, cache_dir=tmp_path / "cache")), daemon=True)
+    worker.start()
+    worker.join(20)
+    assert "report" in result, "gather blocked on a named pipe"
+    assert result["report"].kept == 1
+    assert result["report"].skipped == [{"origin": "file:pipe", "reason": "unreadable", "detail": "not a regular file"}]
