@@ -202,6 +202,8 @@ def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=No
                               f"of --corrupted {corrupted} (made from {made.get('source')})")
     if out and not Path(out).parent.is_dir():
         raise IpmixError(f"cannot write {out}: folder {Path(out).parent} does not exist")
+    if out and Path(out).is_dir():
+        raise IpmixError(f"cannot write {out}: it is a folder; give a file name, e.g. {Path(out) / 'eval.json'}")
     n_clean = len(src) if limit is None else min(len(src), int(limit))
     if n_clean == 0:
         raise IpmixError(f"test set {test} holds no samples")

@@ -127,3 +127,12 @@ def test_corrupted_set_made_from_other_classes_is_refused(trained, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1
     assert err.startswith("Error:") and "2 classes" in err and "trained on 10" in err
+
+
+def test_out_that_is_a_folder_is_one_line_before_scoring(trained, capsys):
+    capsys.readouterr()
+    assert run(["eval", "--checkpoint", str(trained / "run"), "--test", "digits:test", "--limit", "8",
+                "--out", str(trained / "run")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("Error:") and "is a folder" in err
+    assert (trained / "run").is_dir()
