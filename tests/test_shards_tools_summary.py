@@ -76,6 +76,13 @@ def test_preview_refuses_bad_requests(tmp_path):
     with pytest.raises(IpmixError, match="does not exist"):
         preview(tmp_path, tmp_path / "no" / "p.png")
     assert not (tmp_path / "p.png").exists()
+    with pytest.raises(IpmixError, match="it is a folder"):
+        preview(tmp_path, tmp_path / "epoch-0000")
+    shard = tmp_path / "epoch-0000" / "shard-00000.tar"
+    before = shard.read_bytes()
+    with pytest.raises(IpmixError, match="ending in .png"):  # a typo must not overwrite a shard
+        preview(tmp_path, shard)
+    assert shard.read_bytes() == before
 
 
 def _code_block(card, after):

@@ -40,6 +40,11 @@ def preview(out, dest_png, epoch: int = 0, n: int = 32) -> dict:
     """
     if n < 1:
         raise IpmixError(f"--n must be at least 1, got {n}")
+    dest = Path(dest_png)
+    if dest.is_dir():
+        raise IpmixError(f"cannot write {dest}: it is a folder; give a file name, e.g. {dest / 'preview.png'}")
+    if dest.suffix.lower() != ".png":  # never write a picture over a shard, a manifest or other data
+        raise IpmixError(f"the contact sheet is a PNG: give a file name ending in .png, not {dest.name}")
     root, m = read_manifest(out)
     problems = manifest_problems(m)
     if problems:
@@ -67,7 +72,6 @@ def preview(out, dest_png, epoch: int = 0, n: int = 32) -> dict:
     sheet = contact_sheet(tiles, cols=per_row * m["views"], labels=labels)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
-    dest = Path(dest_png)
     if dest.parent and not dest.parent.is_dir():
         raise IpmixError(f"cannot write {dest}: folder {dest.parent} does not exist")
     atomic_write_bytes(dest, buf.getvalue())
