@@ -204,6 +204,8 @@ def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=No
         raise IpmixError(f"cannot write {out}: folder {Path(out).parent} does not exist")
     if out and Path(out).is_dir():
         raise IpmixError(f"cannot write {out}: it is a folder; give a file name, e.g. {Path(out) / 'eval.json'}")
+    if out and Path(out).exists() and Path(out).suffix.lower() != ".json":  # the checkpoint, say
+        raise IpmixError(f"{out} exists and is not a .json file: not overwritten; give another --out")
     n_clean = len(src) if limit is None else min(len(src), int(limit))
     if n_clean == 0:
         raise IpmixError(f"test set {test} holds no samples")

@@ -136,3 +136,8 @@ def test_out_that_is_a_folder_is_one_line_before_scoring(trained, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("Error:") and "is a folder" in err
     assert (trained / "run").is_dir()
+    ckpt = trained / "run" / "checkpoint.pt"
+    before = ckpt.read_bytes()
+    assert run(["eval", "--checkpoint", str(trained / "run"), "--test", "digits:test", "--limit", "8",
+                "--out", str(ckpt)]) == 1
+    assert "not overwritten" in capsys.readouterr().err and ckpt.read_bytes() == before
