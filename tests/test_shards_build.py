@@ -263,7 +263,7 @@ def test_corrupt_source_image_fails_or_is_skipped(tmp_path, mix, folder, capsys)
 
 
 @pytest.mark.parametrize("case", ["empty-class", "missing-source", "no-pictures", "unwritable", "not-empty",
-                                  "foreign-manifest"])
+                                  "foreign-manifest", "source-is-a-file", "fractals-is-a-file"])
 def test_bad_inputs_give_one_line(tmp_path, mix, folder, capsys, case):
     import shutil
 
@@ -281,6 +281,12 @@ def test_bad_inputs_give_one_line(tmp_path, mix, folder, capsys, case):
     elif case == "unwritable":
         (tmp_path / "file").write_text("x")
         out, expect = tmp_path / "file" / "o", "file"
+    elif case == "source-is-a-file":
+        (tmp_path / "data.tar").write_bytes(b"x")
+        src, expect = str(tmp_path / "data.tar"), "is a file, not an image folder; for WebDataset shards write wds:"
+    elif case == "fractals-is-a-file":
+        (tmp_path / "mix.png").write_bytes(b"x")
+        fractals, expect = str(tmp_path / "mix.png"), "is a file; give the folder of mixing pictures"
     elif case == "not-empty":
         out.mkdir()
         (out / "thesis.tex").write_text("x")

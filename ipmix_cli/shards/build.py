@@ -317,7 +317,8 @@ def _open_bank(fractals, cfg, recipe):
     if fractals is None:
         raise IpmixError(f"recipe {recipe} mixes with pictures: give the mixing set with --fractals DIR")
     if not Path(fractals).is_dir():
-        raise IpmixError(f"fractal folder not found: {fractals}")
+        raise IpmixError(f"fractal folder not found: {fractals}" if not Path(fractals).exists()
+                         else f"--fractals {fractals} is a file; give the folder of mixing pictures")
     bank = MixingBank.from_folder(fractals, cfg)
     return bank, {"path": str(fractals), "fingerprint": bank.fingerprint, "size": len(bank)}
 

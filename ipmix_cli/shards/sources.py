@@ -544,4 +544,7 @@ def open_source(spec: str) -> Source:
     if sep and len(kind) > 1 and not os.path.exists(spec):
         raise IpmixError(f"unknown source kind {kind!r} in {spec!r} (use digits, cifar10:PATH, cifar100:PATH, "
                          f"folder:PATH or wds:URLS)")
+    if os.path.exists(spec):  # a file: say what to write instead of "not found"
+        raise IpmixError(f"source {spec} is a file, not an image folder; for WebDataset shards write wds:{spec}, "
+                         f"for CIFAR give the extracted folder as cifar10:PATH")
     raise IpmixError(f"source not found: {spec}")
