@@ -147,6 +147,10 @@ def test_dry_run_writes_nothing(tmp_path, mix, capsys):
     text = capsys.readouterr().out
     assert "bytes on disk" in text and "time estimate" in text and "32 x 45" in text
     assert not out.exists()
+    (tmp_path / "file").write_text("x")  # an OUT the real run could not create fails the dry run too
+    assert run_cli(["--source", "digits", "--fractals", mix, "--out", tmp_path / "file" / "o", "--dry-run"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: cannot write to") and "is a file" in err[0]
 
 
 def test_dry_run_estimates_only_the_shards_left_to_build(tmp_path, mix, folder, capsys):

@@ -485,6 +485,7 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
     tasks = node_tasks(range(epochs_total), n_shards, int(num_nodes), int(node_rank))
 
     if dry_run:
+        _check_out_creatable(out)  # what the real run would hit first, without creating anything
         if existing is not None and not overwrite:
             # Finished shards (record and size match) are only re-hashed by the real run:
             # estimate the ones still to build (extend, resume), not the whole build.
@@ -526,6 +527,16 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
     m = combine_parts(out, dali_index=bool(given["dali_index"]), log=log)
     m["build_stats"] = stats
     return m
+
+
+def _check_out_creatable(out: Path) -> None:
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise IpmixError(f"cannot write to {out}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise IpmixError(f"cannot write to {out}: permission denied on {probe}")
 
 
 def _dry_run(ctx: BuildContext, plan: Plan, epochs_total: int, tasks, workers: int, pilot_samples: int, log):
