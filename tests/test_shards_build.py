@@ -319,6 +319,24 @@ def test_combine_reports_missing_parts(tmp_path, mix, folder, capsys):
         build_mod.combine_parts(tmp_path)
 
 
+def test_combine_names_a_part_built_with_other_options(tmp_path, mix, folder, capsys):
+    import shutil
+
+    p0, p1 = tmp_path / "p0", tmp_path / "p1"  # parts on different disks, copied together
+    build_shards(source=str(folder), fractals=mix, out=p0, shards=3, num_nodes=2, node_rank=0, progress=False)
+    build_shards(source=str(folder), fractals=mix, out=p1, shards=3, num_nodes=2, node_rank=1, seed=1,
+                 progress=False)
+    shutil.copytree(p1 / "epoch-0000", p0 / "epoch-0000", dirs_exist_ok=True)
+    shutil.copytree(p1 / ".records", p0 / ".records", dirs_exist_ok=True)
+    capsys.readouterr()
+    assert cli.run(["shards", "combine", str(p0)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 shard(s) were built with a different configuration" in err[0]
+    assert "epoch-0000/shard-00001.tar" in err[0]
+    build_shards(source=str(folder), fractals=mix, out=p0, shards=3, num_nodes=2, node_rank=1, progress=False)
+    assert json.loads((p0 / "manifest.json").read_text())["complete"]  # the part run again fixes it
+
+
 def test_dali_index_and_context_travels_small(tmp_path, mix, folder):
     out = tmp_path / "o"
     m = build_shards(source=str(folder), fractals=mix, out=out, shards=2, dali_index=True, workers=1,

@@ -252,7 +252,7 @@ def combine_parts(out, *, dali_index: bool | None = None, log=None) -> dict:
     if m is None:
         raise IpmixError(f"{out} holds no manifest.json: nothing to combine (run ipmix shards build first)")
     chash, shards = m["config_hash"], m["shards_per_epoch"]
-    missing, epochs, epoch_records, bad = [], [], [], {}
+    missing, foreign, epochs, epoch_records, bad = [], [], [], [], {}
     for e in range(m["num_epochs"]):
         records = []
         for s in range(shards):
@@ -262,12 +262,17 @@ def combine_parts(out, *, dali_index: bool | None = None, log=None) -> dict:
                 and path.stat().st_size == rec["bytes"]
             if not ok:
                 missing.append(shard_name(e, s))
+                if rec is not None and rec.get("config_hash") != chash:
+                    foreign.append(shard_name(e, s))
                 continue
             records.append(rec)
             for b in rec.get("bad_samples", []):
                 bad[b["index"]] = b
         epochs.append(mf.epoch_entry(e, records))
         epoch_records.append(records)
+    if foreign:  # a part run with other options (or an older build): say so, not "not built yet"
+        raise IpmixError(f"{len(foreign)} shard(s) were built with a different configuration than the manifest's "
+                         f"(first: {foreign[0]}); run that part again with the same options")
     if missing:
         raise IpmixError(f"{len(missing)} shard(s) not built yet (first: {missing[0]}); finish every "
                          f"part (--node-rank) and combine again")
