@@ -11,6 +11,7 @@ which corruptions are chosen or in what order they run.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -268,6 +269,18 @@ def parse_corruptions(text: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+@contextlib.contextmanager
+def bad_test_image_error():
+    """A bad image in a test set: the build's hint (--skip-bad) does not apply to test sets."""
+    from ipmix_cli.shards.sources import BadSourceImage
+
+    try:
+        yield
+    except BadSourceImage as exc:
+        raise IpmixError(f"bad test image {exc.path}: {exc.reason} (fix or remove it; test sets are "
+                         "read whole)") from None
+
+
 class _AtomicNpy:
     """An .npy file filled in place through a memory map under a temporary name, then renamed."""
 
@@ -318,7 +331,8 @@ def make_corrupted_set(source, out, *, seed: int = 0, corruptions=None, image_si
     n = len(source) if limit is None else min(len(source), int(limit))
     if n <= 0:
         raise IpmixError("the test set holds no samples")
-    size = int(image_size or read_test_images(source, None, 1)[2])
+    with bad_test_image_error():
+        size = int(image_size or read_test_images(source, None, 1)[2])
     plan = {"schema": "ipmix-corrupted", "schema_version": 1, "source": spec,
             "source_fingerprint": getattr(source, "fingerprint", None), "seed": int(seed), "samples": n,
             "image_size": size, "severities": list(SEVERITIES), "corruptions": names}
@@ -331,7 +345,7 @@ def make_corrupted_set(source, out, *, seed: int = 0, corruptions=None, image_si
     labels = np.asarray(source.labels[:n], dtype=np.int64)
     todo = [name for name in names if not (resume and (out / f"{name}.npy").exists())]
     with_progress = progress if progress is not None else (lambda total, desc: _NoProgress())
-    with with_progress(len(todo) * n, "corrupt") as bar:
+    with with_progress(len(todo) * n, "corrupt") as bar, bad_test_image_error():
         for name in todo:
             with _AtomicNpy(out / f"{name}.npy", (len(SEVERITIES) * n, size, size, 3), np.uint8) as stack:
                 for lo, (images, _) in zip(range(0, n, 256), iter_test_batches(source, size, 256, np.arange(n))):

@@ -174,6 +174,7 @@ def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=No
     Returns the result dict (errors are fractions in [0, 1]); writes it as JSON to `out` if given.
     """
     from ipmix_cli.shards.sources import open_source
+    from ipmix_cli.corruptions import bad_test_image_error
     from ipmix_cli.testset import check_classes, iter_test_batches
 
     if batch_size < 1:
@@ -210,9 +211,10 @@ def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=No
     if n_clean == 0:
         raise IpmixError(f"test set {test} holds no samples")
     probs, labels = [], []
-    for images, batch_labels in iter_test_batches(src, size, batch_size, np.arange(n_clean)):
-        probs.append(predict_probs(model, images, mean, std, dev, batch_size))
-        labels.append(batch_labels)
+    with bad_test_image_error():
+        for images, batch_labels in iter_test_batches(src, size, batch_size, np.arange(n_clean)):
+            probs.append(predict_probs(model, images, mean, std, dev, batch_size))
+            labels.append(batch_labels)
     clean = score(np.concatenate(probs), np.concatenate(labels))
     result = {"checkpoint": str(checkpoint), "model": cfg["model"], "test": test, "image_size": size,
               "num_classes": k, "device": str(dev), "clean": clean}

@@ -122,18 +122,22 @@ class HeldOut:
 
     @torch.no_grad()
     def score(self, net, dev, mean, std, amp_dtype, channels_last, batch_size: int = 256) -> dict:
+        from ipmix_cli.corruptions import bad_test_image_error
         from ipmix_cli.testset import iter_test_batches
 
         was_training = net.training
         net.eval()
         sums = torch.zeros(3, dtype=torch.float64, device=dev)
-        for images, labels in iter_test_batches(self.source, self.size, batch_size, self.indices):
-            x = to_model_input(torch.from_numpy(images).permute(0, 3, 1, 2)[:, None], dev, mean, std, channels_last)
-            y = torch.from_numpy(labels).to(dev)
-            with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = net(x).float()
-            sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
-                                 (logits.argmax(1) == y).sum().double(), torch.tensor(len(y), device=dev).double()])
+        with bad_test_image_error():
+            for images, labels in iter_test_batches(self.source, self.size, batch_size, self.indices):
+                x = to_model_input(torch.from_numpy(images).permute(0, 3, 1, 2)[:, None], dev, mean, std,
+                                   channels_last)
+                y = torch.from_numpy(labels).to(dev)
+                with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    logits = net(x).float()
+                sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
+                                     (logits.argmax(1) == y).sum().double(),
+                                     torch.tensor(len(y), device=dev).double()])
         net.train(was_training)
         loss, correct, n = _sum_across_ranks(sums)
         return {"test_loss": loss / n, "test_acc": correct / n, "test_error": 1 - correct / n}

@@ -141,3 +141,17 @@ def test_out_that_is_a_folder_is_one_line_before_scoring(trained, capsys):
     assert run(["eval", "--checkpoint", str(trained / "run"), "--test", "digits:test", "--limit", "8",
                 "--out", str(ckpt)]) == 1
     assert "not overwritten" in capsys.readouterr().err and ckpt.read_bytes() == before
+
+
+def test_bad_image_in_the_test_set_is_one_line_without_the_build_hint(trained, tmp_path, capsys):
+    from PIL import Image
+
+    root = tmp_path / "t"
+    for c in range(10):
+        (root / str(c)).mkdir(parents=True)
+        Image.new("RGB", (32, 32), (20 * c, 0, 0)).save(root / str(c) / "0.png")
+    (root / "3" / "1.png").write_bytes(b"garbage")
+    capsys.readouterr()
+    assert run(["eval", "--checkpoint", str(trained / "run"), "--test", f"folder:{root}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("Error: bad test image") and "--skip-bad" not in err

@@ -137,3 +137,16 @@ def test_corrupt_never_writes_into_a_shard_build_or_a_dataset(tmp_path):
     assert sorted(p.name for p in data.iterdir()) == ["cat"]
     assert make_corrupted_set("digits:test", data, limit=2, corruptions="fog", overwrite=True)
     assert (data / "cat").is_dir() and (data / "fog.npy").is_file()
+
+
+def test_bad_test_image_is_named_without_the_build_hint(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "t"
+    (root / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(root / "a" / "0.png")
+    (root / "a" / "1.png").write_bytes(b"garbage")
+    with pytest.raises(IpmixError, match=r"bad test image .*1\.png: not-an-image") as err:
+        make_corrupted_set(f"folder:{root}", tmp_path / "c", corruptions="fog", image_size=8)
+    assert "--skip-bad" not in str(err.value)  # ipmix corrupt has no such option
+    assert not (tmp_path / "c" / "fog.npy").exists()
