@@ -118,5 +118,8 @@ def test_format_resolution():
     assert formats.resolve_format("webp", None, 32) == ("webp", 95)
     with pytest.raises(IpmixError, match="quality"):
         formats.resolve_format("png", 90, 32)
+    with pytest.raises(IpmixError, match="default format at 32 px is npy"):  # not silently ignored
+        formats.resolve_format(None, 90, 32)
+    assert formats.resolve_format(None, 90, 224) == ("jpg", 90)
     with pytest.raises(IpmixError, match="unknown format"):
         formats.resolve_format("gif", None, 32)

@@ -35,6 +35,9 @@ def default_format(image_size: int) -> tuple[str, int | None]:
 def resolve_format(fmt: str | None, quality: int | None, image_size: int) -> tuple[str, int | None]:
     if fmt is None:
         d_fmt, d_q = default_format(image_size)
+        if quality is not None and d_fmt not in LOSSY:  # was silently ignored
+            raise IpmixError(f"--quality applies to jpg and webp only; the default format at {image_size} px "
+                             f"is {d_fmt} (add --format jpg or --format webp)")
         return d_fmt, (quality if quality is not None and d_fmt in LOSSY else d_q)
     fmt = {"jpeg": "jpg"}.get(fmt.lower(), fmt.lower())
     if fmt not in FORMATS:
