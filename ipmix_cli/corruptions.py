@@ -321,6 +321,8 @@ def make_corrupted_set(source, out, *, seed: int = 0, corruptions=None, image_si
     """
     from ipmix_cli.testset import iter_test_batches, read_test_images
 
+    if not 0 <= int(seed) < 2**63:
+        raise IpmixError(f"seed must be in 0..2**63-1, got {seed}")
     names = parse_corruptions(corruptions) if (corruptions is None or isinstance(corruptions, str)) \
         else parse_corruptions(",".join(corruptions))
     if isinstance(source, str):

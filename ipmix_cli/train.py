@@ -212,6 +212,8 @@ def train(shards, model: str = "auto", epochs: int = 1, out="run", *, resume: bo
             raise IpmixError(f"{name} must be at least {low}, got {value}")
     if max_steps is not None and max_steps < 1:
         raise IpmixError(f"max steps must be at least 1, got {max_steps}")
+    if not 0 <= int(seed) < 2**63:
+        raise IpmixError(f"seed must be in 0..2**63-1, got {seed}")
     for name, value in (("learning rate", lr), ("weight decay", weight_decay), ("momentum", momentum),
                         ("JSD weight", jsd_weight)):
         if value is None:

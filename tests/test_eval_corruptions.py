@@ -88,6 +88,8 @@ def test_corrupt_errors_are_one_line(tmp_path, capsys):
     assert make_corrupted_set("digits:test", tmp_path / "w", limit=2, corruptions="fog", overwrite=True)
     assert run(["corrupt", "--source", "nosuchkind:abc", "--out", str(tmp_path / "z")]) == 1
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert run(["corrupt", "--source", "digits:test", "--out", str(tmp_path / "s"), "--seed", "-1"]) == 1
+    assert "seed must be" in capsys.readouterr().err and not (tmp_path / "s").exists()
 
 
 def test_repeating_a_request_is_a_no_op_and_an_interrupted_one_resumes(tmp_path, monkeypatch):

@@ -81,6 +81,7 @@ def test_existing_run_and_changed_settings_are_refused(triple_shards, tmp_path):
     (["--epochs", "0"], "epochs must be at least 1"),
     (["--batch-size", "4096"], "batch size 4096"),
     (["--lr", "-1"], "learning rate"),
+    (["--seed", "-1"], "seed must be in 0..2**63-1"),
     (["--shards", "NOPE"], "NOPE"),
 ])
 def test_bad_options_are_one_line(triple_shards, tmp_path, capsys, argv, message):

@@ -24,7 +24,7 @@ def shards():
 @click.option("--preset", type=click.Choice(["cifar", "imagenet"]), help="Training size and crop [default: cifar].")
 @click.option("--recipe", type=click.Choice(["ipmix", "augmix", "pixmix", "none"]), help="[default: ipmix]")
 @click.option("--views", type=click.IntRange(1, 3), help="1, or 3 for the JSD triple (clean, aug1, aug2) [default: 1].")
-@click.option("--seed", type=click.IntRange(0, None), help="[default: 0]")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), help="[default: 0]")
 @click.option("--workers", type=click.IntRange(1, None), default=1, show_default=True, help="Processes on this machine.")
 @click.option("--format", "fmt", type=click.Choice(["png", "npy", "jpg", "jpeg", "webp"]),
               help="Image encoding [default: npy up to 64 px, jpg q95 above].")
