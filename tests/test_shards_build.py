@@ -384,3 +384,9 @@ def test_wids_index_from_worker_md5_equals_the_tools_writer(tmp_path, mix, folde
     for entry in m["epochs"]:
         mine = json.loads((out / entry["index"]).read_text())
         assert mine == wids_index_document(out, entry, mine["name"])
+
+
+def test_seed_beyond_2_63_is_a_usage_error_before_anything_is_written(tmp_path, mix, capsys):
+    out = tmp_path / "o"
+    assert run_cli(["--source", "digits:test", "--fractals", mix, "--out", out, "--seed", str(2**63)]) == 2
+    assert "--seed" in capsys.readouterr().err and not out.exists()
