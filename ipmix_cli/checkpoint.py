@@ -34,7 +34,9 @@ def load_checkpoint(run_or_file, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated file, not a torch file, foreign pickle
-        raise IpmixError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0][:200]}") from None
+        # torch's own messages are long or bare numbers (a pickle opcode): name the kind only
+        raise IpmixError(f"cannot read checkpoint {path}: not a complete torch checkpoint "
+                         f"({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise IpmixError(f"{path} is not an ipmix training checkpoint")
     return state

@@ -155,3 +155,13 @@ def test_bad_image_in_the_test_set_is_one_line_without_the_build_hint(trained, t
     assert run(["eval", "--checkpoint", str(trained / "run"), "--test", f"folder:{root}"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("Error: bad test image") and "--skip-bad" not in err
+
+
+def test_a_file_that_is_not_a_checkpoint_is_one_clear_line(tmp_path, capsys):
+    from ipmix_cli.cli import run
+
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"garbage\n")
+    assert run(["eval", "--checkpoint", str(junk), "--test", "digits:test"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a complete torch checkpoint" in err[0] and "junk.pt" in err[0]

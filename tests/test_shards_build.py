@@ -390,3 +390,29 @@ def test_seed_beyond_2_63_is_a_usage_error_before_anything_is_written(tmp_path, 
     out = tmp_path / "o"
     assert run_cli(["--source", "digits:test", "--fractals", mix, "--out", out, "--seed", str(2**63)]) == 2
     assert "--seed" in capsys.readouterr().err and not out.exists()
+
+
+def test_augmentation_options_reach_the_build_and_are_kept_on_resume(tmp_path, mix):
+    kw = dict(source="digits:test", fractals=str(mix), epochs=1, shards=2, progress=False)
+    plain = build_shards(out=tmp_path / "plain", **kw)
+    paper = build_shards(out=tmp_path / "paper", augment={"min_ops": "1", "overflow": "wrap"}, **kw)
+    assert paper["config"]["augment"]["min_ops"] == 1 and paper["config"]["augment"]["overflow"] == "wrap"
+    assert plain["config"]["augment"]["min_ops"] == 0
+    assert paper["config_hash"] != plain["config_hash"]
+    assert paper["epochs"][0]["shards"][0]["sha256"] != plain["epochs"][0]["shards"][0]["sha256"]
+    # resuming without the options keeps them; asking for other ones is refused
+    again = build_shards(out=tmp_path / "paper", progress=False)
+    assert again["config_hash"] == paper["config_hash"]
+    with pytest.raises(IpmixError, match="augment"):
+        build_shards(out=tmp_path / "paper", augment={"severity": "5"}, progress=False)
+
+
+def test_cli_aug_option_parsing_and_node_rank_requirement(tmp_path, capsys):
+    run = cli.run
+    assert run(["shards", "build", "--source", "digits", "--out", str(tmp_path / "o"), "--aug", "min_ops"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+    assert run(["shards", "build", "--source", "digits", "--out", str(tmp_path / "o"), "--aug", "nope=3"]) == 1
+    assert "unknown augmentation option" in capsys.readouterr().err
+    assert run(["shards", "build", "--source", "digits", "--out", str(tmp_path / "o"), "--num-nodes", "2"]) == 2
+    assert "--node-rank" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

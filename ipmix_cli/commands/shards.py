@@ -35,13 +35,17 @@ def shards():
 @click.option("--extend-epochs", type=click.IntRange(1, None), help="Add this many epochs to the build in OUT.")
 @click.option("--skip-bad/--no-skip-bad", default=None, help="Skip unreadable source images (listed in the manifest).")
 @click.option("--num-nodes", type=click.IntRange(1, None), default=1, show_default=True, help="Machines sharing the build.")
-@click.option("--node-rank", type=click.IntRange(0, None), default=0, show_default=True, help="This machine's part.")
+@click.option("--node-rank", type=click.IntRange(0, None), help="This machine's part, 0..N-1 (required with --num-nodes N > 1).")
 @click.option("--backend", type=click.Choice(["joblib", "dask"]), default="joblib", show_default=True)
 @click.option("--scheduler", help="Dask scheduler address (with --backend dask), e.g. tcp://host:8786.")
 @click.option("--dali-index/--no-dali-index", default=None, help="Also write DALI .idx files.")
+@click.option("--aug", "aug_options", multiple=True, metavar="KEY=VALUE",
+              help="An augmentation option, repeatable: width, depth, min_ops, severity, beta, ops, all_ops, "
+                   "patch_sizes, partner, overflow, mixing_size (e.g. --aug min_ops=1 --aug overflow=wrap).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def build_cmd(source, fractals, out, epochs, preset, recipe, views, seed, workers, fmt, quality, shards, dry_run,
-              overwrite, extend_epochs, skip_bad, num_nodes, node_rank, backend, scheduler, dali_index, quiet):
+              overwrite, extend_epochs, skip_bad, num_nodes, node_rank, backend, scheduler, dali_index, aug_options,
+              quiet):
     """Materialize K augmented epochs of SOURCE as WebDataset shards in OUT.
 
     Re-running the same command resumes (finished shards are checked and kept). Options
@@ -49,18 +53,42 @@ def build_cmd(source, fractals, out, epochs, preset, recipe, views, seed, worker
     """
     from ipmix_cli.shards.build import build_shards
 
+    if node_rank is None:
+        if num_nodes > 1:
+            raise click.UsageError("--num-nodes > 1 needs --node-rank (this machine's part, 0..N-1)")
+        node_rank = 0
     log = (lambda m: None) if quiet else _log
     result = build_shards(source=source, fractals=fractals, out=out, epochs=epochs, preset=preset, recipe=recipe,
                           views=views, seed=seed, workers=workers, format=fmt, quality=quality, shards=shards,
                           dry_run=dry_run, overwrite=overwrite, extend_epochs=extend_epochs, skip_bad=skip_bad,
                           num_nodes=num_nodes, node_rank=node_rank, backend=backend, scheduler=scheduler,
-                          dali_index=dali_index, progress=not quiet, log=log)
+                          dali_index=dali_index, augment=parse_aug_options(aug_options) if aug_options else None,
+                          progress=not quiet, log=log)
     if dry_run:
         click.echo(render_plan(result))
     elif result.get("complete"):
         click.echo(f"{out}: {result['num_epochs']} epoch(s) x {result['shards_per_epoch']} shards x "
                    f"{result['samples_per_shard']} samples, {result['totals']['bytes'] / 1e6:.1f} MB"
                    + (f", {len(result['bad_samples'])} bad source image(s) skipped" if result["bad_samples"] else ""))
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def parse_aug_options(pairs) -> dict:
+    """`KEY=VALUE` strings → overrides for `resolve_config` (which checks names and values)."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--aug")
+        if key == "all_ops":
+            if value.lower() not in _TRUE | _FALSE:
+                raise click.BadParameter(f"all_ops takes true or false, not {value!r}", param_hint="--aug")
+            value = value.lower() in _TRUE
+        options[key] = value
+    return options
 
 
 def render_plan(p: dict) -> str:

@@ -395,12 +395,13 @@ def _pilot(ctx: BuildContext, samples: int) -> dict:
 def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None, recipe=None, views=None,
                  seed=None, workers=1, format=None, quality=None, shards=None, dry_run=False, overwrite=False,
                  extend_epochs=None, skip_bad=None, num_nodes=1, node_rank=0, backend="joblib", scheduler=None,
-                 dali_index=None, progress=True, log=None, pilot_samples=64) -> dict:
+                 dali_index=None, augment=None, progress=True, log=None, pilot_samples=64) -> dict:
     """Build (or resume, or extend) a shard set in `out`; returns the manifest.
 
     Options left as None are taken from OUT's manifest when one exists (so
     `build_shards(out=OUT, extend_epochs=2)` adds two epochs with the same settings),
     otherwise from the defaults. With `dry_run` nothing is written and the plan is returned.
+    `augment` holds overrides of the preset's augmentation options (see `resolve_config`).
     """
     log = log or (lambda msg: None)
     if out is None:
@@ -421,7 +422,7 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
 
     given = {"source": source, "fractals": fractals, "preset": preset, "recipe": recipe, "views": views,
              "seed": seed, "format": format, "quality": quality, "shards": shards, "skip_bad": skip_bad,
-             "dali_index": dali_index}
+             "dali_index": dali_index, "augment_options": augment}
     if existing is not None:
         old = existing["config"]
         for k, v in given.items():
@@ -454,7 +455,9 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
 
     from ipmix_cli.augment import resolve_config
 
-    cfg = resolve_config(preset=given["preset"], recipe=given["recipe"], views=int(given["views"]))
+    given["augment_options"] = dict(given["augment_options"] or {})
+    cfg = resolve_config(preset=given["preset"], recipe=given["recipe"], views=int(given["views"]),
+                         **given["augment_options"])
     src = open_source(given["source"])
     if len(src) == 0:
         raise IpmixError(f"source {given['source']} holds no samples")
@@ -474,7 +477,7 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
         "preset": given["preset"], "recipe": given["recipe"], "views": cfg.views, "seed": int(given["seed"]),
         "image_size": cfg.image_size, "format": fmt, "quality": q, "shards": n_shards,
         "skip_bad": bool(given["skip_bad"]), "dali_index": bool(given["dali_index"]),
-        "augment": cfg.to_dict(), "source_fingerprint": src.fingerprint,
+        "augment": cfg.to_dict(), "augment_options": given["augment_options"], "source_fingerprint": src.fingerprint,
         "mixing_fingerprint": mixing["fingerprint"],
     }
     chash = mf.config_hash(config)

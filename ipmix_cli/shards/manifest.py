@@ -24,7 +24,9 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 RECORDS = ".records"
 # Paths (where things are, not what they are) and derived extras that never change a shard.
-UNHASHED = ("source", "fractals", "dali_index")
+# What a build is made of is hashed; how it was asked for is not (`augment` holds the resolved
+# augmentation, so the overrides that led to it need not be hashed again).
+UNHASHED = ("source", "fractals", "dali_index", "augment_options")
 
 
 def config_hash(config: dict) -> str:
