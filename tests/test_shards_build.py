@@ -416,3 +416,14 @@ def test_cli_aug_option_parsing_and_node_rank_requirement(tmp_path, capsys):
     assert run(["shards", "build", "--source", "digits", "--out", str(tmp_path / "o"), "--num-nodes", "2"]) == 2
     assert "--node-rank" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_augmix_needs_no_mixing_set_and_ignores_one(tmp_path, mix):
+    kw = dict(source="digits:test", epochs=1, shards=2, recipe="augmix", progress=False)
+    without = build_shards(out=tmp_path / "a", **kw)
+    with_mix = build_shards(out=tmp_path / "b", fractals=str(mix), **kw)
+    assert without["mixing_set"]["fingerprint"] is None
+    assert [s["sha256"] for s in without["epochs"][0]["shards"]] == \
+        [s["sha256"] for s in with_mix["epochs"][0]["shards"]]
+    with pytest.raises(IpmixError, match="--fractals"):
+        build_shards(out=tmp_path / "c", **{**kw, "recipe": "pixmix"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ipmix_cli.augment.bank import MixingBank
+from ipmix_cli.augment.presets import MIXING_RECIPES
 from ipmix_cli.augment.chains import augment_view
 from ipmix_cli.augment.config import AugmentConfig
 from ipmix_cli.augment.ops import ROTATION_TABLE
@@ -18,9 +19,9 @@ class Augmenter:
     """Makes the views of a batch: row i depends only on (cfg, bank, seed, epoch, indices[i], images[i])."""
 
     def __init__(self, cfg: AugmentConfig, bank: MixingBank | None):
-        if bank is None and cfg.recipe != "none":
+        if bank is None and cfg.recipe in MIXING_RECIPES:
             raise IpmixError(f"recipe {cfg.recipe!r} needs a mixing folder")
-        if bank is not None and cfg.recipe != "none" and bank.size != cfg.mixing_size:
+        if bank is not None and cfg.recipe in MIXING_RECIPES and bank.size != cfg.mixing_size:
             raise IpmixError(f"the mixing bank holds {bank.size}px pictures but this configuration resizes them "
                              f"to {cfg.mixing_size}px: load it with MixingBank.from_folder(folder, cfg)")
         self.cfg = cfg

@@ -39,5 +39,8 @@ RECIPES = {
     "none": {"ops": (), "all_ops": (), "min_ops": 0, "p_chain": 0.0},
 }
 
+# Recipes that mix with pictures of the mixing set (AugMix and `none` never look at it).
+MIXING_RECIPES = ("ipmix", "pixmix")
+
 PARTNERS = ("fractal", "mixed")
 CROPS = ("pad", "random-resized")

@@ -311,7 +311,9 @@ _OPTION_DEFAULTS = {"epochs": 1, "preset": "cifar", "recipe": "ipmix", "views": 
 
 
 def _needs_bank(recipe: str) -> bool:
-    return recipe != "none"
+    from ipmix_cli.augment.presets import MIXING_RECIPES
+
+    return recipe in MIXING_RECIPES
 
 
 def _open_bank(fractals, cfg, recipe):
