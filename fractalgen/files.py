@@ -64,6 +64,8 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     from fractalgen.errors import FractalgenError
 
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FractalgenError(f"cannot write to {path}: it is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-", delete=True)

@@ -106,3 +106,13 @@ def test_atomic_write_publishes_with_the_usual_mode(tmp_path):
     atomic_write_bytes(tmp_path / "m.json", b"{}", fsync=False)
     # mkstemp alone would leave 0600: files on shared storage must stay readable as umask allows
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~files._UMASK
+
+
+def test_writable_dir_names_a_file_in_the_way(tmp_path):
+    from fractalgen.errors import FractalgenError
+    from fractalgen.files import ensure_writable_dir
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(FractalgenError, match="is a file, not a folder"):
+        ensure_writable_dir(tmp_path / "f")
+    assert ensure_writable_dir(tmp_path / "a" / "b").is_dir()
