@@ -140,31 +140,11 @@ def resized_window(src, top, left, h, w, out_h, out_w, out):
         y0 = first[0]
         y1 = first[out_h - 1] + taps[out_h - 1]
         tmp = _horizontal(src, top + y0, left, y1 - y0, w, out_w)
-        _vertical_shifted(tmp, y0, h, out_h, out)
+        _vertical(tmp, -y0, 0, h, out_w, out_h, out)  # tmp row 0 is source row y0
     else:
         tmp = np.empty((out_h, w, 3), np.uint8)
         _vertical(src, top, left, h, w, out_h, tmp)
         out[:] = _horizontal(tmp, 0, 0, out_h, w, out_w)
-
-
-@njit(cache=True)
-def _vertical_shifted(tmp, y0, h, out_h, out):
-    """The vertical pass over rows that start at source row y0 (weights of the full height h)."""
-    first, taps, kk = coefficients(h, out_h)
-    n = tmp.shape[1] * 3
-    # float64 sums of the integer products are exact (< 2**53) and vectorise, unlike int64
-    acc = np.empty(n, np.float64)
-    for yy in range(out_h):
-        for j in range(n):
-            acc[j] = _HALF_F
-        for t in range(taps[yy]):
-            k = np.float64(kk[yy, t])
-            row = tmp[first[yy] - y0 + t].reshape(-1)
-            for j in range(n):
-                acc[j] += row[j] * k
-        o = out[yy].reshape(-1)
-        for j in range(n):
-            o[j] = _clip8(np.int64(acc[j]))
 
 
 def resize_bilinear(src: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
