@@ -144,6 +144,26 @@ def test_imagenet_preset_random_resized_crop(tmp_path):
     assert np.array_equal(out[:, 0], np.stack([reference_crop(im, cfg, 0, 0, i) for i, im in enumerate(images)]))
 
 
+def test_decoded_pictures_give_the_same_views_as_arrays(tmp_path, monkeypatch):
+    from ipmix_cli.augment import pillow_pixels
+
+    cfg = resolve_config("imagenet", image_size=48, views=3)
+    bank = MixingBank.from_folder(make_mixing_folder(tmp_path / "mix", size=64), cfg)
+    rs = np.random.default_rng(4)
+    arrays = [smooth_image(rs, h, w) for h, w in ((60, 80), (120, 90), (49, 200))]
+    pictures = [Image.fromarray(a) for a in arrays]
+    pictures[2] = pictures[2].convert("RGBA")  # other modes are converted first
+    view = pillow_pixels.rgbx_view(pictures[0])
+    assert view.shape == (60, 80, 4) and np.array_equal(view[..., :3], arrays[0])  # no copy
+    aug = Augmenter(cfg, bank)
+    expected = aug.make_views(arrays, 1, 2, np.arange(3))
+    assert np.array_equal(aug.make_views(pictures, 1, 2, np.arange(3)), expected)
+    # where Pillow offers no export, the pixels are copied out instead: same views
+    monkeypatch.setattr(pillow_pixels, "_export_view", lambda img: None)
+    assert pillow_pixels.rgbx_view(pictures[0]).shape == (60, 80, 3)
+    assert np.array_equal(aug.make_views(pictures, 1, 2, np.arange(3)), expected)
+
+
 def test_per_image_api_equals_the_batch_row(bank):
     cfg = resolve_config("cifar")
     images = sample_images(6, 3, 32)

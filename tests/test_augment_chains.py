@@ -13,7 +13,7 @@ def _run_views(cfg, n_views, prm=None, seed=0):
     x, f = sample_images(21, 2, cfg.image_size)
     S = cfg.image_size
     k, t = cfg.width, cfg.depth
-    bufs = np.empty((3, S, S, 3), np.uint8)
+    bufs = np.empty((C.scratch_images(cfg.width), S, S, 3), np.uint8)
     acc = np.empty((S, S, 3))
     out = np.empty((S, S, 3), np.uint8)
     traces, weights, outs = [], [], []

@@ -105,3 +105,36 @@ def test_patch_geometry():
     for _ in range(50):
         top, left, h, w = P.draw_patch(st, S, S)
         assert top == 0 and left == 0
+
+
+def test_large_patches_go_through_the_pair_table_with_the_same_bytes():
+    # 96 x 96 x 3 values is above PAIR_TABLE_MIN: every pair of bytes is tabulated first
+    img1, img2 = sample_images(14, 2, 96)
+    assert 96 * 96 * 3 >= P.PAIR_TABLE_MIN > 60 * 90 * 3 // 2
+    for op in (P.ADD, P.MULTIPLY):
+        for overflow in (P.OVERFLOW_CLIP, P.OVERFLOW_WRAP):
+            for k, (top, left, h, w) in enumerate([(0, 0, 96, 96), (5, 3, 90, 60)]):
+                st = rng.new_state(7, 0, k, 2 + op)
+                a, b = rng.get_ab(st.copy(), 4.0)
+                out = img1.copy()
+                P.mix_patch(out, img2, op, st, 4.0, overflow, top, left, h, w)
+                p1 = img1[top:top + h, left:left + w] / 255.0
+                p2 = img2[top:top + h, left:left + w] / 255.0
+                if op == P.ADD:
+                    q = ((2 * p1 - 1) * a + (2 * p2 - 1) * b + 1) / 2
+                else:
+                    q = ((2 * p1) ** a) * (np.maximum(2 * p2, 1e-37) ** b) / 2
+                expected = img1.copy()
+                expected[top:top + h, left:left + w] = _expected_uint8(q, overflow)
+                assert np.array_equal(out, expected), (op, overflow, k)
+
+
+def test_random_masks_leave_the_stream_where_the_draws_end():
+    img1, img2 = sample_images(15, 2, 64)
+    for op, per in ((P.RANDOM_PIXELS, 1), (P.RANDOM_ELEMENTS, 3)):
+        st = rng.new_state(8, 0, 1, op)
+        probe = st.copy()
+        rng.uniform_array(probe, 1 + 50 * 40 * per)
+        P.mix_patch(img1.copy(), img2, op, st, 3.0, P.OVERFLOW_CLIP, 7, 11, 50, 40)
+        assert st[0] == probe[0]
+        assert rng.uniform(st) == rng.uniform(probe)

@@ -31,3 +31,18 @@ def test_window_equals_crop_then_resize():
         out = np.empty((size, size, 3), np.uint8)
         resized_window(im, top, left, h, w, size, size, out)
         assert np.array_equal(out, _pil(im[top:top + h, left:left + w], size, size))
+
+
+def test_window_reads_rgbx_pixels_like_rgb():
+    # Pillow keeps RGB images as 4 bytes per pixel; the kernel reads that layout directly
+    rs = np.random.default_rng(2)
+    rgb = rs.integers(0, 256, (150, 110, 3), dtype=np.uint8)
+    rgbx = np.concatenate([rgb, rs.integers(0, 256, (150, 110, 1), dtype=np.uint8)], axis=2)
+    for top, left, h, w, size in [(0, 0, 150, 110, 224), (10, 5, 120, 90, 64), (3, 7, 40, 100, 56),
+                                  (20, 2, 100, 30, 48), (0, 0, 150, 110, 150)]:
+        a = np.empty((size, size, 3), np.uint8)
+        b = np.empty((size, size, 3), np.uint8)
+        resized_window(rgb, top, left, h, w, size, size, a)
+        resized_window(rgbx, top, left, h, w, size, size, b)
+        assert np.array_equal(a, b), (top, left, h, w, size)
+        assert np.array_equal(a, _pil(rgb[top:top + h, left:left + w], size, size))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 from ipmix_cli.augment.bank import MixingBank
 from ipmix_cli.augment.presets import MIXING_RECIPES
-from ipmix_cli.augment.chains import augment_view
+from ipmix_cli.augment.chains import augment_view, scratch_images
 from ipmix_cli.augment.config import AugmentConfig
 from ipmix_cli.augment.ops import ROTATION_TABLE
+from ipmix_cli.augment.pillow_pixels import rgbx_view
 from ipmix_cli.augment.rng import STREAM_VIEW, new_state
 from ipmix_cli.augment.resample import resized_window
 from ipmix_cli.augment.views import CROP_NONE, CROP_PAD, augment_batch, random_resized_crop_box
@@ -33,7 +35,10 @@ class Augmenter:
         self._no_bank = _readonly(np.zeros((1, S, S, 3), np.uint8))
 
     def make_views(self, images, seed: int, epoch: int, indices) -> np.ndarray:
-        """uint8 [N, V, S, S, 3]: [aug] or [clean, aug1, aug2] per row (see contracts B)."""
+        """uint8 [N, V, S, S, 3]: [aug] or [clean, aug1, aug2] per row (see contracts B).
+
+        images: uint8 HxWx3 arrays; with the random-resized crop (ImageNet preset) they may be
+        of any size, and may also be decoded PIL images (read without a copy)."""
         cfg = self.cfg
         S = cfg.image_size
         indices = np.array(indices, dtype=np.int64).reshape(-1)
@@ -51,9 +56,13 @@ class Augmenter:
             batch = np.empty((len(items), S, S, 3), np.uint8)
             flips = np.zeros(len(items), np.uint8)
             for i, im in enumerate(items):
-                im = np.asarray(im)
-                if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
-                    raise IpmixError(f"image {i} is not an HxWx3 uint8 array (shape {im.shape}, {im.dtype})")
+                if isinstance(im, Image.Image):
+                    # a decoded picture: read its pixels where Pillow holds them (no copy)
+                    im = rgbx_view(im if im.mode == "RGB" else im.convert("RGB"))
+                else:
+                    im = np.asarray(im)
+                    if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
+                        raise IpmixError(f"image {i} is not an HxWx3 uint8 array (shape {im.shape}, {im.dtype})")
                 if not (im.flags.c_contiguous and im.flags.writeable):
                     im = np.array(im, order="C")
                 top, left, h, w, flips[i] = random_resized_crop_box(seed, epoch, int(indices[i]), im.shape[0], im.shape[1])
@@ -114,7 +123,7 @@ def ipmix_one(image: np.ndarray, mixing_picture: np.ndarray, rng: np.ndarray, cf
         raise IpmixError(f"mixing picture {f.shape} and image {image.shape} differ in size")
     S = image.shape[0]
     out = np.empty_like(image)
-    bufs = np.empty((3, S, S, 3), np.uint8)
+    bufs = np.empty((scratch_images(cfg.width), S, S, 3), np.uint8)
     acc = np.empty((S, S, 3), np.float64)
     weights = np.empty(cfg.width + 1, np.float64)
     trace = np.zeros((cfg.width, 2 + cfg.depth), np.int64)

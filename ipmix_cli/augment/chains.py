@@ -75,13 +75,19 @@ def _chain(is_p, cur, tmp, x, f, partner, n, ops, patch_sizes, st, prm, rot_tabl
     return cur
 
 
+def scratch_images(width: int) -> int:
+    """How many SxSx3 uint8 scratch images the kernels need for `width` chains."""
+    return max(3, width + 2)
+
+
 @njit(cache=True)
 def chain_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weights, trace):
     """IPMix (or AugMix, with P_CHAIN = 0) view of x into `out` (uint8 SxSx3).
 
-    bufs: uint8 [3, S, S, 3] scratch; acc: float64 [S, S, 3]; weights: float64 [k + 1] receives
-    the chain weights and then m; trace: int64 [k, 2 + t] receives, per chain, (is P chain,
-    number of ops, op ids or mixing-op ids) -- what the tests count.
+    bufs: uint8 [scratch_images(k), S, S, 3]: one result per chain, a scratch image and the
+    partner; acc: float64 [S, S, 3] (its first row accumulates); weights: float64 [k + 1]
+    receives the chain weights and then m; trace: int64 [k, 2 + t] receives, per chain, (is P
+    chain, number of ops, op ids or mixing-op ids) -- what the tests count.
     """
     k = int(prm[PRM_WIDTH])
     depth = int(prm[PRM_DEPTH])
@@ -89,12 +95,11 @@ def chain_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weigh
     dirichlet(st, prm[PRM_ALPHA], k, weights)
     m = beta(st, prm[PRM_SKIP_A], prm[PRM_SKIP_B])
     weights[k] = m
-    H, W = x.shape[0], x.shape[1]
-    x1 = x.reshape(-1)
-    acc1 = acc.reshape(-1)
-    n_el = x1.shape[0]
+    scratch = bufs[k]
+    partner = bufs[k + 1]
     x_coef = 1.0 - m
-    first = True
+    used = np.empty(k, np.int64)  # chains with at least one op, in order
+    n_used = 0
     for i in range(k):
         is_p = uniform(st) < prm[PRM_P_CHAIN]
         n = min_ops + randint(st, depth - min_ops + 1)
@@ -103,24 +108,37 @@ def chain_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weigh
         if n == 0:
             x_coef += m * weights[i]
             continue
-        copy_all(x, bufs[0])
-        cur = _chain(is_p, bufs[0], bufs[1], x, f, bufs[2], n, ops, patch_sizes, st, prm, rot_table, trace[i])
-        wi = m * weights[i]
-        cur1 = cur.reshape(-1)
-        if first:
-            for j in range(n_el):
-                acc1[j] = wi * cur1[j]
-            first = False
-        else:
-            for j in range(n_el):
-                acc1[j] += wi * cur1[j]
+        copy_all(x, bufs[i])
+        _chain(is_p, bufs[i], scratch, x, f, partner, n, ops, patch_sizes, st, prm, rot_table, trace[i])
+        if not is_p and n % 2 == 1:  # image ops swap source and destination: odd, it is in scratch
+            copy_all(scratch, bufs[i])
+        used[n_used] = i
+        n_used += 1
+    # (1 - m) x + sum_i m w_i chain_i, one row at a time so the sums stay in cache
+    row = x.shape[1] * 3
+    x1 = x.reshape(-1)
     out1 = out.reshape(-1)
-    if first:
-        for j in range(n_el):
-            out1[j] = _round_u8(x_coef * x1[j] + 0.5)
-    else:
-        for j in range(n_el):
-            out1[j] = _round_u8(x_coef * x1[j] + acc1[j] + 0.5)
+    a = acc.reshape(-1)[:row]
+    for y in range(x.shape[0]):
+        lo = y * row
+        xr = x1[lo:lo + row]
+        orow = out1[lo:lo + row]
+        if n_used == 0:
+            for j in range(row):
+                orow[j] = _round_u8(x_coef * xr[j] + 0.5)
+            continue
+        for u in range(n_used):
+            i = used[u]
+            wi = m * weights[i]
+            cr = bufs[i].reshape(-1)[lo:lo + row]
+            if u == 0:
+                for j in range(row):
+                    a[j] = wi * cr[j]
+            else:
+                for j in range(row):
+                    a[j] += wi * cr[j]
+        for j in range(row):
+            orow[j] = _round_u8(x_coef * xr[j] + a[j] + 0.5)
 
 
 @njit(cache=True, inline="always")

@@ -16,7 +16,6 @@ from numba import njit
 
 PRECISION_BITS = 32 - 8 - 2
 _HALF = np.int32(1 << (PRECISION_BITS - 1))
-_HALF_F = np.float64(1 << (PRECISION_BITS - 1))
 _U1 = np.uint64(1)
 _U2 = np.uint64(2)
 _U3 = np.uint64(3)
@@ -71,26 +70,30 @@ def _clip8(ss):
 
 @njit(cache=True)
 def _horizontal(src, top, left, rows, width, out_w):
-    """Rows [top, top + rows) of the column window [left, left + width) resized to out_w."""
+    """Rows [top, top + rows) of the column window [left, left + width) resized to out_w.
+
+    src may hold 3 or 4 bytes per pixel (RGB, or Pillow's own RGBX layout); out is RGB."""
     first, taps, kk = coefficients(width, out_w)
     out = np.empty((rows, out_w, 3), np.uint8)
     o1 = out.reshape(-1)
     W = src.shape[1]
+    cpp = src.shape[2]
     s1 = src.reshape(-1)
+    step = np.uint64(cpp)
     o = np.uint64(0)
     for y in range(rows):
-        base = ((top + y) * W + left) * 3
+        base = ((top + y) * W + left) * cpp
         for xx in range(out_w):
             s0 = _HALF
             s_1 = _HALF
             s2 = _HALF
-            i = np.uint64(base + first[xx] * 3)
+            i = np.uint64(base + first[xx] * cpp)
             for t in range(taps[xx]):
                 k = kk[xx, t]
                 s0 += np.int32(s1[i]) * k
                 s_1 += np.int32(s1[i + _U1]) * k
                 s2 += np.int32(s1[i + _U2]) * k
-                i += _U3
+                i += step
             o1[o] = _clip8(s0)
             o1[o + _U1] = _clip8(s_1)
             o1[o + _U2] = _clip8(s2)
@@ -100,28 +103,39 @@ def _horizontal(src, top, left, rows, width, out_w):
 
 @njit(cache=True)
 def _vertical(src, top, left, height, width, out_h, out):
-    """The window [top, top + height) x [left, left + width) resized to out_h rows, into out."""
+    """The window [top, top + height) x [left, left + width) resized to out_h rows, into out
+    (src with 3 or 4 bytes per pixel, out RGB)."""
     first, taps, kk = coefficients(height, out_h)
-    n = width * 3
-    # float64 sums of the integer products are exact (< 2**53) and vectorise, unlike int64
-    acc = np.empty(n, np.float64)
+    cpp = src.shape[2]
+    n = width * cpp
+    W = src.shape[1]
+    s1 = src.reshape(-1)
+    # int32 sums as PIL's (they cannot overflow); a whole row at a time, so the loops vectorise
+    acc = np.empty(n, np.int32)
     for yy in range(out_h):
         for j in range(n):
-            acc[j] = _HALF_F
+            acc[j] = _HALF
         for t in range(taps[yy]):
-            k = np.float64(kk[yy, t])
-            row = src[top + first[yy] + t].reshape(-1)
-            base = left * 3
+            k = kk[yy, t]
+            o = ((top + first[yy] + t) * W + left) * cpp
+            row = s1[o:o + n]
             for j in range(n):
-                acc[j] += row[base + j] * k
+                acc[j] += np.int32(row[j]) * k
         o = out[yy].reshape(-1)
-        for j in range(n):
-            o[j] = _clip8(np.int64(acc[j]))
+        if cpp == 3:
+            for j in range(n):
+                o[j] = _clip8(acc[j])
+        else:
+            for x in range(width):
+                for c in range(3):
+                    o[3 * x + c] = _clip8(acc[cpp * x + c])
 
 
 @njit(cache=True)
 def resized_window(src, top, left, h, w, out_h, out_w, out):
-    """out = PIL `Image.fromarray(src[top:top+h, left:left+w]).resize((out_w, out_h), BILINEAR)`."""
+    """out = PIL `Image.fromarray(src[top:top+h, left:left+w]).resize((out_w, out_h), BILINEAR)`.
+
+    src: HxWx3, or HxWx4 of which the first three bytes of each pixel are read."""
     need_h = w != out_w
     need_v = h != out_h
     horizontal_first = not (h - out_h > 0 and h - out_h > (w - out_w) * 2)

@@ -45,6 +45,23 @@ def pad_crop_flip(src, dst, oy, ox, flip):
 
 
 @njit(cache=True)
+def mirror_into(src, dst):
+    """dst = src mirrored left-right (both C-contiguous SxSx3)."""
+    W = src.shape[1]
+    n = W * 3
+    s1 = src.reshape(-1)
+    d1 = dst.reshape(-1)
+    for y in range(src.shape[0]):
+        s = s1[y * n:(y + 1) * n]
+        d = d1[y * n:(y + 1) * n]
+        for x in range(W):
+            k = 3 * (W - 1 - x)
+            d[3 * x] = s[k]
+            d[3 * x + 1] = s[k + 1]
+            d[3 * x + 2] = s[k + 2]
+
+
+@njit(cache=True)
 def draw_pad_crop(seed, epoch, index, size):
     st = new_state(seed, epoch, index, STREAM_CROP)
     oy = randint(st, 2 * PAD + 1)
@@ -61,11 +78,15 @@ def mixing_crop(bank, seed, epoch, index, f):
     S = f.shape[0]
     oy = randint(st, bank.shape[1] - S + 1)
     ox = randint(st, bank.shape[2] - S + 1)
+    f1 = f.reshape(-1)
+    b1 = bank[j].reshape(-1)
+    row = bank.shape[2] * 3
+    n = S * 3
     for y in range(S):
-        for x in range(S):
-            f[y, x, 0] = bank[j, oy + y, ox + x, 0]
-            f[y, x, 1] = bank[j, oy + y, ox + x, 1]
-            f[y, x, 2] = bank[j, oy + y, ox + x, 2]
+        src = b1[(oy + y) * row + ox * 3:(oy + y) * row + ox * 3 + n]
+        dst = f1[y * n:(y + 1) * n]
+        for k in range(n):
+            dst[k] = src[k]
 
 
 @njit(cache=True)
@@ -81,7 +102,7 @@ def augment_batch(images, crop_mode, flips, bank, seed, epoch, indices, prm, ops
     S = out.shape[2]
     x = np.empty((S, S, 3), np.uint8)
     f = np.zeros((S, S, 3), np.uint8)
-    bufs = np.empty((3, S, S, 3), np.uint8)
+    bufs = np.empty((max(3, int(prm[PRM_WIDTH]) + 2), S, S, 3), np.uint8)  # chains.scratch_images
     acc = np.empty((S, S, 3), np.float64)
     weights = np.empty(int(prm[PRM_WIDTH]) + 1, np.float64)
     trace = np.zeros((int(prm[PRM_WIDTH]), 2 + int(prm[PRM_DEPTH])), np.int64)
@@ -92,11 +113,7 @@ def augment_batch(images, crop_mode, flips, bank, seed, epoch, indices, prm, ops
             oy, ox, flip = draw_pad_crop(seed, epoch, idx, S)
             pad_crop_flip(images[i], x, oy, ox, flip)
         elif flips[i]:
-            for y in range(S):
-                for xx in range(S):
-                    x[y, xx, 0] = images[i, y, S - 1 - xx, 0]
-                    x[y, xx, 1] = images[i, y, S - 1 - xx, 1]
-                    x[y, xx, 2] = images[i, y, S - 1 - xx, 2]
+            mirror_into(images[i], x)
         else:
             copy_all(images[i], x)
         if recipe == RECIPE_NONE:

@@ -7,7 +7,9 @@ Sources are made on the fly in a temporary folder:
   `cifar10:PATH` source;
 - 224 px: a class folder of JPEG crops and flips of the two real photographs scikit-learn ships
   (`load_sample_images`), read through the real folder source (JPEG decode included).
-The mixing set is a folder of smooth synthetic pictures (no fractal rendering needed).
+The 32 px parts mix with a folder of smooth synthetic pictures; the 224 px part renders a real
+fractal set (64 pictures at 256 px), which the per-image baseline loads per sample from disk as
+the reference code's mixing-set dataset does (a second baseline gets them pre-loaded).
 """
 
 from __future__ import annotations
@@ -36,6 +38,14 @@ def write_mixing_folder(folder: Path, n: int = 16, size: int = 256) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i, im in enumerate(smooth_images(n, size, size, seed=11)):
         Image.fromarray(im).save(folder / f"mix-{i:03d}.png")
+    return folder
+
+
+def write_fractal_set(folder: Path, per_family: int = 32) -> Path:
+    """A real mixing set: escape-time and IFS fractals at 256 px, as `ipmix fractals render` writes them."""
+    from fractalgen.render import render_set
+
+    render_set(folder, escape=per_family, ifs=per_family, size=256, seed=0)
     return folder
 
 
@@ -105,41 +115,75 @@ def _median_builds(repeats: int, **kw) -> tuple[float, float, dict]:
 
 # --------------------------------------------------------------------------- 224 px baseline
 
-def _random_resized_crop(img, size: int, rng: np.random.Generator):
-    """torchvision-style RandomResizedCrop on a PIL image (scale 0.08-1, ratio 3/4-4/3)."""
-    from PIL import Image
-
-    w, h = img.size
+def _rrc_params(w: int, h: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop.get_params (scale 0.08-1, ratio 3/4-4/3): x, y, w, h."""
     area = w * h
     for _ in range(10):
         target = area * rng.uniform(0.08, 1.0)
         ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
         cw, ch = int(round(np.sqrt(target * ratio))), int(round(np.sqrt(target / ratio)))
         if 0 < cw <= w and 0 < ch <= h:
-            x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-            break
-    else:
-        cw = ch = min(w, h)
-        x, y = (w - cw) // 2, (h - ch) // 2
-    out = img.resize((size, size), Image.BILINEAR, box=(x, y, x + cw, y + ch))
+            return int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1)), cw, ch
+    side = min(w, h)
+    return (w - side) // 2, (h - side) // 2, side, side
+
+
+def _pil_loader(path):
+    """torchvision's ImageFolder loader: open, then convert to RGB."""
+    from PIL import Image
+
+    with open(path, "rb") as f:
+        return Image.open(f).convert("RGB")
+
+
+def _train_transform(img, size: int, rng: np.random.Generator):
+    """RandomResizedCrop(size) + RandomHorizontalFlip as torchvision applies them to a PIL image."""
+    from PIL import Image
+
+    x, y, cw, ch = _rrc_params(*img.size, rng)
+    out = img.crop((x, y, x + cw, y + ch)).resize((size, size), Image.BILINEAR)
     return out.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else out
 
 
-def reference_pipeline(files, cfg, bank_pixels, seed: int = 0) -> list[bytes]:
-    """Per image: decode → RandomResizedCrop+flip (PIL) → IPMix (per-image PIL reference) →
-    JPEG q95 encode, as a per-image augmentation pipeline does it."""
+def _mixing_transform(img, mixing_size: int, size: int, rng: np.random.Generator):
+    """The reference's mixing set transform: Resize(shorter side) bilinear, RandomCrop(size)."""
+    from PIL import Image
+
+    w, h = img.size
+    if w <= h:
+        nw, nh = mixing_size, int(mixing_size * h / w)
+    else:
+        nw, nh = int(mixing_size * w / h), mixing_size
+    img = img.resize((nw, nh), Image.BILINEAR)
+    x, y = int(rng.integers(0, nw - size + 1)), int(rng.integers(0, nh - size + 1))
+    return img.crop((x, y, x + size, y + size))
+
+
+def reference_pipeline(files, cfg, mixing, seed: int = 0) -> list[bytes]:
+    """The per-image pipeline of the reference code, one sample at a time:
+
+    load (ImageFolder's loader) -> RandomResizedCrop + flip (PIL) -> draw a mixing picture ->
+    IPMix (the per-image PIL/NumPy reference) -> JPEG encode with the build's settings.
+
+    `mixing` is either a list of mixing-picture files, loaded and transformed per sample as
+    the reference's mixing-set dataset does, or a pre-resized bank array (uint8 [N, H, W, 3])
+    for the variant that gets its mixing pictures for free.
+    """
     from PIL import Image
 
     from ipmix_cli.augment import rng as arng
     from ipmix_cli.augment.reference import reference_mixing_picture, reference_view
-    from fractalgen.images import open_rgb
 
     out = []
     g = np.random.default_rng(seed)
+    S = cfg.image_size
     for i, f in enumerate(files):
-        img = open_rgb(f)
-        x = np.asarray(_random_resized_crop(img, cfg.image_size, g), dtype=np.uint8)
-        mix = reference_mixing_picture(bank_pixels, cfg.image_size, seed, 0, i)
+        x = np.asarray(_train_transform(_pil_loader(f), S, g), dtype=np.uint8)
+        if isinstance(mixing, np.ndarray):
+            mix = reference_mixing_picture(mixing, S, seed, 0, i)
+        else:
+            pic = _pil_loader(mixing[int(g.integers(len(mixing)))])
+            mix = np.asarray(_mixing_transform(pic, cfg.mixing_size, S, g), dtype=np.uint8)
         st = arng.new_state(seed, 0, i, arng.STREAM_VIEW)
         view = reference_view(x, mix, st, cfg)
         buf = io.BytesIO()
@@ -222,22 +266,29 @@ def run_bench(samples: int = 50_000, repeats: int = 3, photos_per_class: int = 1
             log("224 px single view on one core vs the per-image pipeline ...")
             photos = write_photo_folder(tmp / "photos", photos_per_class)
             files = sorted(photos.glob("*/*.jpg"))
+            fractals = write_fractal_set(tmp / "fractals")
             with one_core():
-                t_ours, _, m224 = _median_builds(repeats, source=str(photos), fractals=mix, out=tmp / "o224",
+                t_ours, _, m224 = _median_builds(repeats, source=str(photos), fractals=fractals, out=tmp / "o224",
                                                  preset="imagenet", views=1, workers=1)
                 cfg = resolve_config(preset="imagenet", recipe="ipmix", views=1)
-                bank = MixingBank.from_folder(mix, cfg)
+                bank = MixingBank.from_folder(fractals, cfg)
+                mix_files = sorted(fractals.glob("*.png"))
                 n_ref = len(files) if not quick else min(len(files), 16)
-                reference_pipeline(files[:2], cfg, bank.pixels)
-                ref_times = []
-                for _ in range(repeats):
-                    t0 = time.perf_counter()
-                    reference_pipeline(files[:n_ref], cfg, bank.pixels)
-                    ref_times.append(time.perf_counter() - t0)
+                ref = {}
+                for name, mixing in (("reference", mix_files), ("reference_preloaded", bank.pixels)):
+                    reference_pipeline(files[:2], cfg, mixing)
+                    times = []
+                    for _ in range(repeats):
+                        t0 = time.perf_counter()
+                        reference_pipeline(files[:n_ref], cfg, mixing)
+                        times.append(time.perf_counter() - t0)
+                    ref[name] = n_ref / statistics.median(times)
             ours = m224["samples_per_epoch"] / t_ours
-            ref = n_ref / statistics.median(ref_times)
             figures.update({"photo224_samples": m224["samples_per_epoch"], "photo224_ours_samples_per_s": ours,
-                            "photo224_reference_samples_per_s": ref, "photo224_speedup": ours / ref,
+                            "photo224_reference_samples_per_s": ref["reference"],
+                            "photo224_speedup": ours / ref["reference"],
+                            "photo224_reference_preloaded_samples_per_s": ref["reference_preloaded"],
+                            "photo224_speedup_vs_preloaded": ours / ref["reference_preloaded"],
                             "photo224_format": f"{m224['format']} q{m224['quality']}",
                             "photo224_bytes_per_sample": m224["totals"]["bytes"] / m224["samples_per_epoch"]})
 

@@ -91,14 +91,14 @@ def _fit(ctx: BuildContext, img: np.ndarray) -> np.ndarray:
     return np.asarray(resize_center_crop(Image.fromarray(img), s), dtype=np.uint8)
 
 
-def _replacement(ctx: BuildContext, epoch: int, position: int, bad: list):
+def _replacement(ctx: BuildContext, epoch: int, position: int, bad: list, read):
     """A deterministic stand-in for a bad sample (only with skip_bad)."""
     n = ctx.plan.n_source
     rng = np.random.default_rng([ctx.seed, epoch, position, 0xBAD])
     for _ in range(MAX_REPLACEMENT_TRIES):
         j = int(rng.integers(n))
         try:
-            return j, ctx.source.read(j)
+            return j, read(j)
         except BadSourceImage as exc:
             bad.append({"index": j, "name": exc.path, "reason": exc.reason})
     raise IpmixError(f"too many bad source images: no readable replacement after {MAX_REPLACEMENT_TRIES} tries")
@@ -108,20 +108,25 @@ def _rows(ctx: BuildContext, epoch, pos, idx, pad, bad):
     """Read and prepare one chunk; returns images, source indices, augmentation keys, json."""
     n = ctx.plan.n_source
     images, src_idx, keys, meta = [], [], [], []
-    try:
-        batch = ctx.source.read_many(idx)
-    except BadSourceImage:
-        batch = None  # read one by one below, to name (or skip) the bad ones
+    batch = None
+    if ctx.preset == "cifar":
+        read = ctx.source.read
+        try:
+            batch = ctx.source.read_many(idx)
+        except BadSourceImage:
+            pass  # read one by one below, to name (or skip) the bad ones
+    else:
+        read = ctx.source.read_image  # the Augmenter crops decoded pictures where they lie
     for r, (p, i, is_pad) in enumerate(zip(pos.tolist(), idx.tolist(), pad.tolist())):
         replaced = None
         try:
-            img = batch[r] if batch is not None else ctx.source.read(i)
+            img = batch[r] if batch is not None else read(i)
         except BadSourceImage as exc:
             if not ctx.skip_bad:
                 raise
             bad.append({"index": i, "name": exc.path, "reason": exc.reason})
             replaced = i
-            i, img = _replacement(ctx, epoch, p, bad)
+            i, img = _replacement(ctx, epoch, p, bad, read)
         images.append(_fit(ctx, img))
         src_idx.append(i)
         # Padding and replacement draws of an index already in the epoch get their own

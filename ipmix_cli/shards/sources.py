@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from fractalgen.errors import BadImage
-from fractalgen.images import is_image_name, load_rgb
+from fractalgen.images import is_image_name, load_rgb, open_rgb
 from ipmix_cli.errors import IpmixError
 
 DIGITS_SIZE = 32
@@ -54,6 +54,11 @@ class Source:
     def read_many(self, indices) -> list:
         """`read` for several samples (sources with a faster batch path override it)."""
         return [self.read(int(i)) for i in indices]
+
+    def read_image(self, i: int):
+        """Sample i as the Augmenter's random-resized crop takes it: an array, or a decoded
+        PIL image where the source decodes pictures (its pixels are then read in place)."""
+        return self.read(i)
 
     def name_of(self, i: int) -> str:
         """A human-readable name of sample i (used in error messages and skip lists)."""
@@ -170,9 +175,12 @@ class FolderSource(Source):
         self.fingerprint = _digest("folder", "\n".join(files), np.asarray(sizes, dtype=np.int64))
 
     def read(self, i: int) -> np.ndarray:
+        return np.asarray(self.read_image(i), dtype=np.uint8)
+
+    def read_image(self, i: int):
         path = self.root / self.files[i]
         try:
-            return load_rgb(path)
+            return open_rgb(path)
         except BadImage as exc:
             raise BadSourceImage(str(path), str(exc)) from None
 
