@@ -62,6 +62,10 @@ MAX_ROTATION = 30
 _U1 = np.uint64(1)
 _U2 = np.uint64(2)
 _U3 = np.uint64(3)
+_U4 = np.uint64(4)
+_U5 = np.uint64(5)
+_F64 = np.arange(256, dtype=np.float64)  # byte -> double, for the bilinear kernels
+_NARROW = 8  # regions narrower than this skip the bilinear kernels' row set-up
 
 
 def rotation_table(max_degrees: int = MAX_ROTATION) -> np.ndarray:
@@ -85,38 +89,75 @@ ROTATION_TABLE = rotation_table()
 
 
 @njit(cache=True)
+def _spans(W, r0, r1, c0, c1):
+    """The region as flat byte runs: (first offset, run length, number of runs, stride).
+
+    A full-width region is one run. Kernels loop over 1-D slices from index 0, a form Numba
+    compiles without negative-index fix-ups, so LLVM vectorizes it.
+    """
+    if c0 == 0 and c1 == W:
+        return r0 * W * 3, (r1 - r0) * W * 3, 1, 0
+    return (r0 * W + c0) * 3, max(c1 - c0, 0) * 3, r1 - r0, W * 3
+
+
+@njit(cache=True)
 def apply_lut3(src, dst, lut, r0, r1, c0, c1):
     """dst[y, x, c] = lut[c, src[y, x, c]] inside the region; lut is uint8 [3, 256]."""
-    W = src.shape[1]
     s1 = src.reshape(-1)
     d1 = dst.reshape(-1)
     l0, l1, l2 = lut[0], lut[1], lut[2]
-    for y in range(r0, r1):
-        for i in range((y * W + c0) * 3, (y * W + c1) * 3, 3):
-            d1[i] = l0[s1[i]]
-            d1[i + 1] = l1[s1[i + 1]]
-            d1[i + 2] = l2[s1[i + 2]]
+    a, n, rows, step = _spans(src.shape[1], r0, r1, c0, c1)
+    for _ in range(rows):
+        s = s1[a:a + n]
+        d = d1[a:a + n]
+        for k in range(n // 3):
+            i = np.uint64(3 * k)
+            d[i] = l0[s[i]]
+            d[i + _U1] = l1[s[i + _U1]]
+            d[i + _U2] = l2[s[i + _U2]]
+        a += step
 
 
 @njit(cache=True)
 def apply_lut1(src, dst, lut, r0, r1, c0, c1):
-    W = src.shape[1]
+    """dst = lut[src] inside the region; lut is uint8 [256]."""
     s1 = src.reshape(-1)
     d1 = dst.reshape(-1)
-    for y in range(r0, r1):
-        for i in range((y * W + c0) * 3, (y * W + c1) * 3):
-            d1[i] = lut[s1[i]]
+    a, n, rows, step = _spans(src.shape[1], r0, r1, c0, c1)
+    for _ in range(rows):
+        s = s1[a:a + n]
+        d = d1[a:a + n]
+        for j in range(n):
+            d[j] = lut[s[j]]
+        a += step
 
 
 @njit(cache=True)
 def histograms(src):
-    h = np.zeros((3, 256), np.int64)
-    H, W = src.shape[0], src.shape[1]
-    for y in range(H):
-        for x in range(W):
-            for c in range(3):
-                h[c, src[y, x, c]] += 1
-    return h
+    """Per-channel counts [3, 256] in one flat pass. Two pixels per step go to two count sets,
+    so runs of equal values (flat areas) do not serialize on one counter."""
+    s1 = src.reshape(-1)
+    h = np.zeros((6, 256), np.int32)
+    h0, h1, h2, h3, h4, h5 = h[0], h[1], h[2], h[3], h[4], h[5]
+    n = s1.shape[0] // 6
+    for k in range(n):
+        i = np.uint64(6 * k)
+        h0[s1[i]] += 1
+        h1[s1[i + _U1]] += 1
+        h2[s1[i + _U2]] += 1
+        h3[s1[i + _U3]] += 1
+        h4[s1[i + _U4]] += 1
+        h5[s1[i + _U5]] += 1
+    if 6 * n < s1.shape[0]:  # an odd number of pixels
+        h0[s1[6 * n]] += 1
+        h1[s1[6 * n + 1]] += 1
+        h2[s1[6 * n + 2]] += 1
+    out = np.empty((3, 256), np.int64)
+    for i in range(256):
+        out[0, i] = h0[i] + h3[i]
+        out[1, i] = h1[i] + h4[i]
+        out[2, i] = h2[i] + h5[i]
+    return out
 
 
 @njit(cache=True)
@@ -151,38 +192,68 @@ def equalize(src, dst, r0, r1, c0, c1):
 
 @njit(cache=True)
 def posterize(src, dst, bits, r0, r1, c0, c1):
-    mask = (~((1 << (8 - bits)) - 1)) & 0xFF
-    lut = np.empty(256, np.uint8)
-    for i in range(256):
-        lut[i] = i & mask
-    apply_lut1(src, dst, lut, r0, r1, c0, c1)
+    """ImageOps.posterize: its table keeps the top `bits` bits, i.e. a mask (vectorizes)."""
+    mask = np.uint8((~((1 << (8 - bits)) - 1)) & 0xFF)
+    s1 = src.reshape(-1)
+    d1 = dst.reshape(-1)
+    a, n, rows, step = _spans(src.shape[1], r0, r1, c0, c1)
+    for _ in range(rows):
+        s = s1[a:a + n]
+        d = d1[a:a + n]
+        for j in range(n):
+            d[j] = s[j] & mask
+        a += step
 
 
 @njit(cache=True)
 def solarize(src, dst, threshold, r0, r1, c0, c1):
-    lut = np.empty(256, np.uint8)
-    for i in range(256):
-        lut[i] = i if i < threshold else 255 - i
-    apply_lut1(src, dst, lut, r0, r1, c0, c1)
+    """ImageOps.solarize: values >= threshold are inverted (a compare and select, vectorizes)."""
+    if threshold > 255:
+        copy_region(src, dst, r0, r1, c0, c1)
+        return
+    t = np.uint8(max(threshold, 0))
+    s1 = src.reshape(-1)
+    d1 = dst.reshape(-1)
+    a, n, rows, step = _spans(src.shape[1], r0, r1, c0, c1)
+    for _ in range(rows):
+        s = s1[a:a + n]
+        d = d1[a:a + n]
+        for j in range(n):
+            v = s[j]
+            d[j] = v if v < t else np.uint8(255) - v
+        a += step
 
 
 @njit(cache=True)
 def invert(src, dst, r0, r1, c0, c1):
-    W = src.shape[1]
     s1 = src.reshape(-1)
     d1 = dst.reshape(-1)
-    for y in range(r0, r1):
-        for i in range((y * W + c0) * 3, (y * W + c1) * 3):
-            d1[i] = 255 - s1[i]
+    a, n, rows, step = _spans(src.shape[1], r0, r1, c0, c1)
+    for _ in range(rows):
+        s = s1[a:a + n]
+        d = d1[a:a + n]
+        for j in range(n):
+            d[j] = np.uint8(255) - s[j]
+        a += step
 
 
 @njit(cache=True)
 def mirror(src, dst, r0, r1, c0, c1):
+    """dst[y, x] = src[y, W - 1 - x]: per row, pixel k of the run reads the mirrored run
+    backwards (unsigned offsets)."""
     W = src.shape[1]
+    s1 = src.reshape(-1)
+    d1 = dst.reshape(-1)
+    n = max(c1 - c0, 0)
     for y in range(r0, r1):
-        for x in range(c0, c1):
-            for c in range(3):
-                dst[y, x, c] = src[y, W - 1 - x, c]
+        d = d1[(y * W + c0) * 3:(y * W + c1) * 3]
+        s = s1[(y * W + W - c1) * 3:(y * W + W - c0) * 3]
+        for k in range(n):
+            i = np.uint64(3 * k)
+            m = np.uint64(3 * (n - 1 - k))
+            d[i] = s[m]
+            d[i + _U1] = s[m + _U1]
+            d[i + _U2] = s[m + _U2]
 
 
 @njit(cache=True)
@@ -248,15 +319,13 @@ def autocontrast(src, dst, cutoff, r0, r1, c0, c1):
 
 @njit(cache=True)
 def _blend_px(a, b, alpha):
-    """PIL's ImagingBlend on one uint8 value: a + alpha * (b - a) in C float, truncated."""
+    """PIL's ImagingBlend on one uint8 value: a + alpha * (b - a) in C float, truncated.
+
+    PIL clamps only when alpha is outside [0, 1]; inside, the float result already lies
+    between a and b, so clamping always gives the same bytes without a branch.
+    """
     t = np.float32(a) + alpha * np.float32(np.int32(b) - np.int32(a))
-    if alpha >= np.float32(0.0) and alpha <= np.float32(1.0):
-        return np.uint8(int(t))
-    if t <= np.float32(0.0):
-        return np.uint8(0)
-    if t >= np.float32(255.0):
-        return np.uint8(255)
-    return np.uint8(int(t))
+    return np.uint8(np.int32(min(max(t, np.float32(0.0)), np.float32(255.0))))
 
 
 @njit(cache=True)
@@ -268,35 +337,53 @@ def luminance(r, g, b):
 @njit(cache=True)
 def color(src, dst, factor, r0, r1, c0, c1):
     alpha = np.float32(factor)
-    for y in range(r0, r1):
-        for x in range(c0, c1):
-            grey = luminance(src[y, x, 0], src[y, x, 1], src[y, x, 2])
-            for c in range(3):
-                dst[y, x, c] = _blend_px(grey, src[y, x, c], alpha)
+    W = src.shape[1]
+    s1 = src.reshape(-1)
+    d1 = dst.reshape(-1)
+    a, n, rows, step = _spans(W, r0, r1, c0, c1)
+    for _ in range(rows):
+        s = s1[a:a + n]
+        d = d1[a:a + n]
+        for k in range(n // 3):
+            i = np.uint64(3 * k)
+            grey = luminance(s[i], s[i + _U1], s[i + _U2])
+            d[i] = _blend_px(grey, s[i], alpha)
+            d[i + _U1] = _blend_px(grey, s[i + _U1], alpha)
+            d[i + _U2] = _blend_px(grey, s[i + _U2], alpha)
+        a += step
+
+
+@njit(cache=True)
+def _blend_const(src, dst, grey, alpha, r0, r1, c0, c1):
+    """dst = blend(grey, src, alpha) inside the region (a flat, vectorized loop)."""
+    s1 = src.reshape(-1)
+    d1 = dst.reshape(-1)
+    a, n, rows, step = _spans(src.shape[1], r0, r1, c0, c1)
+    for _ in range(rows):
+        s = s1[a:a + n]
+        d = d1[a:a + n]
+        for j in range(n):
+            d[j] = _blend_px(grey, s[j], alpha)
+        a += step
 
 
 @njit(cache=True)
 def contrast(src, dst, factor, r0, r1, c0, c1):
+    """ImageEnhance.Contrast: blend with the mean luminance (summed exactly as integers; PIL
+    sums them in double, exact at these sizes)."""
     H, W = src.shape[0], src.shape[1]
-    total = 0.0
-    for y in range(H):
-        for x in range(W):
-            total += luminance(src[y, x, 0], src[y, x, 1], src[y, x, 2])
-    mean = int(total / (H * W) + 0.5)
-    alpha = np.float32(factor)
-    for y in range(r0, r1):
-        for x in range(c0, c1):
-            for c in range(3):
-                dst[y, x, c] = _blend_px(mean, src[y, x, c], alpha)
+    s1 = src.reshape(-1)
+    total = 0
+    for k in range(H * W):
+        i = np.uint64(3 * k)
+        total += luminance(s1[i], s1[i + _U1], s1[i + _U2])
+    mean = int(np.float64(total) / (H * W) + 0.5)
+    _blend_const(src, dst, mean, np.float32(factor), r0, r1, c0, c1)
 
 
 @njit(cache=True)
 def brightness(src, dst, factor, r0, r1, c0, c1):
-    alpha = np.float32(factor)
-    for y in range(r0, r1):
-        for x in range(c0, c1):
-            for c in range(3):
-                dst[y, x, c] = _blend_px(0, src[y, x, c], alpha)
+    _blend_const(src, dst, 0, np.float32(factor), r0, r1, c0, c1)
 
 
 _K_EDGE = np.float32(1.0) / np.float32(13.0)
@@ -304,34 +391,140 @@ _K_CENTRE = np.float32(5.0) / np.float32(13.0)
 
 
 @njit(cache=True)
-def _smooth_px(src, y, x, c):
-    """ImageFilter.SMOOTH at an interior pixel, in C float as PIL's 3x3 filter sums it."""
+def _smooth_row(up, mid, dn, j):
+    """ImageFilter.SMOOTH at byte j + 3 of three row slices (rows y + 1, y, y - 1), in C float
+    as PIL's 3x3 filter sums it."""
     ss = np.float32(0.5)
-    for dy in (1, 0, -1):
-        k1 = _K_CENTRE if dy == 0 else _K_EDGE
-        row = (np.float32(src[y + dy, x - 1, c]) * _K_EDGE + np.float32(src[y + dy, x, c]) * k1
-               + np.float32(src[y + dy, x + 1, c]) * _K_EDGE)
-        ss = ss + row
-    if ss < np.float32(0.0):
-        ss = np.float32(0.0)
-    if ss > np.float32(255.0):
-        ss = np.float32(255.0)
-    return np.uint8(int(ss))
+    ss = ss + (np.float32(up[j]) * _K_EDGE + np.float32(up[j + 3]) * _K_EDGE
+               + np.float32(up[j + 6]) * _K_EDGE)
+    ss = ss + (np.float32(mid[j]) * _K_EDGE + np.float32(mid[j + 3]) * _K_CENTRE
+               + np.float32(mid[j + 6]) * _K_EDGE)
+    ss = ss + (np.float32(dn[j]) * _K_EDGE + np.float32(dn[j + 3]) * _K_EDGE
+               + np.float32(dn[j + 6]) * _K_EDGE)
+    return np.uint8(np.int32(min(max(ss, np.float32(0.0)), np.float32(255.0))))
 
 
 @njit(cache=True)
 def sharpness(src, dst, factor, r0, r1, c0, c1):
+    """ImageEnhance.Sharpness: blend with SMOOTH, which leaves the border pixels alone (there
+    the blend returns the source). Interior runs of each row are one vectorized loop."""
     H, W = src.shape[0], src.shape[1]
+    s1 = src.reshape(-1)
+    d1 = dst.reshape(-1)
     alpha = np.float32(factor)
+    row = W * 3
     for y in range(r0, r1):
-        for x in range(c0, c1):
-            border = y == 0 or x == 0 or y == H - 1 or x == W - 1
-            for c in range(3):
-                smooth = src[y, x, c] if border else _smooth_px(src, y, x, c)
-                dst[y, x, c] = _blend_px(smooth, src[y, x, c], alpha)
+        o = y * row
+        xa = min(max(c0, 1), c1)
+        xb = max(min(c1, W - 1), xa)
+        if y == 0 or y == H - 1:
+            xa = xb = c1
+        _copy(d1[o + c0 * 3:o + xa * 3], s1[o + c0 * 3:o + xa * 3])
+        n = (xb - xa) * 3
+        if n > 0:
+            a = o + (xa - 1) * 3
+            up = s1[a + row:a + row + n + 6]
+            mid = s1[a:a + n + 6]
+            dn = s1[a - row:a - row + n + 6]
+            d = d1[o + xa * 3:o + xb * 3]
+            for j in range(n):
+                d[j] = _blend_px(_smooth_row(up, mid, dn, j), mid[j + 3], alpha)
+        _copy(d1[o + xb * 3:o + c1 * 3], s1[o + xb * 3:o + c1 * 3])
 
 
 # ---------------------------------------------------------------- geometric ops
+
+
+@njit(cache=True)
+def _coord(k, base, add, sub, x):
+    """One sample coordinate as PIL computes it, `k * (x + 0.5) + base + add - sub` in double."""
+    return k * (x + 0.5) + base + add - sub
+
+
+@njit(cache=True)
+def _first(k, base, add, sub, t, c0, c1):
+    """Smallest x in [c0, c1] where `_coord >= t` becomes true (k > 0) or false (k < 0).
+
+    The coordinate is monotone in x, so a real-arithmetic guess corrected by evaluating the
+    exact expression on either side gives the exact boundary (the guess only sets the cost).
+    """
+    e = (t - base - add + sub) / k - 0.5
+    x = c0
+    if e > c0:
+        x = c1 if e >= c1 else int(math.ceil(e))
+    up = k > 0.0
+    while x > c0 and (_coord(k, base, add, sub, x - 1) >= t) == up:
+        x -= 1
+    while x < c1 and (_coord(k, base, add, sub, x) >= t) != up:
+        x += 1
+    return x
+
+
+@njit(cache=True)
+def _span(k, base, add, sub, lo, hi, c0, c1):
+    """The columns [a, b) of [c0, c1) where lo <= `_coord` < hi (exact, a == b when none)."""
+    if k > 0.0:
+        a = _first(k, base, add, sub, lo, c0, c1)
+        b = _first(k, base, add, sub, hi, c0, c1)
+    elif k < 0.0:
+        a = _first(k, base, add, sub, hi, c0, c1)
+        b = _first(k, base, add, sub, lo, c0, c1)
+    else:
+        v = _coord(k, base, add, sub, c0)
+        a, b = (c0, c1) if lo <= v < hi else (c0, c0)
+    return a, max(a, b)
+
+
+@njit(cache=True)
+def _zero(d1, a, b):
+    d = d1[a:b]
+    for j in range(d.shape[0]):
+        d[j] = 0
+
+
+@njit(cache=True)
+def _bilinear_px(s1, d1, o, xx, yy, W, H):
+    """PIL's bilinear sample of the source at (xx, yy) into d1[o:o+3], black outside."""
+    if xx < 0.0 or xx >= W or yy < 0.0 or yy >= H:
+        d1[o] = 0
+        d1[o + _U1] = 0
+        d1[o + _U2] = 0
+        return
+    row = W * 3
+    xx -= 0.5
+    yy -= 0.5
+    xi = int(xx)
+    if xi > xx:
+        xi -= 1
+    yi = int(yy)
+    if yi > yy:
+        yi -= 1
+    dx = xx - xi
+    dy = yy - yi
+    x0 = xi * 3 if xi >= 0 else 0
+    x1 = (xi + 1) * 3 if xi + 1 < W else (W - 1) * 3
+    ra = (yi if yi >= 0 else 0) * row
+    rb = (yi + 1) * row if yi + 1 < H else ra
+    i00 = np.uint64(ra + x0)
+    i01 = np.uint64(ra + x1)
+    i10 = np.uint64(rb + x0)
+    i11 = np.uint64(rb + x1)
+    for c in range(3):
+        cu = np.uint64(c)
+        p0 = np.float64(s1[i00 + cu])
+        v1 = p0 + (np.float64(s1[i01 + cu]) - p0) * dx
+        q0 = np.float64(s1[i10 + cu])
+        v2 = q0 + (np.float64(s1[i11 + cu]) - q0) * dx
+        d1[o + cu] = np.uint8(int(v1 + (v2 - v1) * dy))
+
+
+@njit(cache=True)
+def _general_run(s1, d1, W, H, a0, bx, a2, a3, by, a5, base, xa, xb):
+    """Pixels [xa, xb) of the output row at byte `base` through the general sampler, for
+    the matrix (a0, ., a2, a3, ., a5) with the row's terms bx = a1 y', by = a4 y'."""
+    for x in range(xa, xb):
+        xc = x + 0.5
+        _bilinear_px(s1, d1, np.uint64(base + x * 3), a0 * xc + bx + a2, a3 * xc + by + a5, W, H)
 
 
 @njit(cache=True)
@@ -342,123 +535,169 @@ def affine_bilinear(src, dst, a0, a1, a2, a3, a4, a5, r0, r1, c0, c1):
     x' = x + 0.5: outside [0, W) x [0, H) it is black; inside, bilinear between pixel centres,
     edge columns clamped, a missing lower row replaced by the upper one, result truncated.
     The arithmetic (double, same order) is PIL's, so results are bit-identical.
-    src and dst are C-contiguous; they are indexed flat with unsigned offsets (no negative-index
-    wrap-around code in the inner loop).
+
+    Each output row splits into exact column ranges (the coordinates are monotone in x):
+    black outside, the general sampler near the edges, and an interior where all four
+    neighbours exist. The interior runs in two passes, coordinates (vectorized) then samples
+    with no tests, unsigned offsets, and bytes made double through a table (faster here than
+    a convert). Narrow regions (small patches) take the general sampler throughout.
     """
     H, W = src.shape[0], src.shape[1]
     s1 = src.reshape(-1)
     d1 = dst.reshape(-1)
-    Wf = np.float64(W)
-    Hf = np.float64(H)
+    if c1 - c0 < _NARROW:
+        for y in range(r0, r1):
+            yc = y + 0.5
+            _general_run(s1, d1, W, H, a0, a1 * yc, a2, a3, a4 * yc, a5, y * W * 3, c0, c1)
+        return
     row = W * 3
+    idx = np.empty(W, np.uint64)
+    fx = np.empty(W, np.float64)
+    fy = np.empty(W, np.float64)
+    T = _F64
+    s2 = s1[row:]
     for y in range(r0, r1):
         yc = y + 0.5
-        by = a1 * yc
-        ey = a4 * yc
-        o = np.uint64((y * W + c0) * 3)
-        for x in range(c0, c1):
-            xc = x + 0.5
-            xx = a0 * xc + by + a2
-            yy = a3 * xc + ey + a5
-            if xx < 0.0 or xx >= Wf or yy < 0.0 or yy >= Hf:
-                d1[o] = 0
-                d1[o + _U1] = 0
-                d1[o + _U2] = 0
-            else:
-                xx -= 0.5
-                yy -= 0.5
-                xi = int(xx)
-                if xi > xx:
-                    xi -= 1
-                yi = int(yy)
-                if yi > yy:
-                    yi -= 1
-                dx = xx - xi
-                dy = yy - yi
-                x0 = xi * 3 if xi >= 0 else 0
-                x1 = (xi + 1) * 3 if xi + 1 < W else (W - 1) * 3
-                ra = (yi if yi >= 0 else 0) * row
-                rb = (yi + 1) * row if yi + 1 < H else ra
-                i00 = np.uint64(ra + x0)
-                i01 = np.uint64(ra + x1)
-                i10 = np.uint64(rb + x0)
-                i11 = np.uint64(rb + x1)
-                for c in range(3):
-                    cu = np.uint64(c)
-                    p0 = np.float64(s1[i00 + cu])
-                    v1 = p0 + (np.float64(s1[i01 + cu]) - p0) * dx
-                    q0 = np.float64(s1[i10 + cu])
-                    v2 = q0 + (np.float64(s1[i11 + cu]) - q0) * dx
-                    d1[o + cu] = np.uint8(int(v1 + (v2 - v1) * dy))
-            o += _U3
+        bx = a1 * yc
+        by = a4 * yc
+        base = y * W * 3
+        # inside the source: [qa, qb); all four neighbours present: [pa, pb) within it
+        qa, qb = _span(a0, bx, a2, 0.0, 0.0, W, c0, c1)
+        qa, qb = _span(a3, by, a5, 0.0, 0.0, H, qa, qb)
+        pa, pb = _span(a0, bx, a2, 0.5, 0.0, W - 1, qa, qb)
+        pa, pb = _span(a3, by, a5, 0.5, 0.0, H - 1, pa, pb)
+        if pa == pb:
+            pa = pb = qb
+        _zero(d1, base + c0 * 3, base + qa * 3)
+        _general_run(s1, d1, W, H, a0, bx, a2, a3, by, a5, base, qa, pa)
+        n = pb - pa
+        for k in range(n):
+            xc = (pa + k) + 0.5
+            xx = a0 * xc + bx + a2 - 0.5
+            yy = a3 * xc + by + a5 - 0.5
+            xi = int(xx)  # floor: xx >= 0 here
+            yi = int(yy)
+            fx[k] = xx - xi
+            fy[k] = yy - yi
+            idx[k] = np.uint64(yi * row + xi * 3)
+        d = d1[base + pa * 3:base + pb * 3]
+        for k in range(n):
+            i = idx[k]
+            dx = fx[k]
+            dy = fy[k]
+            o = np.uint64(3 * k)
+            for c in range(3):
+                ic = i + np.uint64(c)
+                p0 = T[s1[ic]]
+                v1 = p0 + (T[s1[ic + _U3]] - p0) * dx
+                q0 = T[s2[ic]]
+                v2 = q0 + (T[s2[ic + _U3]] - q0) * dx
+                d[o + np.uint64(c)] = np.uint8(int(v1 + (v2 - v1) * dy))
+        _general_run(s1, d1, W, H, a0, bx, a2, a3, by, a5, base, pb, qb)
+        _zero(d1, base + qb * 3, base + c1 * 3)
 
 
 @njit(cache=True)
 def shear_x(src, dst, s, r0, r1, c0, c1):
     """affine_bilinear with (1, s, 0, 0, 1, 0): the sample row is exact, so only a horizontal
-    interpolation remains (the same arithmetic, bit for bit)."""
+    interpolation remains (the same arithmetic, bit for bit).
+
+    In a row's interior the sample columns are x + K for one K (checked: PIL's rounding breaks
+    it only when s (y + 0.5) lies within ~1e-13 below an integer, and such a row takes the
+    general sampler), so the interpolation is one contiguous, vectorized loop over bytes.
+    """
     H, W = src.shape[0], src.shape[1]
     s1 = src.reshape(-1)
     d1 = dst.reshape(-1)
-    Wf = np.float64(W)
+    if c1 - c0 < _NARROW:
+        for y in range(r0, r1):
+            _general_run(s1, d1, W, H, 1.0, s * (y + 0.5), 0.0, 0.0, y + 0.5, 0.0, y * W * 3, c0, c1)
+        return
+    f = np.empty(3 * W, np.float64)
     for y in range(r0, r1):
-        t = s * (y + 0.5)
-        ra = y * W * 3
-        o = np.uint64((y * W + c0) * 3)
-        for x in range(c0, c1):
-            xx = (x + 0.5) + t
-            if xx < 0.0 or xx >= Wf:
-                d1[o] = 0
-                d1[o + _U1] = 0
-                d1[o + _U2] = 0
-            else:
-                xx -= 0.5
-                xi = int(xx)
-                if xi > xx:
-                    xi -= 1
-                dx = xx - xi
-                i0 = np.uint64(ra + (xi * 3 if xi >= 0 else 0))
-                i1 = np.uint64(ra + ((xi + 1) * 3 if xi + 1 < W else (W - 1) * 3))
-                for c in range(3):
-                    cu = np.uint64(c)
-                    p0 = np.float64(s1[i0 + cu])
-                    d1[o + cu] = np.uint8(int(p0 + (np.float64(s1[i1 + cu]) - p0) * dx))
-            o += _U3
+        yc = y + 0.5
+        t = s * yc
+        base = y * W * 3
+        qa, qb = _span(1.0, t, 0.0, 0.0, 0.0, W, c0, c1)
+        pa, pb = _span(1.0, t, 0.0, 0.5, 0.0, W - 1, qa, qb)
+        if pa == pb:
+            pa = pb = qb
+        _zero(d1, base + c0 * 3, base + qa * 3)
+        _general_run(s1, d1, W, H, 1.0, t, 0.0, 0.0, yc, 0.0, base, qa, pa)
+        n = pb - pa
+        x0 = int(((pa + 0.5) + t) - 0.5) if n > 0 else 0
+        moved = 0
+        for k in range(n):
+            xx = ((pa + k) + 0.5) + t - 0.5
+            xi = int(xx)
+            moved |= (xi - k) ^ x0
+            dx = xx - xi
+            f[3 * k] = dx
+            f[3 * k + 1] = dx
+            f[3 * k + 2] = dx
+        if moved == 0:
+            a = base + x0 * 3
+            p = s1[a:a + 3 * n]
+            q = s1[a + 3:a + 3 * n + 3]
+            d = d1[base + pa * 3:base + pb * 3]
+            for j in range(d.shape[0]):
+                p0 = np.float64(p[j])
+                d[j] = np.uint8(int(p0 + (np.float64(q[j]) - p0) * f[j]))
+        else:
+            _general_run(s1, d1, W, H, 1.0, t, 0.0, 0.0, yc, 0.0, base, pa, pb)
+        _general_run(s1, d1, W, H, 1.0, t, 0.0, 0.0, yc, 0.0, base, pb, qb)
+        _zero(d1, base + qb * 3, base + c1 * 3)
 
 
 @njit(cache=True)
 def shear_y(src, dst, s, r0, r1, c0, c1):
     """affine_bilinear with (1, 0, 0, s, 1, 0): the sample column is exact, so only a vertical
-    interpolation remains (the same arithmetic, bit for bit)."""
+    interpolation remains (the same arithmetic, bit for bit). Rows split as in
+    affine_bilinear; the interior needs no tests."""
     H, W = src.shape[0], src.shape[1]
     s1 = src.reshape(-1)
     d1 = dst.reshape(-1)
-    Hf = np.float64(H)
+    if c1 - c0 < _NARROW:
+        for y in range(r0, r1):
+            _general_run(s1, d1, W, H, 1.0, 0.0, 0.0, s, y + 0.5, 0.0, y * W * 3, c0, c1)
+        return
     row = W * 3
+    idx = np.empty(W, np.uint64)
+    fy = np.empty(W, np.float64)
+    T = _F64
+    s2 = s1[row:]
     for y in range(r0, r1):
         yc = y + 0.5
-        o = np.uint64((y * W + c0) * 3)
-        for x in range(c0, c1):
-            yy = s * (x + 0.5) + yc
-            if yy < 0.0 or yy >= Hf:
-                d1[o] = 0
-                d1[o + _U1] = 0
-                d1[o + _U2] = 0
-            else:
-                yy -= 0.5
-                yi = int(yy)
-                if yi > yy:
-                    yi -= 1
-                dy = yy - yi
-                ya = yi if yi >= 0 else 0
-                yb = yi + 1 if yi + 1 < H else ya
-                ia = np.uint64(ya * row + x * 3)
-                ib = np.uint64(yb * row + x * 3)
-                for c in range(3):
-                    cu = np.uint64(c)
-                    v1 = np.float64(s1[ia + cu])
-                    d1[o + cu] = np.uint8(int(v1 + (np.float64(s1[ib + cu]) - v1) * dy))
-            o += _U3
+        base = y * W * 3
+        qa, qb = _span(s, yc, 0.0, 0.0, 0.0, H, c0, c1)
+        pa, pb = _span(s, yc, 0.0, 0.5, 0.0, H - 1, qa, qb)
+        if pa == pb:
+            pa = pb = qb
+        _zero(d1, base + c0 * 3, base + qa * 3)
+        _general_run(s1, d1, W, H, 1.0, 0.0, 0.0, s, yc, 0.0, base, qa, pa)
+        n = pb - pa
+        for k in range(n):
+            yy = s * ((pa + k) + 0.5) + yc - 0.5
+            yi = int(yy)
+            fy[k] = yy - yi
+            idx[k] = np.uint64(yi * row + (pa + k) * 3)
+        d = d1[base + pa * 3:base + pb * 3]
+        for k in range(n):
+            i = idx[k]
+            dy = fy[k]
+            o = np.uint64(3 * k)
+            for c in range(3):
+                ic = i + np.uint64(c)
+                p0 = T[s1[ic]]
+                d[o + np.uint64(c)] = np.uint8(int(p0 + (T[s2[ic]] - p0) * dy))
+        _general_run(s1, d1, W, H, 1.0, 0.0, 0.0, s, yc, 0.0, base, pb, qb)
+        _zero(d1, base + qb * 3, base + c1 * 3)
+
+
+@njit(cache=True)
+def _copy(d, s):
+    for j in range(d.shape[0]):
+        d[j] = s[j]
 
 
 @njit(cache=True)
@@ -469,31 +708,26 @@ def translate(src, dst, tx, ty, r0, r1, c0, c1):
     d1 = dst.reshape(-1)
     for y in range(r0, r1):
         sy = y + ty
-        # columns whose source x + tx lies inside [0, W)
-        lo = max(c0, -tx)
-        hi = min(c1, W - tx)
-        o = (y * W) * 3
-        if sy < 0 or sy >= H or hi <= lo:
-            for i in range(o + c0 * 3, o + c1 * 3):
-                d1[i] = 0
-            continue
-        for i in range(o + c0 * 3, o + lo * 3):
-            d1[i] = 0
-        shift = (sy * W + tx) * 3 - o
-        for i in range(o + lo * 3, o + hi * 3):
-            d1[i] = s1[i + shift]
-        for i in range(o + max(hi, lo) * 3, o + c1 * 3):
-            d1[i] = 0
+        # columns whose source x + tx lies inside [0, W); none when row sy is outside
+        lo = min(max(c0, -tx), c1)
+        hi = max(min(c1, W - tx), lo)
+        if sy < 0 or sy >= H:
+            lo = hi = c1
+        o = y * W * 3
+        _zero(d1, o + c0 * 3, o + lo * 3)
+        a = (sy * W + lo + tx) * 3
+        _copy(d1[o + lo * 3:o + hi * 3], s1[a:a + (hi - lo) * 3])
+        _zero(d1, o + hi * 3, o + c1 * 3)
 
 
 @njit(cache=True)
 def copy_region(src, dst, r0, r1, c0, c1):
-    W = src.shape[1]
     s1 = src.reshape(-1)
     d1 = dst.reshape(-1)
-    for y in range(r0, r1):
-        for i in range((y * W + c0) * 3, (y * W + c1) * 3):
-            d1[i] = s1[i]
+    a, n, rows, step = _spans(src.shape[1], r0, r1, c0, c1)
+    for _ in range(rows):
+        _copy(d1[a:a + n], s1[a:a + n])
+        a += step
 
 
 @njit(cache=True)
