@@ -210,3 +210,4 @@ def test_crop_draws():
         assert 3 / 4 * 0.9 <= w / h <= 4 / 3 * 1.1
         flips += flip
     assert 200 < flips < 300
+

@@ -4,6 +4,7 @@ import tarfile
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.shards import formats
@@ -123,3 +124,35 @@ def test_format_resolution():
     assert formats.resolve_format(None, 90, 224) == ("jpg", 90)
     with pytest.raises(IpmixError, match="unknown format"):
         formats.resolve_format("gif", None, 32)
+
+
+def test_encoding_through_the_reused_canvas_gives_pillows_bytes():
+    import threading
+
+    encode = formats.encode
+    rs = np.random.default_rng(5)
+    arrays = [rs.integers(0, 256, shape, dtype=np.uint8) for shape in ((48, 48, 3), (17, 31, 3), (48, 48, 3))]
+
+    def pillow(a, fmt):
+        buf = io.BytesIO()
+        if fmt == "jpg":
+            Image.fromarray(a).save(buf, format="JPEG", quality=95, subsampling=0)
+        else:
+            Image.fromarray(a).save(buf, format="PNG", compress_level=6)
+        return buf.getvalue()
+
+    for fmt, q in (("jpg", 95), ("png", None)):
+        assert [encode(a, fmt, q) for a in arrays] == [pillow(a, fmt) for a in arrays]
+    # threads (a Dask worker runs several) each get their own canvas
+    results = {}
+
+    def run(t):
+        results[t] = [encode(arrays[(t + i) % 3], "png") for i in range(30)]
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for t, blobs in results.items():
+        assert blobs == [pillow(arrays[(t + i) % 3], "png") for i in range(30)]

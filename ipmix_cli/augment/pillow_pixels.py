@@ -11,8 +11,10 @@ image spread over several memory blocks, another mode, an older Pillow) it falls
 from __future__ import annotations
 
 import ctypes
+import threading
 
 import numpy as np
+from numba import njit
 from PIL import Image
 
 
@@ -70,3 +72,39 @@ def rgbx_view(img: Image.Image) -> np.ndarray:
     img.load()
     view = _export_view(img)
     return view if view is not None else np.asarray(img)
+
+
+@njit(cache=True)
+def _rgb_into(src, dst):
+    """dst[..., :3] = src for HxWx3 src and HxWx3 or HxWx4 dst (both C-contiguous)."""
+    cpp = dst.shape[2]
+    s1 = src.reshape(-1)
+    d1 = dst.reshape(-1)
+    for i in range(src.shape[0] * src.shape[1]):
+        d1[cpp * i] = s1[3 * i]
+        d1[cpp * i + 1] = s1[3 * i + 1]
+        d1[cpp * i + 2] = s1[3 * i + 2]
+
+
+class Canvas(threading.local):
+    """One reusable RGB Pillow image per size (and thread) to encode arrays from: filling its
+    storage in place skips allocating and unpacking a new image per sample (`Image.fromarray`).
+    The image returned is valid until the next call from the same thread."""
+
+    def __init__(self):
+        self._images: dict[tuple[int, int], tuple[Image.Image, np.ndarray | None]] = {}
+
+    def image_of(self, arr: np.ndarray) -> Image.Image:
+        arr = np.ascontiguousarray(arr, dtype=np.uint8)
+        h, w = arr.shape[:2]
+        entry = self._images.get((h, w))
+        if entry is None:
+            if len(self._images) >= 8:  # a stream of odd sizes does not pile up images
+                self._images.clear()
+            img = Image.new("RGB", (w, h))
+            entry = self._images[(h, w)] = (img, _export_view(img))
+        img, view = entry
+        if view is None:
+            return Image.fromarray(arr, "RGB")
+        _rgb_into(arr, view)
+        return img

@@ -17,12 +17,14 @@ import time
 import numpy as np
 from PIL import Image
 
+from ipmix_cli.augment.pillow_pixels import Canvas
 from ipmix_cli.errors import IpmixError
 
 FORMATS = ("png", "npy", "jpg", "webp")
 LOSSY = ("jpg", "webp")
 PNG_COMPRESS_LEVEL = 6
 _NPY_HEADERS: dict[tuple, bytes] = {}
+_CANVAS = Canvas()  # one per thread
 
 
 def default_format(image_size: int) -> tuple[str, int | None]:
@@ -67,7 +69,10 @@ def encode(arr: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
     if fmt == "npy":
         arr = np.ascontiguousarray(arr, dtype=np.uint8)
         return _npy_header(arr.shape) + arr.tobytes()
-    img = Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8), "RGB")
+    arr = np.asarray(arr, dtype=np.uint8)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise IpmixError(f"encode takes HxWx3 uint8 images, not {list(arr.shape)}")
+    img = _CANVAS.image_of(arr)
     buf = io.BytesIO()
     if fmt == "png":
         img.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
