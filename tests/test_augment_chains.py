@@ -98,3 +98,18 @@ def test_views_are_independent_draws():
     _, t2, w2, o2 = _run_views(cfg, 30, seed=2)
     assert not np.array_equal(w1, w2)
     assert sum(not np.array_equal(a, b) for a, b in zip(o1, o2)) > 20
+
+
+def test_wide_mixes_take_the_row_path_with_the_same_arithmetic():
+    # up to three used chains are mixed in one fused pass, more row by row: both must be the
+    # formula (1 - m) x + sum m w_i chain_i, rounded, whatever the number of chains
+    x = sample_images(21, 1, 32)[0]
+    for width in (1, 2, 3, 5, 7):
+        cfg = resolve_config("cifar", "augmix", width=width, depth=1, min_ops=1, ops="invert")
+        _, traces, weights, outs = _run_views(cfg, 6)
+        inv = 255.0 - x.astype(np.float64)
+        for t, w, out in zip(traces, weights, outs):
+            assert (t[:, 1] == 1).all()
+            m = w[width]
+            expected = (1.0 - m) * x + m * w[:width].sum() * inv
+            assert np.abs(out.astype(np.float64) - np.clip(expected + 0.5, 0, 255).astype(np.uint8)).max() <= 1

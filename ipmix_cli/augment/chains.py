@@ -114,7 +114,36 @@ def chain_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weigh
             copy_all(scratch, bufs[i])
         used[n_used] = i
         n_used += 1
-    # (1 - m) x + sum_i m w_i chain_i, one row at a time so the sums stay in cache
+    if n_used <= 3:
+        _mix3(x, bufs, used, n_used, weights, m, x_coef, out)
+    else:
+        _mix_rows(x, bufs, used, n_used, weights, m, x_coef, acc, out)
+
+
+@njit(cache=True)
+def _mix3(x, bufs, used, n_used, weights, m, x_coef, out):
+    """(1 - m) x + sum_i m w_i chain_i for up to three chains in one pass: missing chains get
+    weight 0 (adding +0.0 changes no sum), so every pixel is the same expression as in
+    `_mix_rows`, in the same order, and the bytes are the same."""
+    x1 = x.reshape(-1)
+    o1 = out.reshape(-1)
+    c = [x1, x1, x1]
+    w = [0.0, 0.0, 0.0]
+    for u in range(n_used):
+        c[u] = bufs[used[u]].reshape(-1)
+        w[u] = m * weights[used[u]]
+    c0, c1, c2 = c[0], c[1], c[2]
+    w0, w1, w2 = w[0], w[1], w[2]
+    for j in range(x1.shape[0]):
+        a = w0 * c0[j]
+        a += w1 * c1[j]
+        a += w2 * c2[j]
+        o1[j] = _round_u8(x_coef * x1[j] + a + 0.5)
+
+
+@njit(cache=True)
+def _mix_rows(x, bufs, used, n_used, weights, m, x_coef, acc, out):
+    """The same mix for any number of chains, one row at a time so the sums stay in cache."""
     row = x.shape[1] * 3
     x1 = x.reshape(-1)
     out1 = out.reshape(-1)
@@ -123,10 +152,6 @@ def chain_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weigh
         lo = y * row
         xr = x1[lo:lo + row]
         orow = out1[lo:lo + row]
-        if n_used == 0:
-            for j in range(row):
-                orow[j] = _round_u8(x_coef * xr[j] + 0.5)
-            continue
         for u in range(n_used):
             i = used[u]
             wi = m * weights[i]

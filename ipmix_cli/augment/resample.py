@@ -16,9 +16,6 @@ from numba import njit
 
 PRECISION_BITS = 32 - 8 - 2
 _HALF = np.int32(1 << (PRECISION_BITS - 1))
-_U1 = np.uint64(1)
-_U2 = np.uint64(2)
-_U3 = np.uint64(3)
 
 
 @njit(cache=True)
@@ -69,42 +66,75 @@ def _clip8(ss):
 
 
 @njit(cache=True)
-def _horizontal(src, top, left, rows, width, out_w):
-    """Rows [top, top + rows) of the column window [left, left + width) resized to out_w.
-
-    src may hold 3 or 4 bytes per pixel (RGB, or Pillow's own RGBX layout); out is RGB."""
-    first, taps, kk = coefficients(width, out_w)
-    out = np.empty((rows, out_w, 3), np.uint8)
-    o1 = out.reshape(-1)
+def _pixels4(src, top, left, rows, width):
+    """The window of a 3-byte-per-pixel src as a contiguous block of 4-byte pixels (uint32)."""
     W = src.shape[1]
-    cpp = src.shape[2]
+    block = np.zeros(rows * width * 4, np.uint8)
     s1 = src.reshape(-1)
-    step = np.uint64(cpp)
-    o = np.uint64(0)
     for y in range(rows):
-        base = ((top + y) * W + left) * cpp
-        for xx in range(out_w):
-            s0 = _HALF
-            s_1 = _HALF
-            s2 = _HALF
-            i = np.uint64(base + first[xx] * cpp)
-            for t in range(taps[xx]):
-                k = kk[xx, t]
-                s0 += np.int32(s1[i]) * k
-                s_1 += np.int32(s1[i + _U1]) * k
-                s2 += np.int32(s1[i + _U2]) * k
-                i += step
-            o1[o] = _clip8(s0)
-            o1[o + _U1] = _clip8(s_1)
-            o1[o + _U2] = _clip8(s2)
-            o += _U3
+        row = s1[((top + y) * W + left) * 3:((top + y) * W + left + width) * 3]
+        b = block[y * width * 4:(y + 1) * width * 4]
+        for x in range(width):
+            b[4 * x] = row[3 * x]
+            b[4 * x + 1] = row[3 * x + 1]
+            b[4 * x + 2] = row[3 * x + 2]
+    return block.view(np.uint32)
+
+
+@njit(cache=True)
+def _transpose(px, offset, pitch, rows, cols, dst):
+    """dst[c * rows + r] = px[offset + r * pitch + c] for 4-byte pixels. Reading down each
+    column and writing sequentially measured fastest (about 0.4 ns a pixel)."""
+    for c in range(cols):
+        d = dst[c * rows:(c + 1) * rows]
+        for r in range(rows):
+            d[r] = px[offset + r * pitch + c]
+
+
+@njit(cache=True)
+def _horizontal(src, top, left, rows, width, out_w):
+    """Rows [top, top + rows) of the column window [left, left + width) resized to out_w
+    columns; src holds 3 or 4 bytes per pixel (RGB, or Pillow's own RGBX), out is
+    uint8 [rows, out_w, 4] (the fourth byte is meaningless).
+
+    Done on the transposed window: an output column is then a weighted sum of whole source
+    columns, contiguous and vectorisable, where the direct form is a short scalar sum per
+    output pixel (2.5x slower). Two transposes cost less than that difference."""
+    first, taps, kk = coefficients(width, out_w)
+    if src.shape[2] == 4:
+        px = src.reshape(-1).view(np.uint32)
+        offset, pitch = top * src.shape[1] + left, src.shape[1]
+    else:
+        px = _pixels4(src, top, left, rows, width)
+        offset, pitch = 0, width
+    cols = np.empty(width * rows, np.uint32)
+    _transpose(px, offset, pitch, rows, width, cols)
+    c8 = cols.view(np.uint8)
+    n = rows * 4
+    acc = np.empty(n, np.int32)
+    out_t = np.empty(out_w * rows, np.uint32)
+    o8 = out_t.view(np.uint8)
+    for xx in range(out_w):
+        for j in range(n):
+            acc[j] = _HALF
+        for t in range(taps[xx]):
+            k = kk[xx, t]
+            o = (first[xx] + t) * n
+            col = c8[o:o + n]
+            for j in range(n):
+                acc[j] += np.int32(col[j]) * k
+        dst = o8[xx * n:(xx + 1) * n]
+        for j in range(n):
+            dst[j] = _clip8(acc[j])
+    out = np.empty((rows, out_w, 4), np.uint8)
+    _transpose(out_t, 0, rows, out_w, rows, out.reshape(-1).view(np.uint32))
     return out
 
 
 @njit(cache=True)
 def _vertical(src, top, left, height, width, out_h, out):
     """The window [top, top + height) x [left, left + width) resized to out_h rows, into out
-    (src with 3 or 4 bytes per pixel, out RGB)."""
+    (src and out with 3 or 4 bytes per pixel; the first three are the colour)."""
     first, taps, kk = coefficients(height, out_h)
     cpp = src.shape[2]
     n = width * cpp
@@ -122,13 +152,34 @@ def _vertical(src, top, left, height, width, out_h, out):
             for j in range(n):
                 acc[j] += np.int32(row[j]) * k
         o = out[yy].reshape(-1)
-        if cpp == 3:
+        if out.shape[2] == cpp:
             for j in range(n):
                 o[j] = _clip8(acc[j])
+        elif cpp == 4:  # 4 -> 3 bytes per pixel (constant strides: this loop vectorises too)
+            for x in range(width):
+                o[3 * x] = _clip8(acc[4 * x])
+                o[3 * x + 1] = _clip8(acc[4 * x + 1])
+                o[3 * x + 2] = _clip8(acc[4 * x + 2])
         else:
             for x in range(width):
-                for c in range(3):
-                    o[3 * x + c] = _clip8(acc[cpp * x + c])
+                o[4 * x] = _clip8(acc[3 * x])
+                o[4 * x + 1] = _clip8(acc[3 * x + 1])
+                o[4 * x + 2] = _clip8(acc[3 * x + 2])
+
+
+@njit(cache=True)
+def _rgb_of(src4, out):
+    """out = src4[..., :3], row by row (constant strides vectorise)."""
+    H, W = out.shape[0], out.shape[1]
+    s1 = src4.reshape(-1)
+    o1 = out.reshape(-1)
+    for y in range(H):
+        s = s1[y * W * 4:(y + 1) * W * 4]
+        o = o1[y * W * 3:(y + 1) * W * 3]
+        for x in range(W):
+            o[3 * x] = s[4 * x]
+            o[3 * x + 1] = s[4 * x + 1]
+            o[3 * x + 2] = s[4 * x + 2]
 
 
 @njit(cache=True)
@@ -145,7 +196,7 @@ def resized_window(src, top, left, h, w, out_h, out_w, out):
                 for c in range(3):
                     out[y, x, c] = src[top + y, left + x, c]
     elif not need_v:
-        out[:] = _horizontal(src, top, left, h, w, out_w)
+        _rgb_of(_horizontal(src, top, left, h, w, out_w), out)
     elif not need_h:
         _vertical(src, top, left, h, w, out_h, out)
     elif horizontal_first:
@@ -156,9 +207,9 @@ def resized_window(src, top, left, h, w, out_h, out_w, out):
         tmp = _horizontal(src, top + y0, left, y1 - y0, w, out_w)
         _vertical(tmp, -y0, 0, h, out_w, out_h, out)  # tmp row 0 is source row y0
     else:
-        tmp = np.empty((out_h, w, 3), np.uint8)
+        tmp = np.empty((out_h, w, 4), np.uint8)
         _vertical(src, top, left, h, w, out_h, tmp)
-        out[:] = _horizontal(tmp, 0, 0, out_h, w, out_w)
+        _rgb_of(_horizontal(tmp, 0, 0, out_h, w, out_w), out)
 
 
 def resize_bilinear(src: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
