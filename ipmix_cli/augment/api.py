@@ -13,7 +13,7 @@ from ipmix_cli.augment.ops import ROTATION_TABLE
 from ipmix_cli.augment.pillow_pixels import rgbx_view
 from ipmix_cli.augment.rng import STREAM_VIEW, new_state
 from ipmix_cli.augment.resample import resized_window
-from ipmix_cli.augment.views import CROP_NONE, CROP_PAD, augment_batch, random_resized_crop_box
+from ipmix_cli.augment.views import CROP_NONE, CROP_PAD, augment_batch, mirror_into, random_resized_crop_box
 from ipmix_cli.errors import IpmixError
 
 
@@ -34,40 +34,58 @@ class Augmenter:
         S = cfg.image_size
         self._no_bank = _readonly(np.zeros((1, S, S, 3), np.uint8))
 
-    def make_views(self, images, seed: int, epoch: int, indices) -> np.ndarray:
+    def crop(self, image, seed: int, epoch: int, index: int) -> np.ndarray:
+        """The train-time crop of one sample under the random-resized crop (ImageNet preset):
+        torchvision's RandomResizedCrop with PIL's bilinear resize, then the flip, as uint8
+        SxSx3. `make_views` starts with it; a reader can call it right after decoding each
+        picture (while its pixels are still in cache) and pass the crops with `cropped=True`.
+
+        image: a uint8 HxWx3 array of any size, or a decoded PIL image (read without a copy)."""
+        if self.cfg.crop != "random-resized":
+            raise IpmixError("crop() is the random-resized crop; this preset pads and crops in make_views")
+        if isinstance(image, Image.Image):
+            im = rgbx_view(image if image.mode == "RGB" else image.convert("RGB"))
+        else:
+            im = np.asarray(image)
+            if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
+                raise IpmixError(f"image {index} is not an HxWx3 uint8 array (shape {im.shape}, {im.dtype})")
+        if not (im.flags.c_contiguous and im.flags.writeable):
+            im = np.array(im, order="C")
+        S = self.cfg.image_size
+        top, left, h, w, flip = random_resized_crop_box(int(seed), int(epoch), int(index), im.shape[0], im.shape[1])
+        out = np.empty((S, S, 3), np.uint8)
+        if not flip:
+            resized_window(im, top, left, h, w, S, S, out)
+            return out
+        resized = np.empty((S, S, 3), np.uint8)
+        resized_window(im, top, left, h, w, S, S, resized)
+        mirror_into(resized, out)
+        return out
+
+    def make_views(self, images, seed: int, epoch: int, indices, cropped: bool = False) -> np.ndarray:
         """uint8 [N, V, S, S, 3]: [aug] or [clean, aug1, aug2] per row (see contracts B).
 
         images: uint8 HxWx3 arrays; with the random-resized crop (ImageNet preset) they may be
-        of any size, and may also be decoded PIL images (read without a copy)."""
+        of any size, and may also be decoded PIL images (read without a copy). cropped=True:
+        they are already `crop(image, seed, epoch, index)` of the same seed, epoch and index."""
         cfg = self.cfg
         S = cfg.image_size
         indices = np.array(indices, dtype=np.int64).reshape(-1)
         seed, epoch = int(seed), int(epoch)
         if not (0 <= seed < 2**63 and 0 <= epoch < 2**63) or (len(indices) and indices.min() < 0):
             raise IpmixError("seed, epoch and indices must be non-negative integers below 2**63")
-        if cfg.crop == "pad":
+        if cfg.crop == "pad" or cropped:
             batch = _as_batch(images, S)
-            crop_mode = CROP_PAD
-            flips = np.zeros(len(batch), np.uint8)
+            crop_mode = CROP_PAD if cfg.crop == "pad" else CROP_NONE
         else:
             items = list(images)
             if len(items) != len(indices):
                 raise IpmixError(f"{len(items)} images but {len(indices)} indices")
             batch = np.empty((len(items), S, S, 3), np.uint8)
-            flips = np.zeros(len(items), np.uint8)
             for i, im in enumerate(items):
-                if isinstance(im, Image.Image):
-                    # a decoded picture: read its pixels where Pillow holds them (no copy)
-                    im = rgbx_view(im if im.mode == "RGB" else im.convert("RGB"))
-                else:
-                    im = np.asarray(im)
-                    if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
-                        raise IpmixError(f"image {i} is not an HxWx3 uint8 array (shape {im.shape}, {im.dtype})")
-                if not (im.flags.c_contiguous and im.flags.writeable):
-                    im = np.array(im, order="C")
-                top, left, h, w, flips[i] = random_resized_crop_box(seed, epoch, int(indices[i]), im.shape[0], im.shape[1])
-                resized_window(im, top, left, h, w, S, S, batch[i])
+                batch[i] = self.crop(im, seed, epoch, indices[i])
             crop_mode = CROP_NONE
+        flips = np.zeros(len(batch), np.uint8)  # CROP_PAD draws its own; crop() applied the others
         if len(batch) != len(indices):
             raise IpmixError(f"{len(batch)} images but {len(indices)} indices")
         out = np.empty((len(batch), cfg.views, S, S, 3), np.uint8)

@@ -34,11 +34,13 @@ PRM_SIZE = 12
 
 @njit(cache=True)
 def _chain(is_p, cur, tmp, x, f, partner, n, ops, patch_sizes, st, prm, rot_table, trace):
-    """n steps of one chain on `cur` (a copy of x); returns the array holding the result.
+    """n steps of one chain; returns the array holding the result.
 
-    Image chain: a random op, cur -> tmp, then swap. P chain: a patch (size, position, shape),
-    a mixing op, maybe a partner made by one random op on the ORIGINAL x inside the patch,
-    then the patch is mixed in place. One call site for apply_op keeps the compiled code small.
+    Image chain: a random op, (x for the first, then cur) -> tmp, then swap, so the result
+    is in tmp when n is odd and in cur when it is even, and x is never copied. P chain (cur
+    a copy of x): a patch (size, position, shape), a mixing op, maybe a partner made by one
+    random op on the ORIGINAL x inside the patch, then the patch is mixed in place. One call
+    site for apply_op keeps the compiled code small.
     """
     S0, S1 = cur.shape[0], cur.shape[1]
     severity = prm[PRM_SEVERITY]
@@ -46,7 +48,7 @@ def _chain(is_p, cur, tmp, x, f, partner, n, ops, patch_sizes, st, prm, rot_tabl
     overflow = int(prm[PRM_OVERFLOW])
     for j in range(n):
         op = -1
-        src = cur
+        src = x if j == 0 else cur
         dst = tmp
         r0, r1, c0, c1 = 0, S0, 0, S1
         mop = 0
@@ -108,10 +110,13 @@ def chain_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weigh
         if n == 0:
             x_coef += m * weights[i]
             continue
-        copy_all(x, bufs[i])
-        _chain(is_p, bufs[i], scratch, x, f, partner, n, ops, patch_sizes, st, prm, rot_table, trace[i])
-        if not is_p and n % 2 == 1:  # image ops swap source and destination: odd, it is in scratch
-            copy_all(scratch, bufs[i])
+        if is_p:
+            copy_all(x, bufs[i])
+            _chain(True, bufs[i], scratch, x, f, partner, n, ops, patch_sizes, st, prm, rot_table, trace[i])
+        elif n % 2 == 1:  # image ops alternate between two buffers: end in bufs[i] either way
+            _chain(False, scratch, bufs[i], x, f, partner, n, ops, patch_sizes, st, prm, rot_table, trace[i])
+        else:
+            _chain(False, bufs[i], scratch, x, f, partner, n, ops, patch_sizes, st, prm, rot_table, trace[i])
         used[n_used] = i
         n_used += 1
     if n_used <= 3:
@@ -122,18 +127,30 @@ def chain_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weigh
 
 @njit(cache=True)
 def _mix3(x, bufs, used, n_used, weights, m, x_coef, out):
-    """(1 - m) x + sum_i m w_i chain_i for up to three chains in one pass: missing chains get
-    weight 0 (adding +0.0 changes no sum), so every pixel is the same expression as in
-    `_mix_rows`, in the same order, and the bytes are the same."""
+    """(1 - m) x + sum_i m w_i chain_i for up to three chains in one pass, each pixel the
+    same expression as in `_mix_rows`, in the same order (so the same bytes)."""
     x1 = x.reshape(-1)
     o1 = out.reshape(-1)
-    c = [x1, x1, x1]
-    w = [0.0, 0.0, 0.0]
-    for u in range(n_used):
-        c[u] = bufs[used[u]].reshape(-1)
-        w[u] = m * weights[used[u]]
-    c0, c1, c2 = c[0], c[1], c[2]
-    w0, w1, w2 = w[0], w[1], w[2]
+    if n_used == 0:
+        for j in range(x1.shape[0]):
+            o1[j] = _round_u8(x_coef * x1[j] + 0.5)
+        return
+    c0 = bufs[used[0]].reshape(-1)
+    w0 = m * weights[used[0]]
+    if n_used == 1:
+        for j in range(x1.shape[0]):
+            o1[j] = _round_u8(x_coef * x1[j] + w0 * c0[j] + 0.5)
+        return
+    c1 = bufs[used[1]].reshape(-1)
+    w1 = m * weights[used[1]]
+    if n_used == 2:
+        for j in range(x1.shape[0]):
+            a = w0 * c0[j]
+            a += w1 * c1[j]
+            o1[j] = _round_u8(x_coef * x1[j] + a + 0.5)
+        return
+    c2 = bufs[used[2]].reshape(-1)
+    w2 = m * weights[used[2]]
     for j in range(x1.shape[0]):
         a = w0 * c0[j]
         a += w1 * c1[j]

@@ -81,8 +81,9 @@ def run_task(ctx: BuildContext, epoch: int, shard: int) -> dict:
 
 
 def _fit(ctx: BuildContext, img: np.ndarray) -> np.ndarray:
+    """CIFAR preset: a source of another size is resized and centre-cropped to S first."""
     s = ctx.image_size
-    if ctx.preset != "cifar" or img.shape[:2] == (s, s):
+    if img.shape[:2] == (s, s):
         return img
     from PIL import Image
 
@@ -104,8 +105,11 @@ def _replacement(ctx: BuildContext, epoch: int, position: int, bad: list, read):
     raise IpmixError(f"too many bad source images: no readable replacement after {MAX_REPLACEMENT_TRIES} tries")
 
 
-def _rows(ctx: BuildContext, epoch, pos, idx, pad, bad):
-    """Read and prepare one chunk; returns images, source indices, augmentation keys, json."""
+def _rows(ctx: BuildContext, aug, epoch, pos, idx, pad, bad):
+    """Read and prepare one chunk; returns images, source indices, augmentation keys, json.
+
+    With the random-resized crop each picture is cropped as soon as it is decoded (its pixels
+    still in cache, and only the SxS crop kept)."""
     n = ctx.plan.n_source
     images, src_idx, keys, meta = [], [], [], []
     batch = None
@@ -127,17 +131,17 @@ def _rows(ctx: BuildContext, epoch, pos, idx, pad, bad):
             bad.append({"index": i, "name": exc.path, "reason": exc.reason})
             replaced = i
             i, img = _replacement(ctx, epoch, p, bad, read)
-        images.append(_fit(ctx, img))
-        src_idx.append(i)
         # Padding and replacement draws of an index already in the epoch get their own
         # augmentation stream, so they are new draws, not copies.
-        keys.append(i + n * (int(is_pad) + 2 * (replaced is not None)))
+        key = i + n * (int(is_pad) + 2 * (replaced is not None))
+        images.append(_fit(ctx, img) if ctx.preset == "cifar" else aug.crop(img, ctx.seed, epoch, key))
+        src_idx.append(i)
+        keys.append(key)
         m = {"index": i, "pad": bool(is_pad)}
         if replaced is not None:
             m["replaces"] = replaced
         meta.append(json.dumps(m, separators=(",", ":")).encode())
-    if ctx.preset == "cifar":
-        images = np.stack(images)
+    images = np.stack(images) if images else np.empty((0, ctx.image_size, ctx.image_size, 3), np.uint8)
     return images, src_idx, np.asarray(keys, dtype=np.int64), meta
 
 
@@ -156,8 +160,8 @@ def encode_shard(ctx: BuildContext, epoch: int, shard: int, writer: TarWriter, b
     count = 0
     for lo in range(0, len(pos), step):
         sl = slice(lo, lo + step)
-        images, src_idx, keys, meta = _rows(ctx, epoch, pos[sl], idx[sl], pad[sl], bad)
-        views = aug.make_views(images, ctx.seed, epoch, keys)
+        images, src_idx, keys, meta = _rows(ctx, aug, epoch, pos[sl], idx[sl], pad[sl], bad)
+        views = aug.make_views(images, ctx.seed, epoch, keys, cropped=ctx.preset != "cifar")
         for r, p in enumerate(pos[sl].tolist()):
             fields = [(f, encode(views[r, v], ctx.fmt, ctx.quality)) for v, f in enumerate(ctx.fields)]
             fields.append(("cls", str(int(labels[src_idx[r]])).encode()))
