@@ -9,6 +9,7 @@ is rebuilt from them and marked complete only when every shard of every epoch ha
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -55,6 +56,12 @@ def _short(v) -> str:
 
 
 def versions() -> dict:
+    return dict(_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> dict:
+    # package metadata lookups cost about a millisecond each; installed versions do not change
     out = {"python": platform.python_version()}
     for dist in ("ipmix", "numpy", "pillow", "numba", "webdataset"):
         try:
