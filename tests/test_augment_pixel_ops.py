@@ -14,15 +14,15 @@ def _expected_uint8(q, overflow):
     return np.mod(t, 256.0).astype(np.uint8)
 
 
-def test_add_and_multiply_match_numpy_formulas_small_and_large_patches():
-    img1, img2 = sample_images(11, 2, 32)
+def _check_formulas(img1, img2, boxes, beta_param, seed):
+    """add and multiply, clip and wrap, on each box: the kernel against the NumPy formulas."""
     for op in (P.ADD, P.MULTIPLY):
         for overflow in (P.OVERFLOW_CLIP, P.OVERFLOW_WRAP):
-            for k, (top, left, h, w) in enumerate([(3, 5, 4, 4), (0, 0, 32, 32), (10, 2, 2, 17), (1, 1, 30, 20)]):
-                st = rng.new_state(4, 0, k, 2 + op)
-                a, b = rng.get_ab(st.copy(), 3.0)
+            for k, (top, left, h, w) in enumerate(boxes):
+                st = rng.new_state(seed, 0, k, 2 + op)
+                a, b = rng.get_ab(st.copy(), beta_param)
                 out = img1.copy()
-                P.mix_patch(out, img2, op, st, 3.0, overflow, top, left, h, w)
+                P.mix_patch(out, img2, op, st, beta_param, overflow, top, left, h, w)
                 p1 = img1[top:top + h, left:left + w] / 255.0
                 p2 = img2[top:top + h, left:left + w] / 255.0
                 if op == P.ADD:
@@ -32,6 +32,11 @@ def test_add_and_multiply_match_numpy_formulas_small_and_large_patches():
                 expected = img1.copy()
                 expected[top:top + h, left:left + w] = _expected_uint8(q, overflow)
                 assert np.array_equal(out, expected), (op, overflow, k)
+
+
+def test_add_and_multiply_match_numpy_formulas_small_and_large_patches():
+    img1, img2 = sample_images(11, 2, 32)
+    _check_formulas(img1, img2, [(3, 5, 4, 4), (0, 0, 32, 32), (10, 2, 2, 17), (1, 1, 30, 20)], 3.0, 4)
 
 
 def test_random_pixels_and_elements_take_the_mask_from_the_stream():
@@ -108,25 +113,11 @@ def test_patch_geometry():
 
 
 def test_large_patches_go_through_the_pair_table_with_the_same_bytes():
-    # 96 x 96 x 3 values is above PAIR_TABLE_MIN: every pair of bytes is tabulated first
+    # the whole 96 x 96 image goes through the table of all byte pairs, the 90 x 60 patch
+    # (just below the threshold) through the per-byte tables
     img1, img2 = sample_images(14, 2, 96)
-    assert 96 * 96 * 3 >= P.PAIR_TABLE_MIN > 60 * 90 * 3 // 2
-    for op in (P.ADD, P.MULTIPLY):
-        for overflow in (P.OVERFLOW_CLIP, P.OVERFLOW_WRAP):
-            for k, (top, left, h, w) in enumerate([(0, 0, 96, 96), (5, 3, 90, 60)]):
-                st = rng.new_state(7, 0, k, 2 + op)
-                a, b = rng.get_ab(st.copy(), 4.0)
-                out = img1.copy()
-                P.mix_patch(out, img2, op, st, 4.0, overflow, top, left, h, w)
-                p1 = img1[top:top + h, left:left + w] / 255.0
-                p2 = img2[top:top + h, left:left + w] / 255.0
-                if op == P.ADD:
-                    q = ((2 * p1 - 1) * a + (2 * p2 - 1) * b + 1) / 2
-                else:
-                    q = ((2 * p1) ** a) * (np.maximum(2 * p2, 1e-37) ** b) / 2
-                expected = img1.copy()
-                expected[top:top + h, left:left + w] = _expected_uint8(q, overflow)
-                assert np.array_equal(out, expected), (op, overflow, k)
+    assert 90 * 60 * 3 < P.PAIR_TABLE_MIN <= 96 * 96 * 3
+    _check_formulas(img1, img2, [(0, 0, 96, 96), (5, 3, 90, 60)], 4.0, 7)
 
 
 def test_random_masks_leave_the_stream_where_the_draws_end():
