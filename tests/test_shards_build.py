@@ -141,6 +141,35 @@ def test_imagenet_preset_folder_gets_jpeg(tmp_path, mix, folder):
         assert img.size == (224, 224)
 
 
+def test_imagenet_build_crops_decoded_pictures_like_the_array_path(tmp_path, folder):
+    # the build crops each decoded picture in place (Pillow's storage, 4 bytes a pixel); the
+    # views must be those of make_views on the same pictures as plain arrays
+    from fractalgen.images import load_rgb
+    from ipmix_cli.augment import Augmenter, MixingBank, resolve_config
+
+    big_mix = write_mixing_folder(tmp_path / "bigmix", n=2, size=260)
+    out = tmp_path / "o"
+    m = build_shards(source=str(folder), fractals=big_mix, out=out, preset="imagenet", views=3, format="png",
+                     shards=2, seed=9, progress=False)
+    cfg = resolve_config("imagenet", views=3)
+    aug = Augmenter(cfg, MixingBank.from_folder(big_mix, cfg))
+    files = sorted(p for p in folder.glob("*/*") if p.is_file())
+    n = len(files)
+    checked = 0
+    for shard in sorted(out.glob("epoch-0000/shard-*.tar")):
+        with tarfile.open(shard) as tf:
+            blobs = {mem.name: tf.extractfile(mem).read() for mem in tf.getmembers()}
+        for name in sorted(k for k in blobs if k.endswith(".json")):
+            key = name[:-len(".json")]
+            meta = json.loads(blobs[name])
+            views = [np.asarray(Image.open(io.BytesIO(blobs[f"{key}.{f}"]))) for f in m["fields"]]
+            idx = meta["index"] + n * int(meta["pad"])
+            expected = aug.make_views([load_rgb(files[meta["index"]])], 9, 0, [idx])[0]
+            assert np.array_equal(np.stack(views), expected), key
+            checked += 1
+    assert checked == m["samples_per_epoch"] == 18
+
+
 def test_dry_run_writes_nothing(tmp_path, mix, capsys):
     out = tmp_path / "never"
     assert run_cli(["--source", "digits", "--fractals", mix, "--out", out, "--epochs", "3", "--dry-run"]) == 0
