@@ -9,11 +9,11 @@ from ipmix_cli.augment.bank import MixingBank
 from ipmix_cli.augment.presets import MIXING_RECIPES
 from ipmix_cli.augment.chains import augment_view, scratch_images
 from ipmix_cli.augment.config import AugmentConfig
-from ipmix_cli.augment.ops import ROTATION_TABLE
+from ipmix_cli.augment.ops import ROTATION_TABLE, mirror
 from ipmix_cli.augment.pillow_pixels import rgbx_view
 from ipmix_cli.augment.rng import STREAM_VIEW, new_state
 from ipmix_cli.augment.resample import resized_window
-from ipmix_cli.augment.views import CROP_NONE, CROP_PAD, augment_batch, mirror_into, random_resized_crop_box
+from ipmix_cli.augment.views import CROP_NONE, CROP_PAD, augment_batch, random_resized_crop_box
 from ipmix_cli.errors import IpmixError
 
 
@@ -59,7 +59,7 @@ class Augmenter:
             return out
         resized = np.empty((S, S, 3), np.uint8)
         resized_window(im, top, left, h, w, S, S, resized)
-        mirror_into(resized, out)
+        mirror(resized, out, 0, S, 0, S)
         return out
 
     def make_views(self, images, seed: int, epoch: int, indices, cropped: bool = False) -> np.ndarray:
@@ -85,15 +85,14 @@ class Augmenter:
             for i, im in enumerate(items):
                 batch[i] = self.crop(im, seed, epoch, indices[i])
             crop_mode = CROP_NONE
-        flips = np.zeros(len(batch), np.uint8)  # CROP_PAD draws its own; crop() applied the others
         if len(batch) != len(indices):
             raise IpmixError(f"{len(batch)} images but {len(indices)} indices")
         out = np.empty((len(batch), cfg.views, S, S, 3), np.uint8)
         if len(batch) == 0:
             return out
         bank = _readonly(self.bank.pixels) if self.bank is not None else self._no_bank
-        augment_batch(batch, crop_mode, flips, bank, seed, epoch, indices, self._prm, self._ops,
-                      self._patches, ROTATION_TABLE, out)
+        augment_batch(batch, crop_mode, bank, seed, epoch, indices, self._prm, self._ops, self._patches,
+                      ROTATION_TABLE, out)
         return out
 
 

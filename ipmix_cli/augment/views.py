@@ -45,23 +45,6 @@ def pad_crop_flip(src, dst, oy, ox, flip):
 
 
 @njit(cache=True)
-def mirror_into(src, dst):
-    """dst = src mirrored left-right (both C-contiguous SxSx3)."""
-    W = src.shape[1]
-    n = W * 3
-    s1 = src.reshape(-1)
-    d1 = dst.reshape(-1)
-    for y in range(src.shape[0]):
-        s = s1[y * n:(y + 1) * n]
-        d = d1[y * n:(y + 1) * n]
-        for x in range(W):
-            k = 3 * (W - 1 - x)
-            d[3 * x] = s[k]
-            d[3 * x + 1] = s[k + 1]
-            d[3 * x + 2] = s[k + 2]
-
-
-@njit(cache=True)
 def draw_pad_crop(seed, epoch, index, size):
     st = new_state(seed, epoch, index, STREAM_CROP)
     oy = randint(st, 2 * PAD + 1)
@@ -90,12 +73,11 @@ def mixing_crop(bank, seed, epoch, index, f):
 
 
 @njit(cache=True)
-def augment_batch(images, crop_mode, flips, bank, seed, epoch, indices, prm, ops, patch_sizes,
-                  rot_table, out):
+def augment_batch(images, crop_mode, bank, seed, epoch, indices, prm, ops, patch_sizes, rot_table, out):
     """out[i] = the views of images[i]: [aug] (V = 1) or [clean, aug1, aug2] (V = 3).
 
     crop_mode CROP_PAD: pad + crop + flip drawn here; CROP_NONE: images are already cropped
-    and are mirrored where flips[i] is set.
+    and flipped (`Augmenter.crop`).
     """
     N = images.shape[0]
     V = out.shape[1]
@@ -112,8 +94,6 @@ def augment_batch(images, crop_mode, flips, bank, seed, epoch, indices, prm, ops
         if crop_mode == CROP_PAD:
             oy, ox, flip = draw_pad_crop(seed, epoch, idx, S)
             pad_crop_flip(images[i], x, oy, ox, flip)
-        elif flips[i]:
-            mirror_into(images[i], x)
         else:
             copy_all(images[i], x)
         if recipe == RECIPE_NONE:
