@@ -156,3 +156,21 @@ def test_encoding_through_the_reused_canvas_gives_pillows_bytes():
         th.join()
     for t, blobs in results.items():
         assert blobs == [pillow(arrays[(t + i) % 3], "png") for i in range(30)]
+
+
+def test_bench_reference_pipeline_encodes_224_views(tmp_path):
+    # the 224 px baseline of `ipmix bench build`: per sample a mixing picture loaded from the
+    # folder (or taken from a pre-loaded bank), the same JPEG settings as the build
+    from ipmix_cli.augment import MixingBank, resolve_config
+    from ipmix_cli.bench.build import reference_pipeline, write_mixing_folder, write_photo_folder
+
+    files = sorted(write_photo_folder(tmp_path / "photos", 2).glob("*/*.jpg"))
+    mix = write_mixing_folder(tmp_path / "mix", n=2, size=256)
+    Image.fromarray(np.zeros((256, 300, 3), np.uint8)).save(mix / "wide.png")  # resized by its shorter side
+    cfg = resolve_config("imagenet", views=1)
+    for mixing in (sorted(mix.glob("*.png")), MixingBank.from_folder(mix, cfg).pixels):
+        blobs = reference_pipeline(files, cfg, mixing, seed=3)
+        assert len(blobs) == 4 and blobs == reference_pipeline(files, cfg, mixing, seed=3)
+        for b in blobs:
+            img = Image.open(io.BytesIO(b))
+            assert img.format == "JPEG" and img.size == (224, 224)
