@@ -34,13 +34,14 @@ class Augmenter:
         S = cfg.image_size
         self._no_bank = _readonly(np.zeros((1, S, S, 3), np.uint8))
 
-    def crop(self, image, seed: int, epoch: int, index: int) -> np.ndarray:
+    def crop(self, image, seed: int, epoch: int, index: int, out: np.ndarray | None = None) -> np.ndarray:
         """The train-time crop of one sample under the random-resized crop (ImageNet preset):
         torchvision's RandomResizedCrop with PIL's bilinear resize, then the flip, as uint8
         SxSx3. `make_views` starts with it; a reader can call it right after decoding each
         picture (while its pixels are still in cache) and pass the crops with `cropped=True`.
 
-        image: a uint8 HxWx3 array of any size, or a decoded PIL image (read without a copy)."""
+        image: a uint8 HxWx3 array of any size, or a decoded PIL image (read without a copy);
+        out: an optional C-contiguous uint8 SxSx3 array to write the crop into."""
         if self.cfg.crop != "random-resized":
             raise IpmixError("crop() is the random-resized crop; this preset pads and crops in make_views")
         if isinstance(image, Image.Image):
@@ -53,7 +54,10 @@ class Augmenter:
             im = np.array(im, order="C")
         S = self.cfg.image_size
         top, left, h, w, flip = random_resized_crop_box(int(seed), int(epoch), int(index), im.shape[0], im.shape[1])
-        out = np.empty((S, S, 3), np.uint8)
+        if out is None:
+            out = np.empty((S, S, 3), np.uint8)
+        elif out.shape != (S, S, 3) or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise IpmixError(f"crop() writes into a C-contiguous uint8 {S}x{S}x3 array, not {out.dtype} {list(out.shape)}")
         if not flip:
             resized_window(im, top, left, h, w, S, S, out)
             return out
@@ -83,7 +87,7 @@ class Augmenter:
                 raise IpmixError(f"{len(items)} images but {len(indices)} indices")
             batch = np.empty((len(items), S, S, 3), np.uint8)
             for i, im in enumerate(items):
-                batch[i] = self.crop(im, seed, epoch, indices[i])
+                self.crop(im, seed, epoch, indices[i], out=batch[i])
             crop_mode = CROP_NONE
         if len(batch) != len(indices):
             raise IpmixError(f"{len(batch)} images but {len(indices)} indices")

@@ -112,8 +112,9 @@ def _rows(ctx: BuildContext, aug, epoch, pos, idx, pad, bad):
     still in cache, and only the SxS crop kept)."""
     n = ctx.plan.n_source
     images, src_idx, keys, meta = [], [], [], []
+    crops = None if ctx.preset == "cifar" else np.empty((len(idx), ctx.image_size, ctx.image_size, 3), np.uint8)
     batch = None
-    if ctx.preset == "cifar":
+    if crops is None:
         read = ctx.source.read
         try:
             batch = ctx.source.read_many(idx)
@@ -134,14 +135,20 @@ def _rows(ctx: BuildContext, aug, epoch, pos, idx, pad, bad):
         # Padding and replacement draws of an index already in the epoch get their own
         # augmentation stream, so they are new draws, not copies.
         key = i + n * (int(is_pad) + 2 * (replaced is not None))
-        images.append(_fit(ctx, img) if ctx.preset == "cifar" else aug.crop(img, ctx.seed, epoch, key))
+        if crops is None:
+            images.append(_fit(ctx, img))
+        else:
+            aug.crop(img, ctx.seed, epoch, key, out=crops[r])
         src_idx.append(i)
         keys.append(key)
         m = {"index": i, "pad": bool(is_pad)}
         if replaced is not None:
             m["replaces"] = replaced
         meta.append(json.dumps(m, separators=(",", ":")).encode())
-    images = np.stack(images) if images else np.empty((0, ctx.image_size, ctx.image_size, 3), np.uint8)
+    if crops is None:
+        images = np.stack(images) if images else np.empty((0, ctx.image_size, ctx.image_size, 3), np.uint8)
+    else:
+        images = crops
     return images, src_idx, np.asarray(keys, dtype=np.int64), meta
 
 
