@@ -142,6 +142,7 @@ def _vertical(src, top, left, height, width, out_h, out):
     s1 = src.reshape(-1)
     # int32 sums as PIL's (they cannot overflow); a whole row at a time, so the loops vectorise
     acc = np.empty(n, np.int32)
+    row8 = np.empty(n, np.uint8)
     for yy in range(out_h):
         for j in range(n):
             acc[j] = _HALF
@@ -155,11 +156,13 @@ def _vertical(src, top, left, height, width, out_h, out):
         if out.shape[2] == cpp:
             for j in range(n):
                 o[j] = _clip8(acc[j])
-        elif cpp == 4:  # 4 -> 3 bytes per pixel (constant strides: this loop vectorises too)
+        elif cpp == 4:  # 4 -> 3 bytes per pixel: clip the whole row, then drop every fourth byte
+            for j in range(n):
+                row8[j] = _clip8(acc[j])
             for x in range(width):
-                o[3 * x] = _clip8(acc[4 * x])
-                o[3 * x + 1] = _clip8(acc[4 * x + 1])
-                o[3 * x + 2] = _clip8(acc[4 * x + 2])
+                o[3 * x] = row8[4 * x]
+                o[3 * x + 1] = row8[4 * x + 1]
+                o[3 * x + 2] = row8[4 * x + 2]
         else:
             for x in range(width):
                 o[4 * x] = _clip8(acc[3 * x])
