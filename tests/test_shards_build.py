@@ -295,6 +295,26 @@ def test_corrupt_source_image_fails_or_is_skipped(tmp_path, mix, folder, capsys)
     assert bad_index not in [x["index"] for x in metas]
 
 
+def test_corrupt_source_image_at_224_px_names_it_or_is_replaced(tmp_path, folder, capsys):
+    # the ImageNet preset reads decoded pictures and crops them at once: same failure and skip
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(folder, src)
+    bad = src / "eel" / "001.png"
+    bad.write_bytes(bad.read_bytes()[:80])
+    big_mix = write_mixing_folder(tmp_path / "bigmix", n=2, size=260)
+    args = ["--source", src, "--fractals", big_mix, "--preset", "imagenet", "--shards", "2"]
+    assert run_cli([*args, "--out", tmp_path / "o1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(bad) in err[0]
+    assert run_cli([*args, "--out", tmp_path / "o2", "--skip-bad", "--workers", "2"]) == 0
+    m = json.loads((tmp_path / "o2" / "manifest.json").read_text())
+    assert m["complete"] and [b["name"] for b in m["bad_samples"]] == [str(bad)]
+    assert run_cli([*args, "--out", tmp_path / "o3", "--skip-bad"]) == 0
+    assert shard_bytes(tmp_path / "o2") == shard_bytes(tmp_path / "o3")  # 1 or 2 workers
+
+
 @pytest.mark.parametrize("case", ["empty-class", "missing-source", "no-pictures", "unwritable", "not-empty",
                                   "foreign-manifest", "source-is-a-file", "fractals-is-a-file"])
 def test_bad_inputs_give_one_line(tmp_path, mix, folder, capsys, case):
