@@ -13,10 +13,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from fractalgen.errors import BadImage, FractalgenError
 from fractalgen.files import atomic_write_bytes
@@ -101,6 +103,23 @@ def list_source(source: str | os.PathLike, exclude: str | os.PathLike | None = N
             raise FractalgenError(f"include list {path} holds no URLs (one http(s) URL per line)")
         return "urls", urls
     raise FractalgenError(f"include source {path} does not exist (give a folder or a text file of URLs)")
+
+
+def _looks_like_a_picture(path: Path) -> bool:
+    """False when Pillow recognises no picture format in the file's first bytes (it reads only
+    the header). Anything else, unreadable or empty files included, goes on to the full read,
+    which names the exact reason."""
+    try:
+        if path.stat().st_size == 0:
+            return True
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path):
+                return True
+    except UnidentifiedImageError:
+        return False
+    except Exception:  # truncated header, too large, unreadable: reported by the full read
+        return True
 
 
 def _pixel_key(img) -> str:
@@ -237,6 +256,9 @@ def gather(source, *, size: int, cache_dir: Path, min_size: int | None = None,
             origin = f"file:{Path(entry).as_posix()}"
             if not (root / entry).is_file():  # a named pipe or device would block or never end
                 report.skip(origin, "unreadable", "not a regular file")
+                continue
+            if not _looks_like_a_picture(root / entry):  # a huge non-picture is never read whole
+                report.skip(origin, "not-an-image", "not a recognised picture format")
                 continue
             try:
                 data = (root / entry).read_bytes()

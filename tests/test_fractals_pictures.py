@@ -229,3 +229,24 @@ def test_a_named_pipe_in_the_folder_is_skipped_not_waited_on(tmp_path):
     assert "report" in result, "gather blocked on a named pipe"
     assert result["report"].kept == 1
     assert result["report"].skipped == [{"origin": "file:pipe", "reason": "unreadable", "detail": "not a regular file"}]
+
+
+def test_a_non_picture_in_an_include_folder_is_skipped_without_reading_it(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from fractalgen import pictures
+
+    d = tmp_path / "inc"
+    d.mkdir()
+    (d / "huge.bin").write_bytes(b"not a picture" * 1000)
+    (d / "ok.png").write_bytes(_encode(Image.fromarray(_pattern(80, 80, 1)), "PNG"))
+    read = Path.read_bytes
+
+    def guarded(self):
+        assert self.name != "huge.bin", "the non-picture was read whole"
+        return read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", guarded)
+    report = pictures.gather(d, size=64, cache_dir=tmp_path / "cache")
+    assert [p.origin for p in report.pictures] == ["file:ok.png"]
+    assert [(s["origin"], s["reason"]) for s in report.skipped] == [("file:huge.bin", "not-an-image")]
