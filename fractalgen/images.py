@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -18,6 +19,17 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 
 def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def picture_files(folder: str | os.PathLike) -> list[Path]:
+    """Every picture file in `folder` and its sub-folders (hidden ones skipped), sorted by path
+    parts: class folders in name order, as an ImageFolder lists them. Empty if there are none."""
+    folder = Path(folder)
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(root, n) for n in names if is_image_name(n) and not n.startswith(".")]
+    return sorted((p for p in found if p.is_file()), key=lambda p: p.relative_to(folder).parts)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

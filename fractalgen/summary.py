@@ -9,13 +9,13 @@ import numpy as np
 from PIL import Image
 
 from fractalgen.errors import BadImage, FractalgenError
-from fractalgen.images import contact_sheet, is_image_name, load_rgb
+from fractalgen.images import contact_sheet, load_rgb, picture_files
 from fractalgen.metrics import set_metrics
 from fractalgen.render import read_manifest
 
 
 def pictures_by_family(out) -> dict[str, list[Path]]:
-    """Picture files directly in `out`, sorted by name, grouped by family (manifest family, or
+    """Picture files in `out` and its sub-folders (`picture_files` order), grouped by family (manifest family, or
     the name's prefix before '-', or 'other')."""
     out = Path(out)
     if not out.is_dir():
@@ -23,8 +23,9 @@ def pictures_by_family(out) -> dict[str, list[Path]]:
     manifest = read_manifest(out)
     family_of = {e["file"]: e["family"] for e in (manifest or {}).get("images", [])}
     groups: dict[str, list[Path]] = {}
-    for path in sorted(p for p in out.iterdir() if p.is_file() and is_image_name(p.name)):
-        fam = family_of.get(path.name) or (path.name.split("-")[0] if "-" in path.name else "other")
+    for path in picture_files(out):
+        fam = family_of.get(path.relative_to(out).as_posix()) or (path.name.split("-")[0] if "-" in path.name
+                                                                    else "other")
         groups.setdefault(fam, []).append(path)
     if not groups:
         raise FractalgenError(f"{out} holds no pictures")

@@ -46,3 +46,26 @@ def test_bench_augment_prints_one_json_object(capsys):
     for name, unit in (("ipmix_32_view", "img"), ("ipmix_32_jsd", "samples"), ("ipmix_224_view", "img")):
         assert figures[f"{name}_{unit}_per_s"] > 0 and figures[f"{name}_baseline_{unit}_per_s"] > 0
     assert figures["ipmix_32_view_speedup"] > 0 and "numba_first_call_s" in figures
+
+
+def test_preview_reads_class_folders_like_flat_ones(tmp_path, capsys):
+    mix = make_mixing_folder(tmp_path / "mix")
+    inputs = make_mixing_folder(tmp_path / "in", n=2, size=40, seed=3)
+    nested_mix, nested_in = tmp_path / "mix-classes", tmp_path / "photos"
+    for name in sorted(p.name for p in mix.iterdir()):
+        (nested_mix / "fractal").mkdir(parents=True, exist_ok=True)
+        (nested_mix / "fractal" / name).write_bytes((mix / name).read_bytes())
+    (nested_in / "cat").mkdir(parents=True)
+    for name in ("pic-00.png", "pic-01.png"):
+        (nested_in / "cat" / name).write_bytes((inputs / name).read_bytes())
+    flat_out, nested_out = tmp_path / "flat.png", tmp_path / "nested.png"
+    cache = tmp_path / "cache"
+    assert run(["augment", "preview", str(inputs), "--fractals", str(mix), "--out", str(flat_out),
+                "--cache-dir", str(cache)]) == 0
+    printed = capsys.readouterr().out
+    assert f"mixing bank: 4 pictures at 36 px, cached in {cache}" in printed and " MB)" in printed
+    assert run(["augment", "preview", str(nested_in), "--fractals", str(nested_mix), "--out", str(nested_out),
+                "--cache-dir", str(cache)]) == 0
+    assert "2 row(s)" in capsys.readouterr().out
+    assert flat_out.read_bytes() == nested_out.read_bytes()
+    assert sorted(p.name for p in mix.iterdir()) == [f"pic-{i:02d}.png" for i in range(4)]  # nothing written

@@ -7,9 +7,9 @@ array; per sample a picture is drawn and randomly cropped to the training size i
 The array is written once as a .npy file in a cache folder keyed by the pictures' content and
 the size; a bank pickles as that file's path and is memory-mapped again on the other side, so
 joblib/dask workers share the pages instead of receiving the pixels with every task.
-Cache folder: `.ipmix-cache` inside the mixing folder if it is writable, else
-`$XDG_CACHE_HOME/ipmix` (or `~/.cache/ipmix`), else the bank stays in memory (and pickles
-with its pixels).
+Cache folder: the one given (`--cache-dir`), else `default_cache_dir()`; never inside the
+mixing folder (an input is only read). Where the cache folder cannot be written, the bank stays
+in memory (and pickles with its pixels).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,8 @@ from PIL import Image
 
 from fractalgen.errors import BadImage
 from fractalgen.files import atomic_write_bytes, sha256_file
-from fractalgen.images import is_image_name, open_rgb
+from fractalgen.images import open_rgb, picture_files
 from ipmix_cli.errors import IpmixError
-
-CACHE_DIRNAME = ".ipmix-cache"
 
 
 def resize_mixing_picture(img: Image.Image, size: int) -> np.ndarray:
@@ -47,39 +46,56 @@ def resize_mixing_picture(img: Image.Image, size: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def _cache_dirs(folder: Path) -> list[Path]:
-    dirs = [folder / CACHE_DIRNAME]
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    dirs.append(Path(xdg) / "ipmix" if xdg else Path.home() / ".cache" / "ipmix")
-    return dirs
+def default_cache_dir() -> Path:
+    """The `ipmix` folder in the user's cache folder: `$XDG_CACHE_HOME` where set, else the
+    platform's own (`~/Library/Caches` on macOS, `%LOCALAPPDATA%` on Windows, `~/.cache`)."""
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "ipmix"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "ipmix"
+    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "ipmix" / "Cache"
+    return Path.home() / ".cache" / "ipmix"
 
 
 def _picture_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise IpmixError(f"mixing folder {folder} does not exist or is not a folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_name(p.name))
+    files = picture_files(folder)
     if not files:
-        raise IpmixError(f"mixing folder {folder} holds no pictures")
+        raise IpmixError(f"mixing folder {folder} holds no pictures (in it or its sub-folders)")
     return files
+
+
+def _cache_folder(cache_dir, folder: Path) -> Path:
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    inside = cache.resolve()
+    if inside == folder.resolve() or folder.resolve() in inside.parents:
+        raise IpmixError(f"cache folder {cache} is inside the mixing folder {folder}; "
+                         "give a --cache-dir outside it (inputs are never written)")
+    return cache
 
 
 class MixingBank:
     """The mixing pictures as one uint8 array [N, R, R, 3]."""
 
-    def __init__(self, pixels: np.ndarray, fingerprint: str, path: str | None = None):
+    def __init__(self, pixels: np.ndarray, fingerprint: str, path: str | None = None, note: str = ""):
         self.pixels = pixels
         self.fingerprint = fingerprint
         self.path = path  # the .npy file backing `pixels`, if any
+        self.note = note  # why there is no cache file, if there is none
 
     @classmethod
-    def from_folder(cls, folder, cfg=None, *, size: int | None = None) -> "MixingBank":
-        """Load every picture directly in `folder` (sorted by name), resized for `cfg`."""
+    def from_folder(cls, folder, cfg=None, *, size: int | None = None, cache_dir=None) -> "MixingBank":
+        """Load every picture in `folder` and its sub-folders (see `picture_files`), resized for
+        `cfg`, through the cache file in `cache_dir` (default: `default_cache_dir()`)."""
         if size is None:
             if cfg is None:
                 raise ValueError("give cfg or size")
             size = cfg.mixing_size
         folder = Path(folder)
         files = _picture_files(folder)
+        cache = _cache_folder(cache_dir, folder)
         digest = hashlib.sha256(f"ipmix-bank-v1 size={size}\n".encode())
         for p in files:
             try:
@@ -87,26 +103,22 @@ class MixingBank:
             except OSError as exc:
                 raise IpmixError(f"cannot read mixing picture {p}: {exc.strerror or exc}") from None
         key = digest.hexdigest()
-        name = f"bank-{key[:32]}.npy"
-        for d in _cache_dirs(folder):
-            cached = d / name
-            if cached.is_file():
-                try:
-                    return cls._from_cache(cached, key)
-                except (OSError, ValueError):
-                    pass  # a damaged cache file: rebuild it below
-        pixels = cls._decode(files, size)
-        for d in _cache_dirs(folder):
+        cached = cache / f"bank-{key[:32]}.npy"
+        if cached.is_file():
             try:
-                d.mkdir(parents=True, exist_ok=True)
-                buf = io.BytesIO()
-                np.save(buf, pixels)
-                atomic_write_bytes(d / name, buf.getvalue())
-                os.chmod(d / name, 0o644)
-                return cls._from_cache(d / name, key)
-            except OSError:
-                continue
-        return cls(pixels, key)
+                return cls._from_cache(cached, key)
+            except (OSError, ValueError):
+                pass  # a damaged cache file: rebuild it below
+        pixels = cls._decode(files, size)
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            buf = io.BytesIO()
+            np.save(buf, pixels)
+            atomic_write_bytes(cached, buf.getvalue())
+            os.chmod(cached, 0o644)
+            return cls._from_cache(cached, key)
+        except OSError as exc:
+            return cls(pixels, key, note=f"cache folder {cache} not writable: {exc.strerror or exc}")
 
     @classmethod
     def from_array(cls, pixels: np.ndarray) -> "MixingBank":
@@ -133,6 +145,13 @@ class MixingBank:
         if mm.ndim != 4 or mm.dtype != np.uint8:
             raise ValueError("not a bank array")
         return cls(mm.view(np.ndarray), key, str(path))
+
+    def describe(self) -> str:
+        """One line for the user: how many pictures, and where the cache file is and its size."""
+        head = f"mixing bank: {len(self)} pictures at {self.size} px"
+        if self.path is None:
+            return f"{head}, kept in memory ({self.note or 'no cache file'})"
+        return f"{head}, cached in {self.path} ({os.path.getsize(self.path) / 1e6:.1f} MB)"
 
     def __len__(self) -> int:
         return int(self.pixels.shape[0])

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from fractalgen.errors import BadImage
-from fractalgen.images import contact_sheet, is_image_name, open_rgb, resize_center_crop
+from fractalgen.images import contact_sheet, open_rgb, picture_files, resize_center_crop
 from ipmix_cli.augment.api import ipmix_one, view_state
 from ipmix_cli.augment.bank import MixingBank
 from ipmix_cli.augment.config import AugmentConfig
@@ -17,12 +17,13 @@ from ipmix_cli.errors import IpmixError
 
 
 def input_files(path, limit: int) -> list[Path]:
-    """One picture, or the first `limit` pictures of a folder (sorted by name)."""
+    """One picture, or the first `limit` pictures of a folder and its sub-folders (a class
+    folder, say), in `picture_files` order."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and is_image_name(p.name))[:limit]
+        files = picture_files(path)[:limit]
         if not files:
-            raise IpmixError(f"{path} holds no pictures")
+            raise IpmixError(f"{path} holds no pictures (in it or its sub-folders)")
         return files
     if not path.is_file():
         raise IpmixError(f"{path} does not exist")

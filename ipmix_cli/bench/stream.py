@@ -141,7 +141,7 @@ def _measure(repeats: int, quick: bool, batch_size: int, log) -> dict:
         }
         for name, (cfg, imgs, labels, b, samples) in online.items():
             log(f"online IPMix {name}")
-            bank = MixingBank.from_folder(tmp / "mix", cfg)
+            bank = MixingBank.from_folder(tmp / "mix", cfg, cache_dir=tmp / "cache")
             figures[f"online_{name}_samples_per_s"] = round(online_rate(cfg, bank, imgs, labels, b, samples, repeats), 1)
 
     pairs = {"32_single": "32_single_png", "32_triple": "32_triple_png", "224_single": "224_single_jpg"}

@@ -17,7 +17,9 @@ def augment():
 @augment.command("preview")
 @click.argument("image_or_folder", type=click.Path())
 @click.option("--fractals", "fractals", required=True, type=click.Path(),
-              help="Mixing folder (a fractal set or any folder of pictures).")
+              help="Mixing folder (a fractal set or any folder of pictures; sub-folders are read too).")
+@click.option("--cache-dir", type=click.Path(), default=None,
+              help="Where the mixing bank's cache file goes [default: an ipmix folder in the user's cache folder].")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="cifar", show_default=True)
 @click.option("--recipe", type=click.Choice(list(RECIPES)), default="ipmix", show_default=True)
@@ -38,7 +40,7 @@ def augment():
 @click.option("--partner", type=click.Choice(["fractal", "mixed"]), default=None,
               help="P-chain partner: the mixing picture, or it or op(x) half of the time.")
 @click.option("--patch-sizes", default=None, help="Comma-separated patch sizes, e.g. 4,8,16,32.")
-def preview(image_or_folder, fractals, out, preset, recipe, n, rows, seed, zoom, severity, beta, width, depth,
+def preview(image_or_folder, fractals, cache_dir, out, preset, recipe, n, rows, seed, zoom, severity, beta, width, depth,
             all_ops, overflow, min_ops, partner, patch_sizes):
     """Write a PNG grid: input | mixing picture | N augmented views, one row per picture."""
     from pathlib import Path
@@ -54,7 +56,8 @@ def preview(image_or_folder, fractals, out, preset, recipe, n, rows, seed, zoom,
                          all_ops=all_ops, overflow=overflow, min_ops=min_ops, partner=partner,
                          patch_sizes=patch_sizes)
     inputs = input_files(image_or_folder, rows)
-    bank = MixingBank.from_folder(fractals, cfg)
+    bank = MixingBank.from_folder(fractals, cfg, cache_dir=cache_dir)
+    click.echo(bank.describe())
     sheet = preview_grid(inputs, bank, cfg, n=n, seed=seed, zoom=zoom)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG", optimize=True)

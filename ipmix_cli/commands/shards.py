@@ -18,7 +18,10 @@ def shards():
 
 @shards.command("build")
 @click.option("--source", help="digits | digits:test | cifar10:PATH | cifar100:PATH | folder:PATH | PATH | wds:URLS")
-@click.option("--fractals", type=click.Path(path_type=Path), help="The mixing set: a folder of pictures.")
+@click.option("--fractals", type=click.Path(path_type=Path),
+              help="The mixing set: a folder of pictures (class sub-folders are read too).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Where the mixing bank's cache file goes [default: an ipmix folder in the user's cache folder].")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--epochs", type=int, help="Epochs to materialize [default: 1].")
 @click.option("--preset", type=click.Choice(["cifar", "imagenet"]), help="Training size and crop [default: cifar].")
@@ -43,7 +46,7 @@ def shards():
               help="An augmentation option, repeatable: width, depth, min_ops, severity, beta, ops, all_ops, "
                    "patch_sizes, partner, overflow, mixing_size (e.g. --aug min_ops=1 --aug overflow=wrap).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def build_cmd(source, fractals, out, epochs, preset, recipe, views, seed, workers, fmt, quality, shards, dry_run,
+def build_cmd(source, fractals, cache_dir, out, epochs, preset, recipe, views, seed, workers, fmt, quality, shards, dry_run,
               overwrite, extend_epochs, skip_bad, num_nodes, node_rank, backend, scheduler, dali_index, aug_options,
               quiet):
     """Materialize K augmented epochs of SOURCE as WebDataset shards in OUT.
@@ -63,7 +66,7 @@ def build_cmd(source, fractals, out, epochs, preset, recipe, views, seed, worker
                           dry_run=dry_run, overwrite=overwrite, extend_epochs=extend_epochs, skip_bad=skip_bad,
                           num_nodes=num_nodes, node_rank=node_rank, backend=backend, scheduler=scheduler,
                           dali_index=dali_index, augment=parse_aug_options(aug_options) if aug_options else None,
-                          progress=not quiet, log=log)
+                          progress=not quiet, log=log, cache_dir=cache_dir)
     if dry_run:
         click.echo(render_plan(result))
     elif result.get("complete"):

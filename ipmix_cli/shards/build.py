@@ -332,7 +332,7 @@ def _needs_bank(recipe: str) -> bool:
     return recipe in MIXING_RECIPES
 
 
-def _open_bank(fractals, cfg, recipe):
+def _open_bank(fractals, cfg, recipe, cache_dir=None, log=None):
     from ipmix_cli.augment import MixingBank
 
     if not _needs_bank(recipe):
@@ -342,7 +342,9 @@ def _open_bank(fractals, cfg, recipe):
     if not Path(fractals).is_dir():
         raise IpmixError(f"fractal folder not found: {fractals}" if not Path(fractals).exists()
                          else f"--fractals {fractals} is a file; give the folder of mixing pictures")
-    bank = MixingBank.from_folder(fractals, cfg)
+    bank = MixingBank.from_folder(fractals, cfg, cache_dir=cache_dir)
+    if log:
+        log(bank.describe())
     return bank, {"path": str(fractals), "fingerprint": bank.fingerprint, "size": len(bank)}
 
 
@@ -413,13 +415,14 @@ def _pilot(ctx: BuildContext, samples: int) -> dict:
 def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None, recipe=None, views=None,
                  seed=None, workers=1, format=None, quality=None, shards=None, dry_run=False, overwrite=False,
                  extend_epochs=None, skip_bad=None, num_nodes=1, node_rank=0, backend="joblib", scheduler=None,
-                 dali_index=None, augment=None, progress=True, log=None, pilot_samples=64) -> dict:
+                 dali_index=None, augment=None, progress=True, log=None, pilot_samples=64, cache_dir=None) -> dict:
     """Build (or resume, or extend) a shard set in `out`; returns the manifest.
 
     Options left as None are taken from OUT's manifest when one exists (so
     `build_shards(out=OUT, extend_epochs=2)` adds two epochs with the same settings),
     otherwise from the defaults. With `dry_run` nothing is written and the plan is returned.
     `augment` holds overrides of the preset's augmentation options (see `resolve_config`).
+    `cache_dir` holds the mixing bank's cache file (default: `default_cache_dir()`).
     """
     log = log or (lambda msg: None)
     if out is None:
@@ -479,7 +482,7 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
     src = open_source(given["source"])
     if len(src) == 0:
         raise IpmixError(f"source {given['source']} holds no samples")
-    bank, mixing = _open_bank(given["fractals"], cfg, given["recipe"])
+    bank, mixing = _open_bank(given["fractals"], cfg, given["recipe"], cache_dir, log)
     fmt, q = resolve_format(given["format"], given["quality"], cfg.image_size)
     n_shards = given["shards"]
     if n_shards is None:
