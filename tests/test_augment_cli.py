@@ -46,6 +46,7 @@ def test_bench_augment_prints_one_json_object(capsys):
     for name, unit in (("ipmix_32_view", "img"), ("ipmix_32_jsd", "samples"), ("ipmix_224_view", "img")):
         assert figures[f"{name}_{unit}_per_s"] > 0 and figures[f"{name}_baseline_{unit}_per_s"] > 0
     assert figures["ipmix_32_view_speedup"] > 0 and "numba_first_call_s" in figures
+    assert figures["ipmix_32_view_repeat_s"] >= 0.1  # --quick repeats last 0.1 s, full ones 0.5 s
 
 
 def test_preview_reads_class_folders_like_flat_ones(tmp_path, capsys):
@@ -69,3 +70,21 @@ def test_preview_reads_class_folders_like_flat_ones(tmp_path, capsys):
     assert "2 row(s)" in capsys.readouterr().out
     assert flat_out.read_bytes() == nested_out.read_bytes()
     assert sorted(p.name for p in mix.iterdir()) == [f"pic-{i:02d}.png" for i in range(4)]  # nothing written
+
+
+def test_bench_augment_repeats_last_at_least_the_minimum():
+    # a repeat is as many calls as it takes to reach min_seconds; the figure is per call
+    import time
+
+    from ipmix_cli.bench.augment import _timed
+
+    calls = []
+
+    def fn():
+        calls.append(1)
+        time.sleep(0.002)
+
+    wall, cpu, repeat_s = _timed(fn, repeats=3, min_seconds=0.05)
+    assert repeat_s >= 0.05
+    assert len(calls) >= 1 + 3 * 0.05 / (wall * 1.5)  # the warm-up, then three repeats of many calls
+    assert 0.002 <= wall < 0.02 and cpu < wall

@@ -35,23 +35,37 @@ def _bank(cfg, fractals):
     return MixingBank.from_array(smooth_images(16, R, R, seed=7))
 
 
-def _timed(fn, repeats: int) -> tuple[float, float]:
-    """Medians of (wall seconds, CPU seconds of this process) over `repeats` runs after one warm-up.
+MIN_REPEAT_S = 0.5  # shorter repeats (1,024 images at 32 px took ~15 ms) jumped by ±10 % run to run
 
-    On a shared machine the CPU-time figure is what the process would get with the core to itself.
+
+def _timed(fn, repeats: int, min_seconds: float = MIN_REPEAT_S) -> tuple[float, float, float]:
+    """Per-call medians of (wall seconds, CPU seconds of this process) over `repeats` repeats,
+    after one warm-up call, and the median length of a repeat.
+
+    A repeat calls `fn` as many times as it takes to last at least `min_seconds` (the count is
+    set from the warm-up call). On a shared machine the CPU-time figure is what the process
+    would get with the core to itself.
     """
+    w0 = time.perf_counter()
     fn()
+    calls = max(1, int(np.ceil(min_seconds / max(time.perf_counter() - w0, 1e-6))))
     wall, cpu = [], []
-    for _ in range(repeats):
+    while len(wall) < repeats:
         w0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - w0)
-        cpu.append(time.process_time() - c0)
-    return statistics.median(wall), statistics.median(cpu)
+        for _ in range(calls):
+            fn()
+        w, c = time.perf_counter() - w0, time.process_time() - c0
+        if w < min_seconds:  # the warm-up call was slow (a first call, a busy spell): lengthen
+            calls = int(np.ceil(calls * min_seconds / max(w, 1e-6)))
+            continue
+        wall.append(w / calls)
+        cpu.append(c / calls)
+    repeat_s = statistics.median(wall) * calls
+    return statistics.median(wall), statistics.median(cpu), repeat_s
 
 
-def measure(cfg, fractals, images, n_fast: int, n_ref: int, repeats: int):
-    """(fast (wall, cpu) items/s, baseline (wall, cpu) items/s, first-call seconds)."""
+def measure(cfg, fractals, images, n_fast: int, n_ref: int, repeats: int, min_seconds: float = MIN_REPEAT_S):
+    """(fast, baseline) as (wall items/s, cpu items/s, seconds per repeat), and first-call seconds."""
     from ipmix_cli.augment import Augmenter
     from ipmix_cli.augment.reference import reference_make_views
 
@@ -62,10 +76,10 @@ def measure(cfg, fractals, images, n_fast: int, n_ref: int, repeats: int):
     t0 = time.perf_counter()
     aug.make_views(fast_in[:2], 0, 0, idx[:2])
     first_call = time.perf_counter() - t0
-    fast = _timed(lambda: aug.make_views(fast_in, 0, 0, idx), repeats)
+    fast = _timed(lambda: aug.make_views(fast_in, 0, 0, idx), repeats, min_seconds)
     ref_in = fast_in[:n_ref]
-    ref = _timed(lambda: reference_make_views(cfg, bank.pixels, ref_in, 0, 0, idx[:n_ref]), repeats)
-    return (n_fast / fast[0], n_fast / fast[1]), (n_ref / ref[0], n_ref / ref[1]), first_call
+    ref = _timed(lambda: reference_make_views(cfg, bank.pixels, ref_in, 0, 0, idx[:n_ref]), repeats, min_seconds)
+    return (n_fast / fast[0], n_fast / fast[1], fast[2]), (n_ref / ref[0], n_ref / ref[1], ref[2]), first_call
 
 
 def run_bench(repeats: int = 5, fractals=None, quick: bool = False) -> dict:
@@ -77,6 +91,7 @@ def _run_bench(repeats: int, fractals, quick: bool) -> dict:
     from ipmix_cli.augment import resolve_config
 
     scale = 4 if quick else 1
+    min_seconds = MIN_REPEAT_S / 5 if quick else MIN_REPEAT_S
     small = smooth_images(1024 // scale, 32, 32, seed=1)
     large = smooth_images(48 // scale, 256, 256, seed=2)
     figures = {}
@@ -87,19 +102,21 @@ def _run_bench(repeats: int, fractals, quick: bool) -> dict:
     ]
     first_calls = {}
     for name, cfg, images, n_fast, n_ref in cases:
-        fast, ref, first = measure(cfg, fractals, images, n_fast, n_ref, repeats)
+        fast, ref, first = measure(cfg, fractals, images, n_fast, n_ref, repeats, min_seconds)
         unit = "samples_per_s" if name.endswith("jsd") else "img_per_s"
         figures[f"{name}_{unit}"] = round(fast[0], 1)
         figures[f"{name}_baseline_{unit}"] = round(ref[0], 1)
         figures[f"{name}_speedup"] = round(fast[0] / ref[0], 2)
         figures[f"{name}_cpu_{unit}"] = round(fast[1], 1)
         figures[f"{name}_baseline_cpu_{unit}"] = round(ref[1], 1)
+        figures[f"{name}_repeat_s"] = round(min(fast[2], ref[2]), 3)
         first_calls[name] = first
     # The first call of the process compiles the kernels (or loads them from Numba's cache).
     figures["numba_first_call_s"] = round(first_calls["ipmix_32_view"], 3)
     figures["repeats"] = repeats
-    figures["note"] = ("one core; medians of repeated runs (wall clock; *_cpu_* from this process's "
-                       "CPU time); 224 inputs are 256x256 pictures (RandomResizedCrop inside)")
+    figures["note"] = (f"one core; medians of repeated runs of at least {min_seconds} s each (wall clock; "
+                       "*_cpu_* from this process's CPU time; *_repeat_s the shorter median repeat); "
+                       "224 inputs are 256x256 pictures (RandomResizedCrop inside)")
     return figures
 
 
@@ -109,7 +126,7 @@ def _run_bench(repeats: int, fractals, quick: bool) -> dict:
               help="Timed runs per figure (the median is reported).")
 @click.option("--fractals", type=click.Path(file_okay=False), default=None,
               help="Mixing folder to use (default: generated patterns).")
-@click.option("--quick", is_flag=True, help="A quarter of the images per run (a rough figure).")
+@click.option("--quick", is_flag=True, help="A quarter of the images per call, repeats of 0.1 s (a rough figure).")
 def bench_augment(as_json, repeats, fractals, quick):
     """IPMix throughput on one core: one view and JSD triple at 32x32, one view at 224x224,
     each against the per-image PIL/NumPy implementation of the same recipe."""
