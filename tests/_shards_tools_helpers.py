@@ -13,6 +13,7 @@ from PIL import Image
 
 from fractalgen.files import atomic_write_json, sha256_file
 from ipmix_cli.shards.indexes import write_wids_index
+from ipmix_cli.shards.plan import shard_name
 
 VIEW_FIELDS = {1: [""], 3: ["clean.", "aug1.", "aug2."]}
 
@@ -48,22 +49,24 @@ def sample_members(key, images, label, index, pad, fields):
 
 
 def make_shards(out, *, epochs=1, shards=2, per_shard=3, views=1, fmt="png", size=8,
-                classes=("cat", "dog", "eel"), pads=1, seed=0) -> dict:
+                classes=("cat", "dog", "eel"), pads=1, seed=0, schema_version=2) -> dict:
     """Write OUT with `epochs` x `shards` shards of `per_shard` samples; the last `pads`
-    samples of each epoch are padding draws. Returns the manifest."""
+    samples of each epoch are padding draws. Returns the manifest. `schema_version=1` names
+    the shards as ipmix did before (shard-SSSSS.tar in every epoch folder)."""
     out = Path(out)
     rng = np.random.default_rng(seed)
     fields = [prefix + fmt for prefix in VIEW_FIELDS[views]]
     total = shards * per_shard
     source_size = total - pads
     manifest = {
-        "schema": "ipmix-shards", "schema_version": 1, "complete": True,
+        "schema": "ipmix-shards", "schema_version": schema_version, "complete": True,
         "config": {"preset": "cifar", "recipe": "ipmix", "views": views, "epochs": epochs,
                    "augment": {"preset": "cifar", "recipe": "ipmix", "views": views, "image_size": size}},
         "config_hash": "ab" * 32, "seed": seed, "image_size": size, "views": views,
         "format": fmt, "quality": 95 if fmt in ("jpg", "webp") else None, "fields": fields,
         "classes": list(classes), "num_classes": len(classes),
         "samples_per_epoch": total, "shards_per_epoch": shards, "samples_per_shard": per_shard,
+        "source_samples": source_size, "pads_per_epoch": pads,
         "epochs": [], "source": {"kind": "fixture", "size": source_size},
         "mixing_set": {"path": "fractals", "fingerprint": "cd" * 32}, "versions": {"ipmix": "test"},
     }
@@ -80,9 +83,10 @@ def make_shards(out, *, epochs=1, shards=2, per_shard=3, views=1, fmt="png", siz
                 images = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in fields]
                 members += sample_members(f"e{epoch:04d}s{pos:07d}", images, index % len(classes),
                                           index, pos >= source_size, fields)
-            path = edir / f"shard-{s:05d}.tar"
+            rel = shard_name(epoch, s) if schema_version == 2 else f"epoch-{epoch:04d}/shard-{s:05d}.tar"
+            path = out / rel
             write_tar(path, members)
-            entry["shards"].append({"path": f"epoch-{epoch:04d}/shard-{s:05d}.tar", "count": per_shard,
+            entry["shards"].append({"path": rel, "count": per_shard,
                                     "bytes": path.stat().st_size, "sha256": sha256_file(path)})
         write_wids_index(out, entry, "fixture")
         manifest["epochs"].append(entry)

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ipmix_cli.shards.plan import shard_name
+
 
 def sample_pixels(epoch: int, pos: int, view: int, size: int) -> np.ndarray:
     rng = np.random.default_rng([epoch, pos, view])
@@ -44,9 +46,11 @@ def fields_for(views: int, fmt: str) -> list[str]:
 
 
 def make_shards(out, *, shard_counts=(6, 6, 6), epochs: int = 2, views: int = 1, size: int = 8,
-                fmt: str = "png", num_classes: int = 3, config_hash: str = "test-hash") -> dict:
-    """Write OUT/epoch-XXXX/shard-XXXXX.tar + OUT/manifest.json. Sample (epoch e, position p)
-    holds sample_pixels(e, p, v) for view v and label p % num_classes."""
+                fmt: str = "png", num_classes: int = 3, config_hash: str = "test-hash",
+                schema_version: int = 2) -> dict:
+    """Write OUT/epoch-EEEE/ipmix-eEEEE-SSSSS.tar + OUT/manifest.json. Sample (epoch e, position p)
+    holds sample_pixels(e, p, v) for view v and label p % num_classes. `schema_version=1` names
+    the shards as ipmix did before (shard-SSSSS.tar in every epoch folder)."""
     out = Path(out)
     fields = fields_for(views, fmt)
     epochs_meta = []
@@ -55,7 +59,7 @@ def make_shards(out, *, shard_counts=(6, 6, 6), epochs: int = 2, views: int = 1,
         shards = []
         pos = 0
         for s, count in enumerate(shard_counts):
-            rel = f"epoch-{e:04d}/shard-{s:05d}.tar"
+            rel = shard_name(e, s) if schema_version == 2 else f"epoch-{e:04d}/shard-{s:05d}.tar"
             with tarfile.open(out / rel, "w", format=tarfile.USTAR_FORMAT) as tar:
                 for _ in range(count):
                     key = f"e{e:04d}s{pos:07d}"
@@ -68,7 +72,7 @@ def make_shards(out, *, shard_counts=(6, 6, 6), epochs: int = 2, views: int = 1,
             shards.append({"path": rel, "count": count, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
         epochs_meta.append({"epoch": e, "index": f"epoch-{e:04d}/wids-index.json", "shards": shards})
     manifest = {
-        "schema": "ipmix-shards", "schema_version": 1, "complete": True,
+        "schema": "ipmix-shards", "schema_version": schema_version, "complete": True,
         "config": {}, "config_hash": config_hash, "seed": 0, "image_size": size, "views": views,
         "format": fmt, "quality": None, "fields": fields,
         "classes": [str(i) for i in range(num_classes)], "num_classes": num_classes,

@@ -29,7 +29,7 @@ def folder(tmp_path_factory):
 
 
 def shard_bytes(out):
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("epoch-*/shard-*.tar"))}
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("epoch-*/*.tar"))}
 
 
 def run_cli(args, capsys=None):
@@ -41,7 +41,7 @@ def test_build_layout_manifest_and_stock_readers(tmp_path, mix, folder):
     out = tmp_path / "out"
     m = build_shards(source=str(folder), fractals=mix, out=out, epochs=2, shards=4, seed=5, format="png",
                      progress=False)
-    assert m["complete"] and m["schema"] == "ipmix-shards" and m["schema_version"] == 1
+    assert m["complete"] and m["schema"] == "ipmix-shards" and m["schema_version"] == 2
     assert (m["samples_per_epoch"], m["shards_per_epoch"], m["samples_per_shard"]) == (20, 4, 5)
     assert m["pads_per_epoch"] == 2 and m["classes"] == ["cat", "dog", "eel"] and m["fields"] == ["png"]
     assert m["source"]["class_counts"] == {"cat": 6, "dog": 6, "eel": 6}
@@ -55,11 +55,11 @@ def test_build_layout_manifest_and_stock_readers(tmp_path, mix, folder):
         assert entry["epoch"] == e and entry["index"] == f"epoch-{e:04d}/wids-index.json"
         for s, rec in enumerate(entry["shards"]):
             data = (out / rec["path"]).read_bytes()
-            assert rec["path"] == f"epoch-{e:04d}/shard-{s:05d}.tar"
+            assert rec["path"] == f"epoch-{e:04d}/ipmix-e{e:04d}-{s:05d}.tar"
             assert (rec["count"], rec["bytes"], rec["sha256"]) == (5, len(data), hashlib.sha256(data).hexdigest())
 
     # plain tar: ustar, integer mtime, members of a sample adjacent, key order
-    tar = out / "epoch-0000" / "shard-00000.tar"
+    tar = out / "epoch-0000" / "ipmix-e0000-00000.tar"
     listing = subprocess.run(["tar", "tvf", str(tar)], capture_output=True, text=True, check=True).stdout.split("\n")
     assert len([l for l in listing if l.strip()]) == 15
     with tarfile.open(tar) as tf:
@@ -102,13 +102,43 @@ def test_build_layout_manifest_and_stock_readers(tmp_path, mix, folder):
     assert [s["json"]["index"] for s in e0] != [s["json"]["index"] for s in samples]
 
 
+def test_wids_with_one_cache_dir_reads_each_epoch_not_epoch_0(tmp_path, mix, folder):
+    # wids names its cached copy of a shard after the shard's file name; with names that repeat
+    # across epochs, epochs 1 and 2 were silently epoch 0's samples
+    import wids
+
+    out = tmp_path / "out"
+    m = build_shards(source=str(folder), fractals=mix, out=out, epochs=3, shards=2, format="png", progress=False)
+    names = [os.path.basename(s["path"]) for e in m["epochs"] for s in e["shards"]]
+    assert len(set(names)) == len(names) == 6
+    cache = tmp_path / "wids-cache"
+    for e in range(3):
+        ds = wids.ShardListDataset(str(out / f"epoch-{e:04d}" / "wids-index.json"), cache_dir=str(cache))
+        keys = {ds[i]["__key__"] for i in range(len(ds))}
+        assert len(keys) == m["samples_per_epoch"] and all(k.startswith(f"e{e:04d}s") for k in keys)
+
+
+def test_a_build_of_the_previous_schema_is_read_but_not_resumed(tmp_path, mix, folder, capsys):
+    out = tmp_path / "out"
+    build_shards(source=str(folder), fractals=mix, out=out, shards=2, format="png", progress=False)
+    m = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**m, "schema_version": 1}))
+    from ipmix_cli.shards.verify import verify
+
+    assert verify(out, progress=False)["ok"]
+    assert run_cli(["--out", out]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("Error: ") and "schema version 1, this ipmix writes 2" in err[-1]
+    assert "use --overwrite to rebuild" in err[-1]
+
+
 def test_views3_digits_and_npy(tmp_path, mix):
     out = tmp_path / "o"
     m = build_shards(source="digits:test", fractals=mix, out=out, views=3, format="npy", shards=8, progress=False)
     assert m["fields"] == ["clean.npy", "aug1.npy", "aug2.npy"] and m["samples_per_epoch"] == 360
     import webdataset as wds
 
-    s = next(iter(wds.WebDataset(str(out / "epoch-0000" / "shard-00003.tar"), shardshuffle=False).decode()))
+    s = next(iter(wds.WebDataset(str(out / "epoch-0000" / "ipmix-e0000-00003.tar"), shardshuffle=False).decode()))
     clean, a1, a2 = s["clean.npy"], s["aug1.npy"], s["aug2.npy"]
     assert clean.shape == a1.shape == (32, 32, 3)
     assert not np.array_equal(a1, a2)
@@ -125,7 +155,7 @@ def test_cifar_source_and_wds_round_trip(tmp_path, mix):
     assert m["samples_per_epoch"] == 20 and m["classes"][0] == "c0" and m["source"]["kind"] == "cifar10"
     # our own shards are a source again (image + cls)
     out2 = tmp_path / "o2"
-    m2 = build_shards(source=f"wds:{out}/epoch-0000/shard-*.tar", fractals=mix, out=out2, shards=2, progress=False)
+    m2 = build_shards(source=f"wds:{out}/epoch-0000/*.tar", fractals=mix, out=out2, shards=2, progress=False)
     assert m2["source_samples"] == 20 and m2["classes"] == m["classes"]
 
 
@@ -134,7 +164,7 @@ def test_imagenet_preset_folder_gets_jpeg(tmp_path, mix, folder):
     big_mix = write_mixing_folder(tmp_path / "bigmix", n=2, size=260)
     m = build_shards(source=str(folder), fractals=big_mix, out=out, preset="imagenet", shards=2, progress=False)
     assert (m["format"], m["quality"], m["image_size"]) == ("jpg", 95, 224)
-    with tarfile.open(out / "epoch-0000" / "shard-00001.tar") as tf:
+    with tarfile.open(out / "epoch-0000" / "ipmix-e0000-00001.tar") as tf:
         member = tf.getmembers()[0]
         assert member.name.endswith(".jpg")
         img = Image.open(io.BytesIO(tf.extractfile(member).read()))
@@ -156,7 +186,7 @@ def test_imagenet_build_crops_decoded_pictures_like_the_array_path(tmp_path, fol
     files = sorted(p for p in folder.glob("*/*") if p.is_file())
     n = len(files)
     checked = 0
-    for shard in sorted(out.glob("epoch-0000/shard-*.tar")):
+    for shard in sorted(out.glob("epoch-0000/*.tar")):
         with tarfile.open(shard) as tf:
             blobs = {mem.name: tf.extractfile(mem).read() for mem in tf.getmembers()}
         for name in sorted(k for k in blobs if k.endswith(".json")):
@@ -201,7 +231,7 @@ def test_resume_rebuilds_only_damaged_shards(tmp_path, mix, folder, monkeypatch)
     out = tmp_path / "o"
     build_shards(source=str(folder), fractals=mix, out=out, epochs=2, shards=3, progress=False)
     before = shard_bytes(out)
-    victim = out / "epoch-0001" / "shard-00002.tar"
+    victim = out / "epoch-0001" / "ipmix-e0001-00002.tar"
     data = bytearray(victim.read_bytes())
     data[700] ^= 0xFF  # same size, wrong hash
     victim.write_bytes(bytes(data))
@@ -278,7 +308,7 @@ def test_corrupt_source_image_fails_or_is_skipped(tmp_path, mix, folder, capsys)
     assert run_cli(["--source", src, "--fractals", mix, "--out", out, "--shards", "2"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(bad) in err[0] and "--skip-bad" in err[0]
-    assert not list(out.glob("epoch-*/shard-*.tar")) or not json.loads((out / "manifest.json").read_text())["complete"]
+    assert not list(out.glob("epoch-*/*.tar")) or not json.loads((out / "manifest.json").read_text())["complete"]
     assert run_cli(["--source", src, "--fractals", mix, "--out", out, "--shards", "2", "--skip-bad"]) == 1  # differs
     capsys.readouterr()
     assert run_cli(["--source", src, "--fractals", mix, "--out", out, "--shards", "2", "--skip-bad",
@@ -381,7 +411,7 @@ def test_combine_names_a_part_built_with_other_options(tmp_path, mix, folder, ca
     assert cli.run(["shards", "combine", str(p0)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "1 shard(s) were built with a different configuration" in err[0]
-    assert "epoch-0000/shard-00001.tar" in err[0]
+    assert "epoch-0000/ipmix-e0000-00001.tar" in err[0]
     build_shards(source=str(folder), fractals=mix, out=p0, shards=3, num_nodes=2, node_rank=1, progress=False)
     assert json.loads((p0 / "manifest.json").read_text())["complete"]  # the part run again fixes it
 

@@ -37,7 +37,7 @@ def reference(tmp_path_factory, mix, folder):
 
 
 def shard_bytes(out):
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("epoch-*/shard-*.tar"))}
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("epoch-*/*.tar"))}
 
 
 def manifest(out):
@@ -68,7 +68,7 @@ def test_node_partitions_combine_to_identical_bytes(tmp_path, mix, folder, refer
     for rank in (2, 0):
         assert cli.run(common + ["--node-rank", str(rank)]) == 0
         assert not manifest(out)["complete"]
-    assert len(list(out.glob("epoch-*/shard-*.tar"))) == 8 - len([t for t in range(8) if t % 3 == 1])
+    assert len(list(out.glob("epoch-*/*.tar"))) == 8 - len([t for t in range(8) if t % 3 == 1])
     assert cli.run(common + ["--node-rank", "1"]) == 0  # the last part combines
     same_build(out, reference)
     # an explicit combine is idempotent
@@ -123,7 +123,7 @@ def test_kill_9_then_rerun_is_byte_identical(tmp_path, mix):
         # whatever survived: a shard under its final name is a whole archive
         import tarfile
 
-        for p in out.glob("epoch-*/shard-*.tar"):
+        for p in out.glob("epoch-*/*.tar"):
             with tarfile.open(p) as tf:
                 assert len(tf.getmembers()) == 45 * 3
         interrupted.append(not manifest(out)["complete"])
@@ -159,6 +159,6 @@ def test_full_disk_leaves_nothing_that_looks_done(tmp_path, mix, folder):
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 1, res.stderr
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "too large" in lines[0], lines
-    assert not list(out.glob("epoch-*/shard-*.tar")) and not list(out.glob("epoch-*/.*tmp"))
+    assert not list(out.glob("epoch-*/*.tar")) and not list(out.glob("epoch-*/.*tmp"))
     assert not list((out / ".records").glob("epoch-*/*.json"))
     assert not manifest(out)["complete"]

@@ -51,7 +51,7 @@ def test_tools_on_builder_output(tmp_path, monkeypatch, capsys, inputs, recipe, 
 
     monkeypatch.chdir(out)
     ds = wids.ShardListDataset("epoch-0001/wids-index.json", cache_dir=str(tmp_path / "wids"))
-    with open(out / "epoch-0001" / "shard-00000.tar", "rb") as f:
+    with open(out / "epoch-0001" / "ipmix-e0001-00000.tar", "rb") as f:
         first = dict(iter_samples(f))
     assert len(ds) == 16
     for i in range(len(ds)):
@@ -87,5 +87,5 @@ def test_tools_on_builder_output(tmp_path, monkeypatch, capsys, inputs, recipe, 
     data = bytearray(tar_path.read_bytes())
     data[700] ^= 1
     tar_path.write_bytes(bytes(data))
-    with pytest.raises(VerifyError, match="epoch-0001/shard-00001.tar: sha256"):
+    with pytest.raises(VerifyError, match="epoch-0001/ipmix-e0001-00001.tar: sha256"):
         verify(out, progress=False)

@@ -20,14 +20,14 @@ def test_verify_ok_and_json(tmp_path, capsys):
 
 def test_verify_failure_lists_every_problem_then_one_error_line(tmp_path, capsys):
     m = make_shards(tmp_path, epochs=1, shards=3, per_shard=2, pads=0)
-    members = read_tar_members(tmp_path / "epoch-0000" / "shard-00002.tar")
-    rewrite_shard(tmp_path, m, "epoch-0000/shard-00002.tar", members[:3])
-    (tmp_path / "epoch-0000" / "shard-00001.tar").unlink()
+    members = read_tar_members(tmp_path / "epoch-0000" / "ipmix-e0000-00002.tar")
+    rewrite_shard(tmp_path, m, "epoch-0000/ipmix-e0000-00002.tar", members[:3])
+    (tmp_path / "epoch-0000" / "ipmix-e0000-00001.tar").unlink()
     assert cli.run(["shards", "verify", str(tmp_path), "--quiet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert "BAD  epoch-0000/shard-00001.tar: missing" in err
-    assert "BAD  epoch-0000/shard-00002.tar: holds 1 samples, manifest says 2" in err
-    assert err[-1].startswith("Error: ") and "shard-00001.tar: missing (and " in err[-1]
+    assert "BAD  epoch-0000/ipmix-e0000-00001.tar: missing" in err
+    assert "BAD  epoch-0000/ipmix-e0000-00002.tar: holds 1 samples, manifest says 2" in err
+    assert err[-1].startswith("Error: ") and "ipmix-e0000-00001.tar: missing (and " in err[-1]
     assert not any("Traceback" in line for line in err)
 
 

@@ -34,7 +34,7 @@ class OneWay(io.RawIOBase):
 
 def test_members_and_offsets_match_tarfile(tmp_path):
     make_shards(tmp_path, views=3, shards=1, per_shard=2, pads=0)
-    path = tmp_path / "epoch-0000" / "shard-00000.tar"
+    path = tmp_path / "epoch-0000" / "ipmix-e0000-00000.tar"
     with tarfile.open(path) as tar:
         expected = [(m.name, m.offset_data, m.size, tar.extractfile(m).read()) for m in tar.getmembers()]
     with open(path, "rb") as f:
@@ -67,7 +67,7 @@ def test_pax_and_long_names_and_directories(tmp_path):
 
 def test_samples_with_fields_filter_and_missing_field(tmp_path):
     make_shards(tmp_path, views=1, shards=1, per_shard=2, pads=0)
-    data = (tmp_path / "epoch-0000" / "shard-00000.tar").read_bytes()
+    data = (tmp_path / "epoch-0000" / "ipmix-e0000-00000.tar").read_bytes()
     got = list(iter_samples(io.BytesIO(data), fields=["cls"]))
     assert [k for k, _ in got] == ["e0000s0000000", "e0000s0000001"]
     assert all(set(s) == {"cls"} for _, s in got)
@@ -77,7 +77,7 @@ def test_samples_with_fields_filter_and_missing_field(tmp_path):
 
 def test_truncation_anywhere_is_an_error(tmp_path):
     make_shards(tmp_path, shards=1, per_shard=2, pads=0)
-    data = (tmp_path / "epoch-0000" / "shard-00000.tar").read_bytes()
+    data = (tmp_path / "epoch-0000" / "ipmix-e0000-00000.tar").read_bytes()
     end_of_members = max(e.offset + e.size for e in iter_entries(io.BytesIO(data)))
     for cut in (100, 512, 700, 1024, end_of_members):
         with pytest.raises(TarFormatError, match="truncated"):
@@ -112,9 +112,9 @@ def test_decode_npy_refuses_wrong_dtype_and_pickles():
 @pytest.mark.parametrize("views", [1, 3])
 def test_dali_index_points_at_every_member(tmp_path, views):
     make_shards(tmp_path, views=views, shards=1, per_shard=3, pads=0)
-    tar_path = tmp_path / "epoch-0000" / "shard-00000.tar"
+    tar_path = tmp_path / "epoch-0000" / "ipmix-e0000-00000.tar"
     idx = write_dali_index(tar_path)
-    assert idx == tmp_path / "epoch-0000" / "shard-00000.idx" == dali_index_path(tar_path)
+    assert idx == tmp_path / "epoch-0000" / "ipmix-e0000-00000.idx" == dali_index_path(tar_path)
     text = idx.read_text()
     assert text.splitlines()[0] == "v1.2 3"
     samples = parse_dali_index(idx)
@@ -138,14 +138,14 @@ def test_wids_index_reads_every_sample_and_survives_a_move(tmp_path, monkeypatch
     m = make_shards(out, views=3, shards=2, per_shard=3, pads=1)
     doc = json.loads((out / "epoch-0000" / "wids-index.json").read_text())
     assert doc["__kind__"] == "wids-shard-index-v1" and doc["wids_version"] == 1
-    assert [s["url"] for s in doc["shardlist"]] == ["shard-00000.tar", "shard-00001.tar"]
+    assert [s["url"] for s in doc["shardlist"]] == ["ipmix-e0000-00000.tar", "ipmix-e0000-00001.tar"]
     assert [s["nsamples"] for s in doc["shardlist"]] == [3, 3]
     moved = tmp_path / "moved"
     shutil.move(out, moved)
     monkeypatch.chdir(moved)
     ds = wids.ShardListDataset("epoch-0000/wids-index.json", cache_dir=str(tmp_path / "cache"))
     assert len(ds) == 6
-    expected = [mb for i in range(2) for mb in read_tar_members(moved / "epoch-0000" / f"shard-{i:05d}.tar")]
+    expected = [mb for i in range(2) for mb in read_tar_members(moved / "epoch-0000" / f"ipmix-e0000-{i:05d}.tar")]
     for i in range(6):
         sample = ds[i]
         assert sample["__key__"] == f"e0000s{i:07d}"
@@ -157,8 +157,8 @@ def test_wids_index_reads_every_sample_and_survives_a_move(tmp_path, monkeypatch
 
 def test_wids_index_names_a_missing_shard(tmp_path):
     m = make_shards(tmp_path, shards=2, per_shard=2, pads=0)
-    (tmp_path / "epoch-0000" / "shard-00001.tar").unlink()
-    with pytest.raises(Exception, match="shard-00001.tar is missing"):
+    (tmp_path / "epoch-0000" / "ipmix-e0000-00001.tar").unlink()
+    with pytest.raises(Exception, match="ipmix-e0000-00001.tar is missing"):
         write_wids_index(tmp_path, m["epochs"][0], "x")
 
 
@@ -167,7 +167,7 @@ def test_stock_webdataset_reads_every_sample(tmp_path, views, fmt):
     import webdataset as wds
 
     m = make_shards(tmp_path, views=views, fmt=fmt, shards=2, per_shard=3, pads=1)
-    urls = str(tmp_path / "epoch-0000" / "shard-{00000..00001}.tar")
+    urls = str(tmp_path / "epoch-0000" / "ipmix-e0000-{00000..00001}.tar")
     samples = list(wds.WebDataset(urls, shardshuffle=False).decode("rgb8"))
     assert [s["__key__"] for s in samples] == [f"e0000s{i:07d}" for i in range(6)]
     for s in samples:
@@ -182,7 +182,7 @@ def test_plain_tar_lists_the_members(tmp_path):
     import subprocess
 
     make_shards(tmp_path, shards=1, per_shard=2, pads=0)
-    listing = subprocess.run(["tar", "tvf", str(tmp_path / "epoch-0000" / "shard-00000.tar")],
+    listing = subprocess.run(["tar", "tvf", str(tmp_path / "epoch-0000" / "ipmix-e0000-00000.tar")],
                              capture_output=True, text=True, check=True).stdout.splitlines()
     assert [re.split(r"\s+", line)[-1] for line in listing] == [
         "e0000s0000000.png", "e0000s0000000.cls", "e0000s0000000.json",

@@ -11,8 +11,8 @@ from fractalgen.files import atomic_write_json, sha256_file
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.shards.verify import VerifyError, verify
 
-SHARD0 = "epoch-0000/shard-00000.tar"
-SHARD1 = "epoch-0000/shard-00001.tar"
+SHARD0 = "epoch-0000/ipmix-e0000-00000.tar"
+SHARD1 = "epoch-0000/ipmix-e0000-00001.tar"
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def test_good_set_passes_with_counts(shards):
     assert (report["epochs"], report["shards"], report["samples"], report["pads"]) == (2, 4, 12, 2)
     assert report["bytes"] == sum(s["bytes"] for e in m["epochs"] for s in e["shards"])
     labels = [int(d) for s in ("epoch-0000", "epoch-0001") for i in (0, 1)
-              for n, d in read_tar_members(out / s / f"shard-{i:05d}.tar") if n.endswith(".cls")]
+              for n, d in read_tar_members(out / s / f"ipmix-e{s[-4:]}-{i:05d}.tar") if n.endswith(".cls")]
     assert report["class_histogram"] == np.bincount(labels, minlength=3).tolist()
 
 
@@ -183,10 +183,10 @@ def test_wrong_image_size_with_deep(shards):
 
 def test_manifest_problems(shards):
     out, m = shards
-    bad = dict(m, schema_version=2)
+    bad = dict(m, schema_version=3)
     atomic_write_json(out / "manifest.json", bad)
     message, _ = problems_of(out)
-    assert "schema_version 2 is not supported (this ipmix reads version 1;" in message
+    assert "schema_version 3 is not supported (this ipmix reads version 1, 2;" in message
     atomic_write_json(out / "manifest.json", dict(m, complete=False))
     message, _ = problems_of(out)
     assert "not complete" in message
@@ -222,19 +222,19 @@ def test_stale_dali_index_is_reported(shards):
     assert verify(out, progress=False)["ok"]
     idx.write_text(idx.read_text().replace(" 512 ", " 1024 ", 1))
     message, _ = problems_of(out)
-    assert "DALI index shard-00000.idx does not match" in message
+    assert "DALI index ipmix-e0000-00000.idx does not match" in message
 
 
 def test_verify_accepts_the_manifest_path_and_reports_strays(shards):
     out, m = shards
-    (out / "epoch-0000" / "shard-00009.tar").write_bytes(b"")
+    (out / "epoch-0000" / "ipmix-e0000-00009.tar").write_bytes(b"")
     report = verify(out / "manifest.json", progress=False)
-    assert report["ok"] and report["warnings"] == [os.path.join("epoch-0000", "shard-00009.tar") + " is not listed in the manifest"]
+    assert report["ok"] and report["warnings"] == [os.path.join("epoch-0000", "ipmix-e0000-00009.tar") + " is not listed in the manifest"]
 
 
 def test_problems_per_shard_are_capped(tmp_path):
     m = make_shards(tmp_path, shards=1, per_shard=8, pads=0)
-    rel = "epoch-0000/shard-00000.tar"
+    rel = "epoch-0000/ipmix-e0000-00000.tar"
     members = [(n, b"9" if n.endswith(".cls") else d) for n, d in read_tar_members(tmp_path / rel)]
     rewrite_shard(tmp_path, m, rel, members)
     message, problems = problems_of(tmp_path)

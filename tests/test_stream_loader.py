@@ -175,9 +175,9 @@ def _truncate(path, keep):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_corrupt_shard_is_named(tmp_path, workers):
     make_shards(tmp_path, shard_counts=(6, 6, 6), epochs=1)
-    _truncate(tmp_path / "epoch-0000/shard-00001.tar", 3000)
+    _truncate(tmp_path / "epoch-0000/ipmix-e0000-00001.tar", 3000)
     loader = ShardLoader(tmp_path, 2, num_workers=workers)
-    with pytest.raises(IpmixError, match=r"shard epoch-0000/shard-00001\.tar: truncated") as err:
+    with pytest.raises(IpmixError, match=r"shard epoch-0000/ipmix-e0000-00001\.tar: truncated") as err:
         collect(loader)
     # the hint names the API that exists (`ipmix train` has no skip_bad option)
     assert str(err.value).endswith("ShardLoader(skip_bad=True) reads a substitute shard instead")
@@ -185,16 +185,16 @@ def test_corrupt_shard_is_named(tmp_path, workers):
 
 def test_missing_and_damaged_shards_are_named(tmp_path):
     make_shards(tmp_path, shard_counts=(6, 6), epochs=1)
-    (tmp_path / "epoch-0000/shard-00000.tar").unlink()
-    with pytest.raises(IpmixError, match=r"shard-00000\.tar: is missing"):
+    (tmp_path / "epoch-0000/ipmix-e0000-00000.tar").unlink()
+    with pytest.raises(IpmixError, match=r"ipmix-e0000-00000\.tar: is missing"):
         collect(ShardLoader(tmp_path, 2))
     # flip bytes inside a PNG payload of the other shard: the data no longer decodes
-    path = tmp_path / "epoch-0000/shard-00001.tar"
+    path = tmp_path / "epoch-0000/ipmix-e0000-00001.tar"
     data = bytearray(path.read_bytes())
     data[512 + 60 : 512 + 90] = bytes(30)
     path.write_bytes(bytes(data))
-    (tmp_path / "epoch-0000/shard-00000.tar").write_bytes(b"")
-    with pytest.raises(IpmixError, match=r"shard-0000[01]\.tar"):
+    (tmp_path / "epoch-0000/ipmix-e0000-00000.tar").write_bytes(b"")
+    with pytest.raises(IpmixError, match=r"ipmix-e0000-0000[01]\.tar"):
         collect(ShardLoader(tmp_path, 2))
 
 
@@ -205,7 +205,7 @@ def test_skip_bad_keeps_counts_equal(tmp_path, workers):
         [views[0].tobytes() for views, _ in read_tar_samples(tmp_path / s["path"]).values()]
         for s in manifest["epochs"][0]["shards"]
     ]
-    _truncate(tmp_path / "epoch-0000/shard-00002.tar", 2000)
+    _truncate(tmp_path / "epoch-0000/ipmix-e0000-00002.tar", 2000)
     seen = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -214,7 +214,7 @@ def test_skip_bad_keeps_counts_equal(tmp_path, workers):
             images, _ = collect(loader)
             assert images.shape[0] == len(loader) * 2 == 12
             seen += _keys(images)
-    assert any("shard-00002.tar" in str(w.message) and "shard-00003.tar" in str(w.message) for w in caught)
+    assert any("ipmix-e0000-00002.tar" in str(w.message) and "ipmix-e0000-00003.tar" in str(w.message) for w in caught)
     # the bad shard's samples are replaced by those of the next shard, at the same positions
     assert not set(seen) & set(shard_keys[2])
     assert sorted(seen) == sorted(shard_keys[0] + shard_keys[1] + shard_keys[3] * 2)
@@ -226,7 +226,7 @@ def test_pipe_urls_read_the_same_stream(uneven):
     piped = collect(ShardLoader(root, 3, world_size=2, rank=1, base_url=f"pipe:cat '{root}'/{{path}}"))
     np.testing.assert_array_equal(local[0], piped[0])
     np.testing.assert_array_equal(local[1], piped[1])
-    with pytest.raises(IpmixError, match="shard-0000"):
+    with pytest.raises(IpmixError, match=r"ipmix-e\d{4}-\d{5}\.tar"):
         collect(ShardLoader(root, 3, base_url="pipe:cat /nonexistent-dir/{path}"))
 
 
@@ -292,14 +292,14 @@ def test_skip_bad_reads_do_not_depend_on_history(tmp_path):
     import tarfile
 
     manifest = make_shards(tmp_path, shard_counts=(8, 8), epochs=1)
-    path = tmp_path / "epoch-0000/shard-00000.tar"
+    path = tmp_path / "epoch-0000/ipmix-e0000-00000.tar"
     with tarfile.open(path) as tar:
         member = tar.getmember("e0000s0000007.png")
     data = bytearray(path.read_bytes())
     at = member.offset_data + 50  # inside the PNG's compressed data
     data[at : at + 20] = bytes(20)
     path.write_bytes(bytes(data))
-    good = {v[0].tobytes() for v, _ in read_tar_samples(tmp_path / "epoch-0000/shard-00001.tar").values()}
+    good = {v[0].tobytes() for v, _ in read_tar_samples(tmp_path / "epoch-0000/ipmix-e0000-00001.tar").values()}
     # segments of two samples: only the one holding sample 7 falls back to shard 1
     loader = ShardLoader(tmp_path, 2, shuffle_buffer=2, skip_bad=True)
     per_epoch = []
@@ -311,5 +311,20 @@ def test_skip_bad_reads_do_not_depend_on_history(tmp_path):
             per_epoch.append(sorted(keys))
             assert sum(k in good for k in keys) == 8 + 2
     assert per_epoch[0] == per_epoch[1] == per_epoch[2]
-    assert sum("shard-00000.tar" in str(w.message) for w in caught) == 1  # announced once
+    assert sum("ipmix-e0000-00000.tar" in str(w.message) for w in caught) == 1  # announced once
     assert manifest["epochs"][0]["shards"][0]["count"] == 8
+
+
+def test_a_manifest_of_schema_1_streams_the_same(tmp_path):
+    # schema 1 named every epoch's shards shard-SSSSS.tar; the paths come from the manifest
+    new = make_shards(tmp_path / "v2", shard_counts=(4, 4), epochs=2)
+    old = make_shards(tmp_path / "v1", shard_counts=(4, 4), epochs=2, schema_version=1)
+    assert old["epochs"][1]["shards"][0]["path"] == "epoch-0001/shard-00000.tar"
+    assert new["epochs"][1]["shards"][0]["path"] == "epoch-0001/ipmix-e0001-00000.tar"
+    for t in range(2):
+        a, b = ShardLoader(tmp_path / "v2", 2), ShardLoader(tmp_path / "v1", 2)
+        a.set_epoch(t)
+        b.set_epoch(t)
+        got_a, got_b = collect(a), collect(b)
+        np.testing.assert_array_equal(got_a[0], got_b[0])
+        np.testing.assert_array_equal(got_a[1], got_b[1])

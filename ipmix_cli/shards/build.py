@@ -183,7 +183,7 @@ def build_shard(ctx: BuildContext, epoch: int, shard: int) -> dict:
     rel = shard_name(epoch, shard)
     final = out / rel
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.{os.getpid()}.tmp"
+    tmp = _temp_path(final)
     bad: list = []
     t0 = time.perf_counter()
     try:
@@ -227,12 +227,16 @@ def shard_is_done(out: Path, epoch: int, shard: int, config_hash: str, deep: boo
         return False
 
 
+def _temp_path(final: Path) -> Path:
+    return final.parent / f".{final.name}.{os.getpid()}.tmp"
+
+
 def _remove_stale_temps(out: Path, tasks) -> None:
     for epoch, shard in tasks:
-        folder = out / f"epoch-{epoch:04d}"
-        if not folder.is_dir():
+        final = out / shard_name(epoch, shard)
+        if not final.parent.is_dir():
             continue
-        for p in folder.glob(f".shard-{shard:05d}.tar.*.tmp"):
+        for p in final.parent.glob(f".{final.name}.*.tmp"):
             try:
                 p.unlink()
             except OSError:

@@ -8,21 +8,48 @@ from pathlib import Path
 from fractalgen.files import atomic_write_bytes
 from ipmix_cli.shards.inspect import human_bytes
 
-_SHARD_RE = re.compile(r"^(.*shard-)(\d+)(\.tar)$")
+_NUMBERED_TAR = re.compile(r"^(.*\D)(\d+)(\.tar)$")
+
+
+def _numbered(paths: list[str]):
+    """(prefix, first number, last number, width) when `paths` are one prefix followed by
+    consecutive equal-width numbers, else None."""
+    parts = [_NUMBERED_TAR.match(p) for p in paths]
+    if not all(parts) or len({(p.group(1), len(p.group(2))) for p in parts}) != 1:
+        return None
+    numbers = [int(p.group(2)) for p in parts]
+    if numbers != list(range(numbers[0], numbers[0] + len(numbers))):
+        return None
+    return parts[0].group(1), numbers[0], numbers[-1], len(parts[0].group(2))
+
+
+def _braces(first: int, last: int, width: int) -> str:
+    return f"{first:0{width}d}" if first == last else f"{{{first:0{width}d}..{last:0{width}d}}}"
 
 
 def shard_pattern(entry: dict) -> str:
-    """Brace notation for one epoch's shards, e.g. ``epoch-0000/shard-{00000..00007}.tar``."""
+    """Brace notation for one epoch's shards, e.g. ``epoch-0003/ipmix-e0003-{00000..00007}.tar``
+    (the paths joined by spaces when they do not follow one numbering)."""
     paths = [s["path"] for s in entry["shards"]]
-    if len(paths) == 1:
-        return paths[0]
-    parts = [_SHARD_RE.match(p) for p in paths]
-    if all(parts) and len({(p.group(1), len(p.group(2))) for p in parts}) == 1:
-        numbers = [int(p.group(2)) for p in parts]
-        if numbers == list(range(numbers[0], numbers[0] + len(numbers))):
-            width = len(parts[0].group(2))
-            return f"{parts[0].group(1)}{{{numbers[0]:0{width}d}..{numbers[-1]:0{width}d}}}.tar"
-    return " ".join(paths)
+    run = _numbered(paths)
+    if len(paths) == 1 or run is None:
+        return " ".join(paths)
+    prefix, first, last, width = run
+    return f"{prefix}{_braces(first, last, width)}.tar"
+
+
+def all_epochs_pattern(epochs: list[dict]) -> str:
+    """One brace pattern for the shards of every epoch, e.g.
+    ``{epoch-0000/ipmix-e0000-,epoch-0001/ipmix-e0001-}{00000..00007}.tar``: each epoch's
+    prefix as an alternative (a range over epochs would also pair epoch 0's folder with
+    epoch 1's file names). Falls back to the per-epoch patterns joined by spaces."""
+    if len(epochs) == 1:
+        return shard_pattern(epochs[0])
+    runs = [_numbered([s["path"] for s in e["shards"]]) for e in epochs]
+    if any(r is None for r in runs) or len({r[1:] for r in runs}) != 1:
+        return " ".join(shard_pattern(e) for e in epochs)
+    _, first, last, width = runs[0]
+    return f"{{{','.join(r[0] for r in runs)}}}{_braces(first, last, width)}.tar"
 
 
 def _get(m: dict, key: str, default="?"):
@@ -54,7 +81,10 @@ def render_card(m: dict) -> str:
     total_bytes = sum(s["bytes"] for e in epochs for s in e["shards"])
     per_epoch = total_bytes / max(1, len(epochs))
     total_samples = m["samples_per_epoch"] * len(epochs)
-    pattern = shard_pattern(epochs[0]) if epochs else "epoch-0000/shard-00000.tar"
+    pattern = shard_pattern(epochs[0])
+    every_epoch = all_epochs_pattern(epochs)
+    first_shard, first_index = epochs[0]["shards"][0]["path"], epochs[0]["index"]
+    pads = m.get("pads_per_epoch", 0)
     fmt = m["format"] + (f" (quality {m['quality']})" if m.get("quality") else "")
     mixing = m.get("mixing_set") or {}
     recipe = _get(m, "recipe")
@@ -87,16 +117,24 @@ def render_card(m: dict) -> str:
         "",
         "```",
         "manifest.json                     configuration, hashes, per-shard counts/bytes/sha256",
-        "epoch-0000/shard-00000.tar ...    WebDataset shards (equal sample counts)",
-        "epoch-0000/wids-index.json        wids-shard-index-v1 (urls relative to the file)",
-        *(["epoch-0000/shard-00000.idx ...    DALI webdataset index (v1.2) of each tar"] if dali else []),
+        f"{first_shard:<33} WebDataset shards (equal sample counts; names unique in the build)",
+        f"{first_index:<33} wids-shard-index-v1 (urls relative to the file)",
+        *([f"{first_shard[:-4] + '.idx':<33} DALI webdataset index (v1.2) of each tar"] if dali else []),
         "```",
+        "",
+        f"Shards of one epoch: `{pattern}`; of every epoch: `{every_epoch}`.",
         "",
         f"A sample is the adjacent members `<key>.{fields[0]}`"
         + "".join(f", `<key>.{f}`" for f in fields[1:])
         + ", `<key>.cls` (decimal label) and `<key>.json` (`{\"index\": source index, \"pad\": bool}`);"
-        " keys look like `e0000s0000042` (epoch, position). Padding draws (`pad: true`) repeat a"
-        " source image so that every shard holds the same number of samples.",
+        " keys look like `e0000s0000042` (epoch, position).",
+        "",
+        f"**Padding draws.** Each epoch holds the {m.get('source_samples', '?')} source images once plus "
+        f"{pads} padding draw(s) (`\"pad\": true` in the json member): extra augmented draws of source "
+        "images that make every shard the same size, so that every rank and worker reads the same "
+        f"number of samples. A stock reader counts {m['samples_per_epoch']} samples per epoch; to see "
+        "each source image exactly once, drop the padding draws with the one-line filter in each "
+        "snippet below. `ShardLoader` keeps them (they are fresh augmentations).",
         "",
         "Check the files against the manifest with `ipmix shards verify .` (`--deep` decodes every image).",
         "",
@@ -117,12 +155,14 @@ def render_card(m: dict) -> str:
         "## Load with plain webdataset",
         "",
         "```python",
+        "import json",
+        "",
         "import webdataset as wds",
         "",
-        (f'urls = "{pattern}"' if " " not in pattern
-         else "urls = [" + ", ".join(f'"{p}"' for p in pattern.split()) + "]"),
+        f'urls = "{"::".join(pattern.split())}"  # every epoch: "{"::".join(every_epoch.split())}"',
         "dataset = (",
         "    wds.WebDataset(urls, shardshuffle=False)",
+        '    .select(lambda s: not json.loads(s["json"])["pad"])  # drop the padding draws',
         '    .decode("rgb8")  # images as uint8 HxWx3 numpy arrays',
         f'    .to_tuple({image_tuple}, "cls")',
         ")",
@@ -133,12 +173,15 @@ def render_card(m: dict) -> str:
         "```python",
         "import wids",
         "",
-        'dataset = wids.ShardListDataset("epoch-0000/wids-index.json")',
-        f"sample = dataset[0]  # {wids_keys}, sample[\".cls\"], sample[\".json\"]{wids_note}",
+        f'dataset = wids.ShardListDataset("{first_index}", cache_dir="wids-cache")',
+        "for i in range(len(dataset)):",
+        f"    sample = dataset[i]  # {wids_keys}, sample[\".cls\"], sample[\".json\"]{wids_note}",
+        '    if sample[".json"]["pad"]: continue  # drop the padding draws',
         "```",
         "",
-        "wids copies each shard into its cache folder before reading it (choose it with",
-        "`cache_dir=` or the `WIDS_CACHE` environment variable).",
+        "wids copies each shard into its cache folder before reading it and names the copy after",
+        "the shard's file name. Shard names are unique within this build, so one cache folder can",
+        "serve every epoch; give each build its own cache folder.",
         "",
     ]
     if dali:
@@ -146,19 +189,28 @@ def render_card(m: dict) -> str:
         lines += [
             "## Load with NVIDIA DALI",
             "",
-            "Each tar has its `.idx` beside it, so the reader starts without scanning the tars:",
+            "Each tar has its `.idx` beside it, so the reader starts without scanning the tars.",
+            "A pipeline's batches have a fixed size, so the padding draws are dropped after it,",
+            "from the `json` output:",
             "",
             "```python",
             "import glob",
+            "import json",
+            "",
             "from nvidia.dali import fn",
             "",
-            'tars = sorted(glob.glob("epoch-0000/shard-*.tar"))',
+            f'tars = sorted(glob.glob("{epoch_folder_of(first_shard)}/*.tar"))',
             'images = fn.readers.webdataset(paths=tars, index_paths=[t[:-4] + ".idx" for t in tars],',
-            f'                               ext=[{dali_exts}, "cls"])  # inside a @pipeline_def',
+            f'                               ext=[{dali_exts}, "cls", "json"])  # inside a @pipeline_def',
+            '# after the pipeline, per sample: keep = not json.loads(bytes(meta))["pad"]  # drop the padding draws',
             "```",
             "",
         ]
     return "\n".join(lines)
+
+
+def epoch_folder_of(shard_path: str) -> str:
+    return shard_path.rsplit("/", 1)[0] if "/" in shard_path else "."
 
 
 def write_dataset_card(out_dir, manifest: dict) -> Path:

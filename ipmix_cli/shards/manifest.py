@@ -19,9 +19,13 @@ from pathlib import Path
 
 from fractalgen.files import atomic_write_bytes, atomic_write_json
 from ipmix_cli.errors import IpmixError
+from ipmix_cli.shards.plan import epoch_folder
 
 SCHEMA = "ipmix-shards"
-SCHEMA_VERSION = 1
+# 2: shard files named ipmix-eEEEE-SSSSS.tar (unique within a build); 1 named them
+# shard-SSSSS.tar in every epoch folder. Readers take both; builds write and resume 2 only.
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 RECORDS = ".records"
 # Paths (where things are, not what they are) and derived extras that never change a shard.
@@ -82,13 +86,16 @@ def load_manifest(out) -> dict | None:
     if not isinstance(m, dict) or m.get("schema") != SCHEMA:
         raise IpmixError(f"{path} is not an ipmix shards manifest; choose another --out or use --overwrite")
     if m.get("schema_version") != SCHEMA_VERSION:
+        older = m.get("schema_version") in READABLE_VERSIONS
         raise IpmixError(f"{path} has schema version {m.get('schema_version')}, this ipmix writes "
-                         f"{SCHEMA_VERSION}; use --overwrite to rebuild")
+                         f"{SCHEMA_VERSION}" + (" (its shards can still be read, verified and trained on, "
+                                                "not extended)" if older else "")
+                         + "; use --overwrite to rebuild")
     return m
 
 
 def record_path(out, epoch: int, shard: int) -> Path:
-    return Path(out) / RECORDS / f"epoch-{epoch:04d}" / f"shard-{shard:05d}.json"
+    return Path(out) / RECORDS / epoch_folder(epoch) / f"shard-{shard:05d}.json"
 
 
 def read_record(out, epoch: int, shard: int) -> dict | None:
@@ -143,7 +150,7 @@ def base_manifest(config: dict, *, num_epochs: int, plan, classes, fields, sourc
 def epoch_entry(epoch: int, records: list[dict]) -> dict:
     return {
         "epoch": epoch,
-        "index": f"epoch-{epoch:04d}/wids-index.json",
+        "index": f"{epoch_folder(epoch)}/wids-index.json",
         "samples": sum(r["count"] for r in records),
         "bytes": sum(r["bytes"] for r in records),
         "shards": [{"path": r["path"], "count": r["count"], "bytes": r["bytes"], "sha256": r["sha256"]}

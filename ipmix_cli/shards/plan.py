@@ -91,5 +91,11 @@ def sample_key(epoch: int, position: int) -> str:
     return f"e{epoch:04d}s{position:07d}"
 
 
+def epoch_folder(epoch: int) -> str:
+    return f"epoch-{epoch:04d}"
+
+
 def shard_name(epoch: int, shard: int) -> str:
-    return f"epoch-{epoch:04d}/shard-{shard:05d}.tar"
+    """Unique within the build, not only within its epoch folder: readers that cache shards by
+    file name (wids with cache_dir=) would otherwise hand back epoch 0 for every epoch."""
+    return f"{epoch_folder(epoch)}/ipmix-e{epoch:04d}-{shard:05d}.tar"

@@ -20,11 +20,12 @@ from pathlib import Path
 
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.progress import Progress
+from ipmix_cli.shards.manifest import READABLE_VERSIONS
 from ipmix_cli.shards.indexes import DALI_VERSION, dali_index_path, dali_lines
 from ipmix_cli.shards.tario import TarFormatError, decode_image, group_samples, iter_entries
 
 SCHEMA = "ipmix-shards"
-SUPPORTED_VERSIONS = (1,)
+SUPPORTED_VERSIONS = READABLE_VERSIONS
 IMAGE_EXTS = ("png", "jpg", "webp", "npy")
 KEY_RE = re.compile(r"^e(\d{4})s(\d{7})$")
 MAX_PROBLEMS_PER_SHARD = 5

@@ -6,6 +6,7 @@ import json
 import os
 
 from ipmix_cli.errors import IpmixError
+from ipmix_cli.shards.manifest import READABLE_VERSIONS
 
 from .decode import DECODERS
 
@@ -51,7 +52,7 @@ def load_manifest(path) -> tuple[dict, str]:
         root = os.path.dirname(os.path.abspath(path))
     if not isinstance(manifest, dict) or manifest.get("schema") != "ipmix-shards":
         raise IpmixError(f"{path} is not an ipmix shard manifest")
-    if manifest.get("schema_version") != 1:
+    if manifest.get("schema_version") not in READABLE_VERSIONS:
         raise IpmixError(f"{path}: unsupported manifest schema_version {manifest.get('schema_version')!r}")
     if not manifest.get("complete"):
         raise IpmixError(f"{path}: the shard build is not complete; finish it (run the same build again)")
