@@ -22,6 +22,7 @@ from fractalgen import ifs as ifs_fractals
 from fractalgen import pictures
 from fractalgen.errors import FractalgenError
 from fractalgen.files import atomic_write_bytes, atomic_write_json, ensure_writable_dir, sha256_bytes, sha256_file
+from fractalgen.limits import MAX_PICTURES, MAX_SEED, MAX_WORKERS
 
 SCHEMA = "ipmix-fractals"
 SCHEMA_VERSION = 1
@@ -160,14 +161,14 @@ def _manifest(config, images, skipped, complete) -> dict:
 
 
 def _check_size_and_counts(escape_n, ifs_n, size, workers, seed):
-    if seed < 0:
-        raise FractalgenError("--seed must be 0 or more")
-    if escape_n < 0 or ifs_n < 0:
-        raise FractalgenError("--escape and --ifs must be 0 or more")
+    if not 0 <= seed <= MAX_SEED:
+        raise FractalgenError(f"--seed must be in 0..2^63-1, not {seed}")
+    if not (0 <= escape_n <= MAX_PICTURES and 0 <= ifs_n <= MAX_PICTURES):
+        raise FractalgenError(f"--escape and --ifs must be in 0..{MAX_PICTURES:,} (got {escape_n} and {ifs_n})")
     if not 16 <= size <= 4096:
         raise FractalgenError(f"--size {size} is out of range (16 to 4096)")
-    if workers < 1:
-        raise FractalgenError("--workers must be at least 1")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise FractalgenError(f"--workers must be in 1..{MAX_WORKERS}, not {workers}")
 
 
 def _ingest(out: Path, include, size: int, fetch_options: dict, known: dict, report_progress) -> tuple[list, list]:

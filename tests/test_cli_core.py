@@ -116,3 +116,69 @@ def test_writable_dir_names_a_file_in_the_way(tmp_path):
     with pytest.raises(FractalgenError, match="is a file, not a folder"):
         ensure_writable_dir(tmp_path / "f")
     assert ensure_writable_dir(tmp_path / "a" / "b").is_dir()
+
+
+def test_help_shows_ranges_and_choices_a_reader_can_use(capsys):
+    assert cli.run(["shards", "build", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "9223372036854775807" not in text and "--seed 0..2^63-1" in text
+    assert "--views [1|3]" in text and "--format [png|npy|jpg|webp]" in text and "[1..1000]" in text
+    assert cli.run(["fractals", "render", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--seed 0..2^63-1" in text and "[default: 3000; 0..1000000]" in text
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--views", "2"], "'2' is not one of '1', '3'"),
+    (["--seed", str(2**63)], "is not in 0..2^63-1"),
+    (["--seed", "-1"], "is not in 0..2^63-1"),
+    (["--workers", "100000"], "100000 is not in the range 1..1024"),
+    (["--epochs", "99999999999"], "is not in the range 1..1000"),
+    (["--extend-epochs", "0"], "is not in the range 1..1000"),
+    (["--shards", "1000000"], "is not in the range 1..65536"),
+    (["--num-nodes", "100000"], "is not in the range 1..10000"),
+])
+def test_shards_build_counts_are_bounded_with_one_line(tmp_path, capsys, args, expect):
+    out = tmp_path / "o"
+    assert cli.run(["shards", "build", "--source", "digits:test", "--out", str(out), "--dry-run", *args]) == 2
+    err = capsys.readouterr().err
+    assert expect in err and "Traceback" not in err and not out.exists()
+
+
+def test_format_takes_jpeg_as_jpg():
+    from ipmix_cli.commands.params import ImageFormat
+
+    assert ImageFormat().convert("jpeg", None, None) == ImageFormat().convert("JPG", None, None) == "jpg"
+
+
+@pytest.mark.parametrize("kw,expect", [
+    ({"workers": 100_000}, "--workers must be a whole number in 1..1,024"),
+    ({"epochs": 10**6}, "--epochs must be a whole number in 1..1,000"),
+    ({"shards": 10**6}, "--shards must be a whole number in 1..65,536"),
+    ({"num_nodes": 10**5}, "--num-nodes must be a whole number in 1..10,000"),
+    ({"seed": 2**63}, "--seed must be a whole number in 0..9,223,372,036,854,775,807"),
+    ({"epochs": 1000, "shards": 1001, "recipe": "none"}, "1000 epochs x 1001 shards is more than 1,000,000 shards"),
+])
+def test_build_shards_bounds_every_count_before_writing(tmp_path, kw, expect):
+    from ipmix_cli.errors import IpmixError
+    from ipmix_cli.shards import build_shards
+
+    out = tmp_path / "o"
+    with pytest.raises(IpmixError, match=expect.replace(".", r"\.").replace("^", r"\^")):
+        build_shards(source="digits", out=out, dry_run=True, progress=False, **kw)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kw,expect", [
+    ({"escape": 10**7}, "--escape and --ifs must be in 0..1,000,000"),
+    ({"workers": 5000}, "--workers must be in 1..1024"),
+    ({"seed": 2**64}, "--seed must be in 0..2^63-1"),
+])
+def test_render_set_bounds_every_count_before_writing(tmp_path, kw, expect):
+    from fractalgen.errors import FractalgenError
+    from fractalgen.render import render_set
+
+    args = {"escape": 1, "ifs": 1, **kw}
+    with pytest.raises(FractalgenError, match=expect.replace(".", r"\.").replace("^", r"\^")):
+        render_set(tmp_path / "o", **args)
+    assert not (tmp_path / "o").exists()

@@ -93,6 +93,21 @@ def test_node_partition_covers_every_task_once():
     assert all(abs(len(p) - 15 / 4) < 1 for p in parts)
 
 
+def test_node_tasks_are_counted_and_walked_in_constant_memory():
+    import itertools
+    import tracemalloc
+
+    tracemalloc.start()
+    tasks = node_tasks(range(1000), 65_536, 3, 1)  # 65.5 million tasks in all
+    n = len(tasks)
+    head = list(itertools.islice(tasks, 4))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert n == len(range(1, 1000 * 65_536, 3)) and head == [(0, 1), (0, 4), (0, 7), (0, 10)]
+    assert peak < 64 << 10  # a list of the tasks would take gigabytes
+    assert list(node_tasks(range(2, 4), 3, 2, 0)) == [(2, 0), (2, 2), (3, 1)]  # task numbers 6, 8, 10
+
+
 def test_formats_round_trip():
     img = smooth_picture(32, 5)
     img[::3, ::2] = 255 - img[::3, ::2]  # speckle like an augmented sample
@@ -174,3 +189,13 @@ def test_bench_reference_pipeline_encodes_224_views(tmp_path):
         for b in blobs:
             img = Image.open(io.BytesIO(b))
             assert img.format == "JPEG" and img.size == (224, 224)
+
+
+def test_peak_rss_is_read_in_the_units_of_each_platform():
+    from ipmix_cli.shards.build import peak_rss_mb
+
+    # getrusage's ru_maxrss: KiB on Linux, bytes on macOS; both mean 300 MiB here
+    assert peak_rss_mb(300 * 1024, platform="linux") == 300.0
+    assert peak_rss_mb(300 * 1024 * 1024, platform="darwin") == 300.0
+    here = peak_rss_mb()  # this process (the test runner with numpy loaded) is tens of MiB, not GiB or KiB
+    assert 10 < here < 8192

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from fractalgen.limits import MAX_PICTURES, MAX_WORKERS
+from ipmix_cli.commands.params import SEED, Count
 from ipmix_cli.errors import IpmixError
 
 
@@ -41,15 +43,15 @@ class _StageProgress:
 
 @fractals.command("render")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--escape", "escape_n", type=click.IntRange(min=0), default=3000, show_default=True,
+@click.option("--escape", "escape_n", type=Count(0, MAX_PICTURES), default=3000, show_default=True,
               help="Escape-time (Mandelbrot/Julia orbit-trap) pictures.")
-@click.option("--ifs", "ifs_n", type=click.IntRange(min=0), default=3000, show_default=True,
+@click.option("--ifs", "ifs_n", type=Count(0, MAX_PICTURES), default=3000, show_default=True,
               help="IFS pictures.")
 @click.option("--include", type=click.Path(exists=False, path_type=Path), default=None,
               help="Your own pictures: a folder, or a text file of http(s) URLs (fetched once into OUT/.cache).")
-@click.option("--size", type=click.IntRange(16, 4096), default=256, show_default=True, help="Side in pixels.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes.")
+@click.option("--size", type=Count(16, 4096), default=256, show_default=True, help="Side in pixels.")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--workers", type=Count(1, MAX_WORKERS), default=1, show_default=True, help="Processes.")
 @click.option("--overwrite", is_flag=True, help="Start afresh instead of completing what OUT holds.")
 @click.option("--fetch-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Seconds to wait on a URL (connect / each read).")

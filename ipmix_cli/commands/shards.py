@@ -6,6 +6,9 @@ from pathlib import Path
 
 import click
 
+from ipmix_cli.commands.params import SEED, Count, ImageFormat
+from ipmix_cli.shards import limits
+
 
 def _log(msg: str) -> None:
     click.echo(msg, err=True)
@@ -23,22 +26,26 @@ def shards():
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Where the mixing bank's cache file goes [default: an ipmix folder in the user's cache folder].")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
-@click.option("--epochs", type=int, help="Epochs to materialize [default: 1].")
+@click.option("--epochs", type=Count(1, limits.MAX_EPOCHS), help="Epochs to materialize [default: 1].")
 @click.option("--preset", type=click.Choice(["cifar", "imagenet"]), help="Training size and crop [default: cifar].")
 @click.option("--recipe", type=click.Choice(["ipmix", "augmix", "pixmix", "none"]), help="[default: ipmix]")
-@click.option("--views", type=click.IntRange(1, 3), help="1, or 3 for the JSD triple (clean, aug1, aug2) [default: 1].")
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), help="[default: 0]")
-@click.option("--workers", type=click.IntRange(1, None), default=1, show_default=True, help="Processes on this machine.")
-@click.option("--format", "fmt", type=click.Choice(["png", "npy", "jpg", "jpeg", "webp"]),
-              help="Image encoding [default: npy up to 64 px, jpg q95 above].")
-@click.option("--quality", type=click.IntRange(1, 100), help="Quality of jpg/webp [default: 95].")
-@click.option("--shards", type=click.IntRange(1, None), help="Shards per epoch [default: chosen from the size].")
+@click.option("--views", type=click.Choice(["1", "3"]),
+              help="1, or 3 for the JSD triple (clean, aug1, aug2) [default: 1].")
+@click.option("--seed", type=SEED, help="[default: 0]")
+@click.option("--workers", type=Count(1, limits.MAX_WORKERS), default=1, show_default=True,
+              help="Processes on this machine.")
+@click.option("--format", "fmt", type=ImageFormat(),
+              help="Image encoding (jpeg is jpg) [default: npy up to 64 px, jpg q95 above].")
+@click.option("--quality", type=Count(1, 100), help="Quality of jpg/webp [default: 95].")
+@click.option("--shards", type=Count(1, limits.MAX_SHARDS), help="Shards per epoch [default: chosen from the size].")
 @click.option("--dry-run", is_flag=True, help="Print the plan, bytes on disk and time estimate; write nothing.")
 @click.option("--overwrite", is_flag=True, help="Delete the build in OUT and start afresh.")
-@click.option("--extend-epochs", type=click.IntRange(1, None), help="Add this many epochs to the build in OUT.")
+@click.option("--extend-epochs", type=Count(1, limits.MAX_EPOCHS), help="Add this many epochs to the build in OUT.")
 @click.option("--skip-bad/--no-skip-bad", default=None, help="Skip unreadable source images (listed in the manifest).")
-@click.option("--num-nodes", type=click.IntRange(1, None), default=1, show_default=True, help="Machines sharing the build.")
-@click.option("--node-rank", type=click.IntRange(0, None), help="This machine's part, 0..N-1 (required with --num-nodes N > 1).")
+@click.option("--num-nodes", type=Count(1, limits.MAX_NODES), default=1, show_default=True,
+              help="Machines sharing the build.")
+@click.option("--node-rank", type=Count(0, limits.MAX_NODES - 1),
+              help="This machine's part, 0..N-1 (required with --num-nodes N > 1).")
 @click.option("--backend", type=click.Choice(["joblib", "dask"]), default="joblib", show_default=True)
 @click.option("--scheduler", help="Dask scheduler address (with --backend dask), e.g. tcp://host:8786.")
 @click.option("--dali-index/--no-dali-index", default=None, help="Also write DALI .idx files.")
@@ -62,7 +69,7 @@ def build_cmd(source, fractals, cache_dir, out, epochs, preset, recipe, views, s
         node_rank = 0
     log = (lambda m: None) if quiet else _log
     result = build_shards(source=source, fractals=fractals, out=out, epochs=epochs, preset=preset, recipe=recipe,
-                          views=views, seed=seed, workers=workers, format=fmt, quality=quality, shards=shards,
+                          views=None if views is None else int(views), seed=seed, workers=workers, format=fmt, quality=quality, shards=shards,
                           dry_run=dry_run, overwrite=overwrite, extend_epochs=extend_epochs, skip_bad=skip_bad,
                           num_nodes=num_nodes, node_rank=node_rank, backend=backend, scheduler=scheduler,
                           dali_index=dali_index, augment=parse_aug_options(aug_options) if aug_options else None,

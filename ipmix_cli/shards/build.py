@@ -14,6 +14,7 @@ import json
 import os
 import resource
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 from fractalgen.errors import FractalgenError
 from fractalgen.files import atomic_write_json, ensure_writable_dir, sha256_file
 from ipmix_cli.errors import IpmixError
+from ipmix_cli.shards import limits
 from ipmix_cli.shards import manifest as mf
 from ipmix_cli.shards.formats import encode, resolve_format
 from ipmix_cli.shards.plan import Plan, choose_shard_count, node_tasks, sample_key, shard_name
@@ -54,6 +56,14 @@ class BuildContext:
     skip_bad: bool
 
 
+def peak_rss_mb(maxrss: int | None = None, platform: str = sys.platform) -> float:
+    """Peak resident memory of this process in MiB. getrusage reports it in KiB on Linux
+    and in bytes on macOS."""
+    if maxrss is None:
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / (1024.0 * 1024.0 if platform == "darwin" else 1024.0)
+
+
 # --------------------------------------------------------------------------- one shard
 
 _AUGMENTERS: dict = {}  # per process: one Augmenter per configuration
@@ -75,7 +85,7 @@ def run_task(ctx: BuildContext, epoch: int, shard: int) -> dict:
     out = Path(ctx.out)
     if shard_is_done(out, epoch, shard, ctx.config["_hash"]):
         return {**mf.read_record(out, epoch, shard), "skipped": True, "pid": os.getpid(),
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+                "peak_rss_mb": peak_rss_mb()}
     _remove_stale_temps(out, [(epoch, shard)])
     return build_shard(ctx, epoch, shard)
 
@@ -207,7 +217,7 @@ def build_shard(ctx: BuildContext, epoch: int, shard: int) -> dict:
               "sha256": writer.sha256, "md5": writer.md5, "config_hash": ctx.config["_hash"], "bad_samples": bad}
     mf.write_record(out, record)
     record["seconds"] = time.perf_counter() - t0
-    record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    record["peak_rss_mb"] = peak_rss_mb()
     record["pid"] = os.getpid()
     return record
 
@@ -432,10 +442,16 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
     if out is None:
         raise IpmixError("--out is required")
     out = Path(out)
-    if workers is None or int(workers) < 1:
-        raise IpmixError("--workers must be at least 1")
-    if int(num_nodes) < 1 or not 0 <= int(node_rank) < int(num_nodes):
+    _check_count("--workers", workers, 1, limits.MAX_WORKERS)
+    _check_count("--num-nodes", num_nodes, 1, limits.MAX_NODES)
+    if not 0 <= int(node_rank) < int(num_nodes):
         raise IpmixError(f"--node-rank must be in 0..{int(num_nodes) - 1} (got {node_rank})")
+    for name, value, low, high in (("--epochs", epochs, 1, limits.MAX_EPOCHS),
+                                   ("--extend-epochs", extend_epochs, 1, limits.MAX_EPOCHS),
+                                   ("--shards", shards, 1, limits.MAX_SHARDS),
+                                   ("--seed", seed, 0, limits.MAX_SEED)):
+        if value is not None:
+            _check_count(name, value, low, high)
     if backend not in ("joblib", "dask"):
         raise IpmixError(f"--backend must be joblib or dask, not {backend}")
     if backend == "dask" and not scheduler:
@@ -475,8 +491,8 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
         epochs_total = _OPTION_DEFAULTS["epochs"] if epochs is None else int(epochs)
         if given["source"] is None:
             raise IpmixError("--source is required for a new build")
-    if epochs_total < 1:
-        raise IpmixError("--epochs must be at least 1")
+    if not 1 <= epochs_total <= limits.MAX_EPOCHS:
+        raise IpmixError(f"a build holds 1..{limits.MAX_EPOCHS} epochs; {out} would hold {epochs_total}")
 
     from ipmix_cli.augment import resolve_config
 
@@ -494,6 +510,9 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
     n_shards = int(n_shards)
     if not 1 <= n_shards <= len(src):
         raise IpmixError(f"--shards must be in 1..{len(src)} (the source size), not {n_shards}")
+    if n_shards * epochs_total > limits.MAX_BUILD_SHARDS:
+        raise IpmixError(f"{epochs_total} epochs x {n_shards} shards is more than {limits.MAX_BUILD_SHARDS:,} shards "
+                         f"in one build; use fewer epochs or larger shards (--shards)")
     plan = Plan(len(src), n_shards, int(given["seed"]))
     fields = [fmt] if cfg.views == 1 else [f"clean.{fmt}", f"aug1.{fmt}", f"aug2.{fmt}"]
 
@@ -522,8 +541,10 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
         if existing is not None and not overwrite:
             # Finished shards (record and size match) are only re-hashed by the real run:
             # estimate the ones still to build (extend, resume), not the whole build.
-            tasks = [(e, s) for e, s in tasks if not shard_is_done(out, e, s, chash, deep=False)]
-        return _dry_run(ctx, plan, epochs_total, tasks, workers, pilot_samples, log)
+            todo = sum(not shard_is_done(out, e, s, chash, deep=False) for e, s in tasks)
+        else:
+            todo = len(tasks)
+        return _dry_run(ctx, plan, epochs_total, todo, workers, pilot_samples, log)
 
     try:
         ensure_writable_dir(out)
@@ -562,6 +583,11 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
     return m
 
 
+def _check_count(name: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise IpmixError(f"{name} must be a whole number in {low}..{high:,}, not {value!r}")
+
+
 def _check_out_creatable(out: Path) -> None:
     probe = out
     while not probe.exists() and probe != probe.parent:
@@ -572,12 +598,12 @@ def _check_out_creatable(out: Path) -> None:
         raise IpmixError(f"cannot write to {out}: permission denied on {probe}")
 
 
-def _dry_run(ctx: BuildContext, plan: Plan, epochs_total: int, tasks, workers: int, pilot_samples: int, log):
+def _dry_run(ctx: BuildContext, plan: Plan, epochs_total: int, todo: int, workers: int, pilot_samples: int, log):
     pilot = _pilot(ctx, min(pilot_samples, plan.samples_per_shard))
     per_sample_s = pilot["seconds"] / max(1, pilot["samples"])
     shard_bytes = pilot["bytes_per_sample"] * plan.samples_per_shard + 2 * BLOCK
     total_bytes = shard_bytes * plan.shards * epochs_total
-    node_samples = len(tasks) * plan.samples_per_shard
+    node_samples = todo * plan.samples_per_shard
     seconds = per_sample_s * node_samples / max(1, int(workers))
     info = {
         "dry_run": True, "source_samples": plan.n_source, "epochs": epochs_total,
@@ -587,7 +613,7 @@ def _dry_run(ctx: BuildContext, plan: Plan, epochs_total: int, tasks, workers: i
         "image_size": ctx.image_size, "bytes_per_sample": pilot["bytes_per_sample"],
         "bytes_per_epoch": shard_bytes * plan.shards, "bytes_total": total_bytes,
         "pilot_samples": pilot["samples"], "pilot_seconds": pilot["seconds"],
-        "tasks_this_node": len(tasks), "estimated_seconds": seconds, "workers": int(workers),
+        "tasks_this_node": todo, "estimated_seconds": seconds, "workers": int(workers),
     }
     return info
 

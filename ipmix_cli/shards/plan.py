@@ -81,10 +81,35 @@ def task_number(epoch: int, shard: int, shards: int) -> int:
     return epoch * shards + shard
 
 
-def node_tasks(epochs, shards: int, num_nodes: int = 1, node_rank: int = 0) -> list[tuple[int, int]]:
+@dataclass(frozen=True)
+class NodeTasks:
+    """The (epoch, shard) tasks of one node, those whose task number ≡ node_rank (mod
+    num_nodes), made one at a time: counting and walking them takes O(1) memory however
+    many epochs the build has."""
+
+    epochs: range
+    shards: int
+    num_nodes: int = 1
+    node_rank: int = 0
+
+    def _numbers(self) -> range:
+        lo, hi = task_number(self.epochs.start, 0, self.shards), task_number(self.epochs.stop, 0, self.shards)
+        first = lo + (self.node_rank - lo) % self.num_nodes
+        return range(first, max(first, hi), self.num_nodes)
+
+    def __len__(self) -> int:
+        return len(self._numbers())
+
+    def __iter__(self):
+        for t in self._numbers():
+            yield divmod(t, self.shards)
+
+
+def node_tasks(epochs: range, shards: int, num_nodes: int = 1, node_rank: int = 0) -> NodeTasks:
     """(epoch, shard) tasks of one node: those whose task number ≡ node_rank (mod num_nodes)."""
-    return [(e, s) for e in epochs for s in range(shards)
-            if task_number(e, s, shards) % num_nodes == node_rank]
+    if not isinstance(epochs, range) or epochs.step != 1:
+        raise ValueError("epochs must be a range of consecutive epochs")
+    return NodeTasks(epochs, shards, num_nodes, node_rank)
 
 
 def sample_key(epoch: int, position: int) -> str:
