@@ -13,6 +13,7 @@ from PIL import Image
 
 from fractalgen.files import atomic_write_json, sha256_file
 from ipmix_cli.shards.indexes import write_wids_index
+from ipmix_cli.shards.manifest import config_hash
 from ipmix_cli.shards.plan import shard_name
 
 VIEW_FIELDS = {1: [""], 3: ["clean.", "aug1.", "aug2."]}
@@ -62,7 +63,7 @@ def make_shards(out, *, epochs=1, shards=2, per_shard=3, views=1, fmt="png", siz
         "schema": "ipmix-shards", "schema_version": schema_version, "complete": True,
         "config": {"preset": "cifar", "recipe": "ipmix", "views": views, "epochs": epochs,
                    "augment": {"preset": "cifar", "recipe": "ipmix", "views": views, "image_size": size}},
-        "config_hash": "ab" * 32, "seed": seed, "image_size": size, "views": views,
+        "config_hash": None, "seed": seed, "image_size": size, "views": views,
         "format": fmt, "quality": 95 if fmt in ("jpg", "webp") else None, "fields": fields,
         "classes": list(classes), "num_classes": len(classes),
         "samples_per_epoch": total, "shards_per_epoch": shards, "samples_per_shard": per_shard,
@@ -70,6 +71,7 @@ def make_shards(out, *, epochs=1, shards=2, per_shard=3, views=1, fmt="png", siz
         "epochs": [], "source": {"kind": "fixture", "size": source_size},
         "mixing_set": {"path": "fractals", "fingerprint": "cd" * 32}, "versions": {"ipmix": "test"},
     }
+    manifest["config_hash"] = config_hash(manifest["config"])
     for epoch in range(epochs):
         edir = out / f"epoch-{epoch:04d}"
         edir.mkdir(parents=True, exist_ok=True)

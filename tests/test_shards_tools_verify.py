@@ -252,3 +252,47 @@ def test_keys_of_the_wrong_form_or_epoch(shards):
     texts = [p["problem"] for p in problems if p["shard"] == SHARD0]
     assert "key 'img7' is not of the form eEEEEsPPPPPPP" in texts
     assert "key e0001s0000001 belongs to epoch 1, found in epoch 0" in texts
+
+
+def test_a_config_edited_after_the_build_is_a_problem(shards):
+    out, m = shards
+    edited = json.loads(json.dumps(m))
+    edited["config"]["seed"] = 99  # the shards were drawn with another seed
+    atomic_write_json(out / "manifest.json", edited)
+    message, problems = problems_of(out)
+    assert problems[0] == {"shard": "manifest.json", "problem": problems[0]["problem"]}
+    assert "config_hash does not match its config" in message
+    atomic_write_json(out / "manifest.json", m)
+    assert verify(out, progress=False)["ok"]
+
+
+def test_epoch_folders_the_manifest_does_not_list_are_warned_about(shards):
+    import shutil
+
+    out, m = shards
+    shutil.copytree(out / "epoch-0001", out / "epoch-0002")  # an extra epoch on disk
+    report = verify(out, progress=False)
+    assert report["ok"] and report["warnings"] == [
+        f"epoch-0002{os.sep} is an epoch folder the manifest does not list (left from another build? "
+        f"readers that glob folders would read it)"]
+    shutil.rmtree(out / "epoch-0002")
+    atomic_write_json(out / "manifest.json", {**m, "epochs": m["epochs"][:1]})  # epoch 1 dropped from the manifest
+    report = verify(out, progress=False)
+    assert report["epochs"] == 1 and [w.split(os.sep)[0] for w in report["warnings"]] == ["epoch-0001"]
+
+
+def test_a_deleted_dali_index_of_a_dali_build_is_a_problem(shards):
+    from ipmix_cli.shards.indexes import write_dali_index
+
+    out, m = shards
+    m = {**m, "config": {**m["config"], "dali_index": True}}  # --dali-index is not hashed
+    atomic_write_json(out / "manifest.json", m)
+    for e in m["epochs"]:
+        for s in e["shards"]:
+            write_dali_index(out / s["path"])
+    assert verify(out, progress=False)["ok"]
+    (out / "epoch-0001" / "ipmix-e0001-00001.idx").unlink()
+    message, problems = problems_of(out)
+    assert problems == [{"shard": "epoch-0001/ipmix-e0001-00001.tar", "problem": "DALI index ipmix-e0001-00001.idx "
+                         "missing (the build was made with --dali-index; `ipmix shards build --out OUT --dali-index` "
+                         "writes it again)"}]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.progress import Progress
-from ipmix_cli.shards.manifest import READABLE_VERSIONS
+from ipmix_cli.shards.manifest import READABLE_VERSIONS, config_hash
 from ipmix_cli.shards.indexes import DALI_VERSION, dali_index_path, dali_lines
 from ipmix_cli.shards.tario import TarFormatError, decode_image, group_samples, iter_entries
 
@@ -79,6 +79,9 @@ def manifest_problems(m: dict) -> list[str]:
                         f"version {readable}; a newer ipmix wrote it?)")
     if not m["complete"]:
         problems.append("manifest says the build is not complete (run the build command again to finish it)")
+    if config_hash(m["config"]) != m["config_hash"]:
+        problems.append("manifest config_hash does not match its config (edited after the build?); the shards "
+                        "were made with the hashed configuration: restore the manifest or rebuild")
     if m["views"] not in (1, 3):
         problems.append(f"manifest views {m['views']} is not 1 or 3")
     if len(m["fields"]) != m["views"]:
@@ -230,7 +233,10 @@ def _check_shard(root, m, epoch, shard, keys_seen, deep, counters) -> tuple[_Sha
     if entries is not None and count != shard["count"]:
         check.add(f"holds {count} samples, manifest says {shard['count']}")
     idx = dali_index_path(path)
-    if entries is not None and idx.is_file():
+    if m["config"].get("dali_index") and not idx.is_file():
+        check.add(f"DALI index {idx.name} missing (the build was made with --dali-index; "
+                  f"`ipmix shards build --out OUT --dali-index` writes it again)")
+    elif entries is not None and idx.is_file():
         try:
             expected = dali_lines(entries, rel)
         except IpmixError as exc:
@@ -304,6 +310,7 @@ def verify(out, deep: bool = False, progress: bool = True) -> dict:
                     if stray not in listed:
                         report["warnings"].append(f"{stray.relative_to(root)} is not listed in the manifest")
             report["epochs"] += 1
+    report["warnings"] += _stray_epoch_folders(root, m)
     expected = m["samples_per_epoch"] * len(m["epochs"])
     if counters["samples"] != expected and not report["problems"]:
         report["problems"].append({"shard": "manifest.json", "problem": f"{counters['samples']} samples, expected {expected}"})
@@ -314,6 +321,15 @@ def verify(out, deep: bool = False, progress: bool = True) -> dict:
         first = problems[0]
         raise VerifyError(f"{root}/{first['shard']}: {first['problem']}" + _more(len(problems)), report)
     return report
+
+
+def _stray_epoch_folders(root: Path, m: dict) -> list[str]:
+    """Epoch folders on disk that the manifest does not list: an extra epoch, or one left after
+    the manifest dropped it. Readers that glob folders would take their shards."""
+    listed = {Path(s["path"]).parts[0] for e in m["epochs"] for s in e["shards"] if len(Path(s["path"]).parts) > 1}
+    return [f"{d.name}{os.sep} is an epoch folder the manifest does not list (left from another build? "
+            f"readers that glob folders would read it)"
+            for d in sorted(root.glob("epoch-*")) if d.is_dir() and d.name not in listed]
 
 
 def _more(n: int) -> str:
