@@ -46,11 +46,15 @@ def test_inspect_text_and_json(tmp_path, capsys):
     assert summary["samples"] == 6 and "class_histogram" not in summary
 
 
-def test_preview_default_and_explicit_destination(tmp_path, capsys):
+def test_preview_default_and_explicit_destination(tmp_path, capsys, monkeypatch):
     make_shards(tmp_path / "out", shards=1, per_shard=4, pads=0)
     assert cli.run(["shards", "preview", str(tmp_path / "out"), "--n", "3"]) == 0
-    default = tmp_path / "out" / "preview-epoch-0000.png"
+    default = tmp_path / "out-preview-epoch-0000.png"  # beside the shard folder, like fractals preview
     assert str(default) in capsys.readouterr().out and Image.open(default).size[0] > 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["epoch-0000", "manifest.json"]
+    monkeypatch.chdir(tmp_path / "out")
+    assert cli.run(["shards", "preview", ".", "--n", "1", "--epoch", "0"]) == 0
+    assert str(default) in capsys.readouterr().out
     dest = tmp_path / "p.png"
     assert cli.run(["shards", "preview", str(tmp_path / "out"), "--out", str(dest), "--epoch", "0"]) == 0
     assert dest.is_file()

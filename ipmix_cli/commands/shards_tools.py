@@ -57,7 +57,7 @@ def inspect_cmd(out, as_json, epoch, no_scan):
 @click.command("preview")
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--out", "dest", type=click.Path(path_type=Path), default=None,
-              help="PNG to write [default: OUT/preview-epoch-EEEE.png].")
+              help="PNG to write [default: OUT-preview-epoch-EEEE.png beside the folder, not inside it].")
 @click.option("--epoch", type=int, default=0, show_default=True)
 @click.option("--n", type=int, default=32, show_default=True, help="Number of samples.")
 def preview_cmd(out, dest, epoch, n):
@@ -65,9 +65,6 @@ def preview_cmd(out, dest, epoch, n):
     (three views: clean | aug1 | aug2 side by side; * marks a padding draw)."""
     from ipmix_cli.shards.preview import preview
 
-    if dest is None:
-        root = out.parent if out.is_file() else out
-        dest = root / f"preview-epoch-{epoch:04d}.png"
     result = preview(out, dest, epoch=epoch, n=n)
     click.echo(f"wrote {result['path']}: {result['samples']} samples of epoch {epoch} "
                f"({result['width']}x{result['height']} px)")

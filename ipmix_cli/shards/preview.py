@@ -32,15 +32,28 @@ def _first_samples(root, m, entry, n):
                     return
 
 
-def preview(out, dest_png, epoch: int = 0, n: int = 32) -> dict:
-    """Write a PNG contact sheet of the first `n` samples of `epoch` to `dest_png`.
+def default_destination(out, epoch: int) -> Path:
+    """`OUT-preview-epoch-EEEE.png` beside the shard folder, not inside it (like `fractals
+    preview`): the folder holds only what the build wrote, so verify and stock readers see
+    nothing foreign."""
+    root = Path(out)
+    if root.is_file():
+        root = root.parent
+    if root.name in ("", ".", ".."):  # `preview .` has no name of its own
+        root = root.resolve()
+    return root.parent / f"{root.name}-preview-epoch-{epoch:04d}.png"
+
+
+def preview(out, dest_png=None, epoch: int = 0, n: int = 32) -> dict:
+    """Write a PNG contact sheet of the first `n` samples of `epoch` to `dest_png` (default:
+    `default_destination(out, epoch)`).
 
     One tile per sample labelled with its class name (a trailing `*` marks a padding draw);
     with three views each sample is three tiles side by side: clean | aug1 | aug2.
     """
     if n < 1:
         raise IpmixError(f"--n must be at least 1, got {n}")
-    dest = Path(dest_png)
+    dest = Path(dest_png) if dest_png is not None else default_destination(out, epoch)
     if dest.is_dir():
         raise IpmixError(f"cannot write {dest}: it is a folder; give a file name, e.g. {dest / 'preview.png'}")
     if dest.suffix.lower() != ".png":  # never write a picture over a shard, a manifest or other data
