@@ -61,6 +61,18 @@ def test_two_workers_give_identical_bytes(tmp_path, mix, folder, reference):
     assert not list((out / ".records" / "contexts").glob("*"))  # removed once the tasks are done
 
 
+def test_context_pickles_left_by_a_killed_run_are_removed_when_the_build_completes(tmp_path, mix, folder):
+    out = tmp_path / "w2"
+    build_shards(source=str(folder), fractals=mix, out=out, epochs=2, shards=4, seed=11, progress=False, workers=2)
+    contexts = out / ".records" / "contexts"
+    contexts.mkdir(parents=True)
+    stale = contexts / "0123456789abcdef-otherhost-4242.pkl"  # what a kill -9 of a 2-worker run leaves
+    stale.write_bytes(b"\x80\x05N.")
+    (out / ".records" / "epoch-0001" / "shard-00003.json").unlink()  # the killed run had one shard left
+    build_shards(out=out, workers=2, progress=False)
+    assert manifest(out)["complete"] and not contexts.exists()
+
+
 def test_node_partitions_combine_to_identical_bytes(tmp_path, mix, folder, reference, capsys):
     out = tmp_path / "nodes"
     common = ["shards", "build", "--quiet", "--source", str(folder), "--fractals", str(mix), "--out", str(out),

@@ -329,6 +329,9 @@ def combine_parts(out, *, dali_index: bool | None = None, log=None) -> dict:
     m["complete"] = True
     write_dataset_card(out, m)
     mf.write_manifest(out, m)
+    from ipmix_cli.shards.distributed import remove_contexts
+
+    remove_contexts(out)
     if log:
         log(f"complete: {m['totals']['shards']} shards, {m['totals']['samples']} samples, "
             f"{m['totals']['bytes'] / 1e6:.1f} MB in {out}")

@@ -32,6 +32,21 @@ def write_context(ctx) -> str:
     return str(path.resolve())
 
 
+def remove_contexts(out) -> None:
+    """Delete every context pickle of the build in OUT: called once the build is complete, it
+    also clears those a killed run (kill -9, a lost node) could not remove itself."""
+    folder = Path(out) / mf.RECORDS / CONTEXT_DIR
+    for path in folder.glob("*.pkl"):
+        try:
+            path.unlink()
+        except OSError:
+            pass
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
 def load_context(path: str):
     st = os.stat(path)
     key = (path, st.st_mtime_ns, st.st_size)  # a rewritten file is a new context
