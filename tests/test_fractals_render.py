@@ -179,7 +179,10 @@ def test_ctrl_c_while_the_kernels_load_is_held_until_they_are_in(tmp_path, monke
     loaded = []
 
     def warm():  # Ctrl-C arrives while Numba loads its kernels
-        os.kill(os.getpid(), signal.SIGINT)
+        # raise_signal returns only after the handler has run, in this (the main) thread; os.kill
+        # may leave it pending in another thread until after the render has finished
+        signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler  # held, not raised
         loaded.append(True)
 
     monkeypatch.setattr(fractalgen.render, "_warm_kernels", warm)

@@ -262,30 +262,39 @@ def test_manifest_shard_entries_are_checked(tmp_path):
         ShardLoader(tmp_path, 2)
 
 
-def test_a_killed_worker_is_one_clear_error(uneven):
+def test_a_killed_worker_is_one_clear_error(uneven, tmp_path):
     import multiprocessing
     import os
     import signal
     import threading
 
     root, _ = uneven
-    # the worker blocks on a slow pipe: URL while a timer kills it
-    loader = ShardLoader(root, 2, num_workers=1, base_url=f"pipe:sleep 2; cat '{root}'/{{path}}")
-
+    # The worker's pipe: command writes its shell's pid to a file, then waits; the worker is
+    # killed once that file exists (it is then surely inside its first read), not after a
+    # fixed delay that a slow machine could outlast before the worker even started.
+    marker = tmp_path / "reading"
+    loader = ShardLoader(root, 2, num_workers=1,
+                         base_url=f"pipe:echo $$ > '{marker}.tmp' && mv '{marker}.tmp' '{marker}' && exec sleep 600")
     others = {p.pid for p in multiprocessing.active_children()}
+    stop = threading.Event()
 
-    def kill_workers():
+    def kill_worker_once_it_reads():
+        while not marker.exists():
+            if stop.wait(0.005):
+                return
         for proc in multiprocessing.active_children():
             if proc.pid not in others:  # the DataLoader worker started by this loader
                 os.kill(proc.pid, signal.SIGKILL)
+        os.kill(int(marker.read_text()), signal.SIGKILL)  # and the pipe's `sleep`
 
-    timer = threading.Timer(0.3, kill_workers)
-    timer.start()
+    killer = threading.Thread(target=kill_worker_once_it_reads)
+    killer.start()
     try:
         with pytest.raises(IpmixError, match="loader worker process failed"):
             collect(loader)
     finally:
-        timer.cancel()
+        stop.set()
+        killer.join()
 
 
 def test_skip_bad_reads_do_not_depend_on_history(tmp_path):
