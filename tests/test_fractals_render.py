@@ -136,10 +136,10 @@ def test_other_options_on_an_existing_set_are_refused(tmp_path):
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"escape": 0, "ifs": 0}, "nothing to render"),
-    ({"escape": -1, "ifs": 1}, "0 or more"),
+    ({"escape": -1, "ifs": 1}, r"--escape and --ifs must be in 0\.\.1,000,000"),
     ({"escape": 1, "ifs": 1, "size": 8}, "out of range"),
-    ({"escape": 1, "ifs": 1, "workers": 0}, "at least 1"),
-    ({"escape": 1, "ifs": 1, "seed": -3}, "seed must be 0 or more"),
+    ({"escape": 1, "ifs": 1, "workers": 0}, r"--workers must be in 1\.\.1024"),
+    ({"escape": 1, "ifs": 1, "seed": -3}, r"--seed must be in 0\.\.2\^63-1"),
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, kwargs, message):
     with pytest.raises(FractalgenError, match=message):
