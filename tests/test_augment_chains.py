@@ -3,8 +3,8 @@
 import numpy as np
 
 from ipmix_cli.augment import chains as C
-from ipmix_cli.augment import resolve_config, rng
-from ipmix_cli.augment.ops import OP_IDS, ROTATION_TABLE
+from ipmix_cli.augment import policy, resolve_config, rng
+from ipmix_cli.augment.ops import ROTATION_TABLE
 from tests._augment_helpers import sample_images
 
 
@@ -41,7 +41,7 @@ def test_ipmix_chain_statistics():
     image_ops, mix_ops = [], []
     for tr in traces.reshape(-1, 2 + cfg.depth):
         (mix_ops if tr[0] else image_ops).extend(tr[2:2 + tr[1]])
-    ids = sorted(OP_IDS[o] for o in cfg.ops)
+    ids = sorted(cfg.op_ids())
     freq = np.bincount(image_ops, minlength=max(ids) + 1)[ids] / len(image_ops)
     assert np.abs(freq - 1 / len(ids)).max() < 0.025
     mix_freq = np.bincount(mix_ops, minlength=4) / len(mix_ops)
@@ -63,7 +63,7 @@ def test_paper_ops_per_chain_and_augmix():
     assert (traces[:, :, 0] == 0).all()  # image chains only
     assert set(traces[:, :, 1].ravel()) == {1, 2, 3}
     used = {int(op) for tr in traces.reshape(-1, 5) for op in tr[2:2 + tr[1]]}
-    assert used == {OP_IDS[o] for o in cfg.ops} and OP_IDS["autocontrast"] in used
+    assert used == set(cfg.op_ids().tolist()) and policy.row_id("augmix", "autocontrast") in used
 
 
 def test_zero_skip_weight_returns_the_clean_image():

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
 from ipmix_cli.augment import ops as O
+from ipmix_cli.augment import policy
 from ipmix_cli.augment import reference, rng
 from tests._augment_helpers import sample_images, smooth_image
 
@@ -91,16 +92,16 @@ def test_general_affine_identical_to_pil():
         _same(_run(O.affine_bilinear, im, *m), pil.transform(pil.size, Image.AFFINE, m, resample=Image.BILINEAR))
 
 
-@pytest.mark.parametrize("name", O.ALL_OPS)
-def test_op_with_level_matches_the_reference_and_regions_agree(name):
-    """apply_op (levels drawn in the kernel) equals reference.pil_op drawing from the same stream,
-    and an op restricted to a region equals the full op inside it and leaves the rest alone."""
-    op = O.OP_IDS[name]
+@pytest.mark.parametrize("op", range(len(policy.ROWS)))
+def test_op_with_level_matches_the_reference_and_regions_agree(op):
+    """apply_op (levels drawn in the kernel from its row of the table) equals reference.pil_op
+    (the row's Pillow call) drawing from the same stream, and an op restricted to a region
+    equals the full op inside it and leaves the rest alone."""
     for severity in (1.0, 3.0, 10.0):
         for i, im in enumerate(sample_images(int(severity), 4, 32)):
             dst = np.zeros_like(im)
             O.apply_op(op, rng.new_state(1, 2, i, 3), severity, im, dst, O.ROTATION_TABLE, 0, 32, 0, 32)
-            ref = reference.pil_op(name, Image.fromarray(im), rng.new_state(1, 2, i, 3), severity)
+            ref = reference.pil_op(op, Image.fromarray(im), rng.new_state(1, 2, i, 3), severity)
             _same(dst, ref)
             part = np.full_like(im, 7)
             O.apply_op(op, rng.new_state(1, 2, i, 3), severity, im, part, O.ROTATION_TABLE, 5, 21, 3, 30)

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-KERNEL_MODULES = ("rng.py", "ops.py", "pixel_ops.py", "chains.py", "views.py", "resample.py")
+KERNEL_MODULES = ("rng.py", "policy.py", "ops.py", "pixel_ops.py", "chains.py", "views.py", "resample.py")
 
 
 def sources_digest() -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ipmix_cli.augment import chains
-from ipmix_cli.augment.ops import OP_IDS
+from ipmix_cli.augment.policy import OP_NAMES, row_id
 from ipmix_cli.augment.pixel_ops import OVERFLOWS
 from ipmix_cli.augment.presets import CROPS, PARTNERS, PRESETS, RECIPES
 from ipmix_cli.errors import IpmixError
@@ -79,7 +79,7 @@ class AugmentConfig:
         return prm
 
     def op_ids(self) -> np.ndarray:
-        ids = [OP_IDS[name] for name in self.ops] or [0]
+        ids = [row_id(self.recipe, name) for name in self.ops] or [0]
         return np.array(ids, dtype=np.int64)
 
     def patch_array(self) -> np.ndarray:
@@ -166,9 +166,9 @@ def validate(cfg: AugmentConfig) -> None:
         raise IpmixError(f"severity must be in (0, 10], not {cfg.severity:g}")
     if not cfg.beta > 0.0:
         raise IpmixError(f"beta must be greater than 0, not {cfg.beta:g}")
-    bad = [o for o in cfg.ops if o not in OP_IDS]
+    bad = [o for o in cfg.ops if o not in OP_NAMES]
     if bad:
-        raise IpmixError(f"unknown op {bad[0]!r} (choose from {', '.join(OP_IDS)})")
+        raise IpmixError(f"unknown op {bad[0]!r} (choose from {', '.join(OP_NAMES)})")
     if cfg.recipe != "none" and not cfg.ops:
         raise IpmixError("the op list is empty")
     for s in cfg.patch_sizes:

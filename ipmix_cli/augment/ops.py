@@ -4,8 +4,8 @@ Every kernel reads the whole source image `src` and writes `dst` only inside the
 rows [r0, r1) x columns [c0, c1) (a P chain needs an augmented partner only inside its
 patch). `src` and `dst` must be different arrays.
 
-The tables at the bottom are the policy, in the style of timm's auto_augment: op name to id,
-and each op's level-to-argument rule (`level ~ U(0.1, severity)`, as AugMix/IPMix draw it).
+`apply_op` at the bottom draws an op's level and applies it as its row of the policy table
+(policy.py) says.
 """
 
 from __future__ import annotations
@@ -15,48 +15,11 @@ import math
 import numpy as np
 from numba import njit
 
+from ipmix_cli.augment.policy import (AUTOCONTRAST, BRIGHTNESS, COL_BASE, COL_BY_SIZE, COL_COEF,
+                                      COL_DIV, COL_INTEGER, COL_KERNEL, COL_SIGNED, COLOR, CONTRAST,
+                                      EQUALIZE, INVERT, MIRROR, POSTERIZE, ROTATE, SHEAR_X, SHEAR_Y,
+                                      SOLARIZE, TABLE, TRANSLATE_X, TRANSLATE_Y)
 from ipmix_cli.augment.rng import uniform
-
-# ---------------------------------------------------------------- op ids and lists
-EQUALIZE, POSTERIZE, ROTATE, SOLARIZE, SHEAR_X, SHEAR_Y, TRANSLATE_X, TRANSLATE_Y = range(8)
-MIRROR, INVERT, AUTOCONTRAST, COLOR, CONTRAST, BRIGHTNESS, SHARPNESS = range(8, 15)
-
-OP_IDS = {
-    "equalize": EQUALIZE, "posterize": POSTERIZE, "rotate": ROTATE, "solarize": SOLARIZE,
-    "shear_x": SHEAR_X, "shear_y": SHEAR_Y, "translate_x": TRANSLATE_X, "translate_y": TRANSLATE_Y,
-    "mirror": MIRROR, "invert": INVERT, "autocontrast": AUTOCONTRAST, "color": COLOR,
-    "contrast": CONTRAST, "brightness": BRIGHTNESS, "sharpness": SHARPNESS,
-}
-OP_NAMES = {v: k for k, v in OP_IDS.items()}
-
-# IPMix's default list: AugMix's list without autocontrast, plus mirror and invert.
-IPMIX_OPS = ("equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y",
-             "translate_x", "translate_y", "mirror", "invert")
-# AugMix's list.
-AUGMIX_OPS = ("autocontrast", "equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y",
-              "translate_x", "translate_y")
-# The "all ops" additions.
-EXTRA_OPS = ("autocontrast", "color", "contrast", "brightness", "sharpness")
-ALL_OPS = IPMIX_OPS + EXTRA_OPS
-
-# Level-to-argument rules (level is a float in [0.1, severity)); M/10 scaling as AugMix does it.
-LEVEL_RULES = {
-    "equalize": "none",
-    "posterize": "bits = 4 - int(level * 4 / 10)",
-    "rotate": "degrees = +-int(level * 30 / 10)",
-    "solarize": "threshold = 256 - int(level * 256 / 10)",
-    "shear_x": "shear = +-level * 0.3 / 10",
-    "shear_y": "shear = +-level * 0.3 / 10",
-    "translate_x": "pixels = +-int(level * (size / 3) / 10)",
-    "translate_y": "pixels = +-int(level * (size / 3) / 10)",
-    "mirror": "none",
-    "invert": "none",
-    "autocontrast": "cutoff = 10 - level (percent)",
-    "color": "factor = level * 1.8 / 10 + 0.1",
-    "contrast": "factor = level * 1.8 / 10 + 0.1",
-    "brightness": "factor = level * 1.8 / 10 + 0.1",
-    "sharpness": "factor = level * 1.8 / 10 + 0.1",
-}
 
 MAX_ROTATION = 30
 _U1 = np.uint64(1)
@@ -85,51 +48,95 @@ def rotation_table(max_degrees: int = MAX_ROTATION) -> np.ndarray:
 
 ROTATION_TABLE = rotation_table()
 
-# ---------------------------------------------------------------- point ops (look-up tables)
+# ---------------------------------------------------------------- point ops: one loop over byte runs
+
+# What `point_op` does to each byte (or pixel) of a run.
+RUN_COPY, RUN_LUT3, RUN_MASK, RUN_SOLARIZE, RUN_BLEND, RUN_COLOR = range(6)
+NO_LUT = np.zeros((3, 256), np.uint8)  # the table argument of the kinds that take none
 
 
 @njit(cache=True)
-def _spans(W, r0, r1, c0, c1):
-    """The region as flat byte runs: (first offset, run length, number of runs, stride).
+def point_op(kind, src, dst, lut, byte, alpha, r0, r1, c0, c1):
+    """dst = kind(src) inside the region, walked as flat byte runs: one run when the region
+    spans whole rows, else one a row. Each kind's loop runs over 1-D slices from index 0, a
+    form Numba compiles without negative-index fix-ups, so LLVM vectorizes it.
 
-    A full-width region is one run. Kernels loop over 1-D slices from index 0, a form Numba
-    compiles without negative-index fix-ups, so LLVM vectorizes it.
+    lut: uint8 [3, 256] per-channel table (RUN_LUT3); byte: the mask (RUN_MASK), threshold
+    (RUN_SOLARIZE) or grey level (RUN_BLEND); alpha: float32 blend factor (RUN_BLEND, RUN_COLOR).
     """
+    W = src.shape[1]
+    s1 = src.reshape(-1)
+    d1 = dst.reshape(-1)
     if c0 == 0 and c1 == W:
-        return r0 * W * 3, (r1 - r0) * W * 3, 1, 0
-    return (r0 * W + c0) * 3, max(c1 - c0, 0) * 3, r1 - r0, W * 3
+        a, n, rows, step = r0 * W * 3, (r1 - r0) * W * 3, 1, 0
+    else:
+        a, n, rows, step = (r0 * W + c0) * 3, max(c1 - c0, 0) * 3, r1 - r0, W * 3
+    for _ in range(rows):
+        s = s1[a:a + n]
+        d = d1[a:a + n]
+        if kind == RUN_LUT3:
+            _lut3_run(s, d, lut)
+        elif kind == RUN_MASK:
+            _mask_run(s, d, byte)
+        elif kind == RUN_SOLARIZE:
+            _solarize_run(s, d, byte)
+        elif kind == RUN_BLEND:
+            _blend_run(s, d, byte, alpha)
+        elif kind == RUN_COLOR:
+            _color_run(s, d, alpha)
+        else:
+            _copy(d, s)
+        a += step
+
+
+@njit(cache=True)
+def _lut3_run(s, d, lut):
+    """d[i] = lut[channel of i, s[i]]."""
+    l0, l1, l2 = lut[0], lut[1], lut[2]
+    for k in range(s.shape[0] // 3):
+        i = np.uint64(3 * k)
+        d[i] = l0[s[i]]
+        d[i + _U1] = l1[s[i + _U1]]
+        d[i + _U2] = l2[s[i + _U2]]
+
+
+@njit(cache=True)
+def _mask_run(s, d, byte):
+    mask = np.uint8(byte)
+    for j in range(s.shape[0]):
+        d[j] = s[j] & mask
+
+
+@njit(cache=True)
+def _solarize_run(s, d, byte):
+    """Values >= the threshold are inverted (a compare and select, vectorizes)."""
+    t = np.uint8(byte)
+    for j in range(s.shape[0]):
+        v = s[j]
+        d[j] = v if v < t else np.uint8(255) - v
+
+
+@njit(cache=True)
+def _blend_run(s, d, grey, alpha):
+    for j in range(s.shape[0]):
+        d[j] = _blend_px(grey, s[j], alpha)
+
+
+@njit(cache=True)
+def _color_run(s, d, alpha):
+    """Each pixel blended with its own luminance."""
+    for k in range(s.shape[0] // 3):
+        i = np.uint64(3 * k)
+        grey = luminance(s[i], s[i + _U1], s[i + _U2])
+        d[i] = _blend_px(grey, s[i], alpha)
+        d[i + _U1] = _blend_px(grey, s[i + _U1], alpha)
+        d[i + _U2] = _blend_px(grey, s[i + _U2], alpha)
 
 
 @njit(cache=True)
 def apply_lut3(src, dst, lut, r0, r1, c0, c1):
     """dst[y, x, c] = lut[c, src[y, x, c]] inside the region; lut is uint8 [3, 256]."""
-    s1 = src.reshape(-1)
-    d1 = dst.reshape(-1)
-    l0, l1, l2 = lut[0], lut[1], lut[2]
-    a, n, rows, step = _spans(src.shape[1], r0, r1, c0, c1)
-    for _ in range(rows):
-        s = s1[a:a + n]
-        d = d1[a:a + n]
-        for k in range(n // 3):
-            i = np.uint64(3 * k)
-            d[i] = l0[s[i]]
-            d[i + _U1] = l1[s[i + _U1]]
-            d[i + _U2] = l2[s[i + _U2]]
-        a += step
-
-
-@njit(cache=True)
-def apply_lut1(src, dst, lut, r0, r1, c0, c1):
-    """dst = lut[src] inside the region; lut is uint8 [256]."""
-    s1 = src.reshape(-1)
-    d1 = dst.reshape(-1)
-    a, n, rows, step = _spans(src.shape[1], r0, r1, c0, c1)
-    for _ in range(rows):
-        s = s1[a:a + n]
-        d = d1[a:a + n]
-        for j in range(n):
-            d[j] = lut[s[j]]
-        a += step
+    point_op(RUN_LUT3, src, dst, lut, 0, np.float32(0.0), r0, r1, c0, c1)
 
 
 @njit(cache=True)
@@ -193,48 +200,23 @@ def equalize(src, dst, r0, r1, c0, c1):
 @njit(cache=True)
 def posterize(src, dst, bits, r0, r1, c0, c1):
     """ImageOps.posterize: its table keeps the top `bits` bits, i.e. a mask (vectorizes)."""
-    mask = np.uint8((~((1 << (8 - bits)) - 1)) & 0xFF)
-    s1 = src.reshape(-1)
-    d1 = dst.reshape(-1)
-    a, n, rows, step = _spans(src.shape[1], r0, r1, c0, c1)
-    for _ in range(rows):
-        s = s1[a:a + n]
-        d = d1[a:a + n]
-        for j in range(n):
-            d[j] = s[j] & mask
-        a += step
+    mask = (~((1 << (8 - bits)) - 1)) & 0xFF
+    point_op(RUN_MASK, src, dst, NO_LUT, mask, np.float32(0.0), r0, r1, c0, c1)
 
 
 @njit(cache=True)
 def solarize(src, dst, threshold, r0, r1, c0, c1):
-    """ImageOps.solarize: values >= threshold are inverted (a compare and select, vectorizes)."""
+    """ImageOps.solarize: values >= threshold are inverted."""
     if threshold > 255:
         copy_region(src, dst, r0, r1, c0, c1)
         return
-    t = np.uint8(max(threshold, 0))
-    s1 = src.reshape(-1)
-    d1 = dst.reshape(-1)
-    a, n, rows, step = _spans(src.shape[1], r0, r1, c0, c1)
-    for _ in range(rows):
-        s = s1[a:a + n]
-        d = d1[a:a + n]
-        for j in range(n):
-            v = s[j]
-            d[j] = v if v < t else np.uint8(255) - v
-        a += step
+    point_op(RUN_SOLARIZE, src, dst, NO_LUT, max(threshold, 0), np.float32(0.0), r0, r1, c0, c1)
 
 
 @njit(cache=True)
 def invert(src, dst, r0, r1, c0, c1):
-    s1 = src.reshape(-1)
-    d1 = dst.reshape(-1)
-    a, n, rows, step = _spans(src.shape[1], r0, r1, c0, c1)
-    for _ in range(rows):
-        s = s1[a:a + n]
-        d = d1[a:a + n]
-        for j in range(n):
-            d[j] = np.uint8(255) - s[j]
-        a += step
+    """255 - x: solarize with threshold 0 (every value is >= 0)."""
+    point_op(RUN_SOLARIZE, src, dst, NO_LUT, 0, np.float32(0.0), r0, r1, c0, c1)
 
 
 @njit(cache=True)
@@ -336,35 +318,7 @@ def luminance(r, g, b):
 
 @njit(cache=True)
 def color(src, dst, factor, r0, r1, c0, c1):
-    alpha = np.float32(factor)
-    W = src.shape[1]
-    s1 = src.reshape(-1)
-    d1 = dst.reshape(-1)
-    a, n, rows, step = _spans(W, r0, r1, c0, c1)
-    for _ in range(rows):
-        s = s1[a:a + n]
-        d = d1[a:a + n]
-        for k in range(n // 3):
-            i = np.uint64(3 * k)
-            grey = luminance(s[i], s[i + _U1], s[i + _U2])
-            d[i] = _blend_px(grey, s[i], alpha)
-            d[i + _U1] = _blend_px(grey, s[i + _U1], alpha)
-            d[i + _U2] = _blend_px(grey, s[i + _U2], alpha)
-        a += step
-
-
-@njit(cache=True)
-def _blend_const(src, dst, grey, alpha, r0, r1, c0, c1):
-    """dst = blend(grey, src, alpha) inside the region (a flat, vectorized loop)."""
-    s1 = src.reshape(-1)
-    d1 = dst.reshape(-1)
-    a, n, rows, step = _spans(src.shape[1], r0, r1, c0, c1)
-    for _ in range(rows):
-        s = s1[a:a + n]
-        d = d1[a:a + n]
-        for j in range(n):
-            d[j] = _blend_px(grey, s[j], alpha)
-        a += step
+    point_op(RUN_COLOR, src, dst, NO_LUT, 0, np.float32(factor), r0, r1, c0, c1)
 
 
 @njit(cache=True)
@@ -378,12 +332,12 @@ def contrast(src, dst, factor, r0, r1, c0, c1):
         i = np.uint64(3 * k)
         total += luminance(s1[i], s1[i + _U1], s1[i + _U2])
     mean = int(np.float64(total) / (H * W) + 0.5)
-    _blend_const(src, dst, mean, np.float32(factor), r0, r1, c0, c1)
+    point_op(RUN_BLEND, src, dst, NO_LUT, mean, np.float32(factor), r0, r1, c0, c1)
 
 
 @njit(cache=True)
 def brightness(src, dst, factor, r0, r1, c0, c1):
-    _blend_const(src, dst, 0, np.float32(factor), r0, r1, c0, c1)
+    point_op(RUN_BLEND, src, dst, NO_LUT, 0, np.float32(factor), r0, r1, c0, c1)
 
 
 _K_EDGE = np.float32(1.0) / np.float32(13.0)
@@ -527,6 +481,9 @@ def _general_run(s1, d1, W, H, a0, bx, a2, a3, by, a5, base, xa, xb):
         _bilinear_px(s1, d1, np.uint64(base + x * 3), a0 * xc + bx + a2, a3 * xc + by + a5, W, H)
 
 
+_AFFINE, _SHEAR_X, _SHEAR_Y = range(3)  # which interior sampler `_bilinear_rows` runs
+
+
 @njit(cache=True)
 def affine_bilinear(src, dst, a0, a1, a2, a3, a4, a5, r0, r1, c0, c1):
     """PIL's `Image.transform(AFFINE, (a0..a5), BILINEAR)` with black fill.
@@ -535,12 +492,32 @@ def affine_bilinear(src, dst, a0, a1, a2, a3, a4, a5, r0, r1, c0, c1):
     x' = x + 0.5: outside [0, W) x [0, H) it is black; inside, bilinear between pixel centres,
     edge columns clamped, a missing lower row replaced by the upper one, result truncated.
     The arithmetic (double, same order) is PIL's, so results are bit-identical.
+    """
+    _bilinear_rows(_AFFINE, src, dst, a0, a1, a2, a3, a4, a5, r0, r1, c0, c1)
 
-    Each output row splits into exact column ranges (the coordinates are monotone in x):
-    black outside, the general sampler near the edges, and an interior where all four
-    neighbours exist. The interior runs in two passes, coordinates (vectorized) then samples
-    with no tests, unsigned offsets, and bytes made double through a table (faster here than
-    a convert). Narrow regions (small patches) take the general sampler throughout.
+
+@njit(cache=True)
+def shear_x(src, dst, s, r0, r1, c0, c1):
+    """affine_bilinear with (1, s, 0, 0, 1, 0): the sample row is exact, so only a horizontal
+    interpolation remains (the same arithmetic, bit for bit)."""
+    _bilinear_rows(_SHEAR_X, src, dst, 1.0, s, 0.0, 0.0, 1.0, 0.0, r0, r1, c0, c1)
+
+
+@njit(cache=True)
+def shear_y(src, dst, s, r0, r1, c0, c1):
+    """affine_bilinear with (1, 0, 0, s, 1, 0): the sample column is exact, so only a vertical
+    interpolation remains (the same arithmetic, bit for bit)."""
+    _bilinear_rows(_SHEAR_Y, src, dst, 1.0, 0.0, 0.0, s, 1.0, 0.0, r0, r1, c0, c1)
+
+
+@njit(cache=True, inline="always")
+def _bilinear_rows(kind, src, dst, a0, a1, a2, a3, a4, a5, r0, r1, c0, c1):
+    """The affine family, row by row. Each output row splits into exact column ranges (the
+    coordinates are monotone in x): black outside the source, the general sampler near its
+    edges, and an interior where every neighbour the sampler reads exists (all four for
+    `_AFFINE`; for the shears, whose row or column is exact, two), sampled with no tests.
+    Narrow regions (small patches) take the general sampler throughout. Inlined into each op,
+    so the shears' constant matrix entries and `kind` fold away.
     """
     H, W = src.shape[0], src.shape[1]
     s1 = src.reshape(-1)
@@ -550,148 +527,120 @@ def affine_bilinear(src, dst, a0, a1, a2, a3, a4, a5, r0, r1, c0, c1):
             yc = y + 0.5
             _general_run(s1, d1, W, H, a0, a1 * yc, a2, a3, a4 * yc, a5, y * W * 3, c0, c1)
         return
-    row = W * 3
     idx = np.empty(W, np.uint64)
-    fx = np.empty(W, np.float64)
+    fx = np.empty(3 * W, np.float64)
     fy = np.empty(W, np.float64)
-    T = _F64
-    s2 = s1[row:]
     for y in range(r0, r1):
         yc = y + 0.5
         bx = a1 * yc
         by = a4 * yc
         base = y * W * 3
-        # inside the source: [qa, qb); all four neighbours present: [pa, pb) within it
-        qa, qb = _span(a0, bx, a2, 0.0, 0.0, W, c0, c1)
-        qa, qb = _span(a3, by, a5, 0.0, 0.0, H, qa, qb)
-        pa, pb = _span(a0, bx, a2, 0.5, 0.0, W - 1, qa, qb)
-        pa, pb = _span(a3, by, a5, 0.5, 0.0, H - 1, pa, pb)
+        # inside the source: [qa, qb); the sampler's neighbours present: [pa, pb) within it.
+        # A shear samples each pixel's own row (shear_x) or column (shear_y): never outside.
+        qa, qb = c0, c1
+        if kind != _SHEAR_Y:
+            qa, qb = _span(a0, bx, a2, 0.0, 0.0, W, qa, qb)
+        if kind != _SHEAR_X:
+            qa, qb = _span(a3, by, a5, 0.0, 0.0, H, qa, qb)
+        pa, pb = qa, qb
+        if kind != _SHEAR_Y:
+            pa, pb = _span(a0, bx, a2, 0.5, 0.0, W - 1, pa, pb)
+        if kind != _SHEAR_X:
+            pa, pb = _span(a3, by, a5, 0.5, 0.0, H - 1, pa, pb)
         if pa == pb:
             pa = pb = qb
         _zero(d1, base + c0 * 3, base + qa * 3)
         _general_run(s1, d1, W, H, a0, bx, a2, a3, by, a5, base, qa, pa)
-        n = pb - pa
-        for k in range(n):
-            xc = (pa + k) + 0.5
-            xx = a0 * xc + bx + a2 - 0.5
-            yy = a3 * xc + by + a5 - 0.5
-            xi = int(xx)  # floor: xx >= 0 here
-            yi = int(yy)
-            fx[k] = xx - xi
-            fy[k] = yy - yi
-            idx[k] = np.uint64(yi * row + xi * 3)
-        d = d1[base + pa * 3:base + pb * 3]
-        for k in range(n):
-            i = idx[k]
-            dx = fx[k]
-            dy = fy[k]
-            o = np.uint64(3 * k)
-            for c in range(3):
-                ic = i + np.uint64(c)
-                p0 = T[s1[ic]]
-                v1 = p0 + (T[s1[ic + _U3]] - p0) * dx
-                q0 = T[s2[ic]]
-                v2 = q0 + (T[s2[ic + _U3]] - q0) * dx
-                d[o + np.uint64(c)] = np.uint8(int(v1 + (v2 - v1) * dy))
+        if kind == _SHEAR_X:
+            _shear_x_interior(s1, d1, W, H, bx, yc, base, pa, pb, fx)
+        elif kind == _SHEAR_Y:
+            _shear_y_interior(s1, d1, W, a3, by, base, pa, pb, idx, fy)
+        else:
+            _affine_interior(s1, d1, W, a0, bx, a2, a3, by, a5, base, pa, pb, idx, fx, fy)
         _general_run(s1, d1, W, H, a0, bx, a2, a3, by, a5, base, pb, qb)
         _zero(d1, base + qb * 3, base + c1 * 3)
 
 
-@njit(cache=True)
-def shear_x(src, dst, s, r0, r1, c0, c1):
-    """affine_bilinear with (1, s, 0, 0, 1, 0): the sample row is exact, so only a horizontal
-    interpolation remains (the same arithmetic, bit for bit).
-
-    In a row's interior the sample columns are x + K for one K (checked: PIL's rounding breaks
-    it only when s (y + 0.5) lies within ~1e-13 below an integer, and such a row takes the
-    general sampler), so the interpolation is one contiguous, vectorized loop over bytes.
-    """
-    H, W = src.shape[0], src.shape[1]
-    s1 = src.reshape(-1)
-    d1 = dst.reshape(-1)
-    if c1 - c0 < _NARROW:
-        for y in range(r0, r1):
-            _general_run(s1, d1, W, H, 1.0, s * (y + 0.5), 0.0, 0.0, y + 0.5, 0.0, y * W * 3, c0, c1)
-        return
-    f = np.empty(3 * W, np.float64)
-    for y in range(r0, r1):
-        yc = y + 0.5
-        t = s * yc
-        base = y * W * 3
-        qa, qb = _span(1.0, t, 0.0, 0.0, 0.0, W, c0, c1)
-        pa, pb = _span(1.0, t, 0.0, 0.5, 0.0, W - 1, qa, qb)
-        if pa == pb:
-            pa = pb = qb
-        _zero(d1, base + c0 * 3, base + qa * 3)
-        _general_run(s1, d1, W, H, 1.0, t, 0.0, 0.0, yc, 0.0, base, qa, pa)
-        n = pb - pa
-        x0 = int(((pa + 0.5) + t) - 0.5) if n > 0 else 0
-        moved = 0
-        for k in range(n):
-            xx = ((pa + k) + 0.5) + t - 0.5
-            xi = int(xx)
-            moved |= (xi - k) ^ x0
-            dx = xx - xi
-            f[3 * k] = dx
-            f[3 * k + 1] = dx
-            f[3 * k + 2] = dx
-        if moved == 0:
-            a = base + x0 * 3
-            p = s1[a:a + 3 * n]
-            q = s1[a + 3:a + 3 * n + 3]
-            d = d1[base + pa * 3:base + pb * 3]
-            for j in range(d.shape[0]):
-                p0 = np.float64(p[j])
-                d[j] = np.uint8(int(p0 + (np.float64(q[j]) - p0) * f[j]))
-        else:
-            _general_run(s1, d1, W, H, 1.0, t, 0.0, 0.0, yc, 0.0, base, pa, pb)
-        _general_run(s1, d1, W, H, 1.0, t, 0.0, 0.0, yc, 0.0, base, pb, qb)
-        _zero(d1, base + qb * 3, base + c1 * 3)
-
-
-@njit(cache=True)
-def shear_y(src, dst, s, r0, r1, c0, c1):
-    """affine_bilinear with (1, 0, 0, s, 1, 0): the sample column is exact, so only a vertical
-    interpolation remains (the same arithmetic, bit for bit). Rows split as in
-    affine_bilinear; the interior needs no tests."""
-    H, W = src.shape[0], src.shape[1]
-    s1 = src.reshape(-1)
-    d1 = dst.reshape(-1)
-    if c1 - c0 < _NARROW:
-        for y in range(r0, r1):
-            _general_run(s1, d1, W, H, 1.0, 0.0, 0.0, s, y + 0.5, 0.0, y * W * 3, c0, c1)
-        return
+@njit(cache=True, inline="always")
+def _affine_interior(s1, d1, W, a0, bx, a2, a3, by, a5, base, pa, pb, idx, fx, fy):
+    """Pixels [pa, pb) of a row, all four neighbours present, in two passes: coordinates
+    (vectorized), then samples."""
     row = W * 3
-    idx = np.empty(W, np.uint64)
-    fy = np.empty(W, np.float64)
+    n = pb - pa
+    for k in range(n):
+        xc = (pa + k) + 0.5
+        xx = a0 * xc + bx + a2 - 0.5
+        yy = a3 * xc + by + a5 - 0.5
+        xi = int(xx)  # floor: xx >= 0 here
+        yi = int(yy)
+        fx[k] = xx - xi
+        fy[k] = yy - yi
+        idx[k] = np.uint64(yi * row + xi * 3)
+    _sample_pass(s1, d1[base + pa * 3:base + pb * 3], row, n, idx, fx, fy, True)
+
+
+@njit(cache=True, inline="always")
+def _shear_x_interior(s1, d1, W, H, t, yc, base, pa, pb, f):
+    """Pixels [pa, pb) of a row of shear_x (offset t = s (y + 0.5)). The sample columns are
+    x + K for one K (checked: PIL's rounding breaks it only when t lies within ~1e-13 below an
+    integer, and such a row takes the general sampler), so the interpolation is one
+    contiguous, vectorized loop over bytes."""
+    n = pb - pa
+    x0 = int(((pa + 0.5) + t) - 0.5) if n > 0 else 0
+    moved = 0
+    for k in range(n):
+        xx = ((pa + k) + 0.5) + t - 0.5
+        xi = int(xx)
+        moved |= (xi - k) ^ x0
+        dx = xx - xi
+        f[3 * k] = dx
+        f[3 * k + 1] = dx
+        f[3 * k + 2] = dx
+    if moved != 0:
+        _general_run(s1, d1, W, H, 1.0, t, 0.0, 0.0, yc, 0.0, base, pa, pb)
+        return
+    a = base + x0 * 3
+    p = s1[a:a + 3 * n]
+    q = s1[a + 3:a + 3 * n + 3]
+    d = d1[base + pa * 3:base + pb * 3]
+    for j in range(d.shape[0]):
+        p0 = np.float64(p[j])
+        d[j] = np.uint8(int(p0 + (np.float64(q[j]) - p0) * f[j]))
+
+
+@njit(cache=True, inline="always")
+def _shear_y_interior(s1, d1, W, s, yc, base, pa, pb, idx, fy):
+    """Pixels [pa, pb) of a row of shear_y: the sample column is the pixel's own."""
+    row = W * 3
+    n = pb - pa
+    for k in range(n):
+        yy = s * ((pa + k) + 0.5) + yc - 0.5
+        yi = int(yy)
+        fy[k] = yy - yi
+        idx[k] = np.uint64(yi * row + (pa + k) * 3)
+    _sample_pass(s1, d1[base + pa * 3:base + pb * 3], row, n, idx, fy, fy, False)
+
+
+@njit(cache=True, inline="always")
+def _sample_pass(s1, d, row, n, idx, fx, fy, horizontal):
+    """d = the n samples whose top-left neighbour is at byte idx[k] with fractions (fx[k], fy[k]):
+    bilinear, or only vertical (the pixel's own column) when `horizontal` is False, with no
+    tests, unsigned offsets and bytes made double through a table (faster than a convert)."""
     T = _F64
     s2 = s1[row:]
-    for y in range(r0, r1):
-        yc = y + 0.5
-        base = y * W * 3
-        qa, qb = _span(s, yc, 0.0, 0.0, 0.0, H, c0, c1)
-        pa, pb = _span(s, yc, 0.0, 0.5, 0.0, H - 1, qa, qb)
-        if pa == pb:
-            pa = pb = qb
-        _zero(d1, base + c0 * 3, base + qa * 3)
-        _general_run(s1, d1, W, H, 1.0, 0.0, 0.0, s, yc, 0.0, base, qa, pa)
-        n = pb - pa
-        for k in range(n):
-            yy = s * ((pa + k) + 0.5) + yc - 0.5
-            yi = int(yy)
-            fy[k] = yy - yi
-            idx[k] = np.uint64(yi * row + (pa + k) * 3)
-        d = d1[base + pa * 3:base + pb * 3]
-        for k in range(n):
-            i = idx[k]
-            dy = fy[k]
-            o = np.uint64(3 * k)
-            for c in range(3):
-                ic = i + np.uint64(c)
-                p0 = T[s1[ic]]
-                d[o + np.uint64(c)] = np.uint8(int(p0 + (T[s2[ic]] - p0) * dy))
-        _general_run(s1, d1, W, H, 1.0, 0.0, 0.0, s, yc, 0.0, base, pb, qb)
-        _zero(d1, base + qb * 3, base + c1 * 3)
+    for k in range(n):
+        i = idx[k]
+        dx = fx[k]
+        dy = fy[k]
+        o = np.uint64(3 * k)
+        for c in range(3):
+            ic = i + np.uint64(c)
+            v1 = T[s1[ic]]
+            v2 = T[s2[ic]]
+            if horizontal:
+                v1 = v1 + (T[s1[ic + _U3]] - v1) * dx
+                v2 = v2 + (T[s2[ic + _U3]] - v2) * dx
+            d[o + np.uint64(c)] = np.uint8(int(v1 + (v2 - v1) * dy))
 
 
 @njit(cache=True)
@@ -722,12 +671,7 @@ def translate(src, dst, tx, ty, r0, r1, c0, c1):
 
 @njit(cache=True)
 def copy_region(src, dst, r0, r1, c0, c1):
-    s1 = src.reshape(-1)
-    d1 = dst.reshape(-1)
-    a, n, rows, step = _spans(src.shape[1], r0, r1, c0, c1)
-    for _ in range(rows):
-        _copy(d1[a:a + n], s1[a:a + n])
-        a += step
+    point_op(RUN_COPY, src, dst, NO_LUT, 0, np.float32(0.0), r0, r1, c0, c1)
 
 
 @njit(cache=True)
@@ -763,49 +707,47 @@ def rotate(src, dst, degrees, rot_table, r0, r1, c0, c1):
 
 @njit(cache=True)
 def apply_op(op, st, severity, src, dst, rot_table, r0, r1, c0, c1):
-    """Draw the op's level (and sign) from `st` and apply it: src -> dst inside the region."""
+    """Op `op` (a row of policy.TABLE) on src -> dst inside the region: draw its level (then its
+    sign) from `st`, turn the level into its argument as the row says, run its kernel."""
+    row = TABLE[op]
+    kernel = int(row[COL_KERNEL])
     level = 0.1 + uniform(st) * (severity - 0.1)
-    if op == EQUALIZE:
+    m = row[COL_COEF]
+    if row[COL_BY_SIZE] != 0.0:
+        m = (src.shape[1] if kernel == TRANSLATE_X else src.shape[0]) / m
+    mag = level * m / row[COL_DIV]
+    if row[COL_INTEGER] != 0.0:
+        mag = float(int(mag))
+    if row[COL_SIGNED] != 0.0 and uniform(st) > 0.5:
+        mag = -mag
+    arg = row[COL_BASE] + mag
+    if kernel == EQUALIZE:
         equalize(src, dst, r0, r1, c0, c1)
-    elif op == POSTERIZE:
-        posterize(src, dst, 4 - int(level * 4 / 10), r0, r1, c0, c1)
-    elif op == ROTATE:
-        deg = int(level * 30 / 10)
-        if uniform(st) > 0.5:
-            deg = -deg
-        rotate(src, dst, deg, rot_table, r0, r1, c0, c1)
-    elif op == SOLARIZE:
-        solarize(src, dst, 256 - int(level * 256 / 10), r0, r1, c0, c1)
-    elif op == SHEAR_X or op == SHEAR_Y:
-        s = level * 0.3 / 10
-        if uniform(st) > 0.5:
-            s = -s
-        if op == SHEAR_X:
-            shear_x(src, dst, s, r0, r1, c0, c1)
-        else:
-            shear_y(src, dst, s, r0, r1, c0, c1)
-    elif op == TRANSLATE_X or op == TRANSLATE_Y:
-        size = src.shape[1] if op == TRANSLATE_X else src.shape[0]
-        t = int(level * (size / 3) / 10)
-        if uniform(st) > 0.5:
-            t = -t
-        if op == TRANSLATE_X:
-            translate(src, dst, t, 0, r0, r1, c0, c1)
-        else:
-            translate(src, dst, 0, t, r0, r1, c0, c1)
-    elif op == MIRROR:
+    elif kernel == POSTERIZE:
+        posterize(src, dst, int(arg), r0, r1, c0, c1)
+    elif kernel == ROTATE:
+        rotate(src, dst, int(arg), rot_table, r0, r1, c0, c1)
+    elif kernel == SOLARIZE:
+        solarize(src, dst, int(arg), r0, r1, c0, c1)
+    elif kernel == SHEAR_X:
+        shear_x(src, dst, arg, r0, r1, c0, c1)
+    elif kernel == SHEAR_Y:
+        shear_y(src, dst, arg, r0, r1, c0, c1)
+    elif kernel == TRANSLATE_X:
+        translate(src, dst, int(arg), 0, r0, r1, c0, c1)
+    elif kernel == TRANSLATE_Y:
+        translate(src, dst, 0, int(arg), r0, r1, c0, c1)
+    elif kernel == MIRROR:
         mirror(src, dst, r0, r1, c0, c1)
-    elif op == INVERT:
+    elif kernel == INVERT:
         invert(src, dst, r0, r1, c0, c1)
-    elif op == AUTOCONTRAST:
-        autocontrast(src, dst, 10.0 - level, r0, r1, c0, c1)
+    elif kernel == AUTOCONTRAST:
+        autocontrast(src, dst, arg, r0, r1, c0, c1)
+    elif kernel == COLOR:
+        color(src, dst, arg, r0, r1, c0, c1)
+    elif kernel == CONTRAST:
+        contrast(src, dst, arg, r0, r1, c0, c1)
+    elif kernel == BRIGHTNESS:
+        brightness(src, dst, arg, r0, r1, c0, c1)
     else:
-        factor = level * 1.8 / 10 + 0.1
-        if op == COLOR:
-            color(src, dst, factor, r0, r1, c0, c1)
-        elif op == CONTRAST:
-            contrast(src, dst, factor, r0, r1, c0, c1)
-        elif op == BRIGHTNESS:
-            brightness(src, dst, factor, r0, r1, c0, c1)
-        else:
-            sharpness(src, dst, factor, r0, r1, c0, c1)
+        sharpness(src, dst, arg, r0, r1, c0, c1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipmix_cli.augment.ops import ALL_OPS, AUGMIX_OPS, IPMIX_OPS
+from ipmix_cli.augment.policy import AUGMIX_ALL_OPS, AUGMIX_OPS, IPMIX_ALL_OPS, IPMIX_OPS
 
 PRESETS = {
     "cifar": {
@@ -32,10 +32,9 @@ PRESETS = {
 # Per recipe: the op list (and the list with all_ops), the smallest number of ops per chain,
 # the probability of a P chain, and the recipe's own width.
 RECIPES = {
-    "ipmix": {"ops": IPMIX_OPS, "all_ops": ALL_OPS, "min_ops": 0, "p_chain": 0.5},
-    "augmix": {"ops": AUGMIX_OPS, "all_ops": AUGMIX_OPS + ("color", "contrast", "brightness", "sharpness"),
-               "min_ops": 1, "p_chain": 0.0},
-    "pixmix": {"ops": ALL_OPS, "all_ops": ALL_OPS, "min_ops": 0, "p_chain": 0.0, "width": 4},
+    "ipmix": {"ops": IPMIX_OPS, "all_ops": IPMIX_ALL_OPS, "min_ops": 0, "p_chain": 0.5},
+    "augmix": {"ops": AUGMIX_OPS, "all_ops": AUGMIX_ALL_OPS, "min_ops": 1, "p_chain": 0.0},
+    "pixmix": {"ops": IPMIX_ALL_OPS, "all_ops": IPMIX_ALL_OPS, "min_ops": 0, "p_chain": 0.0, "width": 4},
     "none": {"ops": (), "all_ops": (), "min_ops": 0, "p_chain": 0.0},
 }
 

@@ -9,58 +9,29 @@ the same counter-based streams in the same order as the kernels, so for the same
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image
 
 from ipmix_cli.augment import rng
 from ipmix_cli.augment.config import AugmentConfig
 from ipmix_cli.augment.pixel_ops import MIX_NAMES, TINY
+from ipmix_cli.augment.policy import ROWS, TRANSLATE_X, argument, row_id
 from ipmix_cli.augment.presets import RECIPES
 from ipmix_cli.augment.views import PAD, imagenet_crop
 
-_BILINEAR = Image.BILINEAR
 
-
-def _affine(img, matrix):
-    return img.transform(img.size, Image.AFFINE, matrix, resample=_BILINEAR)
-
-
-def pil_op(name: str, img: Image.Image, st, severity: float) -> Image.Image:
-    """One image-level op with its level drawn from `st` (level first, then the sign)."""
+def pil_op(op: int, img: Image.Image, st, severity: float) -> Image.Image:
+    """Op `op` (a row of the policy table) with its level drawn from `st` (level first, then
+    the sign), as the row's Pillow call."""
+    row = ROWS[op]
     level = 0.1 + rng.uniform(st) * (severity - 0.1)
-
-    def signed(v):
-        return -v if rng.uniform(st) > 0.5 else v
-
-    if name == "equalize":
-        return ImageOps.equalize(img)
-    if name == "posterize":
-        return ImageOps.posterize(img, 4 - int(level * 4 / 10))
-    if name == "rotate":
-        return img.rotate(signed(int(level * 30 / 10)), resample=_BILINEAR)
-    if name == "solarize":
-        return ImageOps.solarize(img, 256 - int(level * 256 / 10))
-    if name == "shear_x":
-        return _affine(img, (1, signed(level * 0.3 / 10), 0, 0, 1, 0))
-    if name == "shear_y":
-        return _affine(img, (1, 0, 0, signed(level * 0.3 / 10), 1, 0))
-    if name == "translate_x":
-        return _affine(img, (1, 0, signed(int(level * (img.size[0] / 3) / 10)), 0, 1, 0))
-    if name == "translate_y":
-        return _affine(img, (1, 0, 0, 0, 1, signed(int(level * (img.size[1] / 3) / 10))))
-    if name == "mirror":
-        return ImageOps.mirror(img)
-    if name == "invert":
-        return ImageOps.invert(img)
-    if name == "autocontrast":
-        return ImageOps.autocontrast(img, 10 - level)
-    factor = level * 1.8 / 10 + 0.1
-    enhancer = {"color": ImageEnhance.Color, "contrast": ImageEnhance.Contrast,
-                "brightness": ImageEnhance.Brightness, "sharpness": ImageEnhance.Sharpness}[name]
-    return enhancer(img).enhance(factor)
+    negate = row.signed and rng.uniform(st) > 0.5
+    size = img.size[0] if row.kernel == TRANSLATE_X else img.size[1]
+    return row.pillow(img, argument(row, level, size, negate))
 
 
 def random_op(img: Image.Image, st, cfg: AugmentConfig) -> Image.Image:
-    return pil_op(cfg.ops[rng.randint(st, len(cfg.ops))], img, st, cfg.severity)
+    name = cfg.ops[rng.randint(st, len(cfg.ops))]
+    return pil_op(row_id(cfg.recipe, name), img, st, cfg.severity)
 
 
 def to_uint8(q: np.ndarray, overflow: str) -> np.ndarray:

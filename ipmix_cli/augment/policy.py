@@ -1,0 +1,139 @@
+"""The augmentation policy on one screen: every image-level op as one row of a table.
+
+In the shape of timm's `NAME_TO_OP` / `LEVEL_TO_ARG`. Each call draws `level ~ U(0.1, severity)`
+and turns it into the op's argument:
+
+    M   = coef, or image size / coef where `by_size` (AugMix's `IMAGE_SIZE / 3`)
+    mag = level * M / div, truncated to an int where `integer`
+    arg = base + mag, or base - mag (probability 1/2) where `signed`
+
+The Numba kernel (`ops.apply_op`) reads `TABLE`, these rows as an array; the per-image reference
+(`reference.py`) calls each row's `pillow` function, the library call the kernel reproduces
+byte for byte; `docs/augment.md` prints the same rows (a test holds the three together).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageOps
+
+# ---------------------------------------------------------------- kernel ids (ops.apply_op)
+EQUALIZE, POSTERIZE, ROTATE, SOLARIZE, SHEAR_X, SHEAR_Y, TRANSLATE_X, TRANSLATE_Y = range(8)
+MIRROR, INVERT, AUTOCONTRAST, COLOR, CONTRAST, BRIGHTNESS, SHARPNESS = range(8, 15)
+
+_BILINEAR = Image.BILINEAR
+
+
+def _affine(img, matrix):
+    return img.transform(img.size, Image.AFFINE, matrix, resample=_BILINEAR)
+
+
+@dataclass(frozen=True)
+class OpRow:
+    name: str          # its name in op lists (`--aug ops=...`)
+    kernel: int        # the Numba kernel that runs it
+    base: float
+    coef: float
+    div: float
+    integer: bool
+    signed: bool
+    by_size: bool      # M = size along the op's axis / coef
+    pillow: Callable   # (PIL image, arg) -> PIL image
+    source: str        # whose definition it is
+
+
+_AUGMIX = "AugMix (IPMix and PixMix share it)"
+
+ROWS = (
+    #     name            kernel        base  coef  div integer signed by_size pillow
+    OpRow("equalize",     EQUALIZE,     0,    0,    10, False, False, False,
+          lambda img, arg: ImageOps.equalize(img), _AUGMIX),
+    OpRow("posterize",    POSTERIZE,    4,    -4,   10, True,  False, False,
+          lambda img, bits: ImageOps.posterize(img, int(bits)), _AUGMIX),
+    OpRow("rotate",       ROTATE,       0,    30,   10, True,  True,  False,
+          lambda img, deg: img.rotate(int(deg), resample=_BILINEAR), _AUGMIX),
+    OpRow("solarize",     SOLARIZE,     256,  -256, 10, True,  False, False,
+          lambda img, t: ImageOps.solarize(img, int(t)), _AUGMIX),
+    OpRow("shear_x",      SHEAR_X,      0,    0.3,  10, False, True,  False,
+          lambda img, s: _affine(img, (1, s, 0, 0, 1, 0)), _AUGMIX),
+    OpRow("shear_y",      SHEAR_Y,      0,    0.3,  10, False, True,  False,
+          lambda img, s: _affine(img, (1, 0, 0, s, 1, 0)), _AUGMIX),
+    OpRow("translate_x",  TRANSLATE_X,  0,    3,    10, True,  True,  True,
+          lambda img, t: _affine(img, (1, 0, int(t), 0, 1, 0)), _AUGMIX),
+    OpRow("translate_y",  TRANSLATE_Y,  0,    3,    10, True,  True,  True,
+          lambda img, t: _affine(img, (1, 0, 0, 0, 1, int(t))), _AUGMIX),
+    OpRow("mirror",       MIRROR,       0,    0,    10, False, False, False,
+          lambda img, arg: ImageOps.mirror(img), "IPMix"),
+    OpRow("invert",       INVERT,       0,    0,    10, False, False, False,
+          lambda img, arg: ImageOps.invert(img), "IPMix"),
+    OpRow("autocontrast", AUTOCONTRAST, 10,   -1,   1,  False, False, False,
+          lambda img, cutoff: ImageOps.autocontrast(img, cutoff), "IPMix (cutoff 10 - level %)"),
+    OpRow("color",        COLOR,        0.1,  1.8,  10, False, False, False,
+          lambda img, f: ImageEnhance.Color(img).enhance(f), _AUGMIX),
+    OpRow("contrast",     CONTRAST,     0.1,  1.8,  10, False, False, False,
+          lambda img, f: ImageEnhance.Contrast(img).enhance(f), _AUGMIX),
+    OpRow("brightness",   BRIGHTNESS,   0.1,  1.8,  10, False, False, False,
+          lambda img, f: ImageEnhance.Brightness(img).enhance(f), _AUGMIX),
+    OpRow("sharpness",    SHARPNESS,    0.1,  1.8,  10, False, False, False,
+          lambda img, f: ImageEnhance.Sharpness(img).enhance(f), _AUGMIX),
+)
+
+# The columns of TABLE, the array the kernel reads (row i = op id i).
+COL_KERNEL, COL_BASE, COL_COEF, COL_DIV, COL_INTEGER, COL_SIGNED, COL_BY_SIZE = range(7)
+TABLE = np.array([[r.kernel, r.base, r.coef, r.div, r.integer, r.signed, r.by_size] for r in ROWS],
+                 dtype=np.float64)
+
+# ---------------------------------------------------------------- each recipe's op lists
+# IPMix's default list: AugMix's without autocontrast, plus mirror and invert; "all ops" adds
+# autocontrast and the four enhance ops.
+IPMIX_OPS = ("equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y",
+             "translate_x", "translate_y", "mirror", "invert")
+IPMIX_ALL_OPS = IPMIX_OPS + ("autocontrast", "color", "contrast", "brightness", "sharpness")
+# AugMix's `augmentations` and `augmentations_all` (PixMix's pixmix_utils.py has the same two).
+AUGMIX_OPS = ("autocontrast", "equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y",
+              "translate_x", "translate_y")
+AUGMIX_ALL_OPS = AUGMIX_OPS + ("color", "contrast", "brightness", "sharpness")
+
+OP_NAMES = tuple(dict.fromkeys(r.name for r in ROWS))  # every op name a list may hold
+
+
+def row_id(recipe: str, name: str) -> int:
+    """The row (op id) `recipe` uses for the op `name`."""
+    return next(i for i, r in enumerate(ROWS) if r.name == name)
+
+
+def argument(row: OpRow, level: float, size: int, negate: bool):
+    """The op's argument for `level` (the kernel's arithmetic, step for step); `size` is the
+    image's size along the op's axis, `negate` the sign draw of a signed row."""
+    m = size / row.coef if row.by_size else row.coef
+    mag = level * m / row.div
+    if row.integer:
+        mag = int(mag)
+    if row.signed and negate:
+        mag = -mag
+    return row.base + mag
+
+
+def rule_text(row: OpRow) -> str:
+    """The level-to-argument rule of a row as a formula (what docs/augment.md prints)."""
+    if row.coef == 0:
+        return "none" if row.base == 0 else f"{row.base:g}"
+    m = f"(size / {row.coef:g})" if row.by_size else f"{abs(row.coef):g}"
+    mag = "level" if (abs(row.coef), row.div) == (1, 1) else f"level * {m} / {row.div:g}"
+    if row.integer:
+        mag = f"int({mag})"
+    sign = "+-" if row.signed else ("-" if row.coef < 0 else "")
+    if row.base == 0:
+        return f"{sign}{mag}"
+    return f"{row.base:g} {'-' if row.coef < 0 else '+'} {mag}"
+
+
+def markdown_table() -> str:
+    """The table as docs/augment.md prints it (a test holds the page to this text)."""
+    lines = ["| id | op | argument from `level` | definition from |", "|---|---|---|---|"]
+    for i, row in enumerate(ROWS):
+        lines.append(f"| {i} | `{row.name}` | `{rule_text(row)}` | {row.source} |")
+    return "\n".join(lines)

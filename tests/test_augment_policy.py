@@ -1,0 +1,53 @@
+"""The op table: its rows give the authors' level rules, the kernel reads exactly these rows
+(test_augment_ops holds kernel and reference together op by op), and the docs print them."""
+
+from pathlib import Path
+
+import numpy as np
+
+from ipmix_cli.augment import policy
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "augment.md"
+
+
+def _levels():
+    rs = np.random.default_rng(0)
+    return list(rs.uniform(0.1, 10.0, 400)) + [0.1, 2.5, 3.0, 7.5, np.nextafter(10.0, 0.0)]
+
+
+def _arg(name, level, size=32, negate=False, row=None):
+    row = row if row is not None else policy.ROWS[policy.row_id("ipmix", name)]
+    return policy.argument(row, level, size, negate)
+
+
+def test_rows_give_the_authors_level_rules():
+    # AugMix's augmentations.py: int_parameter(l, M) = int(l * M / 10), float_parameter = l * M / 10.
+    for level in _levels():
+        assert _arg("posterize", level) == 4 - int(level * 4 / 10)
+        assert _arg("solarize", level) == 256 - int(level * 256 / 10)
+        assert _arg("rotate", level) == int(level * 30 / 10)
+        assert _arg("rotate", level, negate=True) == -int(level * 30 / 10)
+        assert _arg("shear_x", level) == level * 0.3 / 10
+        assert _arg("shear_y", level, negate=True) == -(level * 0.3 / 10)
+        for size in (32, 224, 37):
+            assert _arg("translate_x", level, size) == int(level * (size / 3) / 10)
+            assert _arg("translate_y", level, size, negate=True) == -int(level * (size / 3) / 10)
+        for name in ("color", "contrast", "brightness", "sharpness"):
+            assert _arg(name, level) == level * 1.8 / 10 + 0.1
+        assert _arg("autocontrast", level) == 10 - level  # IPMix's cutoff, in percent
+
+
+def test_the_kernel_table_is_the_rows():
+    assert policy.TABLE.shape == (len(policy.ROWS), 7)
+    for i, row in enumerate(policy.ROWS):
+        assert list(policy.TABLE[i]) == [row.kernel, row.base, row.coef, row.div, row.integer,
+                                         row.signed, row.by_size]
+    for recipe in ("ipmix", "augmix", "pixmix"):
+        for name in policy.OP_NAMES:
+            assert policy.ROWS[policy.row_id(recipe, name)].name == name
+
+
+def test_docs_print_the_table():
+    text = DOCS.read_text()
+    assert policy.markdown_table() in text
+    assert text.count("| `rotate` |") == 1
