@@ -199,3 +199,99 @@ def test_peak_rss_is_read_in_the_units_of_each_platform():
     assert peak_rss_mb(300 * 1024 * 1024, platform="darwin") == 300.0
     here = peak_rss_mb()  # this process (the test runner with numpy loaded) is tens of MiB, not GiB or KiB
     assert 10 < here < 8192
+
+
+def _tarfile_bytes(members) -> bytes:
+    ref = io.BytesIO()
+    with tarfile.open(fileobj=ref, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, data in members:
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mtime, ti.mode, ti.uname, ti.gname = len(data), 0, 0o644, "", ""
+            tf.addfile(ti, io.BytesIO(data))
+    return ref.getvalue()
+
+
+@pytest.mark.parametrize("pixels", [3072, 5000])  # one block layout for every sample; or members of mixed sizes
+def test_tar_writer_blocks_of_samples_match_python_tarfile(pixels):
+    # add_samples makes all headers of a block at once with NumPy: the bytes must still be
+    # what tarfile writes member by member (keys of two lengths, labels of 1-3 digits, a
+    # payload of exactly one block, an empty one, and with `pixels` 5000 pictures whose
+    # padded sizes differ from the json's)
+    rng = np.random.default_rng(0)
+    keys = ["e0000s0000007", "e0001s0000012", "e12345s12345678"]
+    views = rng.integers(0, 256, (3, pixels), dtype=np.uint8)
+    cls = [b"7", b"12", b"345"]
+    meta = [b'{"index":7,"pad":false}', b"x" * 512, b""]
+    extra = [b"a" * 600, b"b", b"c" * 1100] if pixels != 3072 else [b"a", b"b", b"c"]
+    members = []
+    for r, k in enumerate(keys):
+        members += [(f"{k}.npy", views[r].tobytes()), (f"{k}.cls", cls[r]), (f"{k}.json", meta[r]),
+                    (f"{k}.txt", extra[r])]
+    w = TarWriter(io.BytesIO())
+    w.add_samples(keys, [("npy", views), ("cls", cls), ("json", meta), ("txt", extra)])
+    w.close()
+    expected = _tarfile_bytes(members)
+    assert w.f.getvalue() == expected and w.members == 12 and w.bytes == len(expected)
+    one_by_one = TarWriter(io.BytesIO())
+    for r, k in enumerate(keys):
+        one_by_one.add_sample(k, [("npy", views[r].tobytes()), ("cls", cls[r]), ("json", meta[r]), ("txt", extra[r])])
+    one_by_one.close()
+    assert one_by_one.f.getvalue() == expected and one_by_one.sha256 == w.sha256 and one_by_one.md5 == w.md5
+
+
+def test_tar_writer_blocks_refuse_bad_columns_and_names():
+    w = TarWriter(io.BytesIO())
+    with pytest.raises(ValueError, match="uint8"):
+        w.add_samples(["a", "b"], [("npy", np.zeros((2, 4), np.int16))])
+    with pytest.raises(ValueError, match="payloads for 2 keys"):
+        w.add_samples(["a", "b"], [("cls", [b"1"])])
+    with pytest.raises(ValueError, match="longer than 100 bytes"):
+        w.add_samples(["k" * 97], [("json", [b"{}"])])
+    with pytest.raises(ValueError, match="must not contain"):
+        w.add_samples(["a.b"], [("cls", [b"1"])])
+    assert w.bytes == 0 and w.f.getvalue() == b""
+
+
+def test_encode_column_npy_rows_equal_encode_of_each_image():
+    images = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    block = formats.encode_column(images[:, ::-1], "npy")  # a strided view, as views[:, v] is
+    assert block.shape == (5, 128 + 3072)
+    assert [row.tobytes() for row in block] == [formats.encode(im, "npy") for im in images[:, ::-1]]
+    assert formats.encode_column(images[:2], "png") == [formats.encode(im, "png") for im in images[:2]]
+
+
+def test_sample_json_is_what_json_dumps_writes():
+    import json
+
+    from ipmix_cli.shards.build import _meta_json
+
+    for index, pad, replaces in ((0, False, None), (49999, True, None), (12, False, 7), (3, True, 123456)):
+        m = {"index": index, "pad": pad}
+        if replaces is not None:
+            m["replaces"] = replaces
+        assert _meta_json(index, pad, replaces) == json.dumps(m, separators=(",", ":")).encode()
+
+
+def test_early_writeback_file_writes_every_byte_in_order(tmp_path, monkeypatch):
+    # the shard file asks for writeback every WRITEBACK_BYTES: what lands on disk is unchanged
+    from ipmix_cli.shards.build import _EarlyWriteback
+
+    monkeypatch.setattr(_EarlyWriteback, "WRITEBACK_BYTES", 1000)
+    parts = [bytes([i]) * (300 + 97 * i) for i in range(20)]
+    with open(tmp_path / "x.bin", "wb") as f:
+        early = _EarlyWriteback(f)
+        for p in parts:
+            assert early.write(memoryview(p)) == len(p)
+    assert (tmp_path / "x.bin").read_bytes() == b"".join(parts)
+    assert 0 < early.done <= early.written == sum(map(len, parts))
+
+
+def test_build_reports_the_seconds_of_each_stage(tmp_path):
+    from ipmix_cli.shards import build_shards
+    from ipmix_cli.shards.build import STAGES
+
+    m = build_shards(source="digits:test", out=tmp_path / "o", recipe="none", shards=2, progress=False)
+    st = m["build_stats"]["stage_seconds"]
+    assert set(st) == set(STAGES)
+    assert all(st[k] > 0 for k in STAGES if k != "fsync") and st["fsync"] >= 0
+    assert sum(st.values()) <= m["build_stats"]["seconds"]

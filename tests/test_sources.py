@@ -34,6 +34,10 @@ def test_digits_split_and_upscale():
     assert sum(counts.values()) == 1437 and set(counts) == set(train.classes)
     assert train.fingerprint != test.fingerprint
     assert pickle.loads(pickle.dumps(test)).read(3).tobytes() == img.tobytes()
+    # the upscaled set is made once per process and not pickled; a block read gives read()'s pictures
+    assert test._big is not None and pickle.loads(pickle.dumps(test))._big is None
+    block = test.read_many([3, 0, 3, 359])
+    assert block.shape == (4, 32, 32, 3) and all(np.array_equal(block[k], test.read(i)) for k, i in enumerate([3, 0, 3, 359]))
 
 
 def test_py2_style_pickle_matches_stock_unpickler(tmp_path):

@@ -10,7 +10,6 @@ interruptions.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import shutil
@@ -26,7 +25,7 @@ from fractalgen.files import atomic_write_json, ensure_writable_dir, sha256_file
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.shards import limits
 from ipmix_cli.shards import manifest as mf
-from ipmix_cli.shards.formats import encode, resolve_format
+from ipmix_cli.shards.formats import encode_column, resolve_format
 from ipmix_cli.shards.plan import Plan, choose_shard_count, node_tasks, sample_key, shard_name
 from ipmix_cli.shards.sources import BadSourceImage, Source, open_source
 from ipmix_cli.shards.tarwriter import BLOCK, TarWriter
@@ -115,13 +114,19 @@ def _replacement(ctx: BuildContext, epoch: int, position: int, bad: list, read):
     raise IpmixError(f"too many bad source images: no readable replacement after {MAX_REPLACEMENT_TRIES} tries")
 
 
+def _meta_json(index: int, pad: bool, replaces: int | None = None) -> bytes:
+    """The sample's json member: what json.dumps(..., separators=(",", ":")) writes."""
+    if replaces is None:
+        return b'{"index":%d,"pad":%s}' % (index, b"true" if pad else b"false")
+    return b'{"index":%d,"pad":%s,"replaces":%d}' % (index, b"true" if pad else b"false", replaces)
+
+
 def _rows(ctx: BuildContext, aug, epoch, pos, idx, pad, bad):
     """Read and prepare one chunk; returns images, source indices, augmentation keys, json.
 
     With the random-resized crop each picture is cropped as soon as it is decoded (its pixels
     still in cache, and only the SxS crop kept)."""
     n = ctx.plan.n_source
-    images, src_idx, keys, meta = [], [], [], []
     crops = None if ctx.preset == "cifar" else np.empty((len(idx), ctx.image_size, ctx.image_size, 3), np.uint8)
     batch = None
     if crops is None:
@@ -130,8 +135,14 @@ def _rows(ctx: BuildContext, aug, epoch, pos, idx, pad, bad):
             batch = ctx.source.read_many(idx)
         except BadSourceImage:
             pass  # read one by one below, to name (or skip) the bad ones
+        s = ctx.image_size
+        if isinstance(batch, np.ndarray) and batch.shape[1:] == (s, s, 3):  # the whole chunk read at once
+            keys = idx + n * pad.astype(np.int64)
+            meta = [_meta_json(i, p) for i, p in zip(idx.tolist(), pad.tolist())]
+            return batch, idx, keys, meta
     else:
         read = ctx.source.read_image  # the Augmenter crops decoded pictures where they lie
+    images, src_idx, keys, meta = [], [], [], []
     for r, (p, i, is_pad) in enumerate(zip(pos.tolist(), idx.tolist(), pad.tolist())):
         replaced = None
         try:
@@ -151,23 +162,27 @@ def _rows(ctx: BuildContext, aug, epoch, pos, idx, pad, bad):
             aug.crop(img, ctx.seed, epoch, key, out=crops[r])
         src_idx.append(i)
         keys.append(key)
-        m = {"index": i, "pad": bool(is_pad)}
-        if replaced is not None:
-            m["replaces"] = replaced
-        meta.append(json.dumps(m, separators=(",", ":")).encode())
+        meta.append(_meta_json(i, is_pad, replaced))
     if crops is None:
         images = np.stack(images) if images else np.empty((0, ctx.image_size, ctx.image_size, 3), np.uint8)
     else:
         images = crops
-    return images, src_idx, np.asarray(keys, dtype=np.int64), meta
+    return images, np.asarray(src_idx, dtype=np.int64), np.asarray(keys, dtype=np.int64), meta
 
 
 def chunk_rows(image_size: int) -> int:
     return 256 if image_size <= 64 else 16
 
 
-def encode_shard(ctx: BuildContext, epoch: int, shard: int, writer: TarWriter, bad: list, limit=None) -> int:
-    """Write the samples of one shard into `writer`; returns how many."""
+STAGES = ("read", "augment", "encode", "tar", "hash", "write", "fsync")
+
+
+def encode_shard(ctx: BuildContext, epoch: int, shard: int, writer: TarWriter, bad: list, limit=None,
+                 seconds: dict | None = None) -> int:
+    """Write the samples of one shard into `writer`; returns how many. Adds the time of the
+    read, augment and encode stages to `seconds` when given."""
+    seconds = {} if seconds is None else seconds
+    clock = time.perf_counter
     aug = _augmenter(ctx)
     pos, idx, pad = ctx.plan.shard_rows(epoch, shard)
     if limit is not None:
@@ -177,15 +192,42 @@ def encode_shard(ctx: BuildContext, epoch: int, shard: int, writer: TarWriter, b
     count = 0
     for lo in range(0, len(pos), step):
         sl = slice(lo, lo + step)
+        t0 = clock()
         images, src_idx, keys, meta = _rows(ctx, aug, epoch, pos[sl], idx[sl], pad[sl], bad)
+        t1 = clock()
         views = aug.make_views(images, ctx.seed, epoch, keys, cropped=ctx.preset != "cifar")
-        for r, p in enumerate(pos[sl].tolist()):
-            fields = [(f, encode(views[r, v], ctx.fmt, ctx.quality)) for v, f in enumerate(ctx.fields)]
-            fields.append(("cls", str(int(labels[src_idx[r]])).encode()))
-            fields.append(("json", meta[r]))
-            writer.add_sample(sample_key(epoch, p), fields)
-            count += 1
+        t2 = clock()
+        columns = [(f, encode_column(views[:, v], ctx.fmt, ctx.quality)) for v, f in enumerate(ctx.fields)]
+        columns.append(("cls", [b"%d" % c for c in labels[src_idx].tolist()]))
+        columns.append(("json", meta))
+        t3 = clock()
+        writer.add_samples([sample_key(epoch, p) for p in pos[sl].tolist()], columns)
+        for stage, dt in (("read", t1 - t0), ("augment", t2 - t1), ("encode", t3 - t2)):
+            seconds[stage] = seconds.get(stage, 0.0) + dt
+        count += len(meta)
     return count
+
+
+class _EarlyWriteback:
+    """A shard file that asks the kernel to start writing its pages to disk as soon as
+    WRITEBACK_BYTES are written (POSIX_FADV_DONTNEED starts writeback of dirty pages without
+    waiting for it), so the fsync at the end waits for the last few MB instead of the whole
+    shard, and finished pages leave the page cache."""
+
+    WRITEBACK_BYTES = 4 << 20
+
+    def __init__(self, f):
+        self.f, self.done, self.written = f, 0, 0
+        self.advise = getattr(os, "posix_fadvise", None)
+
+    def write(self, data) -> int:
+        n = self.f.write(data)
+        self.written += n
+        if self.advise is not None and self.written - self.done >= self.WRITEBACK_BYTES:
+            self.f.flush()
+            self.advise(self.f.fileno(), self.done, self.written - self.done, os.POSIX_FADV_DONTNEED)
+            self.done = self.written
+        return n
 
 
 def build_shard(ctx: BuildContext, epoch: int, shard: int) -> dict:
@@ -195,14 +237,17 @@ def build_shard(ctx: BuildContext, epoch: int, shard: int) -> dict:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(final)
     bad: list = []
+    seconds: dict = {}
     t0 = time.perf_counter()
     try:
         with open(tmp, "wb") as f:
-            writer = TarWriter(f)
-            count = encode_shard(ctx, epoch, shard, writer, bad)
+            writer = TarWriter(_EarlyWriteback(f))
+            count = encode_shard(ctx, epoch, shard, writer, bad, seconds=seconds)
             writer.close()
             f.flush()
+            t_sync = time.perf_counter()
             os.fsync(f.fileno())
+            seconds["fsync"] = time.perf_counter() - t_sync
         os.replace(tmp, final)
     except BaseException as exc:
         try:
@@ -217,6 +262,7 @@ def build_shard(ctx: BuildContext, epoch: int, shard: int) -> dict:
               "sha256": writer.sha256, "md5": writer.md5, "config_hash": ctx.config["_hash"], "bad_samples": bad}
     mf.write_record(out, record)
     record["seconds"] = time.perf_counter() - t0
+    record["stage_seconds"] = {**seconds, **writer.seconds}
     record["peak_rss_mb"] = peak_rss_mb()
     record["pid"] = os.getpid()
     return record

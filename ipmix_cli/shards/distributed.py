@@ -78,15 +78,19 @@ def dask_client(address):
 
 
 def run_tasks(ctx, tasks, workers: int, backend: str, scheduler, progress: bool) -> dict:
-    """Run every (epoch, shard) task; returns counts, seconds and each worker's peak RSS."""
+    """Run every (epoch, shard) task; returns counts, seconds, each worker's peak RSS and the
+    seconds spent in each stage of a shard (summed over workers)."""
     from ipmix_cli.progress import Progress
     from ipmix_cli.shards import build
 
     peak, kept, t0 = {}, 0, time.perf_counter()
+    stages: dict = {}
     with Progress(len(tasks), "shards", enabled=progress) as bar:
         def done(rec):
             nonlocal kept
             kept += bool(rec.get("skipped"))
+            for stage, s in rec.get("stage_seconds", {}).items():
+                stages[stage] = stages.get(stage, 0.0) + s
             peak[rec["pid"]] = max(peak.get(rec["pid"], 0), rec["peak_rss_mb"])
             bar.update(1)
 
@@ -115,4 +119,5 @@ def run_tasks(ctx, tasks, workers: int, backend: str, scheduler, progress: bool)
                 except OSError:
                     pass
     return {"shards_built": len(tasks) - kept, "shards_kept": kept, "seconds": time.perf_counter() - t0,
-            "peak_rss_mb_per_worker": sorted(peak.values()), "worker_pids": sorted(peak)}
+            "peak_rss_mb_per_worker": sorted(peak.values()), "worker_pids": sorted(peak),
+            "stage_seconds": stages}

@@ -85,6 +85,19 @@ def encode(arr: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
     return buf.getvalue()
 
 
+def encode_column(images: np.ndarray, fmt: str, quality: int | None = None):
+    """`encode` of every image of a [n, H, W, 3] uint8 block: npy as one [n, header + H*W*3]
+    array (the same bytes per row as `encode`), other formats as a list of bytes."""
+    if fmt != "npy":
+        return [encode(im, fmt, quality) for im in images]
+    n = len(images)
+    head = _npy_header(images.shape[1:])
+    out = np.empty((n, len(head) + images[0].nbytes if n else len(head)), np.uint8)
+    out[:, :len(head)] = np.frombuffer(head, np.uint8)
+    out[:, len(head):] = images.reshape(n, -1)
+    return out
+
+
 def decode(data: bytes, fmt: str) -> np.ndarray:
     if fmt == "npy":
         return np.load(io.BytesIO(data), allow_pickle=False)

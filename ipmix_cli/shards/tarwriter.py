@@ -2,47 +2,82 @@
 
 Every header is plain ustar (no PAX/GNU extensions): mode 0644, uid/gid 0, empty
 uname/gname, one constant integer mtime. The bytes equal what Python's `tarfile` writes
-with `format=USTAR_FORMAT` for the same members, but without its per-member overhead: a
-sample's members are assembled in memory and written (and hashed) with one call, and the
-header checksum is the precomputed sum of the constant fields plus that of the variable ones.
+with `format=USTAR_FORMAT` for the same members, without its per-member overhead:
+`add_samples` takes a block of samples as columns, makes all their headers at once with
+NumPy (members differ only by name, size and checksum), lays the block out in one buffer,
+and writes and hashes it with one call each.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
+
+import numpy as np
 
 BLOCK = 512
 RECORD = 20 * BLOCK  # tar's traditional record size; the archive is padded to a multiple
 MTIME = 0  # constant, so rebuilds are byte-identical
+NAME_MAX = 100
 _ZEROS = bytes(RECORD)
 
-_MODE_UID_GID = b"0000644\0" + b"0000000\0" + b"0000000\0"  # offsets 100..124
-_TYPE_LINK = b"0" + bytes(100)  # typeflag (156) + linkname (157..257)
-_MAGIC = b"ustar\x0000"  # 257..265
-_TAIL = bytes(BLOCK - 265)  # uname, gname, devmajor/minor (empty, as tarfile writes them), prefix
-_CONST_SUM = sum(_MODE_UID_GID) + sum(b"        ") + sum(_TYPE_LINK) + sum(_MAGIC)
+# The constant part of every header; name, size, mtime and checksum are filled per member.
+_TEMPLATE = np.zeros(BLOCK, np.uint8)
+_TEMPLATE[100:124] = np.frombuffer(b"0000644\0" + b"0000000\0" + b"0000000\0", np.uint8)  # mode, uid, gid
+_TEMPLATE[148:156] = ord(" ")  # the checksum field counts as spaces while summing
+_TEMPLATE[156] = ord("0")  # typeflag: regular file (linkname stays empty)
+_TEMPLATE[257:265] = np.frombuffer(b"ustar\x0000", np.uint8)  # magic + version; uname.. prefix empty
+
+
+def _octal_digits(values: np.ndarray, width: int) -> np.ndarray:
+    """[n, width] ASCII octal digits of non-negative integers, zero-padded (like '%0*o')."""
+    shifts = 3 * np.arange(width - 1, -1, -1, dtype=np.int64)
+    return ((values[:, None] >> shifts) & 7).astype(np.uint8) + ord("0")
+
+
+def ustar_headers(names: list[bytes], sizes, mtime: int = MTIME) -> np.ndarray:
+    """[len(names), 512] uint8: the ustar header of each member (name, size) at once."""
+    n = len(names)
+    sizes = np.asarray(sizes, dtype=np.int64)
+    width = max((len(s) for s in names), default=0)
+    if width > NAME_MAX:
+        long = next(s for s in names if len(s) > NAME_MAX)
+        raise ValueError(f"tar member name longer than 100 bytes: {long.decode('utf-8', 'replace')!r}")
+    if n and (sizes.min() < 0 or sizes.max() >= 8 ** 11):
+        raise ValueError("tar member size outside 0 .. 8 GiB")
+    h = np.empty((n, BLOCK), np.uint8)
+    h[:] = _TEMPLATE
+    if width:
+        h[:, :width] = np.frombuffer(b"".join(names), np.uint8).reshape(n, width) if all(
+            len(s) == width for s in names) else np.array(names, dtype=f"S{width}").view(np.uint8).reshape(n, width)
+    h[:, 124:135] = _octal_digits(sizes, 11)
+    h[:, 136:147] = _octal_digits(np.full(n, mtime, np.int64), 11)  # 135 and 147 stay NUL
+    chk = h.sum(axis=1, dtype=np.int64)
+    h[:, 148:154] = _octal_digits(chk, 6)
+    h[:, 154] = 0
+    h[:, 155] = ord(" ")
+    return h
 
 
 def ustar_header(name: str, size: int, mtime: int = MTIME) -> bytes:
-    raw = name.encode("utf-8")
-    if len(raw) > 100:
-        raise ValueError(f"tar member name longer than 100 bytes: {name!r}")
-    size_f = b"%011o\0" % size
-    mtime_f = b"%011o\0" % mtime
-    chk = _CONST_SUM + sum(raw) + sum(size_f) + sum(mtime_f)
-    return b"".join((raw, _ZEROS[:100 - len(raw)], _MODE_UID_GID, size_f, mtime_f, b"%06o\0 " % chk,
-                     _TYPE_LINK, _MAGIC, _TAIL))
+    return ustar_headers([name.encode("utf-8")], [size], mtime).tobytes()
 
 
-def _member(name: str, data: bytes, mtime: int) -> tuple[bytes, bytes, bytes]:
-    return ustar_header(name, len(data), mtime), data, _ZEROS[:-len(data) % BLOCK]
+def _padded(size: int) -> int:
+    return -(-size // BLOCK) * BLOCK
+
+
+def _check_key(key: str) -> None:
+    if "." in key or "/" in key:
+        raise ValueError(f"sample key must not contain '.' or '/': {key!r}")
 
 
 class TarWriter:
     """Append members to an open binary file; `close()` writes the end-of-archive blocks.
 
     `bytes`, `sha256` and `md5` (what wids indexes list) describe everything written
-    (valid after close); both hashes are computed in the same pass as the write.
+    (valid after close); both hashes are computed from the buffer each write call gets.
+    `seconds` adds up the time spent laying out members ("tar"), hashing and writing.
     """
 
     def __init__(self, fileobj, mtime: int = MTIME):
@@ -52,26 +87,64 @@ class TarWriter:
         self.bytes = 0
         self.members = 0
         self.closed = False
+        self.seconds = {"tar": 0.0, "hash": 0.0, "write": 0.0}
 
-    def _write(self, data: bytes) -> None:
-        self.f.write(data)
+    def _write(self, data) -> None:
+        t0 = time.perf_counter()
         self._hash.update(data)
         self._md5.update(data)
-        self.bytes += len(data)
+        t1 = time.perf_counter()
+        self.f.write(data)
+        self.seconds["hash"] += t1 - t0
+        self.seconds["write"] += time.perf_counter() - t1
+        self.bytes += len(data) if isinstance(data, bytes) else data.nbytes
 
     def add(self, name: str, data: bytes) -> None:
-        self._write(b"".join(_member(name, data, self.mtime)))
+        header = ustar_headers([name.encode("utf-8")], [len(data)], self.mtime).tobytes()
+        self._write(header + data + _ZEROS[:-len(data) % BLOCK])
         self.members += 1
 
     def add_sample(self, key: str, fields: list[tuple[str, bytes]]) -> None:
         """Write one sample: members `<key>.<field>` adjacent, in the given order."""
-        if "." in key or "/" in key:
-            raise ValueError(f"sample key must not contain '.' or '/': {key!r}")
-        parts = []
-        for field, data in fields:
-            parts.extend(_member(f"{key}.{field}", data, self.mtime))
-        self._write(b"".join(parts))
-        self.members += len(fields)
+        self.add_samples([key], [(field, [data]) for field, data in fields])
+
+    def add_samples(self, keys: list[str], columns: list[tuple[str, object]]) -> None:
+        """Write len(keys) samples; sample r holds, in column order, the member
+        `<keys[r]>.<field>` with the payload `payloads[r]` of each column (field, payloads).
+
+        `payloads` is a list of bytes, or a [len(keys), L] uint8 array (L bytes per sample).
+        """
+        n = len(keys)
+        if n == 0:
+            return
+        t0 = time.perf_counter()
+        for k in keys:
+            _check_key(k)
+        bkeys = [k.encode("utf-8") for k in keys]
+        sizes = np.empty((n, len(columns)), np.int64)
+        names = []
+        for c, (field, payloads) in enumerate(columns):
+            if isinstance(payloads, np.ndarray):
+                if payloads.dtype != np.uint8 or payloads.ndim != 2 or len(payloads) != n:
+                    raise ValueError(f"column {field}: expected a [{n}, L] uint8 array, not {payloads.dtype} "
+                                     f"{payloads.shape}")
+                sizes[:, c] = payloads.shape[1]
+            else:
+                if len(payloads) != n:
+                    raise ValueError(f"column {field}: {len(payloads)} payloads for {n} keys")
+                sizes[:, c] = [len(p) for p in payloads]
+            suffix = b"." + field.encode("utf-8")
+            names.append([k + suffix for k in bkeys])
+        member_names = [names[c][r] for r in range(n) for c in range(len(columns))]
+        headers = ustar_headers(member_names, sizes.reshape(-1), self.mtime).reshape(n, len(columns), BLOCK)
+        slots = -(-sizes // BLOCK) * BLOCK
+        if (slots == slots[0]).all():
+            block = _fixed_layout(headers, columns, sizes, slots[0])
+        else:
+            block = _joined_layout(headers, columns, sizes)
+        self.seconds["tar"] += time.perf_counter() - t0
+        self._write(block)
+        self.members += n * len(columns)
 
     def close(self) -> None:
         if self.closed:
@@ -88,3 +161,36 @@ class TarWriter:
     @property
     def md5(self) -> str:
         return self._md5.hexdigest()
+
+
+def _fixed_layout(headers: np.ndarray, columns, sizes: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """Every sample takes the same bytes (npy views, short labels): one [n, record] array."""
+    n = len(headers)
+    starts = np.concatenate([[0], np.cumsum(BLOCK + slots)])
+    out = np.zeros((n, int(starts[-1])), np.uint8)
+    for c, (_, payloads) in enumerate(columns):
+        at = int(starts[c])
+        out[:, at:at + BLOCK] = headers[:, c]
+        at += BLOCK
+        if isinstance(payloads, np.ndarray):
+            out[:, at:at + payloads.shape[1]] = payloads
+        else:
+            width = int(sizes[:, c].max())
+            if width:
+                out[:, at:at + width] = np.array(payloads, dtype=f"S{width}").view(np.uint8).reshape(n, width)
+    return out.reshape(-1)
+
+
+def _joined_layout(headers: np.ndarray, columns, sizes: np.ndarray) -> bytes:
+    """Members of different sizes (encoded pictures): header, payload and padding joined."""
+    raw = headers.tobytes()
+    parts = []
+    m = 0
+    for r in range(len(headers)):
+        for c, (_, payloads) in enumerate(columns):
+            data = payloads[r]
+            parts.append(raw[m * BLOCK:(m + 1) * BLOCK])
+            parts.append(data if isinstance(data, bytes) else data.tobytes())
+            parts.append(_ZEROS[:-int(sizes[r, c]) % BLOCK])
+            m += 1
+    return b"".join(parts)
