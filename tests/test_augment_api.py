@@ -110,7 +110,7 @@ def test_same_bytes_in_worker_processes(bank):
 
 @pytest.mark.parametrize("recipe, options", [
     ("ipmix", {}), ("ipmix", {"overflow": "wrap", "all_ops": True}), ("ipmix", {"partner": "mixed", "min_ops": 1}),
-    ("augmix", {}), ("pixmix", {}), ("none", {}),
+    ("augmix", {}), ("augmix", {"all_ops": True}), ("pixmix", {}), ("pixmix", {"all_ops": True}), ("none", {}),
 ])
 def test_fast_path_equals_the_per_image_reference(bank, recipe, options):
     cfg = resolve_config("cifar", recipe, views=1 if recipe == "none" else 3, **options)
@@ -120,6 +120,29 @@ def test_fast_path_equals_the_per_image_reference(bank, recipe, options):
     ref = reference_make_views(cfg, bank.pixels, images, 5, 1, idx)
     diff = np.abs(fast.astype(int) - ref.astype(int))
     assert diff.max() <= 1 and (diff == 0).mean() > 0.999
+
+
+@pytest.mark.parametrize("preset, recipe, all_ops", [
+    ("cifar", "augmix", None), ("cifar", "augmix", True), ("cifar", "pixmix", None), ("cifar", "pixmix", True),
+    ("imagenet", "augmix", None), ("imagenet", "pixmix", None), ("imagenet", "pixmix", True),
+])
+def test_baseline_recipes_follow_the_reference_over_many_samples(preset, recipe, all_ops):
+    """AugMix and PixMix kernels against the per-image reference (each op its row's Pillow
+    call, each mix NumPy) over many samples: the same views up to float rounding, hence the same
+    distribution of change per sample, and the ops really change the images."""
+    size = 32 if preset == "cifar" else 64
+    cfg = resolve_config(preset, recipe, views=3, image_size=size, all_ops=all_ops)
+    rs = np.random.default_rng(size)
+    bank = MixingBank.from_array(np.stack([smooth_image(rs, cfg.mixing_size) for _ in range(6)]))
+    n = 96 if size == 32 else 24
+    images = sample_images(9, n, size)
+    idx = np.arange(n) + 50
+    fast = Augmenter(cfg, bank).make_views(images, 3, 0, idx)
+    ref = reference_make_views(cfg, bank.pixels, images, 3, 0, idx)
+    diff = np.abs(fast.astype(int) - ref.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.999
+    change = [np.abs(v[:, 1:].astype(float) - v[:, :1]).mean(axis=(1, 2, 3, 4)) for v in (fast, ref)]
+    assert np.abs(change[0] - change[1]).max() < 0.01 and np.median(change[0]) > 2.0
 
 
 def test_imagenet_preset_random_resized_crop(tmp_path):

@@ -43,8 +43,13 @@ def test_preview_errors_are_one_line(tmp_path, capsys):
 def test_bench_augment_prints_one_json_object(capsys):
     assert run(["bench", "augment", "--json", "--quick", "--repeats", "1"]) == 0
     figures = json.loads(capsys.readouterr().out)
-    for name, unit in (("ipmix_32_view", "img"), ("ipmix_32_jsd", "samples"), ("ipmix_224_view", "img")):
+    cases = [("ipmix_32_view", "img"), ("ipmix_32_jsd", "samples"), ("ipmix_224_view", "img")]
+    cases += [(f"{r}_{s}_view", "img") for r in ("augmix", "pixmix") for s in (32, 224)]
+    for name, unit in cases:
         assert figures[f"{name}_{unit}_per_s"] > 0 and figures[f"{name}_baseline_{unit}_per_s"] > 0
+        ratio = figures[f"{name}_{unit}_per_s"] / figures[f"{name}_baseline_{unit}_per_s"]
+        assert abs(figures[f"{name}_speedup"] - ratio) <= 0.01 * ratio
+    assert figures["baseline"] == "ipmix per-image reference"
     assert figures["ipmix_32_view_speedup"] > 0 and "numba_first_call_s" in figures
     assert figures["ipmix_32_view_repeat_s"] >= 0.1  # --quick repeats last 0.1 s, full ones 0.5 s
 

@@ -37,8 +37,12 @@ def test_recipes_and_options():
     assert list(augmix.ops) == ["autocontrast", "equalize", "posterize", "rotate", "solarize",
                                 "shear_x", "shear_y", "translate_x", "translate_y"]
     assert augmix.min_ops == 1 and augmix.width == 3 and augmix.severity == 3.0
-    pixmix = resolve_config("cifar", "pixmix")
-    assert pixmix.width == 4 and set(pixmix.ops) == set(IPMIX_OPS + EXTRA) and pixmix.beta == 3.0
+    assert list(resolve_config("cifar", "augmix", all_ops=True).ops) == list(augmix.ops) + EXTRA[1:]
+    pixmix = resolve_config("cifar", "pixmix")  # PixMix's cifar.py: AugMix's 9 ops, or 13 with --all-ops
+    assert pixmix.width == 4 and pixmix.ops == augmix.ops and pixmix.beta == 3.0 and pixmix.severity == 3.0
+    assert list(resolve_config("cifar", "pixmix", all_ops=True).ops) == list(augmix.ops) + EXTRA[1:]
+    pixmix224 = resolve_config("imagenet", "pixmix")
+    assert (pixmix224.width, pixmix224.beta, pixmix224.severity, pixmix224.ops) == (4, 4.0, 1.0, augmix.ops)
     assert resolve_config("cifar", "none").views == 1
     cfg = resolve_config("cifar", min_ops=1, partner="mixed", overflow="wrap", patch_sizes="4,32",
                          ops=["rotate", "invert"], severity=None)
@@ -91,3 +95,22 @@ def test_from_dict_rejects_unknown_and_missing_keys():
         AugmentConfig.from_dict(d)
     with pytest.raises(IpmixError, match="severity"):
         AugmentConfig.from_dict({**resolve_config("cifar").to_dict(), "severity": 11})
+
+
+def test_dataset_card_names_the_authors_code_and_settings(tmp_path):
+    from ipmix_cli.shards.card import render_card
+    from tests._shards_tools_helpers import make_shards
+
+    m = make_shards(tmp_path, shards=1, per_shard=2, pads=0)
+    expected = {
+        ("ipmix", None): ("hzlsaber/IPMix @ 050bcb6", "10 ops", "no autocontrast"),
+        ("ipmix", True): ("hzlsaber/IPMix @ 050bcb6", "15 ops", "autocontrast cutoff 10 - level %"),
+        ("augmix", None): ("google-research/augmix @ 9b9824c", "9 ops", "autocontrast cutoff 0"),
+        ("pixmix", None): ("andyzoujm/pixmix @ f867e87", "9 ops", "autocontrast cutoff 0"),
+        ("pixmix", True): ("andyzoujm/pixmix @ f867e87", "13 ops", "autocontrast cutoff 0"),
+    }
+    for (recipe, all_ops), words in expected.items():
+        m["config"]["augment"] = resolve_config("cifar", recipe, all_ops=all_ops).to_dict()
+        line = next(row for row in render_card(m).splitlines() if row.startswith("| augmentation |"))
+        assert all(w in line for w in words), line
+        assert ("mirror" in line) == (recipe == "ipmix")

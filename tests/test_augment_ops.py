@@ -256,3 +256,38 @@ def test_span_is_the_exact_column_range_of_the_float_predicate():
         a, b = O._span(k, base, add, sub, lo, hi, c0, c1)
         inside = [x for x in range(c0, c1) if lo <= k * (x + 0.5) + base + add - sub < hi]
         assert (list(range(a, b)) == inside) and c0 <= a <= b <= c1, (i, k, base, add, sub, hi, c0, c1, a, b)
+
+
+def _autocontrast_images():
+    """Varied histograms: photo-like and noise, odd sizes, flat (one value), two-level, one flat
+    channel, three close levels, rare outliers, a single pixel."""
+    rs = np.random.default_rng(12)
+    yield from sample_images(4, 4, 32)
+    yield from _odd_images()
+    yield np.zeros((32, 32, 3), np.uint8)
+    yield np.full((32, 32, 3), 255, np.uint8)
+    one_flat = smooth_image(rs, 32)
+    one_flat[..., 1] = 128
+    yield one_flat
+    yield (100 + rs.integers(0, 3, (32, 32, 3))).astype(np.uint8)
+    yield np.where(rs.random((32, 32, 3)) < 0.01, 255, 3).astype(np.uint8)
+    yield rs.integers(0, 256, (1, 1, 3), dtype=np.uint8)
+
+
+def test_augmix_autocontrast_row_is_pillows_plain_autocontrast():
+    """AugMix's and PixMix's autocontrast row (cutoff 0, level unused) run by apply_op equals
+    `ImageOps.autocontrast(img)` byte for byte; IPMix's row (cutoff 10 - level) is another op."""
+    differs = 0
+    for i, im in enumerate(_autocontrast_images()):
+        h, w = im.shape[:2]
+        expected = np.asarray(ImageOps.autocontrast(Image.fromarray(im)))
+        for severity in (0.5, 3.0, 10.0):
+            dst = np.zeros_like(im)
+            O.apply_op(policy.PLAIN_AUTOCONTRAST, rng.new_state(4, 0, i, 0), severity, im, dst,
+                       O.ROTATION_TABLE, 0, h, 0, w)
+            _same(dst, expected)
+            clipped = np.zeros_like(im)
+            O.apply_op(policy.IPMIX_AUTOCONTRAST, rng.new_state(4, 0, i, 0), severity, im, clipped,
+                       O.ROTATION_TABLE, 0, h, 0, w)
+            differs += not np.array_equal(clipped, expected)
+    assert differs >= 10

@@ -47,6 +47,15 @@ def test_the_kernel_table_is_the_rows():
             assert policy.ROWS[policy.row_id(recipe, name)].name == name
 
 
+def test_each_recipe_uses_its_authors_autocontrast():
+    ipmix, plain = policy.ROWS[policy.IPMIX_AUTOCONTRAST], policy.ROWS[policy.PLAIN_AUTOCONTRAST]
+    assert policy.row_id("ipmix", "autocontrast") == policy.IPMIX_AUTOCONTRAST
+    assert policy.row_id("augmix", "autocontrast") == policy.row_id("pixmix", "autocontrast") == policy.PLAIN_AUTOCONTRAST
+    for level in _levels():
+        assert policy.argument(ipmix, level, 32, False) == 10 - level
+        assert policy.argument(plain, level, 32, False) == 0
+
+
 def test_docs_print_the_table():
     text = DOCS.read_text()
     assert policy.markdown_table() in text

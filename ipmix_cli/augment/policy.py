@@ -10,6 +10,10 @@ and turns it into the op's argument:
 The Numba kernel (`ops.apply_op`) reads `TABLE`, these rows as an array; the per-image reference
 (`reference.py`) calls each row's `pillow` function, the library call the kernel reproduces
 byte for byte; `docs/augment.md` prints the same rows (a test holds the three together).
+
+Where the authors' code differ, an op has one row per definition and each recipe names the row
+it uses: IPMix's autocontrast clips `10 - level` percent from each tail, AugMix's and PixMix's
+is Pillow's plain `ImageOps.autocontrast(img)` (cutoff 0, level unused).
 """
 
 from __future__ import annotations
@@ -79,7 +83,11 @@ ROWS = (
           lambda img, f: ImageEnhance.Brightness(img).enhance(f), _AUGMIX),
     OpRow("sharpness",    SHARPNESS,    0.1,  1.8,  10, False, False, False,
           lambda img, f: ImageEnhance.Sharpness(img).enhance(f), _AUGMIX),
+    OpRow("autocontrast", AUTOCONTRAST, 0,    0,    10, False, False, False,
+          lambda img, arg: ImageOps.autocontrast(img), "AugMix, PixMix (cutoff 0)"),
 )
+
+IPMIX_AUTOCONTRAST, PLAIN_AUTOCONTRAST = 10, 15
 
 # The columns of TABLE, the array the kernel reads (row i = op id i).
 COL_KERNEL, COL_BASE, COL_COEF, COL_DIV, COL_INTEGER, COL_SIGNED, COL_BY_SIZE = range(7)
@@ -98,10 +106,14 @@ AUGMIX_OPS = ("autocontrast", "equalize", "posterize", "rotate", "solarize", "sh
 AUGMIX_ALL_OPS = AUGMIX_OPS + ("color", "contrast", "brightness", "sharpness")
 
 OP_NAMES = tuple(dict.fromkeys(r.name for r in ROWS))  # every op name a list may hold
+_AUTOCONTRAST_ROW = {"ipmix": IPMIX_AUTOCONTRAST, "augmix": PLAIN_AUTOCONTRAST,
+                     "pixmix": PLAIN_AUTOCONTRAST, "none": PLAIN_AUTOCONTRAST}
 
 
 def row_id(recipe: str, name: str) -> int:
     """The row (op id) `recipe` uses for the op `name`."""
+    if name == "autocontrast":
+        return _AUTOCONTRAST_ROW[recipe]
     return next(i for i, r in enumerate(ROWS) if r.name == name)
 
 

@@ -34,7 +34,7 @@ PRESETS = {
 RECIPES = {
     "ipmix": {"ops": IPMIX_OPS, "all_ops": IPMIX_ALL_OPS, "min_ops": 0, "p_chain": 0.5},
     "augmix": {"ops": AUGMIX_OPS, "all_ops": AUGMIX_ALL_OPS, "min_ops": 1, "p_chain": 0.0},
-    "pixmix": {"ops": IPMIX_ALL_OPS, "all_ops": IPMIX_ALL_OPS, "min_ops": 0, "p_chain": 0.0, "width": 4},
+    "pixmix": {"ops": AUGMIX_OPS, "all_ops": AUGMIX_ALL_OPS, "min_ops": 0, "p_chain": 0.0, "width": 4},
     "none": {"ops": (), "all_ops": (), "min_ops": 0, "p_chain": 0.0},
 }
 
@@ -43,3 +43,45 @@ MIXING_RECIPES = ("ipmix", "pixmix")
 
 PARTNERS = ("fractal", "mixed")
 CROPS = ("pad", "random-resized")
+
+# The authors' code each recipe follows (read with its argparse defaults), and how to get the
+# other setting the authors use.
+AUTHORS_CODE = {
+    "ipmix": "hzlsaber/IPMix @ 050bcb6 (IPMix_utils.py, cifar.py, imagenet.py)",
+    "augmix": "google-research/augmix @ 9b9824c (augmentations.py, cifar.py, imagenet.py)",
+    "pixmix": "andyzoujm/pixmix @ f867e87 (pixmix_utils.py, cifar.py, imagenet.py)",
+    "none": "crop and flip only (the 'vanilla' row of the papers' tables)",
+}
+OTHER_SETTING = {
+    "ipmix": "all_ops=true: its --all-ops (15 ops)",
+    "augmix": "all_ops=true: its --all-ops (13 ops); its default training is the JSD triple (views 3)",
+    "pixmix": "all_ops=true: its --all-ops (13 ops), as its README's training commands pass",
+    "none": "",
+}
+
+
+def recipe_summary(augment: dict) -> str:
+    """One line for a dataset card: which authors' code the recipe follows and the settings
+    that made the shards (an `AugmentConfig.to_dict()`)."""
+    from ipmix_cli.augment.policy import ROWS, row_id
+
+    recipe = augment["recipe"]
+    if recipe == "none":
+        return f"`none`: {AUTHORS_CODE['none']}"
+    text = f"`{recipe}`, following {AUTHORS_CODE[recipe]}"
+    lo, hi = augment["min_ops"], augment["depth"]
+    shape = (f"0-{augment['width']} mixing rounds" if recipe == "pixmix"
+             else f"width {augment['width']}, depth {lo}-{hi} ops per chain")
+    if recipe == "ipmix":
+        shape += (f" (P chains: patch sizes {', '.join(map(str, augment['patch_sizes']))}, partner "
+                  f"{augment['partner']}, overflow {augment['overflow']})")
+    ops = list(augment["ops"])
+    if "autocontrast" in ops:
+        rule = ROWS[row_id(recipe, "autocontrast")]
+        autocontrast = ("autocontrast cutoff 0 (Pillow's default)" if rule.coef == 0
+                        else "autocontrast cutoff 10 - level %")
+    else:
+        autocontrast = "no autocontrast"
+    beta = "" if recipe == "augmix" else f", beta {augment['beta']:g}"
+    return (f"{text}: {shape}, severity {augment['severity']:g}{beta}, {len(ops)} ops "
+            f"({', '.join(ops)}), {autocontrast}")

@@ -1,5 +1,6 @@
-"""`ipmix bench augment`: the engine's throughput on one core against the per-image PIL
-baseline (reference.py) measured in the same run; medians of several runs."""
+"""`ipmix bench augment`: the engine's throughput on one core, for IPMix and the AugMix and
+PixMix baselines, against ipmix's per-image reference (reference.py: the same recipe with one
+Pillow call per op) measured in the same run; medians of several runs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import click
 import numpy as np
 
 from ipmix_cli.bench.common import one_core, report
+
+BASELINE = "ipmix per-image reference"  # what every *_baseline_* figure and *_speedup is measured against
 
 
 def smooth_images(n: int, height: int, width: int, seed: int) -> np.ndarray:
@@ -100,6 +103,11 @@ def _run_bench(repeats: int, fractals, quick: bool) -> dict:
         ("ipmix_32_jsd", resolve_config("cifar", "ipmix", views=3), small, 512 // scale, 64 // scale),
         ("ipmix_224_view", resolve_config("imagenet", "ipmix", views=1), large, 48 // scale, 16 // scale),
     ]
+    for recipe in ("augmix", "pixmix"):  # the baselines, from the same kernels
+        cases += [
+            (f"{recipe}_32_view", resolve_config("cifar", recipe, views=1), small, 1024 // scale, 128 // scale),
+            (f"{recipe}_224_view", resolve_config("imagenet", recipe, views=1), large, 48 // scale, 16 // scale),
+        ]
     first_calls = {}
     for name, cfg, images, n_fast, n_ref in cases:
         fast, ref, first = measure(cfg, fractals, images, n_fast, n_ref, repeats, min_seconds)
@@ -113,8 +121,11 @@ def _run_bench(repeats: int, fractals, quick: bool) -> dict:
         first_calls[name] = first
     # The first call of the process compiles the kernels (or loads them from Numba's cache).
     figures["numba_first_call_s"] = round(first_calls["ipmix_32_view"], 3)
+    figures["baseline"] = BASELINE
     figures["repeats"] = repeats
-    figures["note"] = (f"one core; medians of repeated runs of at least {min_seconds} s each (wall clock; "
+    figures["note"] = (f"one core; *_baseline_* and *_speedup compare with the {BASELINE} "
+                       "(reference.py: the same recipe and draws, one Pillow call per op, NumPy per mix), "
+                       f"not with the authors' code; medians of repeated runs of at least {min_seconds} s each (wall clock; "
                        "*_cpu_* from this process's CPU time; *_repeat_s the shorter median repeat); "
                        "224 inputs are 256x256 pictures (RandomResizedCrop inside)")
     return figures
@@ -128,6 +139,7 @@ def _run_bench(repeats: int, fractals, quick: bool) -> dict:
               help="Mixing folder to use (default: generated patterns).")
 @click.option("--quick", is_flag=True, help="A quarter of the images per call, repeats of 0.1 s (a rough figure).")
 def bench_augment(as_json, repeats, fractals, quick):
-    """IPMix throughput on one core: one view and JSD triple at 32x32, one view at 224x224,
-    each against the per-image PIL/NumPy implementation of the same recipe."""
+    """Augmentation throughput on one core: IPMix one view and JSD triple at 32x32, one view at
+    224x224, and one AugMix and PixMix view at both sizes, each against ipmix's per-image
+    reference (reference.py) of the same recipe."""
     report(run_bench(repeats=repeats, fractals=fractals, quick=quick), as_json)

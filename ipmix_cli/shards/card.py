@@ -58,6 +58,20 @@ def _get(m: dict, key: str, default="?"):
     return config.get(key, augment.get(key, default))
 
 
+def _augmentation(m: dict) -> str:
+    """Which authors' code the recipe follows and its settings (just the recipe's name when the
+    manifest's augmentation settings are incomplete)."""
+    from ipmix_cli.augment import AugmentConfig
+    from ipmix_cli.augment.presets import recipe_summary
+    from ipmix_cli.errors import IpmixError
+
+    try:
+        cfg = AugmentConfig.from_dict((m.get("config") or {}).get("augment") or {})
+    except (IpmixError, TypeError):
+        return f"`{_get(m, 'recipe')}`"
+    return recipe_summary(cfg.to_dict())
+
+
 def _source_line(m: dict) -> str:
     source = m.get("source") or {}
     kind = source.get("spec") or source.get("kind") or "unknown"
@@ -110,6 +124,7 @@ def render_card(m: dict) -> str:
         f"| classes | {m['num_classes']} |",
         f"| format | {fmt}; fields {', '.join(f'`{f}`' for f in fields)}, `cls`, `json` |",
         f"| seed | {m['seed']} |",
+        f"| augmentation | {_augmentation(m)} |",
         f"| mixing set | `{mixing.get('path', '?')}`, fingerprint `{str(mixing.get('fingerprint', '?'))[:16]}…` |",
         f"| config hash | `{m['config_hash']}` |",
         "",
