@@ -236,8 +236,8 @@ def test_resume_rebuilds_only_damaged_shards(tmp_path, mix, folder, monkeypatch)
     data[700] ^= 0xFF  # same size, wrong hash
     victim.write_bytes(bytes(data))
     built = []
-    real = build_mod.build_shard
-    monkeypatch.setattr(build_mod, "build_shard", lambda ctx, e, s: built.append((e, s)) or real(ctx, e, s))
+    real = build_mod.write_shard
+    monkeypatch.setattr(build_mod, "write_shard", lambda ctx, e, s: built.append((e, s)) or real(ctx, e, s))
     m = build_shards(out=out, progress=False)  # everything else from the manifest
     assert built == [(1, 2)]
     assert shard_bytes(out) == before and m["complete"]
@@ -247,7 +247,7 @@ def test_interrupt_exits_130_and_resume_is_identical(tmp_path, mix, folder, monk
     ref = tmp_path / "ref"
     build_shards(source=str(folder), fractals=mix, out=ref, epochs=2, shards=3, progress=False)
     out = tmp_path / "o"
-    real, calls = build_mod.build_shard, []
+    real, calls = build_mod.write_shard, []
 
     def flaky(ctx, e, s):
         calls.append((e, s))
@@ -255,12 +255,12 @@ def test_interrupt_exits_130_and_resume_is_identical(tmp_path, mix, folder, monk
             raise KeyboardInterrupt
         return real(ctx, e, s)
 
-    monkeypatch.setattr(build_mod, "build_shard", flaky)
+    monkeypatch.setattr(build_mod, "write_shard", flaky)
     args = ["--source", folder, "--fractals", mix, "--out", out, "--epochs", "2", "--shards", "3"]
     assert run_cli(args) == 130
     assert "resume" in capsys.readouterr().err
     assert not json.loads((out / "manifest.json").read_text())["complete"]
-    monkeypatch.setattr(build_mod, "build_shard", real)
+    monkeypatch.setattr(build_mod, "write_shard", real)
     assert run_cli(args) == 0
     assert shard_bytes(out) == shard_bytes(ref)
     a, b = (json.loads((d / "manifest.json").read_text()) for d in (out, ref))

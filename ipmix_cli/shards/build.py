@@ -14,6 +14,7 @@ import os
 import resource
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,12 +82,55 @@ def _augmenter(ctx: BuildContext):
 def run_task(ctx: BuildContext, epoch: int, shard: int) -> dict:
     """One idempotent task: keep the shard if its record and file agree, else (re)build it.
     The check runs in the worker, so resuming a big build hashes its shards in parallel."""
+    return run_tasks_in_order(ctx, [(epoch, shard)])[0]
+
+
+def _kept_record(ctx: BuildContext, epoch: int, shard: int) -> dict | None:
     out = Path(ctx.out)
     if shard_is_done(out, epoch, shard, ctx.config["_hash"]):
         return {**mf.read_record(out, epoch, shard), "skipped": True, "pid": os.getpid(),
                 "peak_rss_mb": peak_rss_mb()}
     _remove_stale_temps(out, [(epoch, shard)])
-    return build_shard(ctx, epoch, shard)
+    return None
+
+
+def run_tasks_in_order(ctx: BuildContext, tasks, done=None) -> list[dict]:
+    """Run tasks one after another in this process; returns their records (and passes each to
+    `done` as soon as its record is written).
+
+    A shard's fsync, rename and record happen in a thread while the next shard is made, so the
+    worker does not wait for the disk; each record is still written only after its shard's
+    fsync returned, and the last shard is finished before this returns (or raises)."""
+    records = []
+    finishing: _Finisher | None = None
+
+    def collect(rec):
+        records.append(rec)
+        if done is not None:
+            done(rec)
+
+    try:
+        for epoch, shard in tasks:
+            kept = _kept_record(ctx, epoch, shard)
+            if kept is not None:
+                collect(kept)
+                continue
+            written = write_shard(ctx, epoch, shard)
+            if finishing is not None:
+                pending, finishing = finishing, None
+                try:
+                    collect(pending.result())
+                except BaseException:
+                    _discard(written)  # whole but never fsynced: no record, no file left
+                    raise
+            finishing = _Finisher(written)
+        if finishing is not None:
+            pending, finishing = finishing, None
+            collect(pending.result())
+    finally:
+        if finishing is not None:  # an error or an interrupt in the next shard: this one is whole, finish it
+            finishing.join()
+    return records
 
 
 def _fit(ctx: BuildContext, img: np.ndarray) -> np.ndarray:
@@ -230,42 +274,116 @@ class _EarlyWriteback:
         return n
 
 
-def build_shard(ctx: BuildContext, epoch: int, shard: int) -> dict:
-    out = Path(ctx.out)
-    rel = shard_name(epoch, shard)
-    final = out / rel
+def _write_failed(exc: BaseException, tmp: Path, final: Path):
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+    if isinstance(exc, OSError) and exc.errno is not None:
+        raise IpmixError(f"writing {final} failed: {os.strerror(exc.errno).lower()} "
+                         f"(nothing half-written was kept; free space and run again to resume)") from None
+    raise exc
+
+
+@dataclass
+class _Written:
+    """A shard whose bytes are all written to its temporary file (still open), not yet fsynced."""
+
+    ctx: BuildContext
+    epoch: int
+    shard: int
+    file: object
+    tmp: Path
+    final: Path
+    writer: TarWriter
+    count: int
+    bad: list
+    seconds: dict
+    started: float
+
+
+def write_shard(ctx: BuildContext, epoch: int, shard: int) -> _Written:
+    final = Path(ctx.out) / shard_name(epoch, shard)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(final)
     bad: list = []
     seconds: dict = {}
     t0 = time.perf_counter()
+    f = None
     try:
-        with open(tmp, "wb") as f:
-            writer = TarWriter(_EarlyWriteback(f))
-            count = encode_shard(ctx, epoch, shard, writer, bad, seconds=seconds)
-            writer.close()
-            f.flush()
-            t_sync = time.perf_counter()
-            os.fsync(f.fileno())
-            seconds["fsync"] = time.perf_counter() - t_sync
-        os.replace(tmp, final)
+        f = open(tmp, "wb")
+        writer = TarWriter(_EarlyWriteback(f))
+        count = encode_shard(ctx, epoch, shard, writer, bad, seconds=seconds)
+        writer.close()
+        f.flush()
     except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise IpmixError(f"writing {final} failed: {os.strerror(exc.errno).lower()} "
-                             f"(nothing half-written was kept; free space and run again to resume)") from None
-        raise
-    record = {"epoch": epoch, "shard": shard, "path": rel, "count": count, "bytes": writer.bytes,
-              "sha256": writer.sha256, "md5": writer.md5, "config_hash": ctx.config["_hash"], "bad_samples": bad}
-    mf.write_record(out, record)
-    record["seconds"] = time.perf_counter() - t0
-    record["stage_seconds"] = {**seconds, **writer.seconds}
+        if f is not None:
+            f.close()
+        _write_failed(exc, tmp, final)
+    return _Written(ctx, epoch, shard, f, tmp, final, writer, count, bad, seconds, t0)
+
+
+def finish_shard(w: _Written) -> dict:
+    """fsync, close and rename the shard, then write its record; returns the record."""
+    try:
+        t_sync = time.perf_counter()
+        with w.file:
+            os.fsync(w.file.fileno())
+        w.seconds["fsync"] = time.perf_counter() - t_sync  # the wait, unless a _Finisher overlaps it
+        os.replace(w.tmp, w.final)
+    except BaseException as exc:
+        _write_failed(exc, w.tmp, w.final)
+    ctx = w.ctx
+    record = {"epoch": w.epoch, "shard": w.shard, "path": shard_name(w.epoch, w.shard), "count": w.count,
+              "bytes": w.writer.bytes, "sha256": w.writer.sha256, "md5": w.writer.md5,
+              "config_hash": ctx.config["_hash"], "bad_samples": w.bad}
+    mf.write_record(Path(ctx.out), record)
+    record["seconds"] = time.perf_counter() - w.started
+    record["stage_seconds"] = {**w.seconds, **w.writer.seconds}
     record["peak_rss_mb"] = peak_rss_mb()
     record["pid"] = os.getpid()
     return record
+
+
+def _discard(w: _Written) -> None:
+    w.file.close()
+    try:
+        os.unlink(w.tmp)
+    except OSError:
+        pass
+
+
+def build_shard(ctx: BuildContext, epoch: int, shard: int) -> dict:
+    """Write, fsync and record one shard (in this thread)."""
+    return finish_shard(write_shard(ctx, epoch, shard))
+
+
+class _Finisher:
+    """`finish_shard` in a thread; `result()` waits for it and returns the record or raises."""
+
+    def __init__(self, written: _Written):
+        self._record, self._error = None, None
+        self._thread = threading.Thread(target=self._run, args=(written,), name="ipmix-shard-fsync", daemon=True)
+        self._thread.start()
+
+    def _run(self, written):
+        try:
+            self._record = finish_shard(written)
+        except BaseException as exc:  # handed to the main thread by result()
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> dict:
+        t0 = time.perf_counter()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        stages = self._record["stage_seconds"]
+        stages["fsync_background"] = stages["fsync"]
+        stages["fsync"] = time.perf_counter() - t0  # what the worker waited for
+        return self._record
 
 
 # --------------------------------------------------------------------------- resume checks

@@ -8,6 +8,7 @@ it on its first task and keeps it; tasks carry only (context path, epoch, shard)
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import socket
@@ -60,10 +61,27 @@ def load_context(path: str):
 
 
 def run_task_from_file(context_path: str, epoch: int, shard: int) -> dict:
-    """Worker entry point."""
+    """Worker entry point for one task."""
     from ipmix_cli.shards.build import run_task
 
     return run_task(load_context(context_path), epoch, shard)
+
+
+def run_group_from_file(context_path: str, tasks) -> list[dict]:
+    """Worker entry point for a group of tasks run in order (one shard's fsync overlaps the
+    next shard's work)."""
+    from ipmix_cli.shards.build import run_tasks_in_order
+
+    return run_tasks_in_order(load_context(context_path), tasks)
+
+
+def task_groups(tasks, workers: int, most: int = 8):
+    """Consecutive tasks in groups of up to `most`, at least 4 groups per worker where the
+    tasks allow (so the last groups still spread over the workers); made one group at a time."""
+    size = max(1, min(most, len(tasks) // (4 * max(1, workers))))
+    it = iter(tasks)
+    while group := list(itertools.islice(it, size)):
+        yield group
 
 
 def dask_client(address):
@@ -97,22 +115,24 @@ def run_tasks(ctx, tasks, workers: int, backend: str, scheduler, progress: bool)
         if not tasks:
             pass
         elif workers == 1 and backend == "joblib":
-            for e, s in tasks:
-                done(build.run_task(ctx, e, s))
+            build.run_tasks_in_order(ctx, tasks, done)
         else:
             import joblib
 
             ctx_path = write_context(ctx)
-            calls = (joblib.delayed(run_task_from_file)(ctx_path, e, s) for e, s in tasks)
+            calls = (joblib.delayed(run_group_from_file)(ctx_path, group)
+                     for group in task_groups(tasks, workers if backend == "joblib" else 64))
             try:
                 if backend == "dask":
                     with dask_client(scheduler), joblib.parallel_config(backend="dask"):
-                        for rec in joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(calls):
-                            done(rec)
+                        for recs in joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(calls):
+                            for rec in recs:
+                                done(rec)
                 else:
                     par = joblib.Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")
-                    for rec in par(calls):
-                        done(rec)
+                    for recs in par(calls):
+                        for rec in recs:
+                            done(rec)
             finally:
                 try:
                     os.unlink(ctx_path)
