@@ -325,6 +325,28 @@ def test_corrupt_source_image_fails_or_is_skipped(tmp_path, mix, folder, capsys)
     assert bad_index not in [x["index"] for x in metas]
 
 
+def test_a_file_name_that_is_not_utf8_is_an_image_like_any_other(tmp_path, mix, folder, capsys):
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(folder, src)
+    odd = os.path.join(os.fsencode(src / "dog"), b"\xff\xfe-odd.png")
+    with open(odd, "wb") as f:
+        f.write(b"\x89PNG truncated")
+    args = ["--source", src, "--fractals", mix, "--shards", "2"]
+    assert run_cli([*args, "--out", tmp_path / "o1"]) == 1  # named, like any unreadable picture
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: ") and "\\xff\\xfe-odd.png" in err[0]
+    assert run_cli([*args, "--out", tmp_path / "o2", "--skip-bad"]) == 0
+    m = json.loads((tmp_path / "o2" / "manifest.json").read_text())
+    assert m["complete"] and [os.fsencode(b["name"]) for b in m["bad_samples"]] == [odd]
+    assert (tmp_path / "o2" / "README.md").is_file()
+    with open(odd, "wb") as f:  # a readable picture under that name is used
+        Image.fromarray(np.full((40, 40, 3), 7, np.uint8)).save(f, format="PNG")
+    assert run_cli([*args, "--out", tmp_path / "o3"]) == 0
+    assert json.loads((tmp_path / "o3" / "manifest.json").read_text())["source_samples"] == 19
+
+
 def test_corrupt_source_image_at_224_px_names_it_or_is_replaced(tmp_path, folder, capsys):
     # the ImageNet preset reads decoded pictures and crops them at once: same failure and skip
     import shutil

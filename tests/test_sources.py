@@ -239,3 +239,22 @@ def test_folder_broken_link_is_a_bad_image_not_a_scan_error(tmp_path):
     with pytest.raises(BadSourceImage, match=r"a/1\.png: unreadable") as err:
         src.read(1)
     assert err.value.path.endswith("1.png")
+
+
+def test_folder_file_names_that_are_not_utf8(tmp_path):
+    root = tmp_path / "data"
+    (root / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(root / "a" / "0.png")
+    odd = os.path.join(os.fsencode(root / "a"), b"caf\xe9.png")  # Latin-1 bytes, not UTF-8
+    with open(odd, "wb") as f:
+        Image.new("RGB", (8, 8), (9, 8, 7)).save(f, format="PNG")
+    src = open_source(f"folder:{root}")
+    assert len(src) == 2 and src.read(1)[0, 0].tolist() == [9, 8, 7]
+    first = src.fingerprint
+    os.rename(odd, os.path.join(os.fsencode(root / "a"), b"caf\xe8.png"))  # another name of the same size
+    assert open_source(f"folder:{root}").fingerprint != first
+    with open(os.path.join(os.fsencode(root / "a"), b"caf\xe8.png"), "wb") as f:
+        f.write(b"not a picture")
+    with pytest.raises(BadSourceImage) as err:
+        open_source(f"folder:{root}").read(1)
+    assert os.fsencode(err.value.path).endswith(b"caf\xe8.png")

@@ -231,5 +231,6 @@ def epoch_folder_of(shard_path: str) -> str:
 def write_dataset_card(out_dir, manifest: dict) -> Path:
     """Write `OUT/README.md` for `manifest` atomically and return its path."""
     path = Path(out_dir) / "README.md"
-    atomic_write_bytes(path, render_card(manifest).encode("utf-8"))
+    # a source path that is not valid UTF-8 is written back as the bytes it was read from
+    atomic_write_bytes(path, render_card(manifest).encode("utf-8", "surrogateescape"))
     return path

@@ -30,12 +30,20 @@ from ipmix_cli.errors import IpmixError
 DIGITS_SIZE = 32
 
 
+def printable(text: str) -> str:
+    """`text` with the bytes of a file name that is not valid UTF-8 shown as \\xNN escapes
+    (Python hands such names over as lone surrogates, which no stream can print)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class BadSourceImage(IpmixError):
-    """One source sample could not be decoded; `path` names it (file, or tar#member)."""
+    """One source sample could not be decoded; `path` names it (file, or tar#member) and keeps
+    the name's original bytes (as surrogates) for the manifest."""
 
     def __init__(self, path: str, reason: str):
         self.path, self.reason = path, reason
-        super().__init__(f"bad source image {path}: {reason} (use --skip-bad to skip such images)")
+        super().__init__(f"bad source image {printable(path)}: {printable(reason)} "
+                         f"(use --skip-bad to skip such images)")
 
     def __reduce__(self):  # survive the trip back from a worker process
         return (BadSourceImage, (self.path, self.reason))
@@ -88,7 +96,9 @@ def _digest(*parts) -> str:
         elif isinstance(p, bytes):
             h.update(p)
         else:
-            h.update(str(p).encode())
+            # file names that are not valid UTF-8 arrive as lone surrogates (Python's
+            # surrogateescape): hash their original bytes; valid text hashes as plain UTF-8
+            h.update(str(p).encode("utf-8", "surrogateescape"))
         h.update(b"\0")
     return h.hexdigest()
 
