@@ -191,3 +191,18 @@ def test_full_disk_leaves_nothing_that_looks_done(tmp_path, mix, folder):
     assert not list(out.glob("epoch-*/*.tar")) and not list(out.glob("epoch-*/.*tmp"))
     assert not list((out / ".records").glob("epoch-*/*.json"))
     assert not manifest(out)["complete"]
+
+
+def test_full_disk_with_two_workers_leaves_no_temporary_file(tmp_path, mix):
+    # The first worker to hit the limit ends the pool; the other is stopped mid-write. Its
+    # temporary shard (often empty) must not survive, nor any temporary record.
+    out = tmp_path / "full2"
+    cmd = [sys.executable, "-m", "ipmix_cli", "shards", "build", "--quiet", "--source", "digits",
+           "--fractals", str(mix), "--out", str(out), "--shards", "8", "--epochs", "2", "--workers", "2"]
+    script = "ulimit -f 300; exec " + " ".join(f"'{a}'" for a in cmd)  # 300 KiB: half a shard
+    res = subprocess.run(["bash", "-c", script], env=_env(), capture_output=True, text=True, timeout=300)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 1 and len(lines) == 1 and "too large" in lines[0], res.stderr
+    assert "nothing half-written was kept" in lines[0]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert not list(out.glob("epoch-*/*.tar")) and not manifest(out)["complete"]

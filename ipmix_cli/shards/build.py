@@ -11,6 +11,7 @@ interruptions.
 from __future__ import annotations
 
 import os
+import re
 import resource
 import shutil
 import sys
@@ -417,6 +418,25 @@ def _remove_stale_temps(out: Path, tasks) -> None:
                 pass
 
 
+# A shard's temporary file, or its record's (atomic_write_bytes): the shard number is in the name.
+_TEMP_SHARD = re.compile(r"^\.(?:ipmix-e\d{4}-(\d{5})\.tar|shard-(\d{5})\.json)\..*\.tmp$")
+
+
+def _remove_temps_of(out: Path, tasks) -> None:
+    """Delete the temporary files of `tasks` (this node's), shards and records alike: what the
+    workers that were stopped mid-write (a full disk or a failure in another worker ends the
+    pool, Ctrl-C, ...) left behind. Temporary files of other nodes' tasks are left alone."""
+    for folder in list(out.glob("epoch-[0-9][0-9][0-9][0-9]")) + list((out / mf.RECORDS).glob("epoch-[0-9]*")):
+        epoch = int(folder.name.split("-")[1])
+        for p in folder.glob(".*.tmp"):
+            match = _TEMP_SHARD.match(p.name)
+            if match and (epoch, int(match.group(1) or match.group(2))) in tasks:
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
+
+
 # --------------------------------------------------------------------------- combine
 
 def write_wids_index_from_records(out, entry: dict, name: str, records: list[dict]) -> Path:
@@ -733,7 +753,11 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
         + ("; finished shards are checked and kept" if existing is not None else ""))
     from ipmix_cli.shards.distributed import run_tasks
 
-    stats = run_tasks(ctx, tasks, workers, backend, scheduler, progress)
+    try:
+        stats = run_tasks(ctx, tasks, workers, backend, scheduler, progress)
+    except BaseException:
+        _remove_temps_of(out, tasks)  # the pool is down by now: no worker still writes them
+        raise
     if stats["shards_kept"]:
         log(f"{stats['shards_kept']} shard(s) were already built and verified; built {stats['shards_built']}")
 

@@ -104,6 +104,11 @@ class NodeTasks:
         for t in self._numbers():
             yield divmod(t, self.shards)
 
+    def __contains__(self, task) -> bool:
+        epoch, shard = task
+        return epoch in self.epochs and 0 <= shard < self.shards \
+            and task_number(epoch, shard, self.shards) % self.num_nodes == self.node_rank
+
 
 def node_tasks(epochs: range, shards: int, num_nodes: int = 1, node_rank: int = 0) -> NodeTasks:
     """(epoch, shard) tasks of one node: those whose task number ≡ node_rank (mod num_nodes)."""
