@@ -160,6 +160,13 @@ def _manifest(config, images, skipped, complete) -> dict:
             "skipped": skipped}
 
 
+def render_summary(out, manifest: dict) -> dict:
+    """What `ipmix fractals render --json` prints (docs/fractals.md)."""
+    return {"out": str(out), "complete": bool(manifest["complete"]), "seed": manifest["seed"],
+            "size": manifest["size"], "counts": manifest["counts"], "pictures": len(manifest["images"]),
+            "skipped": manifest["skipped"]}
+
+
 def _check_size_and_counts(escape_n, ifs_n, size, workers, seed):
     if not 0 <= seed <= MAX_SEED:
         raise FractalgenError(f"--seed must be in 0..2^63-1, not {seed}")

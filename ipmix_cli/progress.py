@@ -1,9 +1,33 @@
-"""Progress for long work: a bar on a terminal, a log line every few seconds otherwise."""
+"""Progress for long work: a bar on a terminal, a log line every few seconds otherwise; the
+h:mm:ss durations it and the time estimates print; whether Numba still has kernels to compile."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from pathlib import Path
+
+COMPILING = "compiling kernels (first run only)…"
+
+
+def hms(seconds: float) -> str:
+    """A duration as h:mm:ss (seconds rounded up, so work left never reads 0:00:00)."""
+    total = max(0, int(-(-float(seconds) // 1)))
+    h, rest = divmod(total, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def numba_cache_is_warm(package_dir, modules) -> bool:
+    """Whether Numba holds cached kernels of each module (a file stem) of `package_dir`: in
+    NUMBA_CACHE_DIR when that is set, else in the package's __pycache__. When not, the first
+    call compiles them, which takes minutes on a busy machine."""
+    custom = os.environ.get("NUMBA_CACHE_DIR")
+    root = Path(custom) if custom else Path(package_dir) / "__pycache__"
+    if not root.is_dir():
+        return False
+    pattern = "**/{}.*.nbi" if custom else "{}.*.nbi"
+    return all(next(root.glob(pattern.format(m)), None) is not None for m in modules)
 
 
 class Progress:
@@ -35,7 +59,7 @@ class Progress:
         frac = self.done / self.total if self.total else 1.0
         text = f"{self.desc}: {self.done}/{self.total} ({frac:.0%}) {rate:.1f}/s"
         if self.done < self.total and left == left:
-            text += f" eta {left:.0f}s"
+            text += f" eta {hms(left)}"
         if self.tty:
             bar = "#" * int(frac * 24)
             self.stream.write(f"\r[{bar:<24}] {text}\033[K")

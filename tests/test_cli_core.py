@@ -182,3 +182,36 @@ def test_render_set_bounds_every_count_before_writing(tmp_path, kw, expect):
     with pytest.raises(FractalgenError, match=expect.replace(".", r"\.").replace("^", r"\^")):
         render_set(tmp_path / "o", **args)
     assert not (tmp_path / "o").exists()
+
+
+def test_durations_are_h_mm_ss_and_the_eta_uses_them():
+    import io
+
+    from ipmix_cli.progress import Progress, hms
+
+    assert [hms(s) for s in (0, 0.2, 59, 61, 3725, 36000)] == \
+        ["0:00:00", "0:00:01", "0:00:59", "0:01:01", "1:02:05", "10:00:00"]
+    stream = io.StringIO()
+    bar = Progress(100, "render", stream=stream, every_s=0)
+    bar.start -= 50  # 10 of 100 done in 50 s: 450 s left
+    bar.update(10)
+    assert "render: 10/100 (10%) 0.2/s eta 0:07:3" in stream.getvalue()
+
+
+def test_numba_cache_warmth_is_read_from_the_cache_files(tmp_path, monkeypatch):
+    from ipmix_cli.progress import numba_cache_is_warm
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    pkg = tmp_path / "pkg"
+    (pkg / "__pycache__").mkdir(parents=True)
+    assert not numba_cache_is_warm(pkg, ("ops", "chains"))
+    (pkg / "__pycache__" / "ops.hsv_to_rgb-91.py311.nbi").write_bytes(b"")
+    assert not numba_cache_is_warm(pkg, ("ops", "chains"))  # chains still compiles
+    (pkg / "__pycache__" / "chains.run_chains-40.py311.nbi").write_bytes(b"")
+    assert numba_cache_is_warm(pkg, ("ops", "chains"))
+    custom = tmp_path / "numba-cache"
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(custom))  # Numba then looks only there
+    assert not numba_cache_is_warm(pkg, ("ops",))
+    (custom / "pkg_abc").mkdir(parents=True)
+    (custom / "pkg_abc" / "ops.hsv_to_rgb-91.py311.nbi").write_bytes(b"")
+    assert numba_cache_is_warm(pkg, ("ops",))

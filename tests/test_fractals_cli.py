@@ -129,3 +129,13 @@ def test_a_failed_write_names_the_file_asked_for(tmp_path, monkeypatch, capsys):
     sheet = tmp_path / "sheet.png"
     assert cli.run(["fractals", "preview", str(folder), "--out", str(sheet)]) == 1
     assert _error_lines(capsys) == [f"Error: no space left on device: {sheet}"]
+
+
+def test_render_json_result(tmp_path, capsys):
+    out = tmp_path / "set"
+    assert cli.run(["fractals", "render", str(out), "--escape", "2", "--ifs", "1", "--size", "32", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    m = json.loads((out / "manifest.json").read_text())
+    assert result == {"out": str(out), "complete": True, "seed": 0, "size": 32, "counts": m["counts"],
+                      "pictures": 3, "skipped": []}
+    assert m["counts"]["escape"] == 2 and m["counts"]["ifs"] == 1

@@ -212,6 +212,29 @@ def test_dry_run_writes_nothing(tmp_path, mix, capsys):
     assert len(err) == 1 and err[0].startswith("Error: cannot write to") and "is a file" in err[0]
 
 
+def test_json_for_the_dry_run_plan_and_the_build_result(tmp_path, mix, capsys):
+    import re
+
+    out = tmp_path / "o"
+    args = ["shards", "build", "--source", "digits:test", "--fractals", str(mix), "--out", str(out), "--shards", "4"]
+    assert cli.run([*args, "--dry-run", "--json", "--workers", "64"]) == 0  # progress lines stay on stderr
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["dry_run"] and (plan["epochs"], plan["shards_per_epoch"], plan["tasks_this_node"]) == (1, 4, 4)
+    assert plan["parallel_workers"] == min(64, os.cpu_count()) and plan["startup_seconds"] > 0
+    # start-up counted once, the work shared by the workers that run at once
+    work = plan["pilot_seconds"] / plan["pilot_samples"] * 360 / plan["parallel_workers"]
+    assert plan["estimated_seconds"] == pytest.approx(plan["startup_seconds"] + work)
+    assert not out.exists()
+    assert cli.run([*args, "--dry-run"]) == 0
+    estimate = [l for l in capsys.readouterr().out.splitlines() if l.startswith("time estimate")][0]
+    assert re.match(r"time estimate +\d+:\d\d:\d\d \(h:mm:ss\) for 4 shard\(s\)", estimate), estimate
+    assert cli.run([*args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    m = json.loads((out / "manifest.json").read_text())
+    assert result["complete"] and result["out"] == str(out) and result["config_hash"] == m["config_hash"]
+    assert result["totals"] == m["totals"] and result["stats"]["shards_built"] == 4 and result["bad_samples"] == []
+
+
 def test_dry_run_estimates_only_the_shards_left_to_build(tmp_path, mix, folder, capsys):
     out = tmp_path / "o"
     build_shards(source=str(folder), fractals=mix, out=out, epochs=1, shards=2, progress=False)

@@ -55,14 +55,19 @@ class _StageProgress:
 @click.option("--overwrite", is_flag=True, help="Start afresh instead of completing what OUT holds.")
 @click.option("--fetch-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Seconds to wait on a URL (connect / each read).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
-def render(out, escape_n, ifs_n, include, size, seed, workers, overwrite, fetch_timeout, quiet):
+def render(out, escape_n, ifs_n, include, size, seed, workers, overwrite, fetch_timeout, as_json, quiet):
     """Write escape-time and IFS fractals (and --include pictures) as PNGs + OUT/manifest.json.
 
     Re-running completes an interrupted render; same seed and options give byte-identical files
     for any --workers."""
-    from fractalgen.render import render_set
+    import fractalgen
+    from fractalgen.render import render_set, render_summary
+    from ipmix_cli.progress import COMPILING, numba_cache_is_warm
 
+    if not quiet and not numba_cache_is_warm(Path(fractalgen.__file__).parent, ("escape", "ifs")):
+        click.echo(COMPILING, err=True)
     progress = _StageProgress(not quiet)
     try:
         manifest = render_set(out, escape=escape_n, ifs=ifs_n, include=include, size=size, seed=seed,
@@ -70,6 +75,9 @@ def render(out, escape_n, ifs_n, include, size, seed, workers, overwrite, fetch_
                               fetch_options={"timeout": fetch_timeout})
     finally:
         progress.close()
+    if as_json:
+        click.echo(json.dumps(render_summary(out, manifest), sort_keys=True))
+        return
     counts = manifest["counts"]
     click.echo(f"{out}: {counts['escape']} escape-time, {counts['ifs']} IFS, {counts['user']} own pictures"
                + (f", {len(manifest['skipped'])} skipped (reasons in manifest.json)" if manifest["skipped"] else ""))

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ipmix_cli.commands.params import SEED, Count, ImageFormat
+from ipmix_cli.progress import hms
 from ipmix_cli.shards import limits
 
 
@@ -52,16 +53,18 @@ def shards():
 @click.option("--aug", "aug_options", multiple=True, metavar="KEY=VALUE",
               help="An augmentation option, repeatable: width, depth, min_ops, severity, beta, ops, all_ops, "
                    "patch_sizes, partner, overflow, mixing_size (e.g. --aug min_ops=1 --aug overflow=wrap).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result (or with --dry-run the plan) as one JSON object on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def build_cmd(source, fractals, cache_dir, out, epochs, preset, recipe, views, seed, workers, fmt, quality, shards, dry_run,
               overwrite, extend_epochs, skip_bad, num_nodes, node_rank, backend, scheduler, dali_index, aug_options,
-              quiet):
+              as_json, quiet):
     """Materialize K augmented epochs of SOURCE as WebDataset shards in OUT.
 
     Re-running the same command resumes (finished shards are checked and kept). Options
     left out are taken from OUT's manifest when OUT already holds a build.
     """
-    from ipmix_cli.shards.build import build_shards
+    from ipmix_cli.shards.build import build_result, build_shards
 
     if node_rank is None:
         if num_nodes > 1:
@@ -74,7 +77,11 @@ def build_cmd(source, fractals, cache_dir, out, epochs, preset, recipe, views, s
                           num_nodes=num_nodes, node_rank=node_rank, backend=backend, scheduler=scheduler,
                           dali_index=dali_index, augment=parse_aug_options(aug_options) if aug_options else None,
                           progress=not quiet, log=log, cache_dir=cache_dir)
-    if dry_run:
+    if as_json:
+        import json
+
+        click.echo(json.dumps(result if dry_run else build_result(result, out), sort_keys=True))
+    elif dry_run:
         click.echo(render_plan(result))
     elif result.get("complete"):
         click.echo(f"{out}: {result['num_epochs']} epoch(s) x {result['shards_per_epoch']} shards x "
@@ -113,19 +120,11 @@ def render_plan(p: dict) -> str:
         f"bytes per sample   {p['bytes_per_sample']:,.0f} (measured on {p['pilot_samples']} pilot samples)",
         f"bytes per epoch    {p['bytes_per_epoch'] / 1e6:,.1f} MB",
         f"bytes on disk      {p['bytes_total'] / 1e6:,.1f} MB",
-        f"time estimate      {_duration(p['estimated_seconds'])} for {p['tasks_this_node']} shard(s) to build on "
-        f"{p['workers']} worker(s) ({p['pilot_seconds'] / max(1, p['pilot_samples']) * 1e3:.2f} ms per sample "
-        f"on one core; plus a few seconds to start the workers)",
+        f"time estimate      {hms(p['estimated_seconds'])} (h:mm:ss) for {p['tasks_this_node']} shard(s) to build on "
+        f"{p['parallel_workers']} worker(s) at once: {hms(p['startup_seconds'])} to load (on a first run, compile) the kernels, then "
+        f"{p['pilot_seconds'] / max(1, p['pilot_samples']) * 1e3:.2f} ms per sample on one core",
     ]
     return "\n".join(lines)
-
-
-def _duration(s: float) -> str:
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 5400:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.1f} h"
 
 
 @shards.command("combine")

@@ -25,6 +25,7 @@ import numpy as np
 from fractalgen.errors import FractalgenError
 from fractalgen.files import atomic_write_json, ensure_writable_dir, sha256_file
 from ipmix_cli.errors import IpmixError
+from ipmix_cli.progress import COMPILING, numba_cache_is_warm
 from ipmix_cli.shards import limits
 from ipmix_cli.shards import manifest as mf
 from ipmix_cli.shards.formats import encode_column, resolve_format
@@ -604,13 +605,14 @@ def _pilot(ctx: BuildContext, samples: int) -> dict:
             return len(data)
 
     bad: list = []
-    warm = TarWriter(_Null())
-    encode_shard(ctx, 0, 0, warm, bad, limit=min(4, samples))  # compile / warm caches
+    t0 = time.perf_counter()
+    encode_shard(ctx, 0, 0, TarWriter(_Null()), bad, limit=min(4, samples))  # load or compile the kernels
+    warmup = time.perf_counter() - t0
     writer = TarWriter(_Null())
     t0 = time.perf_counter()
     n = encode_shard(ctx, 0, 0, writer, bad, limit=samples)
     dt = time.perf_counter() - t0
-    return {"samples": n, "seconds": dt, "bytes_per_sample": writer.bytes / max(1, n)}
+    return {"samples": n, "seconds": dt, "warmup_seconds": warmup, "bytes_per_sample": writer.bytes / max(1, n)}
 
 
 def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None, recipe=None, views=None,
@@ -723,6 +725,8 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
                        skip_bad=bool(given["skip_bad"]))
     tasks = node_tasks(range(epochs_total), n_shards, int(num_nodes), int(node_rank))
 
+    if _needs_kernels(given["recipe"]):
+        log(COMPILING)
     if dry_run:
         _check_out_creatable(out)  # what the real run would hit first, without creating anything
         if existing is not None and not overwrite:
@@ -731,7 +735,7 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
             todo = sum(not shard_is_done(out, e, s, chash, deep=False) for e, s in tasks)
         else:
             todo = len(tasks)
-        return _dry_run(ctx, plan, epochs_total, todo, workers, pilot_samples, log)
+        return _dry_run(ctx, plan, epochs_total, todo, workers, backend, pilot_samples)
 
     try:
         ensure_writable_dir(out)
@@ -774,6 +778,23 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
     return m
 
 
+def build_result(m: dict, out) -> dict:
+    """What `ipmix shards build --json` prints after a build or a part of one (docs/shards.md)."""
+    return {"out": str(out), "complete": bool(m["complete"]), "config_hash": m["config_hash"],
+            "num_epochs": m["num_epochs"], "shards_per_epoch": m["shards_per_epoch"],
+            "samples_per_shard": m["samples_per_shard"], "samples_per_epoch": m["samples_per_epoch"],
+            "pads_per_epoch": m["pads_per_epoch"], "totals": m["totals"], "bad_samples": m["bad_samples"],
+            "stats": m.get("build_stats") or m.get("part_stats")}
+
+
+def _needs_kernels(recipe: str) -> bool:
+    """Whether this build's first augmentation will compile Numba kernels (a cold cache)."""
+    import ipmix_cli.augment
+
+    return recipe != "none" and not numba_cache_is_warm(Path(ipmix_cli.augment.__file__).parent,
+                                                        ("rng", "ops", "chains"))
+
+
 def _check_count(name: str, value, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
         raise IpmixError(f"{name} must be a whole number in {low}..{high:,}, not {value!r}")
@@ -789,13 +810,18 @@ def _check_out_creatable(out: Path) -> None:
         raise IpmixError(f"cannot write to {out}: permission denied on {probe}")
 
 
-def _dry_run(ctx: BuildContext, plan: Plan, epochs_total: int, todo: int, workers: int, pilot_samples: int, log):
+def _dry_run(ctx: BuildContext, plan: Plan, epochs_total: int, todo: int, workers: int, backend: str,
+             pilot_samples: int):
     pilot = _pilot(ctx, min(pilot_samples, plan.samples_per_shard))
     per_sample_s = pilot["seconds"] / max(1, pilot["samples"])
     shard_bytes = pilot["bytes_per_sample"] * plan.samples_per_shard + 2 * BLOCK
     total_bytes = shard_bytes * plan.shards * epochs_total
     node_samples = todo * plan.samples_per_shard
-    seconds = per_sample_s * node_samples / max(1, int(workers))
+    # Local workers share this machine's cores; each starts by loading (on a first run,
+    # compiling) the kernels, as the pilot's warm-up did here, all of them at once.
+    parallel = min(int(workers), os.cpu_count() or 1) if backend == "joblib" else int(workers)
+    startup = pilot["warmup_seconds"] if todo else 0.0
+    seconds = startup + per_sample_s * node_samples / parallel
     info = {
         "dry_run": True, "source_samples": plan.n_source, "epochs": epochs_total,
         "shards_per_epoch": plan.shards, "samples_per_shard": plan.samples_per_shard,
@@ -804,7 +830,8 @@ def _dry_run(ctx: BuildContext, plan: Plan, epochs_total: int, todo: int, worker
         "image_size": ctx.image_size, "bytes_per_sample": pilot["bytes_per_sample"],
         "bytes_per_epoch": shard_bytes * plan.shards, "bytes_total": total_bytes,
         "pilot_samples": pilot["samples"], "pilot_seconds": pilot["seconds"],
-        "tasks_this_node": todo, "estimated_seconds": seconds, "workers": int(workers),
+        "tasks_this_node": todo, "estimated_seconds": seconds, "startup_seconds": startup,
+        "workers": int(workers), "parallel_workers": parallel,
     }
     return info
 
