@@ -13,7 +13,8 @@ from ipmix_cli.augment.ops import ROTATION_TABLE, mirror
 from ipmix_cli.augment.pillow_pixels import rgbx_view
 from ipmix_cli.augment.rng import STREAM_VIEW, new_state
 from ipmix_cli.augment.resample import resized_window
-from ipmix_cli.augment.views import CROP_NONE, CROP_PAD, augment_batch, random_resized_crop_box
+from ipmix_cli.augment.views import (CROP_NONE, CROP_PAD, augment_batch, draw_flip, fitted_picture,
+                                     random_resized_crop_box)
 from ipmix_cli.errors import IpmixError
 
 
@@ -35,41 +36,48 @@ class Augmenter:
         self._no_bank = _readonly(np.zeros((1, S, S, 3), np.uint8))
 
     def crop(self, image, seed: int, epoch: int, index: int, out: np.ndarray | None = None) -> np.ndarray:
-        """The train-time crop of one sample under the random-resized crop (ImageNet preset):
-        torchvision's RandomResizedCrop with PIL's bilinear resize, then the flip, as uint8
-        SxSx3. `make_views` starts with it; a reader can call it right after decoding each
-        picture (while its pixels are still in cache) and pass the crops with `cropped=True`.
+        """The train-time crop of one sample, then its flip (when the configuration's `flip` is
+        on), as uint8 SxSx3, for the crops made per picture: `random-resized` (torchvision's
+        RandomResizedCrop with PIL's bilinear resize), `center` and `none` (see presets.CROPS).
+        `make_views` starts with it; a reader can call it right after decoding each picture
+        (while its pixels are still in cache) and pass the crops with `cropped=True`.
 
         image: a uint8 HxWx3 array of any size, or a decoded PIL image (read without a copy);
         out: an optional C-contiguous uint8 SxSx3 array to write the crop into."""
-        if self.cfg.crop != "random-resized":
-            raise IpmixError("crop() is the random-resized crop; this preset pads and crops in make_views")
-        if isinstance(image, Image.Image):
-            im = rgbx_view(image if image.mode == "RGB" else image.convert("RGB"))
-        else:
-            im = np.asarray(image)
-            if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
-                raise IpmixError(f"image {index} is not an HxWx3 uint8 array (shape {im.shape}, {im.dtype})")
-        if not (im.flags.c_contiguous and im.flags.writeable):
-            im = np.array(im, order="C")
-        S = self.cfg.image_size
-        top, left, h, w, flip = random_resized_crop_box(int(seed), int(epoch), int(index), im.shape[0], im.shape[1])
+        cfg = self.cfg
+        if cfg.crop == "pad":
+            raise IpmixError("crop() is the per-picture crop; the pad crop happens in make_views")
+        S = cfg.image_size
         if out is None:
             out = np.empty((S, S, 3), np.uint8)
         elif out.shape != (S, S, 3) or out.dtype != np.uint8 or not out.flags.c_contiguous:
             raise IpmixError(f"crop() writes into a C-contiguous uint8 {S}x{S}x3 array, not {out.dtype} {list(out.shape)}")
-        if not flip:
-            resized_window(im, top, left, h, w, S, S, out)
-            return out
-        resized = np.empty((S, S, 3), np.uint8)
-        resized_window(im, top, left, h, w, S, S, resized)
-        mirror(resized, out, 0, S, 0, S)
+        if not isinstance(image, Image.Image):
+            image = np.asarray(image)
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise IpmixError(f"image {index} is not an HxWx3 uint8 array (shape {image.shape}, {image.dtype})")
+        seed, epoch, index = int(seed), int(epoch), int(index)
+        if cfg.crop == "random-resized":
+            im = rgbx_view(image if image.mode == "RGB" else image.convert("RGB")) \
+                if isinstance(image, Image.Image) else image
+            if not (im.flags.c_contiguous and im.flags.writeable):
+                im = np.array(im, order="C")
+            top, left, h, w, flip = random_resized_crop_box(seed, epoch, index, im.shape[0], im.shape[1])
+            crop = np.empty((S, S, 3), np.uint8) if flip and cfg.flip else out
+            resized_window(im, top, left, h, w, S, S, crop)
+        else:
+            flip = draw_flip(seed, epoch, index)
+            crop = np.ascontiguousarray(fitted_picture(image, S, cfg.crop))
+        if flip and cfg.flip:
+            mirror(crop, out, 0, S, 0, S)
+        elif crop is not out:
+            out[...] = crop
         return out
 
     def make_views(self, images, seed: int, epoch: int, indices, cropped: bool = False) -> np.ndarray:
         """uint8 [N, V, S, S, 3]: [aug] or [clean, aug1, aug2] per row (see contracts B).
 
-        images: uint8 HxWx3 arrays; with the random-resized crop (ImageNet preset) they may be
+        images: uint8 HxWx3 arrays; with a per-picture crop (every crop but `pad`) they may be
         of any size, and may also be decoded PIL images (read without a copy). cropped=True:
         they are already `crop(image, seed, epoch, index)` of the same seed, epoch and index."""
         cfg = self.cfg
@@ -95,7 +103,7 @@ class Augmenter:
         if len(batch) == 0:
             return out
         bank = _readonly(self.bank.pixels) if self.bank is not None else self._no_bank
-        augment_batch(batch, crop_mode, bank, seed, epoch, indices, self._prm, self._ops, self._patches,
+        augment_batch(batch, crop_mode, cfg.flip, bank, seed, epoch, indices, self._prm, self._ops, self._patches,
                       ROTATION_TABLE, out)
         return out
 

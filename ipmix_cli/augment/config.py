@@ -16,7 +16,7 @@ from ipmix_cli.errors import IpmixError
 CONFIG_VERSION = 1
 
 OVERRIDES = ("width", "depth", "min_ops", "severity", "beta", "ops", "all_ops", "patch_sizes",
-             "partner", "overflow", "image_size", "mixing_size")
+             "partner", "overflow", "image_size", "mixing_size", "crop", "flip")
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,9 @@ class AugmentConfig:
     patch_sizes: tuple
     partner: str          # P-chain partner: "fractal" always, or "mixed" (fractal or op(x), 1/2 each)
     overflow: str         # "clip" (default) or "wrap" (the reference's uint8 wrap-around)
-    crop: str             # "pad" (CIFAR) or "random-resized" (ImageNet)
+    crop: str             # "pad" (CIFAR), "random-resized" (ImageNet), "center" or "none" (see CROPS)
     mixing_size: int      # shorter side the mixing pictures are resized to
+    flip: bool = True     # the random horizontal flip after the crop (off for digits, text, signs...)
     version: int = CONFIG_VERSION
 
     def to_dict(self) -> dict:
@@ -50,7 +51,8 @@ class AugmentConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise IpmixError(f"unknown augmentation setting(s): {', '.join(unknown)}")
-        missing = sorted(n for n in names - set(d) if n != "version")
+        optional = {f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        missing = sorted(names - set(d) - optional)  # settings written before `flip` existed flipped
         if missing:
             raise IpmixError(f"augmentation settings lack: {', '.join(missing)}")
         d = dict(d)
@@ -97,6 +99,16 @@ def _as_tuple(value, kind):
         raise IpmixError(f"cannot read {given!r} as a comma-separated list of {what}") from None
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _as_bool(name: str, value) -> bool:
+    text = str(value).strip().lower()
+    if isinstance(value, (bool, int)) and value in (0, 1) or text in _TRUE + _FALSE:
+        return text in _TRUE
+    raise IpmixError(f"{name} takes 0 or 1 (or true/false), not {value!r}")
+
+
 def resolve_config(preset: str = "cifar", recipe: str = "ipmix", views: int = 1, **overrides) -> AugmentConfig:
     """The preset's table, the recipe's defaults, then the overrides (None = not given)."""
     if preset not in PRESETS:
@@ -134,7 +146,8 @@ def resolve_config(preset: str = "cifar", recipe: str = "ipmix", views: int = 1,
         preset=preset, recipe=recipe, views=views, image_size=image_size, width=width,
         depth=depth, min_ops=min_ops, severity=severity, beta=beta, ops=tuple(ops),
         patch_sizes=tuple(patch_sizes), partner=str(given.get("partner", p["partner"])),
-        overflow=str(given.get("overflow", "clip")), crop=p["crop"], mixing_size=mixing_size,
+        overflow=str(given.get("overflow", "clip")), crop=str(given.get("crop", p["crop"])),
+        mixing_size=mixing_size, flip=_as_bool("flip", given.get("flip", True)),
     )
     validate(cfg)
     return cfg
@@ -184,5 +197,7 @@ def validate(cfg: AugmentConfig) -> None:
         raise IpmixError(f"unknown overflow {cfg.overflow!r} (choose from {', '.join(OVERFLOWS)})")
     if cfg.crop not in CROPS:
         raise IpmixError(f"unknown crop {cfg.crop!r} (choose from {', '.join(CROPS)})")
+    if not isinstance(cfg.flip, bool):
+        raise IpmixError(f"flip must be true or false, not {cfg.flip!r}")
     if cfg.mixing_size < cfg.image_size:
         raise IpmixError(f"mixing size {cfg.mixing_size} is below the image size {cfg.image_size}")

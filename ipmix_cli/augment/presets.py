@@ -42,7 +42,14 @@ RECIPES = {
 MIXING_RECIPES = ("ipmix", "pixmix")
 
 PARTNERS = ("fractal", "mixed")
-CROPS = ("pad", "random-resized")
+# The train-time crop, before the flip and the augmentation:
+#   pad             4 px zero padding, a random S x S crop (pictures of another size are first
+#                   resized, shorter side S, and centre-cropped)
+#   random-resized  torchvision's RandomResizedCrop(S): a random box of 8-100 % of the area, aspect
+#                   3/4-4/3, resized (bilinear) to S x S
+#   center          shorter side resized to S, the centre S x S (no randomness)
+#   none            the whole picture resized to S x S (nothing cut off; the aspect is not kept)
+CROPS = ("pad", "random-resized", "center", "none")
 
 # The authors' code each recipe follows (read with its argparse defaults), and how to get the
 # other setting the authors use.
@@ -61,13 +68,15 @@ OTHER_SETTING = {
 
 
 def recipe_summary(augment: dict) -> str:
-    """One line for a dataset card: which authors' code the recipe follows and the settings
-    that made the shards (an `AugmentConfig.to_dict()`)."""
+    """One line for a dataset card: which authors' code the recipe follows, the settings that
+    made the shards and the crop and flip before them (an `AugmentConfig.to_dict()`)."""
     from ipmix_cli.augment.policy import ROWS, row_id
 
     recipe = augment["recipe"]
+    flip = augment.get("flip", True)
+    crop = f"crop `{augment['crop']}` {'+ random horizontal flip' if flip else 'without flip'}"
     if recipe == "none":
-        return f"`none`: {AUTHORS_CODE['none']}"
+        return f"`none`: {AUTHORS_CODE['none']}; {crop}"
     text = f"`{recipe}`, following {AUTHORS_CODE[recipe]}"
     lo, hi = augment["min_ops"], augment["depth"]
     shape = (f"0-{augment['width']} mixing rounds" if recipe == "pixmix"
@@ -84,4 +93,4 @@ def recipe_summary(augment: dict) -> str:
         autocontrast = "no autocontrast"
     beta = "" if recipe == "augmix" else f", beta {augment['beta']:g}"
     return (f"{text}: {shape}, severity {augment['severity']:g}{beta}, {len(ops)} ops "
-            f"({', '.join(ops)}), {autocontrast}")
+            f"({', '.join(ops)}), {autocontrast}; {crop}")

@@ -16,7 +16,7 @@ from ipmix_cli.augment.config import AugmentConfig
 from ipmix_cli.augment.pixel_ops import MIX_NAMES, TINY
 from ipmix_cli.augment.policy import ROWS, TRANSLATE_X, argument, row_id
 from ipmix_cli.augment.presets import RECIPES
-from ipmix_cli.augment.views import PAD, imagenet_crop
+from ipmix_cli.augment.views import PAD, fitted_picture, imagenet_crop
 
 
 def pil_op(op: int, img: Image.Image, st, severity: float) -> Image.Image:
@@ -126,12 +126,15 @@ def reference_view(x: np.ndarray, f: np.ndarray, st, cfg: AugmentConfig) -> np.n
 def reference_crop(image: np.ndarray, cfg: AugmentConfig, seed: int, epoch: int, index: int) -> np.ndarray:
     S = cfg.image_size
     if cfg.crop == "random-resized":
-        return imagenet_crop(image, S, seed, epoch, index)
+        return imagenet_crop(image, S, seed, epoch, index, cfg.flip)
     st = rng.new_state(seed, epoch, index, rng.STREAM_CROP)
-    oy, ox = rng.randint(st, 2 * PAD + 1), rng.randint(st, 2 * PAD + 1)
-    flip = rng.uniform(st) < 0.5
-    padded = np.pad(image, ((PAD, PAD), (PAD, PAD), (0, 0)))
-    out = padded[oy:oy + S, ox:ox + S]
+    if cfg.crop == "pad":
+        oy, ox = rng.randint(st, 2 * PAD + 1), rng.randint(st, 2 * PAD + 1)
+        padded = np.pad(image, ((PAD, PAD), (PAD, PAD), (0, 0)))
+        out = padded[oy:oy + S, ox:ox + S]
+    else:
+        out = fitted_picture(image, S, cfg.crop)
+    flip = rng.uniform(st) < 0.5 and cfg.flip
     return np.ascontiguousarray(out[:, ::-1] if flip else out)
 
 

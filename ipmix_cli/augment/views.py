@@ -1,8 +1,10 @@
 """Train-time crop and flip, then the sample's views, for a whole batch.
 
-CIFAR preset: 4 px zero padding + random crop back to S + horizontal flip, inside the kernel.
-ImageNet preset: RandomResizedCrop(S, scale (0.08, 1), ratio (3/4, 4/3)) with PIL's bilinear
-resize + flip, per image in Python (the resize is PIL's), then the same kernel.
+Crop `pad` (CIFAR preset): 4 px zero padding + random crop back to S, inside the kernel.
+`random-resized` (ImageNet preset): RandomResizedCrop(S, scale (0.08, 1), ratio (3/4, 4/3)) with
+PIL's bilinear resize, per image (`Augmenter.crop`); `center` and `none` (see presets.CROPS) per
+image with Pillow. Then the horizontal flip (drawn for every sample, applied when the
+configuration's `flip` is on) and the same kernel.
 
 Streams per sample (see rng.py): CROP for crop and flip, MIX for the mixing picture, and
 VIEW + v for augmented view v. A one-view sample is exactly view 1 of the JSD triple.
@@ -73,11 +75,17 @@ def mixing_crop(bank, seed, epoch, index, f):
 
 
 @njit(cache=True)
-def augment_batch(images, crop_mode, bank, seed, epoch, indices, prm, ops, patch_sizes, rot_table, out):
+def draw_flip(seed, epoch, index):
+    """The flip of a sample whose crop draws nothing (`center`, `none`)."""
+    return uniform(new_state(seed, epoch, index, STREAM_CROP)) < 0.5
+
+
+@njit(cache=True)
+def augment_batch(images, crop_mode, flip_ok, bank, seed, epoch, indices, prm, ops, patch_sizes, rot_table, out):
     """out[i] = the views of images[i]: [aug] (V = 1) or [clean, aug1, aug2] (V = 3).
 
-    crop_mode CROP_PAD: pad + crop + flip drawn here; CROP_NONE: images are already cropped
-    and flipped (`Augmenter.crop`).
+    crop_mode CROP_PAD: pad + crop + flip drawn here (the flip applied only when flip_ok);
+    CROP_NONE: images are already cropped and flipped (`Augmenter.crop`).
     """
     N = images.shape[0]
     V = out.shape[1]
@@ -93,7 +101,7 @@ def augment_batch(images, crop_mode, bank, seed, epoch, indices, prm, ops, patch
         idx = indices[i]
         if crop_mode == CROP_PAD:
             oy, ox, flip = draw_pad_crop(seed, epoch, idx, S)
-            pad_crop_flip(images[i], x, oy, ox, flip)
+            pad_crop_flip(images[i], x, oy, ox, flip and flip_ok)
         else:
             copy_all(images[i], x)
         if recipe == RECIPE_NONE:
@@ -146,13 +154,30 @@ def random_resized_crop_box(seed: int, epoch: int, index: int, height: int, widt
     return box + (flip,)
 
 
-def imagenet_crop(image: np.ndarray, size: int, seed: int, epoch: int, index: int) -> np.ndarray:
+def imagenet_crop(image: np.ndarray, size: int, seed: int, epoch: int, index: int, flip_ok: bool = True) -> np.ndarray:
     """RandomResizedCrop(size) with PIL's bilinear resize (as torchvision does it on PIL images)
     + horizontal flip of one HxWx3 uint8 image, with PIL itself (the batch path uses the
     bit-identical kernel in resample.py)."""
     top, left, h, w, flip = random_resized_crop_box(seed, epoch, index, image.shape[0], image.shape[1])
     pil = Image.fromarray(np.ascontiguousarray(image[top:top + h, left:left + w]))
     pil = pil.resize((size, size), Image.BILINEAR)
-    if flip:
+    if flip and flip_ok:
         pil = pil.transpose(Image.FLIP_LEFT_RIGHT)
+    return np.asarray(pil, dtype=np.uint8)
+
+
+def fitted_picture(image, size: int, crop: str) -> np.ndarray:
+    """The deterministic crops, as uint8 SxSx3: `center` resizes the shorter side to S and keeps
+    the centre, `none` resizes the whole picture to S x S (both bicubic, as the `pad` crop fits
+    pictures of another size). An S x S array is returned as it is."""
+    from fractalgen.images import resize_center_crop
+
+    if isinstance(image, np.ndarray) and image.shape[:2] == (size, size):
+        return image
+    pil = image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image))
+    pil = pil if pil.mode == "RGB" else pil.convert("RGB")
+    if crop == "center":
+        pil = resize_center_crop(pil, size)
+    elif pil.size != (size, size):
+        pil = pil.resize((size, size), Image.BICUBIC, reducing_gap=3.0)
     return np.asarray(pil, dtype=np.uint8)

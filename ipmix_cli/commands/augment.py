@@ -6,7 +6,7 @@ import io
 
 import click
 
-from ipmix_cli.augment.presets import PRESETS, RECIPES
+from ipmix_cli.augment.presets import CROPS, PRESETS, RECIPES
 
 
 @click.group("augment")
@@ -40,9 +40,13 @@ def augment():
 @click.option("--partner", type=click.Choice(["fractal", "mixed"]), default=None,
               help="P-chain partner: the mixing picture, or it or op(x) half of the time.")
 @click.option("--patch-sizes", default=None, help="Comma-separated patch sizes, e.g. 4,8,16,32.")
+@click.option("--crop", type=click.Choice(list(CROPS)), default=None,
+              help="Train-time crop [default: the preset's, pad (cifar) or random-resized (imagenet)].")
+@click.option("--flip", type=click.Choice(["0", "1"]), default=None,
+              help="Random horizontal flip after the crop: 1 (default) or 0.")
 def preview(image_or_folder, fractals, cache_dir, out, preset, recipe, n, rows, seed, zoom, severity, beta, width, depth,
-            all_ops, overflow, min_ops, partner, patch_sizes):
-    """Write a PNG grid: input | mixing picture | N augmented views, one row per picture."""
+            all_ops, overflow, min_ops, partner, patch_sizes, crop, flip):
+    """Write a PNG grid, one row per picture: its training crop | mixing picture | N augmented views."""
     from pathlib import Path
 
     from fractalgen.files import atomic_write_bytes
@@ -54,7 +58,7 @@ def preview(image_or_folder, fractals, cache_dir, out, preset, recipe, n, rows, 
         raise IpmixError(f"cannot write {out}: {Path(out).parent} is not an existing folder")
     cfg = resolve_config(preset, recipe, views=1, severity=severity, beta=beta, width=width, depth=depth,
                          all_ops=all_ops, overflow=overflow, min_ops=min_ops, partner=partner,
-                         patch_sizes=patch_sizes)
+                         patch_sizes=patch_sizes, crop=crop, flip=flip)
     inputs = input_files(image_or_folder, rows)
     bank = MixingBank.from_folder(fractals, cfg, cache_dir=cache_dir)
     click.echo(bank.describe())

@@ -52,7 +52,8 @@ def shards():
 @click.option("--dali-index/--no-dali-index", default=None, help="Also write DALI .idx files.")
 @click.option("--aug", "aug_options", multiple=True, metavar="KEY=VALUE",
               help="An augmentation option, repeatable: width, depth, min_ops, severity, beta, ops, all_ops, "
-                   "patch_sizes, partner, overflow, mixing_size (e.g. --aug min_ops=1 --aug overflow=wrap).")
+                   "patch_sizes, partner, overflow, mixing_size, crop (pad, random-resized, center, none), "
+                   "flip (0 or 1) (e.g. --aug min_ops=1 --aug flip=0).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the result (or with --dry-run the plan) as one JSON object on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress output.")

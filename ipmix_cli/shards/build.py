@@ -136,7 +136,7 @@ def run_tasks_in_order(ctx: BuildContext, tasks, done=None) -> list[dict]:
 
 
 def _fit(ctx: BuildContext, img: np.ndarray) -> np.ndarray:
-    """CIFAR preset: a source of another size is resized and centre-cropped to S first."""
+    """The pad crop: a source of another size is resized and centre-cropped to S first."""
     s = ctx.image_size
     if img.shape[:2] == (s, s):
         return img
@@ -170,10 +170,11 @@ def _meta_json(index: int, pad: bool, replaces: int | None = None) -> bytes:
 def _rows(ctx: BuildContext, aug, epoch, pos, idx, pad, bad):
     """Read and prepare one chunk; returns images, source indices, augmentation keys, json.
 
-    With the random-resized crop each picture is cropped as soon as it is decoded (its pixels
-    still in cache, and only the SxS crop kept)."""
+    With a per-picture crop (every crop but pad) each picture is cropped as soon as it is
+    decoded (its pixels still in cache, and only the SxS crop kept)."""
     n = ctx.plan.n_source
-    crops = None if ctx.preset == "cifar" else np.empty((len(idx), ctx.image_size, ctx.image_size, 3), np.uint8)
+    per_picture = ctx.augment["crop"] != "pad"  # crop() takes pictures of any size; pad needs S x S
+    crops = np.empty((len(idx), ctx.image_size, ctx.image_size, 3), np.uint8) if per_picture else None
     batch = None
     if crops is None:
         read = ctx.source.read
@@ -241,7 +242,7 @@ def encode_shard(ctx: BuildContext, epoch: int, shard: int, writer: TarWriter, b
         t0 = clock()
         images, src_idx, keys, meta = _rows(ctx, aug, epoch, pos[sl], idx[sl], pad[sl], bad)
         t1 = clock()
-        views = aug.make_views(images, ctx.seed, epoch, keys, cropped=ctx.preset != "cifar")
+        views = aug.make_views(images, ctx.seed, epoch, keys, cropped=ctx.augment["crop"] != "pad")
         t2 = clock()
         columns = [(f, encode_column(views[:, v], ctx.fmt, ctx.quality)) for v, f in enumerate(ctx.fields)]
         columns.append(("cls", [b"%d" % c for c in labels[src_idx].tolist()]))
