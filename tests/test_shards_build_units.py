@@ -329,3 +329,28 @@ def test_shard_fsync_in_the_background_keeps_record_after_fsync_and_fails_cleanl
     monkeypatch.setattr(build_mod.os, "fsync", real_fsync)
     m = build_shards(out=out, progress=False)
     assert m["complete"] and m["build_stats"]["shards_kept"] == 2
+
+
+def test_bench_build_times_the_real_command_beside_floor_disk_and_stages(tmp_path):
+    # `ipmix bench build` runs `ipmix shards build` as a process (wall and CPU seconds, OUT
+    # removed afterwards), a failing command is a one-line error, and the floor, the disk's
+    # rate and the per-stage breakdown come from real writes and a real build
+    import click
+
+    from ipmix_cli.bench import build as bb
+    from ipmix_cli.shards.build import STAGES
+
+    src = f"cifar10:{bb.write_digits_cifar(tmp_path / 'cifar', 300)}"
+    mix = bb.write_mixing_folder(tmp_path / "mix", n=4, size=64)
+    cmd = bb.build_command(src, mix, tmp_path / "o", epochs=1, recipe="none", views=1, workers=1)
+    wall, cpu = bb.time_command(cmd, tmp_path / "o", core=None)
+    assert wall > 0 and cpu > 0 and not (tmp_path / "o").exists()
+    with pytest.raises(click.ClickException, match="source not found"):
+        bb.time_command(bb.build_command("cifar10:" + str(tmp_path / "nothing"), mix, tmp_path / "o", epochs=1,
+                                         recipe="none", views=1, workers=1), tmp_path / "o", core=None)
+    assert bb.floor_rate(tmp_path / "floor", 2000) > 0 and not list((tmp_path / "floor").iterdir())
+    assert bb.disk_rate(tmp_path / "disk", 5 << 20) > 0 and not list((tmp_path / "disk").iterdir())
+    us = bb.stage_breakdown(src, mix, tmp_path / "s", recipe="ipmix", views=3, epochs=1)
+    assert set(us) == {*STAGES, "rest"} and us["augment"] > 0 and us["hash"] > 0 and us["rest"] > 0
+    rates = bb.engine_rates(src, mix, 300, min_seconds=0.05)
+    assert rates["view"] > rates["jsd"] > 0  # three views cost more than one

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -90,7 +92,7 @@ def write_photo_folder(root: Path, per_class: int, seed: int = 0) -> Path:
 
 
 def _build(out: Path, **kw) -> tuple[float, dict]:
-    """One whole build into a fresh folder (deleted afterwards, outside the timing)."""
+    """One whole in-process build into a fresh folder (deleted afterwards, outside the timing)."""
     from ipmix_cli.shards import build_shards
 
     shutil.rmtree(out, ignore_errors=True)
@@ -101,16 +103,174 @@ def _build(out: Path, **kw) -> tuple[float, dict]:
     return dt, m
 
 
-def _median_builds(repeats: int, **kw) -> tuple[float, float, dict]:
-    """(median seconds of `repeats` builds after a first one, first-build seconds, manifest).
+# --------------------------------------------------------------------------- the command as users run it
 
-    The first build pays for starting the worker processes and loading the compiled kernels."""
-    cold, m = _build(**kw)
-    times = []
-    for _ in range(repeats):
-        t, m = _build(**kw)
-        times.append(t)
-    return statistics.median(times), cold, m
+def _pin(core: int | None):
+    """preexec_fn that pins the child to one core (what `taskset -c CORE` does)."""
+    if core is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {core})
+
+
+def build_command(source: str, fractals: Path, out: Path, *, epochs: int, recipe: str, views: int,
+                  workers: int) -> list[str]:
+    return [sys.executable, "-m", "ipmix_cli", "shards", "build", "--source", source, "--fractals", str(fractals),
+            "--out", str(out), "--epochs", str(epochs), "--recipe", recipe, "--views", str(views),
+            "--workers", str(workers), "--seed", "3", "--quiet"]
+
+
+def time_command(cmd: list[str], out: Path, core: int | None) -> tuple[float, float]:
+    """(wall, CPU) seconds of `ipmix shards build` as a whole process (start-up, every shard's
+    fsync and the manifest included; CPU time of the process and its workers, which is what it
+    would take with the cores to itself); OUT is deleted before and after, outside the timing."""
+    shutil.rmtree(out, ignore_errors=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_pin(core))
+    dt = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    shutil.rmtree(out, ignore_errors=True)
+    if res.returncode != 0:
+        raise click.ClickException(f"{' '.join(cmd[2:])} failed: {res.stderr.strip()[-400:]}")
+    return dt, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def floor_rate(folder: Path, samples: int, sample_bytes: int = 3073) -> float:
+    """The plain-Python writer: one f.write per sample (a raw 32x32x3 picture and its label
+    byte), then one fsync; samples/s. The file is deleted afterwards, outside the timing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "floor.bin"
+    rows = [bytes([i % 251]) * sample_bytes for i in range(64)]
+    t0 = time.perf_counter()
+    with open(path, "wb") as f:
+        for i in range(samples):
+            f.write(rows[i & 63])
+        f.flush()
+        os.fsync(f.fileno())
+    dt = time.perf_counter() - t0
+    path.unlink()
+    return samples / dt
+
+
+def disk_rate(folder: Path, total_bytes: int, block: int = 4 << 20) -> float:
+    """The disk's own rate for `total_bytes` written in 4 MB calls and fsynced; bytes/s."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "disk.bin"
+    data = np.random.default_rng(0).integers(0, 256, block, dtype=np.uint8).tobytes()
+    t0 = time.perf_counter()
+    with open(path, "wb") as f:
+        left = total_bytes
+        while left > 0:
+            f.write(data[:min(left, block)])
+            left -= block
+        f.flush()
+        os.fsync(f.fileno())
+    dt = time.perf_counter() - t0
+    path.unlink()
+    return total_bytes / dt
+
+
+def engine_rates(source: str, fractals: Path, samples: int, min_seconds: float = 0.5) -> dict:
+    """The engine alone on this process's core: `make_views` over the source's pictures in the
+    build's chunks, one view and JSD triple (samples/s, a median of 3 repeats of ≥ min_seconds)."""
+    from ipmix_cli.augment import Augmenter, MixingBank, resolve_config
+    from ipmix_cli.bench.augment import _timed
+    from ipmix_cli.shards.build import chunk_rows
+    from ipmix_cli.shards.sources import open_source
+
+    src = open_source(source)
+    step = chunk_rows(32)
+    n = min(samples, 8 * step)
+    images = src.read_many(np.arange(n))
+    keys = np.arange(n, dtype=np.int64)
+    rates = {}
+    for name, views in (("view", 1), ("jsd", 3)):
+        cfg = resolve_config(preset="cifar", recipe="ipmix", views=views)
+        aug = Augmenter(cfg, MixingBank.from_folder(fractals, cfg))
+
+        def run():
+            for lo in range(0, n, step):
+                aug.make_views(images[lo:lo + step], 3, 0, keys[lo:lo + step])
+
+        rates[name] = n / _timed(run, 3, min_seconds)[0]
+    return rates
+
+
+# The builds of the 32 px part: (name, recipe, views, workers, pinned to one core)
+CASES32 = (("none_view", "none", 1, 1, True), ("ipmix_view", "ipmix", 1, 1, True), ("ipmix_jsd", "ipmix", 3, 1, True),
+           ("none_view_w1", "none", 1, 1, False), ("none_view_w2", "none", 1, 2, False),
+           ("ipmix_jsd_w1", "ipmix", 3, 1, False), ("ipmix_jsd_w2", "ipmix", 3, 2, False))
+
+
+def stage_breakdown(source: str, fractals: Path, out: Path, *, recipe: str, views: int, epochs: int) -> dict:
+    """Where a sample's time goes in a one-worker build on one core (in-process, so the
+    workers' stage clocks come back): microseconds per sample for each stage, plus the rest
+    (planning, manifest, records, Python between the stages)."""
+    from ipmix_cli.shards.build import STAGES
+
+    with one_core():
+        dt, m = _build(out, source=source, fractals=fractals, epochs=epochs, recipe=recipe, views=views,
+                       seed=3, workers=1)
+    n = m["totals"]["samples"]
+    st = m["build_stats"]["stage_seconds"]
+    us = {k: 1e6 * st.get(k, 0.0) / n for k in STAGES}
+    us["rest"] = 1e6 * dt / n - sum(us.values())
+    return {k: round(v, 2) for k, v in us.items()}
+
+
+def measure_epoch32(tmp: Path, cifar: str, mix: Path, samples: int, epochs: int, repeats: int, log) -> dict:
+    """Rounds of: every build of CASES32 as a process, the engine and the floor on the same
+    core, the disk's rate for the JSD build's bytes; interleaved so a slow spell hits all alike.
+    Returns medians and the ratios the build is held to."""
+    core = sorted(os.sched_getaffinity(0))[0]
+    total = samples * epochs
+    cmds = {name: build_command(cifar, mix, tmp / f"o-{name}", epochs=epochs, recipe=r, views=v, workers=w)
+            for name, r, v, w, _ in CASES32}
+    pinned = {name: p for name, _, _, _, p in CASES32}
+
+    time_command(cmds["ipmix_view"], tmp / "o-warm", core)  # loads the compiled kernels once
+    rates: dict = {k: [] for k in [*cmds, *(f"{c}_cpu" for c in cmds), "engine_view", "engine_jsd", "floor",
+                                    "disk_mb_s", "load"]}
+    jsd_bytes = None
+    for r in range(repeats):
+        log(f"32 px round {r + 1} of {repeats} ...")
+        for name, cmd in cmds.items():
+            wall, cpu = time_command(cmd, tmp / f"o-{name}", core if pinned[name] else None)
+            rates[name].append(total / wall)
+            rates[f"{name}_cpu"].append(total / cpu)
+        with one_core():
+            eng = engine_rates(cifar, mix, samples)
+            rates["engine_view"].append(eng["view"])
+            rates["engine_jsd"].append(eng["jsd"])
+            rates["floor"].append(floor_rate(tmp / "floor", total))
+        if jsd_bytes is None:
+            jsd_bytes = _build(tmp / "o-size", source=cifar, fractals=mix, epochs=epochs, views=3, seed=3,
+                               workers=2)[1]["totals"]["bytes"]
+        rates["disk_mb_s"].append(disk_rate(tmp / "disk", jsd_bytes) / 1e6)
+        rates["load"].append(os.getloadavg()[0])
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    jsd_w2_mb_s = med["ipmix_jsd_w2"] * jsd_bytes / total / 1e6
+    fig = {f"build32_{k}_samples_per_s": round(v, 1) for k, v in med.items() if k in cmds}
+    fig.update({f"build32_{k[:-4]}_cpu_samples_per_s": round(v, 1) for k, v in med.items() if k.endswith("_cpu")})
+    fig.update({
+        "load_average_median": round(med["load"], 2),
+        "build32_samples": total, "build32_epochs": epochs, "build32_rounds": repeats,
+        "engine32_view_samples_per_s": round(med["engine_view"], 1),
+        "engine32_jsd_samples_per_s": round(med["engine_jsd"], 1),
+        "floor_samples_per_s": round(med["floor"], 1),
+        "disk_write_fsync_mb_s": round(med["disk_mb_s"], 1),
+        "ratio_view_build_to_engine": round(med["ipmix_view"] / med["engine_view"], 3),
+        "ratio_jsd_build_to_engine": round(med["ipmix_jsd"] / med["engine_jsd"], 3),
+        "ratio_none_to_floor": round(med["none_view"] / med["floor"], 3),
+        "scaling_none_w2_to_w1": round(med["none_view_w2"] / med["none_view_w1"], 3),
+        "scaling_jsd_w2_to_w1": round(med["ipmix_jsd_w2"] / med["ipmix_jsd_w1"], 3),
+        "jsd_w2_share_of_disk_rate": round(jsd_w2_mb_s / med["disk_mb_s"], 3),
+        "build32_command": " ".join(["ipmix", *cmds["ipmix_jsd"][3:]]).replace(str(tmp), "TMP"),
+    })
+    for name, recipe, views in (("none_view", "none", 1), ("ipmix_view", "ipmix", 1), ("ipmix_jsd", "ipmix", 3)):
+        fig[f"stages_us_per_sample_{name}"] = stage_breakdown(cifar, mix, tmp / "o-stages", recipe=recipe,
+                                                              views=views, epochs=epochs)
+    return fig
 
 
 # --------------------------------------------------------------------------- 224 px baseline
@@ -218,11 +378,11 @@ def format_table(images: np.ndarray, candidates) -> list[dict]:
     return measure_formats(list(images), candidates, repeats=3)
 
 
-PARTS = ("epoch32", "scaling", "rss", "photo224", "formats")
+PARTS = ("epoch32", "rss", "photo224", "formats")
 
 
 def run_bench(samples: int = 50_000, repeats: int = 3, photos_per_class: int = 150, quick: bool = False,
-              formats: bool = True, log=None, parts=PARTS) -> dict:
+              formats: bool = True, log=None, parts=PARTS, epochs: int = 2) -> dict:
     log = log or (lambda m: None)
     from ipmix_cli.augment import MixingBank, resolve_config
 
@@ -235,24 +395,7 @@ def run_bench(samples: int = 50_000, repeats: int = 3, photos_per_class: int = 1
         cifar = f"cifar10:{tmp / 'cifar'}"
 
         if "epoch32" in parts:
-            log("32 px JSD triple, 2 workers ...")
-            t, cold, m = _median_builds(repeats, source=cifar, fractals=mix, out=tmp / "o32", views=3, workers=2)
-            figures.update({"epoch32_triple_2workers_s": t, "epoch32_triple_2workers_cold_s": cold,
-                            "epoch32_samples": m["samples_per_epoch"],
-                            "epoch32_triple_samples_per_s": m["samples_per_epoch"] / t,
-                            "epoch32_triple_bytes": m["totals"]["bytes"], "epoch32_format": m["format"]})
-            m1 = _build(source=cifar, fractals=mix, out=tmp / "o32", views=1, workers=2)[1]
-            figures["epoch32_single_view_bytes"] = m1["totals"]["bytes"]
-
-        if "scaling" in parts:
-            log("scaling 1 -> 2 workers ...")
-            n_scale = min(samples, 20_000)
-            write_digits_cifar(tmp / "cifar-s", n_scale)
-            src_s = f"cifar10:{tmp / 'cifar-s'}"
-            t1 = _median_builds(repeats, source=src_s, fractals=mix, out=tmp / "s1", views=3, workers=1)[0]
-            t2 = _median_builds(repeats, source=src_s, fractals=mix, out=tmp / "s2", views=3, workers=2)[0]
-            figures.update({"scaling_samples": n_scale, "scaling_1worker_s": t1, "scaling_2workers_s": t2,
-                            "scaling_efficiency_1_to_2": t1 / (2 * t2)})
+            figures.update(measure_epoch32(tmp, cifar, mix, samples, epochs, repeats, log))
 
         if "rss" in parts:
             log("peak RSS per worker at two dataset sizes ...")
@@ -325,22 +468,26 @@ def run_bench(samples: int = 50_000, repeats: int = 3, photos_per_class: int = 1
 @click.command("build")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 @click.option("--samples", type=click.IntRange(100, None), default=50_000, show_default=True,
-              help="Samples of the 32 px epoch.")
+              help="Samples of a 32 px epoch.")
+@click.option("--epochs", type=click.IntRange(1, None), default=2, show_default=True,
+              help="Epochs of each 32 px build.")
 @click.option("--repeats", type=click.IntRange(1, None), default=3, show_default=True,
-              help="Timed runs per figure (the median is reported), after one warm-up run.")
+              help="Rounds (the median is reported), after one warm-up run.")
 @click.option("--photos-per-class", type=click.IntRange(2, None), default=150, show_default=True)
 @click.option("--formats/--no-formats", default=True, show_default=True, help="Also measure the format table.")
 @click.option("--quick", is_flag=True, help="Small sizes for a smoke run (figures not comparable).")
 @click.option("--only", "only", multiple=True, type=click.Choice(PARTS),
               help="Measure only these parts (repeatable) [default: all].")
-def bench_build(as_json, samples, repeats, photos_per_class, formats, quick, only):
-    """Whole-build throughput: a 50,000-sample 32 px JSD-triple epoch on 2 workers, 224 px on
-    one core against the per-image pipeline, scaling 1 -> 2 workers, peak RSS per worker."""
+def bench_build(as_json, samples, epochs, repeats, photos_per_class, formats, quick, only):
+    """Whole-build throughput of `ipmix shards build` run as a process: 32 px builds on one core
+    beside the engine's rate and a plain-Python write+fsync floor measured in the same rounds
+    (ratios and a per-stage breakdown), 1 -> 2 workers beside the disk's own rate, 224 px on one
+    core against the per-image pipeline, peak RSS per worker."""
     if quick:
         samples, repeats, photos_per_class = min(samples, 2000), 1, min(photos_per_class, 8)
     figures = run_bench(samples=samples, repeats=repeats, photos_per_class=photos_per_class, quick=quick,
                         formats=formats, log=None if as_json else (lambda m: click.echo(m, err=True)),
-                        parts=tuple(only) or PARTS)
+                        parts=tuple(only) or PARTS, epochs=epochs)
     tables = {k: figures.pop(k) for k in ("formats_32", "formats_224") if k in figures}
     if as_json:
         report({**figures, **tables}, as_json=True)
