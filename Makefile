@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= demo-out
 BENCH_OUT ?= bench-out
+PEERS_VENV ?= .venv-peers
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-peers clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +31,14 @@ bench: install
 	$(VENV)/bin/ipmix bench augment --json | tee $(BENCH_OUT)/augment.json
 	$(VENV)/bin/ipmix bench build --json | tee $(BENCH_OUT)/build.json
 	$(VENV)/bin/ipmix bench stream --json | tee $(BENCH_OUT)/stream.json
+
+# ipmix's writer and reader beside LitData, MosaicML Streaming and WebDataset, in their own
+# venv; torch is held to the CPU build as a constraint (their installs would pull a CUDA one).
+bench-peers: install
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q -c bench/peers/constraints.txt "$(TORCH_SPEC)" -r bench/peers/requirements.txt
+	mkdir -p $(BENCH_OUT)
+	$(PEERS_VENV)/bin/python bench/peers/peers.py --ipmix-python $(PY) --json $(BENCH_OUT)/peers.json
 
 clean:
 	rm -rf $(DEMO_OUT) $(BENCH_OUT) .pytest_cache
