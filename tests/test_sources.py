@@ -127,6 +127,12 @@ def test_cifar_binary_batches(tmp_path, kind):
     test = open_source(f"{kind}-test:{folder}")
     assert len(test) == len(store["test_batch.bin" if kind == "cifar10" else "test.bin"][0])
     assert src.classes[5] == ("c5" if kind == "cifar10" else "f5")
+    # a batch cut short after the source was opened: a clear error, not a crash reading the mapping
+    last = folder / names[-1]
+    last.write_bytes(last.read_bytes()[:-100])
+    with pytest.raises(IpmixError, match="shorter than its batch header says"):
+        src.read_many([len(src) - 1])
+    assert np.array_equal(src.read_many([0]), imgs[:1])
 
 
 def test_cifar_errors(tmp_path):
