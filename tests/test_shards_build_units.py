@@ -354,3 +354,19 @@ def test_bench_build_times_the_real_command_beside_floor_disk_and_stages(tmp_pat
     assert set(us) == {*STAGES, "rest"} and us["augment"] > 0 and us["hash"] > 0 and us["rest"] > 0
     rates = bb.engine_rates(src, mix, 300, min_seconds=0.05)
     assert rates["view"] > rates["jsd"] > 0  # three views cost more than one
+
+
+def test_tar_writer_reused_block_buffer_leaves_nothing_of_the_previous_block():
+    # the second block has shorter labels and json than the first: no byte of the first may show
+    rng = np.random.default_rng(2)
+    blocks = [(["e0000s0000000", "e0000s0000001"], rng.integers(0, 256, (2, 700), dtype=np.uint8),
+               [b"123", b"456"], [b"j" * 300, b"k" * 290]),
+              (["e0000s0000002"], rng.integers(0, 256, (1, 700), dtype=np.uint8), [b"7"], [b"{}"])]
+    w = TarWriter(io.BytesIO())
+    members = []
+    for keys, pics, cls, meta in blocks:
+        w.add_samples(keys, [("npy", pics), ("cls", cls), ("json", meta)])
+        for r, k in enumerate(keys):
+            members += [(f"{k}.npy", pics[r].tobytes()), (f"{k}.cls", cls[r]), (f"{k}.json", meta[r])]
+    w.close()
+    assert w.f.getvalue() == _tarfile_bytes(members)

@@ -88,6 +88,7 @@ class TarWriter:
         self.members = 0
         self.closed = False
         self.seconds = {"tar": 0.0, "hash": 0.0, "write": 0.0}
+        self._buffer = np.empty(0, np.uint8)  # written and hashed before it is reused
 
     def _write(self, data) -> None:
         t0 = time.perf_counter()
@@ -139,7 +140,10 @@ class TarWriter:
         headers = ustar_headers(member_names, sizes.reshape(-1), self.mtime).reshape(n, len(columns), BLOCK)
         slots = -(-sizes // BLOCK) * BLOCK
         if (slots == slots[0]).all():
-            block = _fixed_layout(headers, columns, sizes, slots[0])
+            need = n * int((BLOCK + slots[0]).sum())
+            if len(self._buffer) < need:
+                self._buffer = np.empty(need, np.uint8)
+            block = _fixed_layout(headers, columns, sizes, slots[0], self._buffer)
         else:
             block = _joined_layout(headers, columns, sizes)
         self.seconds["tar"] += time.perf_counter() - t0
@@ -163,21 +167,25 @@ class TarWriter:
         return self._md5.hexdigest()
 
 
-def _fixed_layout(headers: np.ndarray, columns, sizes: np.ndarray, slots: np.ndarray) -> np.ndarray:
-    """Every sample takes the same bytes (npy views, short labels): one [n, record] array."""
+def _fixed_layout(headers: np.ndarray, columns, sizes: np.ndarray, slots: np.ndarray, out: np.ndarray):
+    """Every sample takes the same bytes (npy views, short labels): one [n, record] array,
+    laid out in `out` (a buffer reused from block to block, so every byte is written)."""
     n = len(headers)
     starts = np.concatenate([[0], np.cumsum(BLOCK + slots)])
-    out = np.zeros((n, int(starts[-1])), np.uint8)
+    out = out[:n * int(starts[-1])].reshape(n, int(starts[-1]))
     for c, (_, payloads) in enumerate(columns):
         at = int(starts[c])
         out[:, at:at + BLOCK] = headers[:, c]
         at += BLOCK
+        end = at + int(slots[c])
         if isinstance(payloads, np.ndarray):
             out[:, at:at + payloads.shape[1]] = payloads
+            out[:, at + payloads.shape[1]:end] = 0
         else:
             width = int(sizes[:, c].max())
             if width:
                 out[:, at:at + width] = np.array(payloads, dtype=f"S{width}").view(np.uint8).reshape(n, width)
+            out[:, at + width:end] = 0
     return out.reshape(-1)
 
 
