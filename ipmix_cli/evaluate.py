@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from fractalgen.files import atomic_write_json
 from ipmix_cli.errors import IpmixError
+from ipmix_cli.corruptions.tables import ALEXNET_ERRORS, ALL as CORRUPTIONS, FAMILY, profile_for
 from ipmix_cli.metrics import corruption_summary, rms_calibration_error
 from ipmix_cli.models import build_model, normalise
 
@@ -111,15 +112,26 @@ def pgd_error(model, batches, mean, std, device, *, seed: int = 0, epsilon: floa
     return wrong / total
 
 
-def read_corrupted_folder(folder, image_size: int, num_classes: int) -> tuple[list[str], np.ndarray, dict]:
-    """(corruption names, labels of one severity [N], memory-mapped arrays by name) of a
-    CIFAR-10-C-style folder; one-line IpmixError on anything malformed."""
+def read_corrupted_folder(folder, image_size: int, num_classes: int, classes=None):
+    """(corruption names in the benchmark's order, labels of one severity [N], arrays by name
+    [5·N, S, S, 3] with severity 1 first, facts) of a corrupted test set in one of the layouts
+    it is published in: CIFAR-10-C / CIFAR-100-C and ipmix's own (`<name>.npy` + `labels.npy`),
+    or ImageNet-C (`<name>/<severity>/<class>/*.JPEG`, decoded batch by batch). `facts` holds
+    the layout, the severity profile (cifar / imagenet) and, for a set made by `ipmix corrupt`,
+    the count of images each corruption left unchanged. One-line IpmixError on anything malformed."""
     folder = Path(folder)
     if not folder.is_dir():
         raise IpmixError(f"corrupted test folder {folder} does not exist")
-    if not (folder / "labels.npy").is_file():
-        raise IpmixError(f"{folder} has no labels.npy (expected a CIFAR-10-C-style folder)")
-    names = sorted(p.stem for p in folder.glob("*.npy") if p.name != "labels.npy")
+    if (folder / "labels.npy").is_file():
+        return _read_npy_layout(folder, image_size, num_classes)
+    if any((folder / name / "1").is_dir() for name in CORRUPTIONS):
+        return _read_imagenet_c_layout(folder, image_size, num_classes, classes)
+    raise IpmixError(f"{folder} has no labels.npy (CIFAR-10-C layout) and no <corruption>/<severity>/<class>/ "
+                     "folders (ImageNet-C layout)")
+
+
+def _read_npy_layout(folder: Path, image_size: int, num_classes: int):
+    names = _benchmark_order(p.stem for p in folder.glob("*.npy") if p.name != "labels.npy")
     if not names:
         raise IpmixError(f"{folder} holds no <corruption>.npy files")
     try:
@@ -140,14 +152,92 @@ def read_corrupted_folder(folder, image_size: int, num_classes: int) -> tuple[li
         labels = labels[:n]  # CIFAR-10-C repeats the labels for each severity
     if len(labels) != n:
         raise IpmixError(f"labels.npy holds {len(labels)} labels, expected {n} or {n_total}")
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise IpmixError(f"labels.npy has labels outside 0..{num_classes - 1}")
-    return names, labels, arrays
+    _check_labels(labels, num_classes, f"labels.npy of {folder}")
+    made = _ipmix_manifest(folder)
+    facts = {"layout": "ipmix" if made else "cifar-c",
+             "profile": (made or {}).get("profile") or profile_for(image_size),
+             "unchanged": (made or {}).get("unchanged") or {}}
+    return names, labels, arrays, facts
+
+
+def _ipmix_manifest(folder: Path):
+    try:
+        made = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None  # a published CIFAR-10-C folder has no manifest
+    return made if isinstance(made, dict) and made.get("schema") == "ipmix-corrupted" else None
+
+
+def _benchmark_order(names) -> list[str]:
+    names = set(names)
+    return [n for n in CORRUPTIONS if n in names] + sorted(names - set(CORRUPTIONS))
+
+
+def _check_labels(labels, num_classes: int, where: str) -> None:
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise IpmixError(f"{where} has labels outside 0..{num_classes - 1}")
+
+
+class PictureStack:
+    """Picture files read as one uint8 array [len, S, S, 3], decoded slice by slice (the model's
+    evaluation transform applied), so an ImageNet-C corruption never sits in memory whole."""
+
+    def __init__(self, files, size: int):
+        self.files, self.size = list(files), int(size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        from fractalgen.errors import BadImage
+        from fractalgen.images import open_rgb
+        from ipmix_cli.testset import eval_transform
+
+        picked = self.files[part]
+        out = np.empty((len(picked), self.size, self.size, 3), np.uint8)
+        for j, path in enumerate(picked):
+            try:
+                out[j] = eval_transform(np.asarray(open_rgb(path)), self.size)
+            except BadImage as exc:
+                raise IpmixError(f"bad corrupted test image {path}: {exc}") from None
+        return out
+
+
+def _read_imagenet_c_layout(folder: Path, image_size: int, num_classes: int, classes=None):
+    from fractalgen.images import picture_files
+
+    names = _benchmark_order(p.name for p in folder.iterdir() if (p / "1").is_dir())
+    first = folder / names[0] / "1"
+    found = sorted(p.name for p in first.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found:
+        raise IpmixError(f"{first} has no class folders (expected <corruption>/<severity>/<class>/*.JPEG)")
+    trained = list(classes or [])
+    if trained and set(found) - set(trained):
+        raise IpmixError(f"class folders of {folder} ({found[0]}, ...) are not the model's classes")
+    if not trained and len(found) != num_classes:
+        raise IpmixError(f"{folder} has {len(found)} class folders; the model was trained on {num_classes}")
+    label_of = {c: (trained.index(c) if trained else i) for i, c in enumerate(found)}
+    listing = [(c, p.name) for c in found for p in picture_files(first / c)]
+    if not listing:
+        raise IpmixError(f"{first} holds no pictures")
+    labels = np.array([label_of[c] for c, _ in listing], dtype=np.int64)
+    arrays = {}
+    for name in names:
+        files = []
+        for severity in range(1, 6):
+            part = folder / name / str(severity)
+            here = [(c, p.name) for c in found for p in picture_files(part / c)] if part.is_dir() else []
+            if here != listing:
+                raise IpmixError(f"{part} does not hold the same class/picture names as {first} "
+                                 "(every corruption and severity must hold the same test set)")
+            files += [part / c / f for c, f in here]
+        arrays[name] = PictureStack(files, image_size)
+    return names, labels, arrays, {"layout": "imagenet-c", "profile": "imagenet", "unchanged": {}}
 
 
 def evaluate_corrupted(model, folder, mean, std, device, image_size, num_classes, batch_size=256,
                        progress=None, contents=None) -> dict:
-    names, labels, arrays = contents or read_corrupted_folder(folder, image_size, num_classes)
+    names, labels, arrays, facts = contents or read_corrupted_folder(folder, image_size, num_classes)
     n = len(labels)
     errors, per = {}, {}
     for name in names:
@@ -155,15 +245,23 @@ def evaluate_corrupted(model, folder, mean, std, device, image_size, num_classes
         sev = [score(probs[k * n:(k + 1) * n], labels)["error"] for k in range(5)]
         whole = score(probs, np.tile(labels, 5))
         errors[name] = sev
-        per[name] = {"error": float(np.mean(sev)), "severity_errors": sev,
+        per[name] = {"family": FAMILY.get(name, "other"), "error": float(np.mean(sev)), "severity_errors": sev,
                      "rms_calibration_error": whole["rms_calibration_error"]}
+        if any(facts["unchanged"].get(name, [])):
+            per[name]["unchanged_images"] = facts["unchanged"][name]  # per severity, of n
         if progress:
             progress(name)
-    summary = corruption_summary(errors)
-    return {"folder": str(folder), "samples_per_severity": n, "error": summary["error"],
-            "rms_calibration_error": float(np.mean([p["rms_calibration_error"] for p in per.values()])),
-            "severity_errors": [float(np.mean([errors[c][k] for c in names])) for k in range(5)],
-            "per_corruption": per}
+    summary = corruption_summary(errors, ALEXNET_ERRORS if facts["profile"] == "imagenet" else None)
+    counted = summary["benchmark_corruptions"] or names
+    result = {"folder": str(folder), "layout": facts["layout"], "profile": facts["profile"],
+              "samples_per_severity": n, "corruptions": list(names), "error": summary["error"],
+              "benchmark_corruptions": len(summary["benchmark_corruptions"]), "extra_error": summary["extra_error"],
+              "rms_calibration_error": float(np.mean([p["rms_calibration_error"] for p in per.values()])),
+              "severity_errors": [float(np.mean([errors[c][k] for c in counted])) for k in range(5)],
+              "per_corruption": per}
+    if "mce_normalised" in summary:
+        result["mce_alexnet_normalised"] = summary["mce_normalised"]
+    return result
 
 
 def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=None, batch_size: int = 256,
@@ -188,7 +286,7 @@ def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=No
         raise IpmixError(f"test set {test} has {len(src.classes)} classes; the model was trained on {k}")
     check_classes(src.classes, cfg.get("classes"), test)
     # Check everything a user could have got wrong before the long work starts.
-    contents = read_corrupted_folder(corrupted, size, k) if corrupted else None
+    contents = read_corrupted_folder(corrupted, size, k, cfg.get("classes")) if corrupted else None
     if corrupted:
         # A set made by `ipmix corrupt` records its source's classes: refuse one whose labels
         # mean other classes (say, corrupted from another dataset) instead of scoring nonsense.
@@ -239,19 +337,29 @@ def format_report(result: dict) -> str:
              f"{'metric':<28}{'value %':>8}",
              f"{'clean error':<28}{pct(c['error']):>8}",
              f"{'clean RMS calibration error':<28}{pct(c['rms_calibration_error']):>8}"]
-    if "corruption" in result:
-        cr = result["corruption"]
-        lines += [f"{'corruption error (mean)':<28}{pct(cr['error']):>8}",
-                  f"{'corruption RMS calib. error':<28}{pct(cr['rms_calibration_error']):>8}"]
+    cr = result.get("corruption")
+    if cr:
+        lines.append(f"{'corruption error (mCE)':<28}{pct(cr['error']):>8}   "
+                     f"mean over {cr['benchmark_corruptions']} benchmark corruptions")
+        if cr.get("mce_alexnet_normalised") is not None:
+            lines.append(f"{'mCE, AlexNet-normalised':<28}{pct(cr['mce_alexnet_normalised']):>8}")
+        if cr.get("extra_error") is not None:
+            lines.append(f"{'extra corruptions error':<28}{pct(cr['extra_error']):>8}   not in the mCE")
+        lines.append(f"{'corruption RMS calib. error':<28}{pct(cr['rms_calibration_error']):>8}")
     if "pgd" in result:
         lines.append(f"{'PGD-20 error (eps 2/255)':<28}{pct(result['pgd']['error']):>8}")
-    if "corruption" in result:
-        cr = result["corruption"]
+    if cr:
+        severities = {"cifar": "CIFAR-10-C's", "imagenet": "ImageNet-C's"}.get(cr["profile"], cr["profile"])
         header = "".join(f"{'s' + str(s):>8}" for s in range(1, 6))
-        lines += ["", f"{'corruption':<20}{header}{'mean':>8}{'calib':>8}"]
+        lines += ["", f"corrupted set: {cr['layout']} layout, {severities} severities",
+                  f"{'corruption':<20}{'family':<9}{header}{'mean':>8}{'calib':>8}"]
         for name, p in cr["per_corruption"].items():
-            lines.append(f"{name:<20}" + "".join(f"{pct(e):>8}" for e in p["severity_errors"])
-                         + f"{pct(p['error']):>8}{pct(p['rms_calibration_error']):>8}")
-        lines.append(f"{'mean':<20}" + "".join(f"{pct(e):>8}" for e in cr["severity_errors"]) + f"{pct(cr['error']):>8}"
-                     + f"{pct(cr['rms_calibration_error']):>8}")
+            flag = "  * unchanged images" if p.get("unchanged_images") else ""
+            lines.append(f"{name:<20}{p['family']:<9}" + "".join(f"{pct(e):>8}" for e in p["severity_errors"])
+                         + f"{pct(p['error']):>8}{pct(p['rms_calibration_error']):>8}{flag}")
+        lines.append(f"{'mean':<29}" + "".join(f"{pct(e):>8}" for e in cr["severity_errors"])
+                     + f"{pct(cr['error']):>8}{pct(cr['rms_calibration_error']):>8}")
+        if any(p.get("unchanged_images") for p in cr["per_corruption"].values()):
+            lines.append("* the corruption left some images exactly as they were (e.g. saturate on grey "
+                         "images); see unchanged_images in the JSON")
     return "\n".join(lines)

@@ -34,9 +34,23 @@ def rms_calibration_error(confidence, correct, bin_size: int = 100) -> float:
     return float(np.sqrt(total))
 
 
-def corruption_summary(errors: dict[str, list[float]]) -> dict:
-    """Per corruption the mean over its severities; overall the plain mean over corruptions."""
+def corruption_summary(errors: dict[str, list[float]], normalise_by: dict[str, float] | None = None) -> dict:
+    """Per corruption the mean over its severities, in the benchmark's order (noise, blur,
+    weather, digital, then the extras); `error` is the mean over the benchmark corruptions
+    present (the CIFAR-10-C figure; over all of them if none of the 15 is there), `extra_error`
+    the mean over the others. With `normalise_by` (AlexNet's errors), `mce_normalised` is
+    ImageNet-C's mCE: the mean of error / AlexNet's error over the benchmark corruptions."""
+    from ipmix_cli.corruptions.tables import ALL, BENCHMARK
+
     if not errors:
         raise ValueError("no corruptions")
-    per = {name: float(np.mean(sev)) for name, sev in errors.items()}
-    return {"error": float(np.mean(list(per.values()))), "per_corruption": per}
+    order = sorted(errors, key=lambda n: (ALL.index(n) if n in ALL else len(ALL), n))
+    per = {name: float(np.mean(errors[name])) for name in order}
+    bench = [n for n in order if n in BENCHMARK]
+    extra = [n for n in order if n not in BENCHMARK]
+    out = {"error": float(np.mean([per[n] for n in (bench or extra)])), "benchmark_corruptions": bench,
+           "extra_error": float(np.mean([per[n] for n in extra])) if extra else None, "per_corruption": per}
+    if normalise_by is not None:
+        known = [n for n in bench if n in normalise_by]
+        out["mce_normalised"] = float(np.mean([per[n] / normalise_by[n] for n in known])) if known else None
+    return out

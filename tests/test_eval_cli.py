@@ -8,7 +8,7 @@ import pytest
 
 from _train_helpers import make_digit_shards
 from ipmix_cli.cli import run
-from ipmix_cli.corruptions import CORRUPTIONS, make_corrupted_set
+from ipmix_cli.corruptions import BENCHMARK, CORRUPTIONS, EXTRA, make_corrupted_set
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.evaluate import evaluate, read_corrupted_folder
 
@@ -41,23 +41,33 @@ def test_eval_end_to_end_on_a_tiny_corrupted_set(trained, tmp_path, capsys):
     assert summary["test_error"] == pytest.approx(clean["error"], abs=1e-9)
 
     cor = result["corruption"]
-    assert sorted(cor["per_corruption"]) == sorted(CORRUPTIONS) and cor["samples_per_severity"] == 40
+    # the JSON file's objects have sorted keys; `corruptions` keeps the benchmark's order
+    assert cor["corruptions"] == list(CORRUPTIONS) and sorted(cor["per_corruption"]) == sorted(CORRUPTIONS)
+    assert cor["samples_per_severity"] == 40
+    assert cor["profile"] == "cifar" and cor["layout"] == "ipmix" and "mce_alexnet_normalised" not in cor
     for name, entry in cor["per_corruption"].items():
         assert len(entry["severity_errors"]) == 5
         assert entry["error"] == pytest.approx(np.mean(entry["severity_errors"]))
-    assert cor["error"] == pytest.approx(np.mean([e["error"] for e in cor["per_corruption"].values()]))
+    # the mCE is over the 15 benchmark corruptions; the four extras are reported apart
+    assert cor["benchmark_corruptions"] == 15
+    assert cor["error"] == pytest.approx(np.mean([cor["per_corruption"][n]["error"] for n in BENCHMARK]))
+    assert cor["extra_error"] == pytest.approx(np.mean([cor["per_corruption"][n]["error"] for n in EXTRA]))
+    # digits are grey: saturate's severities 1-3 only scale the saturation (0 stays 0) and leave
+    # every image as it was, 4-5 add 0.1 / 0.2 to it; the table and JSON say so
+    assert cor["per_corruption"]["saturate"]["unchanged_images"] == [40, 40, 40, 0, 0]
+    assert "saturate" in table and "* unchanged images" in table
     assert cor["error"] >= clean["error"] - 0.05
     assert result["pgd"]["epsilon"] == pytest.approx(2 / 255) and result["pgd"]["steps"] == 20
     assert 0 <= result["pgd"]["error"] <= 1
-    for name in CORRUPTIONS:
-        assert name in table
+    rows = [line.split()[0] for line in table.splitlines() if line.split() and line.split()[0] in CORRUPTIONS]
+    assert rows == list(CORRUPTIONS)  # the table in the benchmark's order (noise, blur, weather, digital)
     assert "clean error" in table and "PGD-20" in table
 
 
 def test_corrupted_folder_problems_are_one_line(trained, tmp_path, capsys):
     folder = tmp_path / "bad"
     make_corrupted_set("digits:test", folder, limit=4, corruptions="fog")
-    names, labels, arrays = read_corrupted_folder(folder, 32, 10)
+    names, labels, arrays, facts = read_corrupted_folder(folder, 32, 10)
     assert names == ["fog"] and len(labels) == 4 and arrays["fog"].shape == (20, 32, 32, 3)
     with pytest.raises(IpmixError, match="model takes 64 px"):
         read_corrupted_folder(folder, 64, 10)
@@ -165,3 +175,42 @@ def test_a_file_that_is_not_a_checkpoint_is_one_clear_line(tmp_path, capsys):
     assert run(["eval", "--checkpoint", str(junk), "--test", "digits:test"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a complete torch checkpoint" in err[0] and "junk.pt" in err[0]
+
+
+def test_imagenet_c_layout_scores_like_the_same_pictures_in_npy_files(trained, tmp_path, capsys):
+    from PIL import Image
+
+    from ipmix_cli.corruptions import ALEXNET_ERRORS
+
+    npy = tmp_path / "npy"
+    make_corrupted_set("digits:test", npy, limit=30, corruptions="contrast,snow,speckle_noise")
+    labels = np.load(npy / "labels.npy")[:30]
+    layout = tmp_path / "imagenet-c"  # <corruption>/<severity>/<class>/<picture>, as ImageNet-C ships
+    for name in ("contrast", "snow", "speckle_noise"):
+        stack = np.load(npy / f"{name}.npy")
+        for severity in range(1, 6):
+            for i in range(30):
+                folder = layout / name / str(severity) / str(labels[i])
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(stack[(severity - 1) * 30 + i]).save(folder / f"img{i:03d}.png")
+    for extra in ("labels.npy", "manifest.json"):
+        assert not (layout / extra).exists()
+    kw = dict(pgd=False, limit=10)
+    from_npy = evaluate(trained / "run", "digits:test", corrupted=npy, **kw)["corruption"]
+    from_dirs = evaluate(trained / "run", "digits:test", corrupted=layout, **kw)["corruption"]
+    assert from_dirs["layout"] == "imagenet-c" and from_dirs["profile"] == "imagenet"
+    assert from_dirs["corruptions"] == ["snow", "contrast", "speckle_noise"]  # benchmark order
+    for name in from_dirs["corruptions"]:
+        assert from_dirs["per_corruption"][name]["severity_errors"] == pytest.approx(
+            from_npy["per_corruption"][name]["severity_errors"], abs=1e-12)
+    # ImageNet-C also gets AlexNet's normalisation, over the benchmark corruptions only
+    per = from_dirs["per_corruption"]
+    assert from_dirs["mce_alexnet_normalised"] == pytest.approx(
+        (per["snow"]["error"] / ALEXNET_ERRORS["snow"] + per["contrast"]["error"] / ALEXNET_ERRORS["contrast"]) / 2)
+    # a severity folder missing a picture is one clear line
+    (layout / "snow" / "3" / str(labels[0]) / "img000.png").unlink()
+    capsys.readouterr()
+    assert run(["eval", "--checkpoint", str(trained / "run"), "--test", "digits:test", "--corrupted",
+                str(layout), "--limit", "10"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error:") and "snow/3" in err and len(err.strip().splitlines()) == 1

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from _shards_build_helpers import smooth_picture
-from ipmix_cli.corruptions import CORRUPTIONS, convolve2d, corrupt_image, gaussian_filter, make_corrupted_set
+from ipmix_cli.corruptions import CORRUPTIONS, corrupt_image, make_corrupted_set
 from ipmix_cli.errors import IpmixError
 
 
@@ -20,7 +20,8 @@ def test_at_least_ten_corruptions_each_changing_the_image_more_with_severity():
         diffs = [np.mean([np.abs(corrupt_image(im, name, s, 0, i).astype(int) - im).mean()
                           for i, im in enumerate(images)]) for s in (1, 5)]
         assert diffs[0] > 0, name
-        if name != "saturate":
+        # CIFAR-10-C's saturate washes out then overdoes; its elastic severity 1 is a large affine warp
+        if name not in ("saturate", "elastic_transform"):
             assert diffs[1] > diffs[0], name
     # saturate follows CIFAR-10-C's extra set: severities 1-2 wash colours out, 3-5 overdo them.
     chroma = lambda im: (im.max(2).astype(int) - im.min(2)).mean()  # noqa: E731
@@ -36,27 +37,6 @@ def test_corruption_is_deterministic_per_seed_and_index():
     assert not np.array_equal(a, corrupt_image(im, "gaussian_noise", 3, seed=8, index=4))
     assert not np.array_equal(a, corrupt_image(im, "gaussian_noise", 3, seed=7, index=5))
     assert a.dtype == np.uint8 and a.shape == im.shape
-
-
-def test_fft_convolution_matches_a_direct_sum():
-    rng = np.random.default_rng(0)
-    img = rng.random((9, 11, 2))
-    kernel = rng.random((3, 5))
-    got = convolve2d(img, kernel)
-    padded = np.pad(img, ((1, 1), (2, 2), (0, 0)), mode="edge")
-    want = np.zeros_like(img)
-    for dy in range(3):
-        for dx in range(5):
-            want += kernel[dy, dx] * padded[dy:dy + 9, dx:dx + 11]
-    np.testing.assert_allclose(got, want, atol=1e-10)
-    # The separable Gaussian agrees with the 2-D convolution by its outer product away from borders.
-    sig = 0.8
-    x = np.arange(-3, 4)
-    k1 = np.exp(-0.5 * (x / sig) ** 2)
-    k1 /= k1.sum()
-    big = rng.random((20, 20, 1))
-    np.testing.assert_allclose(gaussian_filter(big, sig)[4:-4, 4:-4], convolve2d(big, np.outer(k1, k1))[4:-4, 4:-4],
-                               atol=1e-10)
 
 
 def test_corrupted_set_layout_and_subset_independence(tmp_path):
@@ -106,10 +86,10 @@ def test_repeating_a_request_is_a_no_op_and_an_interrupted_one_resumes(tmp_path,
     out2 = tmp_path / "c2"
     real = corruptions.corrupt_image
 
-    def failing(image, name, severity, seed, index):
+    def failing(image, name, *args):
         if name == "contrast":
             raise KeyboardInterrupt
-        return real(image, name, severity, seed, index)
+        return real(image, name, *args)
 
     monkeypatch.setattr(corruptions, "corrupt_image", failing)
     with pytest.raises(KeyboardInterrupt):

@@ -41,6 +41,22 @@ def test_error_rate_and_corruption_summary():
     assert s["error"] == pytest.approx(0.2)  # plain mean over corruptions
 
 
+def test_corruption_summary_orders_like_the_benchmark_and_keeps_extras_apart():
+    from ipmix_cli.corruptions import ALEXNET_ERRORS, BENCHMARK
+
+    errors = {"saturate": [0.9] * 5, "zoom_blur": [0.3] * 5, "gaussian_noise": [0.1, 0.2, 0.3, 0.4, 0.5],
+              "brightness": [0.2] * 5, "speckle_noise": [0.7] * 5}
+    s = corruption_summary(errors, normalise_by=ALEXNET_ERRORS)
+    assert list(s["per_corruption"]) == ["gaussian_noise", "zoom_blur", "brightness", "speckle_noise", "saturate"]
+    assert s["benchmark_corruptions"] == ["gaussian_noise", "zoom_blur", "brightness"]
+    assert s["error"] == pytest.approx((0.3 + 0.3 + 0.2) / 3)  # the extras do not count
+    assert s["extra_error"] == pytest.approx(0.8)
+    assert s["mce_normalised"] == pytest.approx((0.3 / 0.886428 + 0.3 / 0.798360 + 0.2 / 0.564592) / 3)
+    # AlexNet's own errors give an mCE of exactly 100 %
+    alexnet = corruption_summary({n: [ALEXNET_ERRORS[n]] * 5 for n in BENCHMARK}, normalise_by=ALEXNET_ERRORS)
+    assert alexnet["mce_normalised"] == pytest.approx(1.0) and "mce_normalised" not in corruption_summary(errors)
+
+
 def test_score_from_probabilities():
     probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]])
     labels = np.array([0, 1, 1, 1])

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ipmix_cli.corruptions import CORRUPTIONS, make_corrupted_set
+from ipmix_cli.corruptions import BENCHMARK, EXTRA, make_corrupted_set
 from ipmix_cli.progress import Progress
 
 
@@ -15,7 +15,8 @@ from ipmix_cli.progress import Progress
               help="Run directory of `ipmix train`, or its checkpoint.pt.")
 @click.option("--test", "test_spec", required=True, help="Test source spec, e.g. digits:test or cifar10-test:PATH.")
 @click.option("--corrupted", type=click.Path(), default=None,
-              help="CIFAR-10-C-style folder: <corruption>.npy (severities 1-5 stacked) + labels.npy.")
+              help="A corrupted test set: CIFAR-10-C/100-C or `ipmix corrupt` (<corruption>.npy, severities "
+                   "1-5 stacked, + labels.npy) or ImageNet-C (<corruption>/<severity>/<class>/*.JPEG).")
 @click.option("--pgd", is_flag=True, help="Also report PGD-20 error (L-inf, eps 2/255, step 0.5/255, random start).")
 @click.option("--pgd-limit", type=click.IntRange(min=1), default=None, help="Attack only the first N test samples.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N clean test samples.")
@@ -41,14 +42,23 @@ def eval_command(checkpoint, test_spec, corrupted, pgd, pgd_limit, limit, out, b
 @click.option("--out", required=True, type=click.Path(), help="Folder to write <corruption>.npy and labels.npy into.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--corruptions", default=None,
-              help="Comma-separated subset of: " + ", ".join(CORRUPTIONS) + " (default: all).")
+              help="Comma-separated subset (default: all 19): the 15 of the benchmark (" + ", ".join(BENCHMARK)
+                   + "; or 'benchmark') and the extras (" + ", ".join(EXTRA) + "; or 'extra').")
+@click.option("--profile", type=click.Choice(["cifar", "imagenet"]), default=None,
+              help="Severity table: CIFAR-10-C's (made for 32 px) or ImageNet-C's (224 px) "
+                   "[default: cifar up to 64 px, imagenet above].")
 @click.option("--image-size", type=click.IntRange(min=8), default=None,
               help="Side of the output images (default: the source's, if square).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N samples.")
 @click.option("--overwrite", is_flag=True, help="Replace a different corrupted set in --out.")
-def corrupt_command(source, out, seed, corruptions, image_size, limit, overwrite):
-    """Make a CIFAR-10-C-style corrupted copy of any test set (15 corruptions x 5 severities)."""
+def corrupt_command(source, out, seed, corruptions, profile, image_size, limit, overwrite):
+    """Make a corrupted copy of any test set in CIFAR-10-C's layout: Hendrycks & Dietterich's
+    corruptions (15 of the benchmark + 4 extras) x 5 severities."""
     manifest = make_corrupted_set(source, out, seed=seed, corruptions=corruptions, image_size=image_size,
-                                  limit=limit, overwrite=overwrite, progress=Progress)
+                                  limit=limit, overwrite=overwrite, progress=Progress, profile=profile)
     click.echo(f"wrote {len(manifest['corruptions'])} corruptions x 5 severities of {manifest['samples']} "
-               f"images ({manifest['image_size']} px) to {out}")
+               f"images ({manifest['image_size']} px, {manifest['profile']} severities) to {out}")
+    for name, counts in manifest.get("unchanged", {}).items():
+        if any(counts):
+            click.echo(f"warning: {name} left {'/'.join(map(str, counts))} of {manifest['samples']} images "
+                       "unchanged (severities 1-5)", err=True)
