@@ -133,5 +133,8 @@ def test_a_build_reads_a_read_only_class_folder_root_and_says_where_its_cache_is
     assert _tree(root) == before
     assert run(["shards", "build", "--source", "digits:test", "--fractals", str(reordered), "--cache-dir",
                 str(cache), "--out", str(tmp_path / "flat-build"), "--shards", "1", "--format", "npy"]) == 0
-    shard = "epoch-0000/ipmix-e0000-00000.tar"
-    assert (tmp_path / "nested" / shard).read_bytes() == (tmp_path / "flat-build" / shard).read_bytes()
+    tars = sorted((tmp_path / "nested").rglob("*.tar"))
+    assert tars and [p.relative_to(tmp_path / "nested") for p in tars] == \
+        [p.relative_to(tmp_path / "flat-build") for p in sorted((tmp_path / "flat-build").rglob("*.tar"))]
+    for tar in tars:
+        assert tar.read_bytes() == (tmp_path / "flat-build" / tar.relative_to(tmp_path / "nested")).read_bytes()
