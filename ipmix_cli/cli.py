@@ -66,6 +66,7 @@ def cli():
         "augment": ("ipmix_cli.bench.augment:bench_augment", "IPMix vs a per-image PIL implementation, one core."),
         "build": ("ipmix_cli.bench.build:bench_build", "Whole shard builds: 50k-sample epoch, 224 px, scaling, memory."),
         "stream": ("ipmix_cli.bench.stream:bench_stream", "Streaming shards vs online IPMix in a DataLoader."),
+        "corrupt": ("ipmix_cli.bench.corrupt:bench_corrupt", "Each corruption vs the imagecorruptions package."),
     },
 )
 def bench():

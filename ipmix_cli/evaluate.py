@@ -217,7 +217,10 @@ def _read_imagenet_c_layout(folder: Path, image_size: int, num_classes: int, cla
     if not trained and len(found) != num_classes:
         raise IpmixError(f"{folder} has {len(found)} class folders; the model was trained on {num_classes}")
     label_of = {c: (trained.index(c) if trained else i) for i, c in enumerate(found)}
-    listing = [(c, p.name) for c in found for p in picture_files(first / c)]
+    def pictures(part: Path):
+        return [(c, p.relative_to(part / c).as_posix()) for c in found for p in picture_files(part / c)]
+
+    listing = pictures(first)
     if not listing:
         raise IpmixError(f"{first} holds no pictures")
     labels = np.array([label_of[c] for c, _ in listing], dtype=np.int64)
@@ -226,7 +229,7 @@ def _read_imagenet_c_layout(folder: Path, image_size: int, num_classes: int, cla
         files = []
         for severity in range(1, 6):
             part = folder / name / str(severity)
-            here = [(c, p.name) for c in found for p in picture_files(part / c)] if part.is_dir() else []
+            here = pictures(part) if part.is_dir() else []
             if here != listing:
                 raise IpmixError(f"{part} does not hold the same class/picture names as {first} "
                                  "(every corruption and severity must hold the same test set)")

@@ -2,37 +2,22 @@
 severities) on the same images: identical where the definition draws no random numbers, the
 same distribution of the per-image change where it does.
 
-The package predates NumPy 2 and scikit-image 0.19's `channel_axis`; `_reference` adapts those
+The package predates NumPy 2 and scikit-image's `channel_axis`; `load_reference` adapts those
 two names for it and changes nothing else.
 """
-
-import warnings
 
 import numpy as np
 import pytest
 
 from ipmix_cli.corruptions import corrupt_image
 from ipmix_cli.corruptions.ops import frost_folder, motion_smear
+from ipmix_cli.corruptions.reference import load_reference
 from tests._augment_helpers import smooth_image
 
 
 @pytest.fixture(scope="module")
 def reference():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import imagecorruptions
-        import imagecorruptions.corruptions as ic
-    import skimage.filters
-
-    if not hasattr(np, "float_"):
-        np.float_ = np.float64
-    plain = skimage.filters.gaussian
-
-    def gaussian(image, sigma=1, multichannel=None, **kw):
-        return plain(image, sigma=sigma, channel_axis=-1 if multichannel else None, **kw)
-
-    ic.gaussian = gaussian
-    return imagecorruptions
+    return load_reference()
 
 
 def _images(n, side, seed=1):
@@ -46,7 +31,7 @@ def test_deterministic_corruptions_equal_the_reference(reference, name):
     for i, x in enumerate(_images(2, 224)):
         for severity in range(1, 6):
             ours = corrupt_image(x, name, severity, 0, i, "imagenet")
-            ref = reference.corrupt(x, severity, name)
+            ref = reference(x, severity, name)
             diff = np.abs(ours.astype(int) - ref)
             # defocus: SciPy's and OpenCV's float sums may land either side of a whole grey
             # level; a handful of pixels per image then differ by one.
@@ -55,7 +40,7 @@ def test_deterministic_corruptions_equal_the_reference(reference, name):
 
 
 def test_motion_smear_equals_the_reference_for_any_angle(reference):
-    from imagecorruptions.corruptions import _motion_blur
+    from imagecorruptions.corruptions import _motion_blur  # the package's kernel, as it is
 
     x = _images(1, 64)[0]
     for radius, sigma, angle in ((10, 3, -40.0), (15, 8, 12.5), (20, 15, 44.0), (12, 4, -100.0)):
@@ -78,7 +63,7 @@ def test_random_corruptions_change_images_as_much_as_the_reference(reference, na
         for i in range((8 if name == "frost" else 2) * len(images)):
             x = images[i % len(images)]
             np.random.seed(i)
-            ref.append(np.abs(reference.corrupt(x, severity, name).astype(float) - x).mean())
+            ref.append(np.abs(reference(x, severity, name).astype(float) - x).mean())
             ours.append(np.abs(corrupt_image(x, name, severity, 0, i, "imagenet").astype(float) - x).mean())
         m_ours, m_ref, s_ours, s_ref = np.mean(ours), np.mean(ref), np.std(ours), np.std(ref)
         assert abs(m_ours - m_ref) <= max(0.12 * m_ref, 0.5 * s_ref, 0.25), (name, severity, m_ours, m_ref)
@@ -94,3 +79,18 @@ def test_frost_reads_the_reference_textures_or_says_so(reference, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(IpmixError, match="pip install imagecorruptions"):
         frost_folder()
+
+
+def test_bench_corrupt_prints_one_json_object_in_the_benchmark_order(capsys):
+    import json
+
+    from ipmix_cli.cli import run
+
+    assert run(["bench", "corrupt", "--size", "32", "--images", "1", "--repeats", "1",
+                "--corruptions", "contrast,glass_blur,gaussian_noise", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    rows = figures["corruptions"]
+    assert [r["corruption"] for r in rows] == ["gaussian_noise", "glass_blur", "contrast"]
+    assert figures["baseline"].startswith("imagecorruptions") and figures["cores"] == 1
+    for r in rows:
+        assert r["ratio"] == pytest.approx(r["reference_ms_per_image"] / r["ipmix_ms_per_image"], rel=0.05)

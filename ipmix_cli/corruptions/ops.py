@@ -121,13 +121,17 @@ def motion_kernel(radius, sigma, angle_deg):
 def motion_smear(x, radius, sigma, angle_deg):
     """Sum of edge-clamped shifted copies of x weighted by `motion_kernel` (float64)."""
     h, w = x.shape[:2]
-    out = np.zeros(x.shape, np.float64)
-    for weight, dy, dx in zip(*motion_kernel(radius, sigma, angle_deg)):
-        if abs(dy) >= h or abs(dx) >= w:
+    taps = []
+    for tap in zip(*motion_kernel(radius, sigma, angle_deg)):
+        if abs(tap[1]) >= h or abs(tap[2]) >= w:
             break  # the smear left the image
-        rows = np.clip(np.arange(h) - dy, 0, h - 1)
-        cols = np.clip(np.arange(w) - dx, 0, w - 1)
-        out += weight * x[rows][:, cols]
+        taps.append(tap)
+    # Edge padding by the longest shift turns each clamped shift into a plain slice.
+    pad = max(max(abs(dy), abs(dx)) for _, dy, dx in taps)
+    padded = np.pad(x, ((pad, pad), (pad, pad)) + ((0, 0),) * (x.ndim - 2), mode="edge")
+    out = np.zeros(x.shape, np.float64)
+    for weight, dy, dx in taps:
+        out += weight * padded[pad - dy:pad - dy + h, pad - dx:pad - dx + w]
     return out
 
 
