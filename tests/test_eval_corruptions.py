@@ -132,3 +132,22 @@ def test_bad_test_image_is_named_without_the_build_hint(tmp_path):
         make_corrupted_set(f"folder:{root}", tmp_path / "c", corruptions="fog", image_size=8)
     assert "--skip-bad" not in str(err.value)  # ipmix corrupt has no such option
     assert not (tmp_path / "c" / "fog.npy").exists()
+
+
+def test_the_severity_table_follows_the_image_side_unless_a_profile_is_given(tmp_path, capsys):
+    from ipmix_cli.cli import run
+
+    small, large = _colourful(2), np.kron(_colourful(3), np.ones((7, 7, 1), np.uint8))  # 32 and 224 px
+    for image, native, other in ((small, "cifar", "imagenet"), (large, "imagenet", "cifar")):
+        default = corrupt_image(image, "contrast", 2, 0, 0)
+        assert np.array_equal(default, corrupt_image(image, "contrast", 2, 0, 0, native))
+        assert not np.array_equal(default, corrupt_image(image, "contrast", 2, 0, 0, other))
+    with pytest.raises(IpmixError, match="unknown profile"):
+        corrupt_image(small, "contrast", 2, 0, 0, "tiny")
+    assert run(["corrupt", "--source", "digits:test", "--out", str(tmp_path / "c"), "--limit", "3",
+                "--corruptions", "contrast,benchmark", "--profile", "imagenet"]) == 0
+    out = capsys.readouterr().out
+    assert "15 corruptions x 5 severities of 3 images (32 px, imagenet severities)" in out
+    manifest = __import__("json").loads((tmp_path / "c" / "manifest.json").read_text())
+    assert manifest["profile"] == "imagenet" and manifest["corruptions"][:3] == ["gaussian_noise", "shot_noise",
+                                                                                  "impulse_noise"]
