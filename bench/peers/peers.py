@@ -150,34 +150,33 @@ WRITERS = {"floor": write_floor, "mds": write_mds, "litdata": write_litdata, "wd
 
 # --------------------------------------------------------------------------- readers (child processes)
 
-def read_litdata(folder: Path) -> tuple[int, float]:
+def _loop(ds) -> tuple[int, float, float]:
+    """(samples, wall seconds, CPU seconds) of one pass over `ds`."""
+    t0, c0, n = time.perf_counter(), time.process_time(), 0
+    for _ in ds:
+        n += 1
+    return n, time.perf_counter() - t0, time.process_time() - c0
+
+
+def read_litdata(folder: Path) -> tuple[int, float, float]:
     from litdata import StreamingDataset
 
     ds = StreamingDataset(str(folder))
-    t0, n = time.perf_counter(), 0
-    for _ in ds:
-        n += 1
-    return n, time.perf_counter() - t0
+    return _loop(ds)
 
 
-def read_mds(folder: Path) -> tuple[int, float]:
+def read_mds(folder: Path) -> tuple[int, float, float]:
     _, StreamingDataset = import_streaming()
     ds = StreamingDataset(local=str(folder), batch_size=256, shuffle=False)
-    t0, n = time.perf_counter(), 0
-    for _ in ds:
-        n += 1
-    return n, time.perf_counter() - t0
+    return _loop(ds)
 
 
-def read_wds(folder: Path) -> tuple[int, float]:
+def read_wds(folder: Path) -> tuple[int, float, float]:
     import webdataset as wds
 
     urls = sorted(glob.glob(str(folder / "epoch-0000" / "*.tar")))
     ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode()
-    t0, n = time.perf_counter(), 0
-    for _ in ds:
-        n += 1
-    return n, time.perf_counter() - t0
+    return _loop(ds)
 
 
 _IPMIX_READER = """
@@ -188,10 +187,10 @@ n = 0
 for _ in loader:  # warm: compiled decoders, page cache
     pass
 loader.set_epoch(1)
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 for images, labels in loader:
     n += len(labels)
-print(json.dumps([n, time.perf_counter() - t0]))
+print(json.dumps([n, time.perf_counter() - t0, time.process_time() - c0]))
 """
 
 READERS = {"litdata": read_litdata, "mds": read_mds, "wds_over_ipmix": read_wds}
@@ -268,16 +267,43 @@ def _pin0():
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
 
-def _run(cmd) -> tuple[float, str]:
+def _run(cmd) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of the process and its children, stdout) of one pinned run."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_pin0)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{res.stderr[-2000:]}")
-    return time.perf_counter() - t0, res.stdout
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), res.stdout
 
 
 def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def markdown(fig: dict) -> str:
+    """The tables the README shows."""
+    names = {"floor": "floor: plain `f.write` per sample + fsync", "ipmix_none": "ipmix `--recipe none`",
+             "mds": "MosaicML Streaming `MDSWriter`", "litdata": "LitData `optimize`", "wds": "WebDataset `ShardWriter`"}
+    reader_names = {"ipmix_ShardLoader": "ipmix `ShardLoader` (batch 256)", "litdata": "LitData `StreamingDataset`",
+                    "mds": "MosaicML `StreamingDataset` (batch 256)", "wds_over_ipmix": "`webdataset` over ipmix shards"}
+    fsyncs = {"floor": "yes", "ipmix_none": "yes"}
+    w, c, b = fig["writers_samples_per_s"], fig["writers_cpu_samples_per_s"], fig["writers_bytes_per_sample"]
+    lines = ["| writer | samples/s, one core | per CPU-second | fsyncs? | bytes/sample |", "|---|---|---|---|---|"]
+    for k in sorted(w, key=w.get, reverse=True):
+        lines.append(f"| {names[k]} | {w[k]:,} | {c[k]:,} | {fsyncs.get(k, 'no')} | {b[k]:,} |")
+    r, rc = fig["readers_samples_per_s"], fig["readers_cpu_samples_per_s"]
+    lines += ["", "| reader (loop only) | samples/s, one core | per CPU-second |", "|---|---|---|"]
+    for k in sorted(r, key=r.get, reverse=True):
+        lines.append(f"| {reader_names[k]} | {r[k]:,} | {rc[k]:,} |")
+    lines += ["", "| JPEG codec | decode a source photo (µs) | encode 224² q95 4:4:4 (µs) |", "|---|---|---|"]
+    for row in fig["jpeg_224"]:
+        lines.append(f"| {row['codec']} {row['version']} | {row['decode_source_us']:,} | {row['encode_224_q95_us']:,} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -313,6 +339,7 @@ def main() -> None:
                "litdata": lambda o: me + ["write", "litdata", str(src), str(o)],
                "wds": lambda o: me + ["write", "wds", str(src), str(o)]}
     rates = {k: [] for k in writers}
+    cpu_rates = {k: [] for k in writers}
     size = {}
     loads = []
     _run(ipmix_build + [str(work / "warm")])  # the project's first process loads its compiled kernels
@@ -320,8 +347,9 @@ def main() -> None:
         for name, cmd in writers.items():
             out = work / f"w-{name}"
             shutil.rmtree(out, ignore_errors=True)
-            dt, _ = _run(cmd(out))
+            dt, cpu, _ = _run(cmd(out))
             rates[name].append(total / dt)
+            cpu_rates[name].append(total / cpu)
             size[name] = _folder_bytes(out) / total
             if r < args.rounds - 1 or name == "floor":
                 shutil.rmtree(out, ignore_errors=True)
@@ -333,11 +361,13 @@ def main() -> None:
                "mds": me + ["read", "mds", str(work / "w-mds")],
                "wds_over_ipmix": me + ["read", "wds_over_ipmix", str(work / "w-ipmix_none")]}
     read_rates = {k: [] for k in readers}
+    read_cpu = {k: [] for k in readers}
     for r in range(args.rounds):
         for name, cmd in readers.items():
-            _, out = _run(cmd)
-            n, dt = json.loads(out.strip().splitlines()[-1])
+            _, _, out = _run(cmd)
+            n, dt, cpu = json.loads(out.strip().splitlines()[-1])
             read_rates[name].append(n / dt)
+            read_cpu[name].append(n / cpu)
         loads.append(os.getloadavg()[0])
         print(f"readers round {r + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in read_rates.items()),
               file=sys.stderr)
@@ -357,14 +387,17 @@ def main() -> None:
         "versions": {"ipmix": ipmix_version, "litdata": _version("litdata"), "mosaicml-streaming": _version("mosaicml-streaming"),
                      "webdataset": _version("webdataset"), "torch": _version("torch"), "numpy": _version("numpy")},
         "writers_samples_per_s": {k: round(statistics.median(v)) for k, v in rates.items()},
+        "writers_cpu_samples_per_s": {k: round(statistics.median(v)) for k, v in cpu_rates.items()},
         "writers_bytes_per_sample": {k: round(v) for k, v in size.items()},
         "readers_samples_per_s": {k: round(statistics.median(v)) for k, v in read_rates.items()},
+        "readers_cpu_samples_per_s": {k: round(statistics.median(v)) for k, v in read_cpu.items()},
         "jpeg_224": codecs,
         "command": "make bench-peers",
     }
     fig["ratio_ipmix_none_to_floor"] = round(fig["writers_samples_per_s"]["ipmix_none"] / fig["writers_samples_per_s"]["floor"], 3)
     fig["ratio_ipmix_none_to_mds"] = round(fig["writers_samples_per_s"]["ipmix_none"] / fig["writers_samples_per_s"]["mds"], 2)
     print(json.dumps(fig, indent=1))
+    print(markdown(fig), file=sys.stderr)
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=1))
     if not args.work:
