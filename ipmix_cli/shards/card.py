@@ -201,6 +201,7 @@ def render_card(m: dict) -> str:
     ]
     if dali:
         dali_exts = ", ".join(f'"{f}"' for f in fields)
+        dali_outputs = ", ".join(f.split(".")[0] if len(fields) > 1 else "images" for f in fields)
         lines += [
             "## Load with NVIDIA DALI",
             "",
@@ -215,8 +216,9 @@ def render_card(m: dict) -> str:
             "from nvidia.dali import fn",
             "",
             f'tars = sorted(glob.glob("{epoch_folder_of(first_shard)}/*.tar"))',
-            'images = fn.readers.webdataset(paths=tars, index_paths=[t[:-4] + ".idx" for t in tars],',
-            f'                               ext=[{dali_exts}, "cls", "json"])  # inside a @pipeline_def',
+            f'{dali_outputs}, labels, meta = fn.readers.webdataset(  # inside a @pipeline_def',
+            '    paths=tars, index_paths=[t[:-4] + ".idx" for t in tars],',
+            f'    ext=[{dali_exts}, "cls", "json"])',
             '# after the pipeline, per sample: keep = not json.loads(bytes(meta))["pad"]  # drop the padding draws',
             "```",
             "",
