@@ -194,11 +194,12 @@ def pixmix_view(x, f, st, prm, ops, rot_table, out, bufs, acc):
     """PixMix view: start from x or op(x); up to k rounds of add/multiply with f or op(x).
 
     Round -1 is the start; every round may first apply one random op to the original x
-    (one call site for apply_op).
+    (one call site for apply_op). The image is mixed as one flat run of values in [0, 1].
     """
     H, W = x.shape[0], x.shape[1]
     severity = prm[PRM_SEVERITY]
     k = int(prm[PRM_WIDTH])
+    mixed = acc.reshape(-1)
     use_op = uniform(st) < 0.5
     rounds = 0
     r = -1
@@ -208,34 +209,44 @@ def pixmix_view(x, f, st, prm, ops, rot_table, out, bufs, acc):
             apply_op(ops[randint(st, ops.shape[0])], st, severity, x, dst, rot_table, 0, H, 0, W)
         other = dst if use_op else x
         if r < 0:
-            for yy in range(H):
-                for xx in range(W):
-                    for c in range(3):
-                        acc[yy, xx, c] = other[yy, xx, c] / 255.0
+            _to_unit(other.reshape(-1), mixed)
             rounds = randint(st, k + 1)
         else:
             if not use_op:
                 other = f
             mop = ADD if randint(st, 2) == 0 else MULTIPLY
             a, b = get_ab(st, prm[PRM_BETA])
-            for yy in range(H):
-                for xx in range(W):
-                    for c in range(3):
-                        p1 = acc[yy, xx, c]
-                        p2 = other[yy, xx, c] / 255.0
-                        if mop == ADD:
-                            q = (a * (2.0 * p1 - 1.0) + b * (2.0 * p2 - 1.0) + 1.0) / 2.0
-                        else:
-                            q = ((2.0 * p1) ** a) * (max(2.0 * p2, TINY) ** b) / 2.0
-                        acc[yy, xx, c] = 0.0 if q < 0.0 else (1.0 if q > 1.0 else q)
+            _mix_round(mixed, other.reshape(-1), mop, a, b)
         r += 1
         if r >= rounds:
             break
         use_op = uniform(st) < 0.5
-    for yy in range(H):
-        for xx in range(W):
-            for c in range(3):
-                out[yy, xx, c] = np.uint8(int(acc[yy, xx, c] * 255.0 + 0.5))
+    o1 = out.reshape(-1)
+    for j in range(o1.shape[0]):
+        o1[j] = np.uint8(int(mixed[j] * 255.0 + 0.5))
+
+
+@njit(cache=True)
+def _to_unit(src, dst):
+    for j in range(src.shape[0]):
+        dst[j] = src[j] / 255.0
+
+
+@njit(cache=True)
+def _mix_round(mixed, other, mop, a, b):
+    """One PixMix round in place, clipped to [0, 1]. The partner's term takes one of 256 values
+    (a byte / 255), so it comes from a table: the same expression, computed once per value."""
+    term = np.empty(256, np.float64)
+    for v in range(256):
+        p2 = v / 255.0
+        term[v] = b * (2.0 * p2 - 1.0) if mop == ADD else max(2.0 * p2, TINY) ** b
+    for j in range(mixed.shape[0]):
+        p1 = mixed[j]
+        if mop == ADD:
+            q = (a * (2.0 * p1 - 1.0) + term[other[j]] + 1.0) / 2.0
+        else:
+            q = ((2.0 * p1) ** a) * term[other[j]] / 2.0
+        mixed[j] = 0.0 if q < 0.0 else (1.0 if q > 1.0 else q)
 
 
 @njit(cache=True)
