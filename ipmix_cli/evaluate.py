@@ -34,13 +34,21 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def load_trained_model(checkpoint, device="cpu"):
-    """(model in eval mode on `device`, config dict) from a run directory or checkpoint file."""
-    from ipmix_cli.checkpoint import load_checkpoint
+    """(model in eval mode on `device`, config dict) from a run directory, its checkpoint.pt, or a
+    model.pt with its model.json beside it."""
+    from ipmix_cli.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from ipmix_cli.models import INFO_NAME, WEIGHTS_NAME, load_trained, load_weights
 
+    path = Path(checkpoint)
+    weights_only = (path / WEIGHTS_NAME).is_file() if path.is_dir() else \
+        (path.name != CHECKPOINT_NAME and (path.parent / INFO_NAME).is_file())
+    if weights_only:
+        model, info = load_trained(path, device)
+        return model, info
     state = load_checkpoint(checkpoint)
     cfg = state["config"]
     model = build_model(cfg["model"], cfg["num_classes"], cfg["image_size"])
-    model.load_state_dict(state["model"])
+    load_weights(model, state["model"], checkpoint)
     return model.to(device).eval(), cfg
 
 

@@ -1,8 +1,33 @@
+import sys
+
 import pytest
 import torch
 
 from ipmix_cli.errors import IpmixError
-from ipmix_cli.models import build_model, count_parameters, normalisation, normalise
+from _torchvision_resnet import torchvision_resnet_state_shapes
+from ipmix_cli.models import build_model, check_model_name, count_parameters, normalisation, normalise
+
+
+@pytest.mark.parametrize("classes", [1000, 10])
+def test_resnet50_has_torchvisions_parameter_names_and_shapes(classes):
+    state = build_model("resnet50", classes, 224).state_dict()
+    assert [(k, tuple(v.shape)) for k, v in state.items()] == torchvision_resnet_state_shapes((3, 4, 6, 3), 4, classes)
+
+
+def test_resnet50_strides_where_torchvision_does():
+    # torchvision's v1.5 bottleneck: stride on the 3x3 conv2 and on downsample.0, not on conv1.
+    model = build_model("resnet50", 10, 224)
+    first = model.layer2[0]
+    assert first.conv1.stride == (1, 1) and first.conv2.stride == (2, 2) and first.downsample[0].stride == (2, 2)
+    assert model.conv1.stride == (2, 2) and model.conv1.padding == (3, 3)
+
+
+@pytest.mark.parametrize("library", ["torchvision", "timm"])
+def test_a_library_model_without_its_package_is_one_line_naming_it(library, monkeypatch):
+    monkeypatch.setitem(sys.modules, library, None)  # how Python itself blocks an import
+    with pytest.raises(IpmixError, match=rf"needs {library}, which is not installed.*pip install {library}$") as err:
+        check_model_name(f"{library}:resnet50")
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("name,classes,params", [
@@ -28,6 +53,7 @@ def test_forward_gives_logits_per_class(name, size):
 
 def test_resnet18_cifar_stem_keeps_resolution_and_resnet50_downsamples():
     r18 = build_model("resnet18", 10, 32)
+    assert r18.conv1.kernel_size == (3, 3) and r18.conv1.stride == (1, 1)
     stem = r18.stem(torch.zeros(1, 3, 32, 32))
     assert stem.shape[-1] == 32  # 3x3 stride-1 stem, no max-pool
     r50 = build_model("resnet50", 10, 224)
@@ -45,7 +71,7 @@ def test_wide_resnet_dropout_is_active_only_in_training():
     assert all(b.dropout == 0.3 for b in model.blocks)
 
 
-@pytest.mark.parametrize("name,message", [("vgg16", "unknown model"), ("wrn-41-4", r"6n\+4"),
+@pytest.mark.parametrize("name,message", [("vgg16", "unknown model"), ("torch:resnet50", "unknown model"), ("wrn-41-4", r"6n\+4"),
                                           ("wrn-40-0", r"6n\+4")])
 def test_bad_model_names_are_one_line_errors(name, message):
     with pytest.raises(IpmixError, match=message):
