@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # A CPU build of torch; on a GPU machine install your own CUDA torch into the venv first
-# and this step leaves it alone.
+# and this step leaves it alone. The demo table in README.md was recorded with this torch.
 TORCH_SPEC ?= torch==2.13.0
+# The versions the recorded hashes (tests/test_golden_outputs.py) and the demo table came from.
+CONSTRAINTS ?= constraints.txt
 DEMO_OUT ?= demo-out
 BENCH_OUT ?= bench-out
 PEERS_VENV ?= .venv-peers
@@ -13,10 +15,10 @@ PEERS_VENV ?= .venv-peers
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[train,test]"
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[train,demo,eval,test]"
 	touch $@
 
 demo: install

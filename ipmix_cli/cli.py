@@ -11,6 +11,7 @@ import sys
 import click
 
 from fractalgen.errors import FractalgenError
+from ipmix_cli.optional import missing_package_message
 
 # Exit codes: 1 user error, 2 usage error (Click), 130 interrupted (Ctrl-C).
 EXIT_INTERRUPTED = 130
@@ -46,7 +47,7 @@ class LazyGroup(click.Group):
         "fractals": ("ipmix_cli.commands.fractals:fractals", "Render the fractal mixing set; preview it, print its quality."),
         "augment": ("ipmix_cli.commands.augment:augment", "See what IPMix (or AugMix, PixMix) does to your pictures."),
         "shards": ("ipmix_cli.commands.shards:shards", "Build augmented epochs as WebDataset shards; verify, inspect, preview."),
-        "train": ("ipmix_cli.train:train_command", "Train a classifier on shards (one process, or several under torchrun)."),
+        "train": ("ipmix_cli.commands.train:train_command", "Train a classifier on shards (one process, or several under torchrun)."),
         "eval": ("ipmix_cli.commands.evaluate:eval_command", "Clean, corruption and calibration error (and PGD) of a checkpoint."),
         "corrupt": ("ipmix_cli.commands.evaluate:corrupt_command", "Make a CIFAR-10-C-style corrupted copy of a test set."),
         "bench": ("ipmix_cli.cli:bench", "Measure each stage's throughput on this machine."),
@@ -99,6 +100,12 @@ def run(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except FractalgenError as exc:
         click.echo(f"Error: {exc}", err=True)
+        return 1
+    except ModuleNotFoundError as exc:  # an optional package (torch, scikit-learn) is not installed
+        message = missing_package_message(exc)
+        if message is None:
+            raise
+        click.echo(f"Error: {message}", err=True)
         return 1
     except OSError as exc:
         if exc.errno not in _OS_ERRORS:

@@ -8,6 +8,9 @@ CE on the clean view + 12·JSD when the shards carry the clean/aug1/aug2 triple)
 with a per-step cosine learning rate. Checkpoints hold everything an exact resume needs
 (weights, optimizer, schedule, step, each rank's loader position and RNG state).
 DDP comes from the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK): gloo on CPU, NCCL on GPU.
+Progress: a line every `log_every` steps or LOG_SECONDS (step/total, loss, lr, samples/s, the
+share of step time spent waiting for the next batch, ETA); the same fields go to log.jsonl.
+The click command lives in ipmix_cli/commands/train.py, so `ipmix train --help` needs no torch.
 """
 
 from __future__ import annotations
@@ -22,9 +25,16 @@ import time
 import warnings
 from pathlib import Path
 
-import click
 import numpy as np
-import torch
+
+try:
+    import torch
+except ModuleNotFoundError:
+    if __name__ == "__main__":  # `python -m ipmix_cli.train` without torch: the CLI's one line
+        from ipmix_cli.cli import run
+
+        sys.exit(run(["train", *sys.argv[1:]]))
+    raise
 import torch.distributed as dist
 import torch.nn.functional as F
 
@@ -34,10 +44,15 @@ from ipmix_cli.curves import write_curves_png
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.evaluate import resolve_device
 from ipmix_cli.losses import jsd_loss
-from ipmix_cli.models import (build_model, canonical_name, check_model_name, count_parameters, normalisation,
-                              normalise)
+from ipmix_cli.models import (build_model, canonical_name, check_model_name, count_parameters, load_weights,
+                              normalisation, normalise, save_trained)
+from ipmix_cli.optional import check_torch_version
+
+check_torch_version(torch.__version__)
 
 LOG_NAME, CURVES_NAME, SUMMARY_NAME = "log.jsonl", "curves.png", "summary.json"
+TENSORBOARD_DIR = "tensorboard"
+LOG_SECONDS = 10.0  # a progress line at least this often, whatever --log-every says
 # Settings that must not change when a run is resumed (they shape the stream or the schedule).
 RESUME_KEYS = ("model", "batch_size", "epochs", "lr", "weight_decay", "momentum", "seed",
                "jsd_weight", "shards_config_hash", "views", "image_size", "num_classes")
@@ -78,6 +93,44 @@ def _gather(obj, world: int) -> list:
 def cosine_factor(step: int, total: int, floor: float = 1e-6) -> float:
     """Learning-rate multiplier at `step`: cosine from 1 down to `floor` over `total` steps."""
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(1, total)))
+
+
+def choose_threads(requested: int | None) -> tuple[int, str]:
+    """(intra-op threads, why): the CPUs this process may run on divided by the processes of this
+    machine, so that local ranks do not oversubscribe the cores; `requested` overrides it."""
+    if requested:
+        return int(requested), "--threads"
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, cpus // local), f"{cpus} CPUs / {local} local process{'es' if local > 1 else ''}"
+
+
+def format_duration(seconds: float) -> str:
+    """h:mm:ss"""
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def timed_batches(loader):
+    """Yield (batch, seconds spent blocked on it)."""
+    it = iter(loader)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        yield batch, time.perf_counter() - t0
+
+
+def tensorboard_writer_class():
+    """torch's SummaryWriter; IpmixError naming the package when tensorboard is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise IpmixError("--tensorboard needs the tensorboard package, which is not installed: "
+                         "pip install tensorboard") from None
+    return SummaryWriter
 
 
 def resolve_precision(precision: str, dev: torch.device):
@@ -198,18 +251,22 @@ def train(shards, model: str = "auto", epochs: int = 1, out="run", *, resume: bo
           lr: float | None = None, weight_decay: float = 5e-4, momentum: float = 0.9, seed: int = 0,
           num_workers: int = 2, jsd_weight: float = 12.0, max_steps: int | None = None, device: str = "auto",
           precision: str = "auto", test: str | None = None, log_every: int = 50, checkpoint_every: int = 0,
-          loader=None, echo=print) -> dict:
+          threads: int | None = None, tensorboard: bool = False, loader=None, echo=print) -> dict:
     """Train a model on shards (contracts D/E) and return the run summary.
 
     `batch_size` is the global batch (split evenly over the ranks). `max_steps` stops early (the
     schedule still spans all epochs, so a later `resume=True` with a larger `max_steps` continues
     exactly). `loader` may be any object with the ShardLoader interface (then `shards` is only
-    recorded). `echo` receives the progress lines (rank 0 only).
+    recorded). `echo` receives the progress lines (rank 0 only). `threads` sets torch's intra-op
+    threads (default: choose_threads). `tensorboard` also writes event files into RUN/tensorboard.
+    Resuming a run that is already complete (or already at `max_steps`) changes no file.
     """
     for name, value, low in (("epochs", epochs, 1), ("batch size", batch_size, 1), ("log every", log_every, 1),
                              ("workers", num_workers, 0), ("checkpoint every", checkpoint_every, 0)):
         if int(value) < low:
             raise IpmixError(f"{name} must be at least {low}, got {value}")
+    if threads is not None and threads < 1:
+        raise IpmixError(f"threads must be at least 1, got {threads}")
     if max_steps is not None and max_steps < 1:
         raise IpmixError(f"max steps must be at least 1, got {max_steps}")
     if not 0 <= int(seed) < 2**63:
@@ -224,18 +281,24 @@ def train(shards, model: str = "auto", epochs: int = 1, out="run", *, resume: bo
             raise IpmixError(f"{name} must be a finite {kind} number, got {value}")
     if model != "auto":
         check_model_name(model)  # before any process group starts
+    if tensorboard:
+        tensorboard_writer_class()  # a missing package is an error before any work starts
+    n_threads, why_threads = choose_threads(threads)
+    torch.set_num_threads(n_threads)
     rank, world, dev = setup_distributed(device)
     try:
         return _train(shards, model, epochs, Path(out), resume, batch_size, lr, weight_decay, momentum, seed,
                       num_workers, jsd_weight, max_steps, dev, precision, test, log_every, checkpoint_every,
-                      loader, echo if rank == 0 else (lambda *a, **k: None), rank, world)
+                      loader, echo if rank == 0 else (lambda *a, **k: None), rank, world,
+                      f"{n_threads} threads ({why_threads})", tensorboard)
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
 
 def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay, momentum, seed, num_workers,
-           jsd_weight, max_steps, dev, precision, test, log_every, checkpoint_every, loader, echo, rank, world):
+           jsd_weight, max_steps, dev, precision, test, log_every, checkpoint_every, loader, echo, rank, world,
+           threads_note, tensorboard):
     main = rank == 0
     ckpt_file = out / CHECKPOINT_NAME
     if ckpt_file.exists() and not resume:
@@ -285,8 +348,15 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
         if changed:
             raise IpmixError("cannot resume: settings differ from the checkpoint's: "
                              + ", ".join(f"{k} {old.get(k)!r} -> {config.get(k)!r}" for k in changed))
-        # The schedule keeps the length it started with (it differs only if the world size changed).
-        config["total_steps"] = old["total_steps"]
+        if len(state["rng"]) != world:
+            # Each process's stream position and RNG state are in the checkpoint: another count
+            # could only continue approximately, with a schedule of another length.
+            raise IpmixError(f"cannot resume: the run in {out} was trained by {len(state['rng'])} process(es), "
+                             f"this launch has {world}; resume it with {len(state['rng'])}")
+        finished = _already_finished(state, epochs, max_steps, out)
+        if finished is not None:
+            echo(finished["note"])
+            return finished["summary"]
     total_steps = config["total_steps"]
 
     torch.manual_seed(seed)  # identical initial weights on every rank
@@ -300,43 +370,43 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
     torch.manual_seed(seed * 1000 + 1 + rank)  # dropout differs per rank
 
     step, epoch, seen, mid_epoch = 0, 0, 0, False
-    epoch_sums = torch.zeros(3, dtype=torch.float64, device=dev)  # loss·n, correct, n of this epoch
+    # Of this epoch, summed over the ranks at the end: loss·n, correct, n, data-wait s, step s.
+    epoch_sums = torch.zeros(5, dtype=torch.float64, device=dev)
     if state is not None:
-        net.load_state_dict(state["model"])
+        load_weights(net, state["model"], ckpt_file)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         step, epoch, seen = int(state["step"]), int(state["epoch"]), int(state["seen"])
-        same_world = len(state["rng"]) == world
-        if same_world:
-            rng = state["rng"][rank]
-            torch.set_rng_state(rng["cpu"].cpu())
-            if dev.type == "cuda" and rng.get("cuda") is not None:
-                torch.cuda.set_rng_state(rng["cuda"].cpu(), dev)
-        else:
-            echo(f"note: resuming a {len(state['rng'])}-process run on {world}: the stream continues at shard "
-                 "granularity, not bit for bit")
+        rng = state["rng"][rank]
+        torch.set_rng_state(rng["cpu"].cpu())
+        if dev.type == "cuda" and rng.get("cuda") is not None:
+            torch.cuda.set_rng_state(rng["cuda"].cpu(), dev)
         if seen:
             mid_epoch = True
             with _warnings_to(echo):
                 loader.set_epoch(epoch)
-                loader.load_state_dict(state["loader"][rank if same_world else 0])
-            epoch_sums = torch.tensor(state["epoch_sums"], dtype=torch.float64, device=dev)
+                loader.load_state_dict(state["loader"][rank])
+            sums = list(state["epoch_sums"])  # checkpoints before data-wait held three sums
+            epoch_sums = torch.tensor(sums + [0.0] * (5 - len(sums)), dtype=torch.float64, device=dev)
         echo(f"resuming {out} at step {step}/{total_steps} (epoch {epoch + 1}, batch {seen})")
     elif resume:
         echo(f"no checkpoint in {out}; starting a new run")
     stop_step = min(total_steps, max_steps) if max_steps else None
+    end_step = stop_step or total_steps
 
     ddp = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None) \
         if world > 1 else net
     held_out = HeldOut(test, size, num_classes, config["classes"], rank, world) if test else None
     log = RunLog(out / LOG_NAME, main, step if state is not None else None)
+    board = tensorboard_writer_class()(str(out / TENSORBOARD_DIR)) if tensorboard and main else None
     if main:
         atomic_write_json(out / "config.json", config)
     log.write({"type": "start", "step": step, "time": time.time(), "world_size": world, "device": str(dev),
-               "echo_factor": echo_factor, "parameters": count_parameters(net)})
+               "echo_factor": echo_factor, "parameters": count_parameters(net), "threads": torch.get_num_threads()})
     echo(f"training {name} ({count_parameters(net) / 1e6:.2f} M parameters) on {world} process(es), {dev}, "
-         f"{config['precision']}; {epochs} epochs x {steps_per_epoch} steps of {batch_size} ({config['loss']})")
+         f"{config['precision']}, {threads_note}; {epochs} epochs x {steps_per_epoch} steps of {batch_size} "
+         f"({config['loss']})")
 
     def checkpoint():
         rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
@@ -347,9 +417,18 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "step": step, "epoch": epoch, "seen": seen, "epoch_sums": epoch_sums.tolist(),
                 "loader": [s["loader"] for s in states], "rng": [s["rng"] for s in states]})
+            save_trained(out, net, config)
 
+    def show(record: dict) -> None:
+        log.write(record)
+        if board is not None:
+            for key in ("loss", "lr", "samples_per_s", "data_wait", "train_loss", "train_acc", "test_error"):
+                if record.get(key) is not None:
+                    board.add_scalar(f"{record['type']}/{key}", record[key], record["step"])
+
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     stop = _StopFlag(active=world == 1)
-    window = torch.zeros(3, dtype=torch.float64, device=dev)
+    window = torch.zeros(5, dtype=torch.float64, device=dev)  # as epoch_sums, since the last line
     t_window, t_run, steps_run, last = time.time(), time.time(), 0, {}
     ddp.train()
     try:
@@ -359,7 +438,8 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
                 epoch_sums.zero_()
                 seen = 0
             mid_epoch, t_epoch, finished = False, time.time(), True
-            for images, labels in loader:
+            t_step = time.perf_counter()
+            for (images, labels), waited in timed_batches(loader):
                 y = labels.to(dev, non_blocking=True)
                 x = to_model_input(images, dev, mean, std, channels_last)
                 with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
@@ -374,17 +454,27 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
+                sync()  # on a GPU the step's time is the kernels' time, not the launches'
+                now_step = time.perf_counter()
                 step, seen, steps_run = step + 1, seen + 1, steps_run + 1
                 batch = torch.stack([loss.detach().double() * len(y), (clean.argmax(1) == y).sum().double(),
                                      torch.tensor(float(len(y)), dtype=torch.float64, device=dev)])
-                window += batch
-                epoch_sums += batch
-                if step % log_every == 0 or step == stop_step or seen == steps_per_epoch:
-                    loss_sum, correct, n = _sum_across_ranks(window.clone())
+                timing = torch.tensor([waited, now_step - t_step], dtype=torch.float64, device=dev)
+                t_step = now_step
+                window[:3] += batch
+                window[3:] += timing
+                epoch_sums[:3] += batch
+                epoch_sums[3:] += timing
+                if _line_due(step, log_every, stop_step, seen == steps_per_epoch, time.time() - t_window, dev):
+                    loss_sum, correct, n, wait_s, step_s = _sum_across_ranks(window.clone())
                     now = time.time()
-                    log.write({"type": "step", "step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
-                               "loss": loss_sum / n, "acc": correct / n,
-                               "samples_per_s": n / max(now - t_window, 1e-9)})
+                    rate = steps_run / max(now - t_run, 1e-9)
+                    record = {"type": "step", "step": step, "total_steps": total_steps, "epoch": epoch,
+                              "lr": scheduler.get_last_lr()[0], "loss": loss_sum / n, "acc": correct / n,
+                              "samples_per_s": n / max(now - t_window, 1e-9), "data_wait": wait_s / max(step_s, 1e-12),
+                              "eta_s": (end_step - step) / rate}
+                    show(record)
+                    echo(format_step_line(record, epochs))
                     window.zero_()
                     t_window = now
                 if step == stop_step or stop.set:
@@ -395,33 +485,38 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
             if not finished:
                 checkpoint()
                 break
-            loss_sum, correct, n = _sum_across_ranks(epoch_sums.clone())
+            loss_sum, correct, n, wait_s, step_s = _sum_across_ranks(epoch_sums.clone())
             last = {"type": "epoch", "epoch": epoch, "step": step, "train_loss": loss_sum / n,
-                    "train_acc": correct / n, "time_s": time.time() - t_epoch}
+                    "train_acc": correct / n, "data_wait": wait_s / max(step_s, 1e-12),
+                    "time_s": time.time() - t_epoch}
             if held_out:
                 last.update(held_out.score(net, dev, mean, std, amp_dtype, channels_last))
-            log.write(last)
+            show(last)
             if main:
                 write_curves_png(out / CURVES_NAME, log.records, f"{name} on {shards}")
-            echo(f"epoch {epoch + 1}/{epochs}: loss {last['train_loss']:.4f} acc {last['train_acc']:.4f}"
+            echo(f"epoch {epoch + 1}/{epochs}: loss {last['train_loss']:.4f} acc {last['train_acc']:.4f} "
+                 f"data-wait {100 * last['data_wait']:.1f}%"
                  + (f" test error {last['test_error']:.4f}" if "test_error" in last else ""))
             epoch, seen = epoch + 1, 0
             checkpoint()
     finally:
         stop.restore()
+        if board is not None:
+            board.close()
     if stop.set:
         echo(f"stopped at step {step}; checkpoint saved: run again with --resume to continue")
         raise StoppedWithCheckpoint
     elapsed = time.time() - t_run
     steps_per_rank = _gather(steps_run, world)
+    epochs_logged = [r for r in log.records if r.get("type") == "epoch"]
     summary = {"run": str(out), "model": name, "parameters": count_parameters(net), "epochs": epochs,
                "epochs_done": epoch, "steps": step, "total_steps": total_steps, "complete": epoch == epochs,
                "samples_seen": step * batch_size, "world_size": world,
-               "steps_this_launch_per_rank": steps_per_rank, "device": str(dev),
+               "steps_this_launch_per_rank": steps_per_rank, "device": str(dev), "threads": torch.get_num_threads(),
                "precision": config["precision"], "loss": config["loss"], "echo_factor": echo_factor,
-               "train_samples_per_s": steps_run * batch_size / max(elapsed, 1e-9), "time_s": elapsed,
-               "checkpoint": str(ckpt_file)}
-    epochs_logged = [r for r in log.records if r.get("type") == "epoch"]
+               "train_samples_per_s": steps_run * batch_size / max(elapsed, 1e-9) if steps_run else None,
+               "time_s": elapsed, "data_wait_per_epoch": [r.get("data_wait") for r in epochs_logged],
+               "checkpoint": str(ckpt_file), "weights": str(out / "model.pt")}
     if epochs_logged:
         summary.update({k: epochs_logged[-1][k] for k in ("train_loss", "train_acc", "test_loss", "test_acc",
                                                           "test_error") if k in epochs_logged[-1]})
@@ -432,6 +527,41 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
     if world > 1:
         dist.barrier()  # no rank tears its connections down while another still uses them
     return summary
+
+
+def _already_finished(state: dict, epochs: int, max_steps: int | None, out: Path) -> dict | None:
+    """{note, summary} when a resumed run has nothing left to do (then no file may change)."""
+    step, total = int(state["step"]), int(state["config"]["total_steps"])
+    if int(state["epoch"]) >= epochs:
+        note = f"the run in {out} is complete ({step}/{total} steps); nothing to do, no file changed"
+    elif max_steps and step >= max_steps:
+        note = f"the run in {out} is already at step {step} (--max-steps {max_steps}); nothing to do, no file changed"
+    else:
+        return None
+    try:
+        summary = json.loads((out / SUMMARY_NAME).read_text())
+    except (OSError, ValueError):
+        summary = {"run": str(out), "steps": step, "total_steps": total, "complete": int(state["epoch"]) >= epochs}
+    return {"note": note, "summary": summary}
+
+
+def _line_due(step: int, log_every: int, stop_step, epoch_end: bool, since_last_s: float, dev) -> bool:
+    """Whether this step prints a progress line; every rank must agree (the line sums over ranks)."""
+    if step % log_every == 0 or step == stop_step or epoch_end:
+        return True
+    late = since_last_s >= LOG_SECONDS
+    if dist.is_initialized():  # rank 0's clock decides
+        flag = torch.tensor([float(late)], device=dev)
+        dist.broadcast(flag, 0)
+        late = bool(flag.item())
+    return late
+
+
+def format_step_line(record: dict, epochs: int) -> str:
+    width = len(str(record["total_steps"]))
+    return (f"step {record['step']:>{width}}/{record['total_steps']} (epoch {record['epoch'] + 1}/{epochs}) "
+            f"loss {record['loss']:.4f} lr {record['lr']:.4g} {record['samples_per_s']:,.0f} samples/s "
+            f"data-wait {100 * record['data_wait']:.1f}% eta {format_duration(record['eta_s'])}")
 
 
 class _warnings_to:
@@ -451,54 +581,6 @@ class _warnings_to:
         for w in self._caught:
             self.echo(f"warning: {w.message}")
         return False
-
-
-def format_summary(summary: dict) -> str:
-    keys = ("model", "parameters", "steps", "total_steps", "complete", "train_loss", "train_acc", "test_error",
-            "echo_factor", "train_samples_per_s", "time_s", "run")
-    return "\n".join(f"  {k:<20} {summary[k]:.4g}" if isinstance(summary[k], float) else f"  {k:<20} {summary[k]}"
-                     for k in keys if summary.get(k) is not None)
-
-
-# ------------------------------------------------------------------ command line
-@click.command("train")
-@click.option("--shards", required=True, type=click.Path(), help="Shard directory (or its manifest.json).")
-@click.option("--model", default="auto", show_default=True,
-              help="resnet18, wrn-40-4 (any wrn-D-K), resnet50, small-cnn; auto = wrn-40-4 at 32 px, resnet50 above.")
-@click.option("--epochs", required=True, type=int, help="Training epochs (epoch t reads materialized epoch t mod K).")
-@click.option("--out", required=True, type=click.Path(), help="Run directory: checkpoint, log, curves, summary.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint (exactly).")
-@click.option("--batch-size", default=128, show_default=True, type=int, help="Global batch, split over processes.")
-@click.option("--lr", type=float, default=None, help="Peak learning rate [default: 0.1 at 32 px, 0.01 above].")
-@click.option("--weight-decay", default=5e-4, show_default=True, type=float)
-@click.option("--momentum", default=0.9, show_default=True, type=float, help="Nesterov momentum.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int, help="DataLoader workers per process.")
-@click.option("--jsd-weight", default=12.0, show_default=True, type=float,
-              help="Weight of the JSD loss (triple shards).")
-@click.option("--max-steps", type=int, default=None, help="Stop after this many steps in all (schedule unchanged).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              help="auto = bf16 (or fp16) autocast on CUDA, fp32 on CPU.")
-@click.option("--test", "test_spec", default=None, help="Held-out source scored each epoch, e.g. digits:test.")
-@click.option("--log-every", default=50, show_default=True, type=int, help="Steps between log lines.")
-@click.option("--checkpoint-every", default=0, show_default=True, type=int,
-              help="Also checkpoint every N steps (0: at epoch ends only).")
-def train_command(shards, model, epochs, out, resume, batch_size, lr, weight_decay, momentum, seed, workers,
-                  jsd_weight, max_steps, device, precision, test_spec, log_every, checkpoint_every):
-    """Train a classifier on pre-built shards (one process, or several under torchrun)."""
-    try:
-        summary = train(shards, model, epochs, out, resume=resume, batch_size=batch_size, lr=lr,
-                        weight_decay=weight_decay, momentum=momentum, seed=seed, num_workers=workers,
-                        jsd_weight=jsd_weight, max_steps=max_steps, device=device, precision=precision,
-                        test=test_spec, log_every=log_every, checkpoint_every=checkpoint_every,
-                        echo=lambda line: click.echo(line, err=True))
-    except StoppedWithCheckpoint:
-        # train() said to resume with --resume; the CLI's generic "run the same command again"
-        # would be wrong here (the same command without --resume refuses the run directory).
-        raise click.exceptions.Exit(130) from None
-    if int(os.environ.get("RANK", "0")) == 0:
-        click.echo("summary:\n" + format_summary(summary))
 
 
 def main(argv=None) -> int:

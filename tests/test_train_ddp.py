@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from _train_helpers import make_digit_shards
 from ipmix_cli.checkpoint import load_checkpoint
+from ipmix_cli.errors import IpmixError
+from ipmix_cli.train import train
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
 
@@ -34,6 +37,15 @@ def test_two_gloo_processes_take_equal_steps_on_an_uneven_looking_layout_and_res
     assert first["steps_this_launch_per_rank"] == [5, 5]
     ckpt = load_checkpoint(tmp_path / "run")
     assert len(ckpt["loader"]) == 2 and len(ckpt["rng"]) == 2  # each rank's stream position and RNG
+    model_pt = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert set(model_pt) == set(ckpt["model"]) and not any(k.startswith("module.") for k in model_pt)
+
+    # One process cannot continue a two-process run exactly: refused, and nothing is touched.
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()}
+    with pytest.raises(IpmixError, match="trained by 2 process.*this launch has 1; resume it with 2"):
+        train(str(tmp_path / "shards"), "small-cnn", 2, tmp_path / "run", resume=True, batch_size=16,
+              num_workers=0, echo=lambda *a: None)
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()} == before
 
     second = _torchrun(tmp_path / "shards", tmp_path / "run", "--resume", "--test", "digits:test")
     steps_per_epoch = second["total_steps"] // 2
@@ -45,7 +57,8 @@ def test_two_gloo_processes_take_equal_steps_on_an_uneven_looking_layout_and_res
     assert [r["epoch"] for r in records if r["type"] == "epoch"] == [0, 1]
     # Stopping and resuming two ranks lands on the same weights as running straight through:
     # each rank got back its own stream position and RNG state.
-    straight = _torchrun(tmp_path / "shards", tmp_path / "straight")
+    # Progress lines only by the clock here: every rank must agree on each one (rank 0's clock decides).
+    straight = _torchrun(tmp_path / "shards", tmp_path / "straight", "--log-every", "1000")
     assert straight["steps_this_launch_per_rank"] == [2 * steps_per_epoch] * 2
     a, b = load_checkpoint(tmp_path / "run")["model"], load_checkpoint(tmp_path / "straight")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -49,7 +49,7 @@ def test_resume_mid_epoch_gives_the_same_weights_as_training_straight(triple_sha
         return [r for r in recs if r["type"] == kind]
     logged = [r["step"] for r in records(tmp_path / "b", "step")]
     assert logged == sorted(set(logged)) and 7 in logged and logged[-1] == 20
-    strip = lambda r: {k: v for k, v in r.items() if k != "time_s"}  # noqa: E731
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("time_s", "data_wait")}  # noqa: E731 (timings differ)
     assert [strip(r) for r in records(tmp_path / "a", "epoch")] == [strip(r) for r in records(tmp_path / "b", "epoch")]
 
 
@@ -153,3 +153,33 @@ def test_ctrl_c_checkpoints_exits_130_and_points_at_resume(tmp_path, monkeypatch
     assert load_checkpoint(tmp_path / "run")["step"] == 4
     assert run(argv + ["--resume"]) == 0
     assert load_checkpoint(tmp_path / "run")["step"] == 8
+
+
+def _snapshot(run_dir):
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(run_dir.iterdir())}
+
+
+def test_resuming_a_finished_run_says_so_and_changes_no_file(triple_shards, tmp_path, capsys):
+    first = _run(triple_shards, tmp_path / "r")
+    before = _snapshot(tmp_path / "r")
+    lines = []
+    again = _run(triple_shards, tmp_path / "r", resume=True, echo=lines.append)
+    assert again == json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert again["train_samples_per_s"] == first["train_samples_per_s"] and again["time_s"] == first["time_s"]
+    assert lines == [f"the run in {tmp_path / 'r'} is complete (20/20 steps); nothing to do, no file changed"]
+    assert _snapshot(tmp_path / "r") == before
+    argv = ["train", "--shards", str(triple_shards), "--model", "wrn-10-1", "--epochs", "2", "--out",
+            str(tmp_path / "r"), "--batch-size", "16", "--workers", "0", "--log-every", "2", "--resume"]
+    capsys.readouterr()
+    assert run(argv) == 0
+    assert "is complete" in capsys.readouterr().err
+    assert _snapshot(tmp_path / "r") == before
+
+
+def test_resuming_at_the_max_steps_it_stopped_at_changes_no_file(triple_shards, tmp_path):
+    _run(triple_shards, tmp_path / "r", max_steps=3)
+    before = _snapshot(tmp_path / "r")
+    lines = []
+    summary = _run(triple_shards, tmp_path / "r", resume=True, max_steps=3, echo=lines.append)
+    assert summary["steps"] == 3 and "already at step 3" in lines[0]
+    assert _snapshot(tmp_path / "r") == before
