@@ -7,8 +7,12 @@ worked example. Re-running the demo resumes: finished steps are skipped.
 from __future__ import annotations
 
 import json
+import os
+import platform
 import shlex
+import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import click
@@ -21,6 +25,39 @@ MATERIALIZED_EPOCHS = 15  # echo factor 2: the spec measured no loss at E/K = 2
 # (row name, recipe, views): plain crop+flip, one IPMix view, and the JSD triple the paper used.
 VARIANTS = (("none", "none", 1), ("ipmix", "ipmix", 1), ("ipmix-jsd", "ipmix", 3))
 FRACTALS_PER_FAMILY = 48
+# The packages the table depends on (constraints.txt pins them; torch comes from the Makefile).
+VERSIONED = ("numpy", "pillow", "numba", "llvmlite", "scikit-learn", "scipy", "torch")
+# Training on a CPU is bit-for-bit repeatable on one machine, but its float sums depend on the
+# number of threads and on the vector instructions torch's kernels pick (AVX-512 or AVX2): the
+# same run on an AVX-512 and an AVX2 machine ends with other weights. The demo fixes both, so
+# that every x86-64 machine prints the README's table. The variables act only if set before
+# torch loads (ipmix demo imports torch only when it trains).
+TRAIN_THREADS = 1
+CPU_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+
+
+def pin_cpu_kernels() -> None:
+    """Ask torch, oneDNN and MKL for their AVX2 code paths (unless the user chose others)."""
+    if "torch" not in sys.modules:
+        for name, value in CPU_KERNELS.items():
+            os.environ.setdefault(name, value)
+
+
+def versions() -> str:
+    """One line: Python, the version of each package the demo's numbers depend on, and the CPU
+    kernels torch uses."""
+    found = []
+    for name in VERSIONED:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    line = f"python {platform.python_version()}, " + ", ".join(found)
+    try:
+        import torch
+    except ImportError:
+        return line
+    return f"{line}; torch CPU kernels {torch.backends.cpu.get_cpu_capability()}, {TRAIN_THREADS} thread"
 
 
 def _step(argv: list[str], done: Path | None = None) -> None:
@@ -41,21 +78,32 @@ def _step(argv: list[str], done: Path | None = None) -> None:
 def _train_args(shards: Path, run: Path, model: str, seed: int, workers: int, epochs: int) -> list[str]:
     args = ["train", "--shards", str(shards), "--model", model, "--epochs", str(epochs),
             "--out", str(run), "--batch-size", "64", "--lr", "0.05", "--seed", str(seed),
-            "--workers", str(min(workers, 1)), "--test", "digits:test", "--log-every", "100"]
+            "--workers", str(min(workers, 1)), "--test", "digits:test", "--log-every", "100",
+            "--threads", str(TRAIN_THREADS)]
     if (run / "checkpoint.pt").exists():
         args.append("--resume")
     return args
 
 
-def comparison_table(results: dict[str, dict]) -> str:
-    """Rows: recipes; columns: the figures the paper reports, in percent."""
-    head = f"{'recipe':<11}{'clean err %':>12}{'corr. err %':>12}{'clean RMS %':>12}{'corr. RMS %':>12}"
+def comparison_table(results: dict[str, dict], data_wait: dict[str, float]) -> str:
+    """Rows: recipes; columns: the figures the paper reports, and the share of training step time
+    spent waiting for shards, in percent."""
+    head = (f"{'recipe':<11}{'clean err %':>12}{'corr. err %':>12}{'clean RMS %':>12}{'corr. RMS %':>12}"
+            f"{'data-wait %':>12}")
     lines = [head, "-" * len(head)]
     for name, r in results.items():
         c, k = r["clean"], r["corruption"]
         lines.append(f"{name:<11}{100 * c['error']:>12.2f}{100 * k['error']:>12.2f}"
-                     f"{100 * c['rms_calibration_error']:>12.2f}{100 * k['rms_calibration_error']:>12.2f}")
+                     f"{100 * c['rms_calibration_error']:>12.2f}{100 * k['rms_calibration_error']:>12.2f}"
+                     f"{100 * data_wait[name]:>12.1f}")
     return "\n".join(lines)
+
+
+def mean_data_wait(run: Path) -> float:
+    """Mean over the epochs of the share of step time the run waited for data."""
+    waits = json.loads((run / "summary.json").read_text()).get("data_wait_per_epoch") or []
+    waits = [w for w in waits if w is not None]
+    return sum(waits) / len(waits) if waits else float("nan")
 
 
 def run_demo(out: Path, seed: int = 0, workers: int = 2, model: str = "small-cnn", *,
@@ -66,6 +114,9 @@ def run_demo(out: Path, seed: int = 0, workers: int = 2, model: str = "small-cnn
     out.mkdir(parents=True, exist_ok=True)
     fractals, corrupted = out / "fractals", out / "digits-c"
     started = time.perf_counter()
+    pin_cpu_kernels()
+    environment = versions()
+    click.echo(f"versions: {environment}", err=True)
 
     n = str(fractals_per_family)
     _step(["fractals", "render", str(fractals), "--escape", n, "--ifs", n, "--size", "128",
@@ -75,7 +126,7 @@ def run_demo(out: Path, seed: int = 0, workers: int = 2, model: str = "small-cnn
     _step(["corrupt", "--source", "digits:test", "--out", str(corrupted), "--seed", str(seed), *limit],
           done=corrupted / "labels.npy")
 
-    results = {}
+    results, data_wait = {}, {}
     for name, recipe, views in VARIANTS:
         shards, run = out / f"shards-{name}", out / f"run-{name}"
         _step(["shards", "build", "--source", "digits", "--fractals", str(fractals), "--out", str(shards),
@@ -87,19 +138,21 @@ def run_demo(out: Path, seed: int = 0, workers: int = 2, model: str = "small-cnn
         _step(["eval", "--checkpoint", str(run), "--test", "digits:test", "--corrupted", str(corrupted),
                "--out", str(report), *limit], done=report)
         results[name] = json.loads(report.read_text())
+        data_wait[name] = mean_data_wait(run)
 
-    table = comparison_table(results)
-    (out / "comparison.txt").write_text(table + "\n")
+    table = comparison_table(results, data_wait)
+    (out / "comparison.txt").write_text(f"{table}\n\n{environment}\n")
     click.echo(f"\nPlain crop+flip vs IPMix (one view) vs IPMix with the JSD loss on digits ({train_epochs} epochs of {model}, "
                f"{materialized_epochs} materialized epochs, seed {seed}):\n")
     click.echo(table)
+    click.echo(f"\n{environment}")
     click.echo(f"\nfinished in {time.perf_counter() - started:.0f} s; outputs in {out}/:\n"
                f"  fractals/ and fractals.png        the mixing set and its contact sheet\n"
                f"  shards-*/                         WebDataset shards (manifest.json, README.md)\n"
                f"  shards-*.png                      what the model saw\n"
-               f"  run-*/                            checkpoint, log.jsonl, curves.png, summary.json\n"
+               f"  run-*/                            model.pt + model.json, checkpoint, log.jsonl, curves.png, summary.json\n"
                f"  digits-c/                         the corrupted test set (15 corruptions x 5 severities)\n"
-               f"  eval-*.json, comparison.txt       the evaluation and this table")
+               f"  eval-*.json, comparison.txt       the evaluation, this table and the versions")
     return results
 
 
