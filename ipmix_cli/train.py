@@ -290,7 +290,7 @@ def train(shards, model: str = "auto", epochs: int = 1, out="run", *, resume: bo
         return _train(shards, model, epochs, Path(out), resume, batch_size, lr, weight_decay, momentum, seed,
                       num_workers, jsd_weight, max_steps, dev, precision, test, log_every, checkpoint_every,
                       loader, echo if rank == 0 else (lambda *a, **k: None), rank, world,
-                      f"{n_threads} threads ({why_threads})", tensorboard)
+                      f"{n_threads} thread{'s' if n_threads > 1 else ''} ({why_threads})", tensorboard)
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
