@@ -26,7 +26,7 @@ MATERIALIZED_EPOCHS = 15  # echo factor 2: the spec measured no loss at E/K = 2
 VARIANTS = (("none", "none", 1), ("ipmix", "ipmix", 1), ("ipmix-jsd", "ipmix", 3))
 FRACTALS_PER_FAMILY = 48
 # The packages the table depends on (constraints.txt pins them; torch comes from the Makefile).
-VERSIONED = ("numpy", "pillow", "numba", "llvmlite", "scikit-learn", "scipy", "torch")
+VERSIONED = ("numpy", "pillow", "numba", "llvmlite", "scikit-learn", "scipy", "scikit-image", "torch")
 # Training on a CPU is bit-for-bit repeatable on one machine, but its float sums depend on the
 # number of threads and on the vector instructions torch's kernels pick (AVX-512 or AVX2): the
 # same run on an AVX-512 and an AVX2 machine ends with other weights. The demo fixes both, so

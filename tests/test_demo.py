@@ -46,6 +46,6 @@ def test_comparison_table_puts_each_figure_in_its_column():
 
 def test_versions_name_every_package_the_table_depends_on():
     line = versions()
-    for name in ("python", "numpy", "pillow", "numba", "llvmlite", "scikit-learn", "scipy", "torch"):
+    for name in ("python", "numpy", "pillow", "numba", "llvmlite", "scikit-learn", "scipy", "scikit-image", "torch"):
         assert f"{name} " in line
     assert "(not installed)" not in line
