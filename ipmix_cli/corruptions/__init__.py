@@ -46,6 +46,8 @@ def corrupt_image(image: np.ndarray, name: str, severity: int, seed: int, index:
     table = PROFILES[resolve_profile(profile, image.shape[0])]
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), ALL.index(name), int(severity), int(index)]))
     out = _ops()[name](np.asarray(image, dtype=np.uint8), table[name][severity - 1], rng, table)
+    if out.dtype == np.uint8:  # the Pillow-based ones
+        return out
     # The published sets truncate (np.uint8 of the float result), they do not round.
     return np.clip(out, 0, 255).astype(np.uint8)
 
