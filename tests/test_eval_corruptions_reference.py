@@ -70,15 +70,24 @@ def test_random_corruptions_change_images_as_much_as_the_reference(reference, na
         assert s_ours <= 2 * s_ref + 0.5 and s_ref <= 2 * s_ours + 0.5, (name, severity, s_ours, s_ref)
 
 
-def test_frost_reads_the_reference_textures_or_says_so(reference, monkeypatch):
+def test_frost_reads_the_reference_textures_or_says_so(reference, tmp_path):
+    import os
+    import subprocess
+    import sys
+
     assert (frost_folder() / "frost1.png").is_file()
-    import importlib.util
-
-    from ipmix_cli.errors import IpmixError
-
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(IpmixError, match="pip install imagecorruptions"):
-        frost_folder()
+    # An imagecorruptions without its frost pictures first on the path: one line naming the
+    # package, exit 1, nothing written (no look-alike texture is substituted).
+    shadow = tmp_path / "shadow" / "imagecorruptions"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "shadow"), os.getcwd()])}
+    out = tmp_path / "c"
+    done = subprocess.run([sys.executable, "-m", "ipmix_cli", "corrupt", "--source", "digits:test", "--out", str(out),
+                           "--limit", "2", "--corruptions", "frost"], env=env, capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("Error: frost needs the frost pictures of the imagecorruptions package")
+    assert len(done.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_bench_corrupt_prints_one_json_object_in_the_benchmark_order(capsys):
