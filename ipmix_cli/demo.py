@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from ipmix_cli.commands.params import LocalPath
 from ipmix_cli.errors import IpmixError
 
 # Small enough for a few minutes on 2 CPU cores, large enough for the comparison to mean something.
@@ -157,7 +158,7 @@ def run_demo(out: Path, seed: int = 0, workers: int = 2, model: str = "small-cnn
 
 
 @click.command("demo")
-@click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False),
+@click.option("--out", default="demo-out", show_default=True, type=LocalPath("the demo folder", file_okay=False),
               help="Where every output of the demo goes.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1))

@@ -7,6 +7,7 @@ import io
 import click
 
 from ipmix_cli.augment.presets import CROPS, PRESETS, RECIPES
+from ipmix_cli.commands.params import LocalPath
 
 
 @click.group("augment")
@@ -15,12 +16,12 @@ def augment():
 
 
 @augment.command("preview")
-@click.argument("image_or_folder", type=click.Path())
-@click.option("--fractals", "fractals", required=True, type=click.Path(),
+@click.argument("image_or_folder", type=LocalPath("the picture or folder"))
+@click.option("--fractals", "fractals", required=True, type=LocalPath("the mixing set"),
               help="Mixing folder (a fractal set or any folder of pictures; sub-folders are read too).")
-@click.option("--cache-dir", type=click.Path(), default=None,
+@click.option("--cache-dir", type=LocalPath("the cache folder"), default=None,
               help="Where the mixing bank's cache file goes [default: an ipmix folder in the user's cache folder].")
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+@click.option("--out", "out", required=True, type=LocalPath("the preview PNG", dir_okay=False), help="PNG file to write.")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="cifar", show_default=True)
 @click.option("--recipe", type=click.Choice(list(RECIPES)), default="ipmix", show_default=True)
 @click.option("--n", "n", type=click.IntRange(1, 32), default=6, show_default=True, help="Augmented views per row.")

@@ -6,21 +6,22 @@ import json
 
 import click
 
+from ipmix_cli.commands.params import LocalPath, SourceSpec
 from ipmix_cli.corruptions import BENCHMARK, EXTRA, make_corrupted_set
 from ipmix_cli.progress import Progress
 
 
 @click.command("eval")
-@click.option("--checkpoint", required=True, type=click.Path(),
+@click.option("--checkpoint", required=True, type=LocalPath("the checkpoint"),
               help="Run directory of `ipmix train`, or its checkpoint.pt.")
-@click.option("--test", "test_spec", required=True, help="Test source spec, e.g. digits:test or cifar10-test:PATH.")
-@click.option("--corrupted", type=click.Path(), default=None,
+@click.option("--test", "test_spec", required=True, type=SourceSpec("the test set"), help="Test source spec, e.g. digits:test or cifar10-test:PATH.")
+@click.option("--corrupted", type=LocalPath("the corrupted set"), default=None,
               help="A corrupted test set: CIFAR-10-C/100-C or `ipmix corrupt` (<corruption>.npy, severities "
                    "1-5 stacked, + labels.npy) or ImageNet-C (<corruption>/<severity>/<class>/*.JPEG).")
 @click.option("--pgd", is_flag=True, help="Also report PGD-20 error (L-inf, eps 2/255, step 0.5/255, random start).")
 @click.option("--pgd-limit", type=click.IntRange(min=1), default=None, help="Attack only the first N test samples.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N clean test samples.")
-@click.option("--out", type=click.Path(), default=None, help="Write the results as JSON here.")
+@click.option("--out", type=LocalPath("the results file"), default=None, help="Write the results as JSON here.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of PGD's random start.")
@@ -38,8 +39,8 @@ def eval_command(checkpoint, test_spec, corrupted, pgd, pgd_limit, limit, out, b
 
 
 @click.command("corrupt")
-@click.option("--source", required=True, help="Test source spec, e.g. digits:test, cifar10-test:PATH, folder:PATH.")
-@click.option("--out", required=True, type=click.Path(), help="Folder to write <corruption>.npy and labels.npy into.")
+@click.option("--source", required=True, type=SourceSpec("the source of 'corrupt'"), help="Test source spec, e.g. digits:test, cifar10-test:PATH, folder:PATH.")
+@click.option("--out", required=True, type=LocalPath("OUT of 'corrupt'"), help="Folder to write <corruption>.npy and labels.npy into.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--corruptions", default=None,
               help="Comma-separated subset (default: all 19): the 15 of the benchmark (" + ", ".join(BENCHMARK)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from fractalgen.limits import MAX_PICTURES, MAX_WORKERS
-from ipmix_cli.commands.params import SEED, Count
+from ipmix_cli.commands.params import SEED, Count, LocalPath
 from ipmix_cli.errors import IpmixError
 
 
@@ -42,12 +42,12 @@ class _StageProgress:
 
 
 @fractals.command("render")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out", type=LocalPath("OUT of 'fractals render'", file_okay=False, path_type=Path))
 @click.option("--escape", "escape_n", type=Count(0, MAX_PICTURES), default=3000, show_default=True,
               help="Escape-time (Mandelbrot/Julia orbit-trap) pictures.")
 @click.option("--ifs", "ifs_n", type=Count(0, MAX_PICTURES), default=3000, show_default=True,
               help="IFS pictures.")
-@click.option("--include", type=click.Path(exists=False, path_type=Path), default=None,
+@click.option("--include", type=LocalPath("the --include folder or URL list", path_type=Path), default=None,
               help="Your own pictures: a folder, or a text file of http(s) URLs (fetched once into OUT/.cache).")
 @click.option("--size", type=Count(16, 4096), default=256, show_default=True, help="Side in pixels.")
 @click.option("--seed", type=SEED, default=0, show_default=True)
@@ -84,8 +84,8 @@ def render(out, escape_n, ifs_n, include, size, seed, workers, overwrite, fetch_
 
 
 @fractals.command("preview")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--out", "sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.argument("out", type=LocalPath("the mixing set", file_okay=False, path_type=Path))
+@click.option("--out", "sheet", type=LocalPath("the contact sheet", dir_okay=False, path_type=Path), default=None,
               help="Contact sheet PNG (default: OUT-preview.png beside the folder, not inside it).")
 @click.option("--count", type=click.IntRange(1, 1024), default=48, show_default=True)
 @click.option("--cols", type=click.IntRange(1, 64), default=8, show_default=True)
@@ -109,7 +109,7 @@ def preview(out, sheet, count, cols, thumb):
 
 
 @fractals.command("stats")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out", type=LocalPath("the mixing set", file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @click.option("--sample", type=click.IntRange(min=2), default=256, show_default=True,
               help="Pictures per family the metrics look at (evenly spread).")

@@ -1,9 +1,12 @@
-"""Option types shared by the shards and fractals commands: a seed, a bounded count, and an
-image format that takes `jpeg` as another spelling of `jpg` without listing it twice."""
+"""Option types shared by the commands: a seed, a bounded count, an image format that takes
+`jpeg` as another spelling of `jpg` without listing it twice, and data paths that must be local
+(a URL is one `Error:` line, never a folder named `s3:`)."""
 
 from __future__ import annotations
 
 import click
+
+from ipmix_cli import storage
 
 MAX_SEED = 2**63 - 1
 
@@ -50,3 +53,39 @@ class ImageFormat(click.Choice):
 
 
 SEED = SeedType()
+
+
+def _option_name(param) -> str:
+    if param is None:
+        return "path"
+    return param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+
+
+class LocalPath(click.Path):
+    """A click.Path that refuses URLs and pipe: commands (one `Error:` line, before the command
+    runs, so nothing is written): `role` says what must be local, `keep` what passes as given."""
+
+    def __init__(self, role: str, *, keep: tuple[str, ...] = (), **path_options):
+        super().__init__(**path_options)
+        self.role = role
+        self.keep = keep
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str):
+            local = storage.require_local(value, _option_name(param), self.role, keep=self.keep)
+            if storage.classify(local).kind != "local":
+                return local  # a kept URL or pipe: command, as the user gave it
+            value = local
+        return super().convert(value, param, ctx)
+
+
+class SourceSpec(click.ParamType):
+    """A source spec (digits, cifar10:PATH, folder:PATH, wds:PATTERN, PATH) whose path is local."""
+
+    name = "source"
+
+    def __init__(self, role: str):
+        self.role = role
+
+    def convert(self, value, param, ctx):
+        return storage.require_local_source(str(value), _option_name(param), self.role)

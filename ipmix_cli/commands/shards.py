@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ipmix_cli.commands.params import SEED, Count, ImageFormat
+from ipmix_cli.commands.params import SEED, Count, ImageFormat, LocalPath, SourceSpec
 from ipmix_cli.progress import hms
 from ipmix_cli.shards import limits
 
@@ -21,12 +21,12 @@ def shards():
 
 
 @shards.command("build")
-@click.option("--source", help="digits | digits:test | cifar10:PATH | cifar100:PATH | folder:PATH | PATH | wds:URLS")
-@click.option("--fractals", type=click.Path(path_type=Path),
+@click.option("--source", type=SourceSpec("the source of 'shards build'"), help="digits | digits:test | cifar10:PATH | cifar100:PATH | folder:PATH | PATH | wds:URLS")
+@click.option("--fractals", type=LocalPath("the mixing set", path_type=Path),
               help="The mixing set: a folder of pictures (class sub-folders are read too).")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+@click.option("--cache-dir", type=LocalPath("the cache folder", path_type=Path), default=None,
               help="Where the mixing bank's cache file goes [default: an ipmix folder in the user's cache folder].")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--out", required=True, type=LocalPath("OUT of 'shards build'", path_type=Path), help="Output folder.")
 @click.option("--epochs", type=Count(1, limits.MAX_EPOCHS), help="Epochs to materialize [default: 1].")
 @click.option("--preset", type=click.Choice(["cifar", "imagenet"]), help="Training size and crop [default: cifar].")
 @click.option("--recipe", type=click.Choice(["ipmix", "augmix", "pixmix", "none"]), help="[default: ipmix]")
@@ -129,7 +129,7 @@ def render_plan(p: dict) -> str:
 
 
 @shards.command("combine")
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("out", type=LocalPath("the shard folder", path_type=Path))
 def combine_cmd(out):
     """Merge the parts of a multi-node build (--num-nodes/--node-rank) into OUT/manifest.json.
 

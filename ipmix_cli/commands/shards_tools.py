@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
+from ipmix_cli.commands.params import LocalPath
+
 
 @click.command("verify")
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("out", type=LocalPath("the shard folder", path_type=Path))
 @click.option("--deep", is_flag=True, help="Also decode every image and check its size and label.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
@@ -40,7 +42,7 @@ def verify_cmd(out, deep, as_json, quiet):
 
 
 @click.command("inspect")
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("out", type=LocalPath("the shard folder", path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--epoch", type=int, default=0, show_default=True,
               help="Epoch whose labels and pad flags are counted.")
@@ -55,8 +57,8 @@ def inspect_cmd(out, as_json, epoch, no_scan):
 
 
 @click.command("preview")
-@click.argument("out", type=click.Path(path_type=Path))
-@click.option("--out", "dest", type=click.Path(path_type=Path), default=None,
+@click.argument("out", type=LocalPath("the shard folder", path_type=Path))
+@click.option("--out", "dest", type=LocalPath("the preview PNG", path_type=Path), default=None,
               help="PNG to write [default: OUT-preview-epoch-EEEE.png beside the folder, not inside it].")
 @click.option("--epoch", type=int, default=0, show_default=True)
 @click.option("--n", type=int, default=32, show_default=True, help="Number of samples.")

@@ -7,14 +7,17 @@ import os
 
 import click
 
+from ipmix_cli.commands.params import LocalPath, SourceSpec
+
 
 @click.command("train")
-@click.option("--shards", required=True, type=click.Path(), help="Shard directory (or its manifest.json).")
+@click.option("--shards", required=True, type=LocalPath("the shards (train --shards)", keep=("pipe", "http", "https")),
+              help="Shard directory (or its manifest.json, or an http(s):// URL of it).")
 @click.option("--model", default="auto", show_default=True,
               help="resnet18, wrn-40-4 (any wrn-D-K), resnet50, small-cnn, torchvision:NAME, timm:NAME; "
                    "auto = wrn-40-4 at 32 px, resnet50 above.")
 @click.option("--epochs", required=True, type=int, help="Training epochs (epoch t reads materialized epoch t mod K).")
-@click.option("--out", required=True, type=click.Path(), help="Run directory: checkpoint, log, curves, summary.")
+@click.option("--out", required=True, type=LocalPath("the run folder (train --out)"), help="Run directory: checkpoint, log, curves, summary.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint (exactly).")
 @click.option("--batch-size", default=128, show_default=True, type=int, help="Global batch, split over processes.")
 @click.option("--lr", type=float, default=None, help="Peak learning rate [default: 0.1 at 32 px, 0.01 above].")
@@ -28,7 +31,7 @@ import click
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
               help="auto = bf16 (or fp16) autocast on CUDA, fp32 on CPU.")
-@click.option("--test", "test_spec", default=None, help="Held-out source scored each epoch, e.g. digits:test.")
+@click.option("--test", "test_spec", default=None, type=SourceSpec("the test set"), help="Held-out source scored each epoch, e.g. digits:test.")
 @click.option("--log-every", default=50, show_default=True, type=int,
               help="Steps between progress lines (there is also one at least every 10 s).")
 @click.option("--checkpoint-every", default=0, show_default=True, type=int,

@@ -1,0 +1,121 @@
+"""Where a data path a user gives lives: on this machine, behind a `pipe:` command, or at a URL.
+
+    where = classify("s3://bucket/shards")   # Where(kind="url", scheme="s3", ...)
+    require_local("s3://bucket/shards", "--out", "OUT of 'shards build'")  # IpmixError
+
+Local paths stay plain paths (today's fast path) and a file:// URL is its path. Any other
+`scheme://...` is never taken for a local folder. Where a command reads or writes only local
+paths so far, require_local refuses it with one line that says what must be local (and, for a
+scheme fsspec does not know, which stores there are and their extras). check_scheme is the check for places that
+read URLs: an unknown scheme, or a store whose filesystem package is missing, names the extra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+
+from ipmix_cli.errors import IpmixError
+
+# Object stores ipmix offers as extras: scheme -> (filesystem package, extra name).
+EXTRAS = {
+    "s3": ("s3fs", "s3"),
+    "s3a": ("s3fs", "s3"),
+    "gs": ("gcsfs", "gcs"),
+    "gcs": ("gcsfs", "gcs"),
+    "az": ("adlfs", "azure"),
+    "abfs": ("adlfs", "azure"),
+    "abfss": ("adlfs", "azure"),
+}
+EXTRAS_HINT = "s3:// (pip install 'ipmix[s3]'), gs:// (pip install 'ipmix[gcs]') or az:// (pip install 'ipmix[azure]')"
+
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+@dataclass(frozen=True)
+class Where:
+    text: str          # the path as the user gave it
+    kind: str          # "local", "pipe" or "url"
+    scheme: str = ""   # the URL scheme, lower case ("" unless kind == "url")
+
+    @property
+    def local_path(self) -> str:
+        """The path on this machine (a file:// URL gives its path)."""
+        return self.text[len("file://"):] if self.scheme == "file" else self.text
+
+
+def classify(text) -> Where:
+    text = str(text)
+    if text.startswith("pipe:"):
+        return Where(text, "pipe")
+    m = _URL.match(text)
+    if not m:
+        return Where(text, "local")
+    scheme = m.group(1).lower()
+    return Where(text, "local" if scheme == "file" else "url", scheme)
+
+
+def _unknown(scheme: str) -> bool:
+    """True for a scheme neither ipmix's extras nor fsspec know. Without fsspec installed
+    (it comes with torch, dask and every extra) only the extras' schemes are known for sure,
+    so nothing else is called unknown."""
+    if scheme in EXTRAS:
+        return False
+    try:
+        from fsspec.registry import known_implementations, registry
+    except ImportError:
+        return False
+    return scheme not in known_implementations and scheme not in registry
+
+
+def check_scheme(where: Where, option: str, shown: str = "") -> None:
+    """IpmixError unless the URL's filesystem is known and its package installed."""
+    if where.kind != "url":
+        return
+    shown = shown or where.text
+    if _unknown(where.scheme):
+        raise IpmixError(f"{option} {shown}: unknown storage scheme '{where.scheme}://'; "
+                         f"give a local path, or {EXTRAS_HINT}")
+    package, extra = EXTRAS.get(where.scheme, (None, None))
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise IpmixError(f"{option} {shown}: {where.scheme}:// needs the {package} package: "
+                         f"pip install 'ipmix[{extra}]'")
+
+
+def require_local(text, option: str, role: str, *, keep: tuple[str, ...] = (), given: str = "") -> str:
+    """`text` as a local path; IpmixError for a URL or a `pipe:` command, except the kinds or
+    schemes in `keep` (e.g. ("pipe", "http", "https")), which come back unchanged.
+    `role` names what must be local in the message, e.g. "OUT of 'shards build'"; `given` is
+    the whole value shown there when `text` is a part of it."""
+    where = classify(text)
+    shown = given or where.text
+    if where.kind == "local":
+        return where.local_path
+    if where.kind in keep or where.scheme in keep:
+        return where.text
+    if where.kind == "pipe":
+        raise IpmixError(f"{option} {shown}: {role} must be a local path (pipe: commands are read only "
+                         f"by 'train --shards' and ShardLoader)")
+    if _unknown(where.scheme):
+        raise IpmixError(f"{option} {shown}: unknown storage scheme '{where.scheme}://' (the stores ipmix "
+                         f"knows: {EXTRAS_HINT}); {role} must be a local path for now")
+    # A known store is refused here whether or not its package is installed: installing it
+    # would not help until this command reads or writes object storage.
+    raise IpmixError(f"{option} {shown}: {role} must be a local path for now "
+                     f"(ipmix does not read or write object storage there yet)")
+
+
+# Source specs whose part after the colon is a path (see ipmix_cli.shards.sources).
+PATH_SOURCE_KINDS = ("cifar10", "cifar100", "cifar10-test", "cifar100-test", "folder", "wds")
+
+
+def require_local_source(spec: str, option: str, role: str) -> str:
+    """A source spec (digits, cifar10:PATH, folder:PATH, wds:PATTERN or a bare folder) whose path
+    is local; the spec comes back with a file:// URL turned into its path."""
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in PATH_SOURCE_KINDS:
+        return f"{kind}:{require_local(rest, option, f'{role} ({kind}:PATH)', given=spec)}"
+    if spec in ("digits", "digits:train", "digits:test"):
+        return spec
+    return require_local(spec, option, role)

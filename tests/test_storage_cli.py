@@ -1,0 +1,110 @@
+"""A URL where a command reads or writes only local paths is one `Error:` line, exit 1, and
+nothing is written: never a local folder named `s3:` (issue 10, "never a silent local folder")."""
+
+import subprocess
+import sys
+
+import pytest
+
+from ipmix_cli import cli
+
+LOCAL_FOR_NOW = "must be a local path for now"
+UNKNOWN = "unknown storage scheme 'foo://'"
+EXTRAS = ("pip install 'ipmix[s3]'", "pip install 'ipmix[gcs]'", "pip install 'ipmix[azure]'")
+
+# (argv, what the one line must say). Every data path of every command family, with the store
+# URL in the position under test and valid local values (that need not exist) elsewhere.
+CASES = [
+    # shards build: OUT, every source form, the mixing set, the cache folder; --dry-run too.
+    (["shards", "build", "--source", "digits", "--out", "s3://bucket/shards"], ["--out s3://bucket/shards", "OUT of 'shards build'", LOCAL_FOR_NOW]),
+    (["shards", "build", "--source", "digits", "--out", "s3://bucket/shards", "--dry-run"], ["--out s3://bucket/shards", LOCAL_FOR_NOW]),
+    (["shards", "build", "--source", "s3://bucket/images", "--out", "o"], ["--source s3://bucket/images", LOCAL_FOR_NOW]),
+    (["shards", "build", "--source", "folder:gs://bucket/images", "--out", "o"], ["--source folder:gs://bucket/images", "(folder:PATH)", LOCAL_FOR_NOW]),
+    (["shards", "build", "--source", "cifar10:az://container/cifar", "--out", "o"], ["--source cifar10:az://container/cifar", LOCAL_FOR_NOW]),
+    (["shards", "build", "--source", "wds:s3://bucket/train-{000000..000009}.tar", "--out", "o"], ["--source wds:s3://bucket/train-", LOCAL_FOR_NOW]),
+    (["shards", "build", "--source", "wds:pipe:aws s3 cp s3://b/x.tar -", "--out", "o"], ["--source wds:pipe:aws s3 cp", "pipe: commands are read only by 'train --shards'"]),
+    (["shards", "build", "--source", "digits", "--fractals", "s3://bucket/fractals", "--out", "o"], ["--fractals s3://bucket/fractals", "the mixing set", LOCAL_FOR_NOW]),
+    (["shards", "build", "--source", "digits", "--cache-dir", "abfs://c/cache", "--out", "o"], ["--cache-dir abfs://c/cache", LOCAL_FOR_NOW]),
+    (["shards", "build", "--source", "digits", "--out", "foo://bucket/shards"], ["--out foo://bucket/shards", UNKNOWN, *EXTRAS, LOCAL_FOR_NOW]),
+    (["shards", "build", "--source", "folder:foo://x", "--out", "o"], ["--source folder:foo://x", UNKNOWN, "(folder:PATH) must be a local path"]),
+    # shards verify / inspect / preview / combine
+    (["shards", "verify", "s3://bucket/shards"], ["OUT s3://bucket/shards", LOCAL_FOR_NOW]),
+    (["shards", "verify", "--deep", "gs://bucket/shards"], ["OUT gs://bucket/shards", LOCAL_FOR_NOW]),
+    (["shards", "inspect", "s3://bucket/shards"], ["OUT s3://bucket/shards", LOCAL_FOR_NOW]),
+    (["shards", "preview", "s3://bucket/shards"], ["OUT s3://bucket/shards", LOCAL_FOR_NOW]),
+    (["shards", "preview", "shards", "--out", "s3://bucket/p.png"], ["--out s3://bucket/p.png", LOCAL_FOR_NOW]),
+    (["shards", "combine", "s3://bucket/shards"], ["OUT s3://bucket/shards", LOCAL_FOR_NOW]),
+    # fractals render / preview / stats
+    (["fractals", "render", "s3://bucket/fractals", "--escape", "1", "--ifs", "0", "--size", "16"], ["OUT s3://bucket/fractals", "OUT of 'fractals render'", LOCAL_FOR_NOW]),
+    (["fractals", "render", "fr", "--include", "gs://bucket/mine"], ["--include gs://bucket/mine", LOCAL_FOR_NOW]),
+    (["fractals", "render", "foo://x/fr"], ["OUT foo://x/fr", UNKNOWN, *EXTRAS, LOCAL_FOR_NOW]),
+    (["fractals", "preview", "s3://bucket/fractals"], ["OUT s3://bucket/fractals", LOCAL_FOR_NOW]),
+    (["fractals", "preview", "fr", "--out", "s3://bucket/sheet.png"], ["--out s3://bucket/sheet.png", LOCAL_FOR_NOW]),
+    (["fractals", "stats", "s3://bucket/fractals"], ["OUT s3://bucket/fractals", LOCAL_FOR_NOW]),
+    # augment preview
+    (["augment", "preview", "s3://bucket/cat.png", "--fractals", "fr", "--out", "p.png"], ["IMAGE_OR_FOLDER s3://bucket/cat.png", LOCAL_FOR_NOW]),
+    (["augment", "preview", "cat.png", "--fractals", "s3://bucket/fractals", "--out", "p.png"], ["--fractals s3://bucket/fractals", LOCAL_FOR_NOW]),
+    (["augment", "preview", "cat.png", "--fractals", "fr", "--out", "s3://bucket/p.png"], ["--out s3://bucket/p.png", LOCAL_FOR_NOW]),
+    # train
+    (["train", "--shards", "s3://bucket/shards", "--epochs", "1", "--out", "run"], ["--shards s3://bucket/shards", LOCAL_FOR_NOW]),
+    (["train", "--shards", "shards", "--epochs", "1", "--out", "s3://bucket/run"], ["--out s3://bucket/run", LOCAL_FOR_NOW]),
+    (["train", "--shards", "shards", "--epochs", "1", "--out", "run", "--test", "cifar10-test:gs://b/c"], ["--test cifar10-test:gs://b/c", LOCAL_FOR_NOW]),
+    # eval and corrupt
+    (["eval", "--checkpoint", "s3://bucket/run/checkpoint.pt", "--test", "digits:test"], ["--checkpoint s3://bucket/run/checkpoint.pt", LOCAL_FOR_NOW]),
+    (["eval", "--checkpoint", "c.pt", "--test", "cifar10-test:s3://bucket/cifar"], ["--test cifar10-test:s3://bucket/cifar", LOCAL_FOR_NOW]),
+    (["eval", "--checkpoint", "c.pt", "--test", "digits:test", "--corrupted", "gs://bucket/c"], ["--corrupted gs://bucket/c", LOCAL_FOR_NOW]),
+    (["eval", "--checkpoint", "c.pt", "--test", "digits:test", "--out", "s3://bucket/r.json"], ["--out s3://bucket/r.json", LOCAL_FOR_NOW]),
+    (["corrupt", "--source", "digits:test", "--out", "s3://bucket/c"], ["--out s3://bucket/c", "OUT of 'corrupt'", LOCAL_FOR_NOW]),
+    (["corrupt", "--source", "folder:s3://bucket/test", "--out", "c"], ["--source folder:s3://bucket/test", LOCAL_FOR_NOW]),
+    # demo
+    (["demo", "--out", "s3://bucket/demo"], ["--out s3://bucket/demo", LOCAL_FOR_NOW]),
+]
+
+
+def tree(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("argv,says", CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
+def test_url_where_paths_must_be_local_is_one_error_line_and_writes_nothing(tmp_path, monkeypatch, capsys, argv, says):
+    monkeypatch.chdir(tmp_path)
+    assert cli.run(argv) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), captured.err
+    for text in says:
+        assert text in lines[0]
+    assert captured.out == ""
+    assert tree(tmp_path) == []
+
+
+def test_the_reported_bug_through_the_installed_command(tmp_path):
+    # `ipmix shards build ... --out s3://bucket/shards` used to write ./s3:/bucket/shards/...
+    # and report success.
+    proc = subprocess.run([sys.executable, "-m", "ipmix_cli", "shards", "build", "--source", "digits", "--out",
+                           "s3://bucket/shards", "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "Error: --out s3://bucket/shards: OUT of 'shards build' must be a local path for now "
+        "(ipmix does not read or write object storage there yet)"]
+    assert "Traceback" not in proc.stderr
+    assert tree(tmp_path) == []
+
+
+def test_train_still_reads_shards_through_pipe_and_http(tmp_path, monkeypatch, capsys):
+    # pipe: and http(s) manifests were accepted by train --shards before; they still get as
+    # far as reading the manifest (which fails here, with the reader's own message).
+    monkeypatch.chdir(tmp_path)
+    for url in ("pipe:exit 3", "http://127.0.0.1:9/manifest.json"):
+        assert cli.run(["train", "--shards", url, "--epochs", "1", "--out", "run"]) == 1
+        err = capsys.readouterr().err
+        assert f"cannot read shard manifest {url}" in err
+        assert LOCAL_FOR_NOW not in err
+
+
+def test_file_urls_are_local_paths(tmp_path, capsys):
+    out = tmp_path / "fr"
+    assert cli.run(["fractals", "render", f"file://{out}", "--escape", "1", "--ifs", "0", "--size", "16",
+                    "--quiet"]) == 0
+    assert (out / "manifest.json").is_file()
+    assert tree(tmp_path) == ["fr", "fr/escape-00000.png", "fr/manifest.json"]
