@@ -83,9 +83,11 @@ def check_scheme(where: Where, option: str, shown: str = "") -> None:
                          f"pip install 'ipmix[{extra}]'")
 
 
-def require_local(text, option: str, role: str, *, keep: tuple[str, ...] = (), given: str = "") -> str:
+def require_local(text, option: str, role: str, *, keep: tuple[str, ...] = (), given: str = "",
+                  remote: bool = False) -> str:
     """`text` as a local path; IpmixError for a URL or a `pipe:` command, except the kinds or
-    schemes in `keep` (e.g. ("pipe", "http", "https")), which come back unchanged.
+    schemes in `keep` (e.g. ("pipe", "http", "https")), which come back unchanged, and, with
+    `remote`, URLs of an object store (EXTRAS) whose package is installed, also unchanged.
     `role` names what must be local in the message, e.g. "OUT of 'shards build'"; `given` is
     the whole value shown there when `text` is a part of it."""
     where = classify(text)
@@ -93,6 +95,9 @@ def require_local(text, option: str, role: str, *, keep: tuple[str, ...] = (), g
     if where.kind == "local":
         return where.local_path
     if where.kind in keep or where.scheme in keep:
+        return where.text
+    if remote and where.scheme in EXTRAS:
+        check_scheme(where, option, shown)
         return where.text
     if where.kind == "pipe":
         raise IpmixError(f"{option} {shown}: {role} must be a local path (pipe: commands are read only "
@@ -110,12 +115,107 @@ def require_local(text, option: str, role: str, *, keep: tuple[str, ...] = (), g
 PATH_SOURCE_KINDS = ("cifar10", "cifar100", "cifar10-test", "cifar100-test", "folder", "wds")
 
 
-def require_local_source(spec: str, option: str, role: str) -> str:
+def require_local_source(spec: str, option: str, role: str, *, remote_folders: bool = False) -> str:
     """A source spec (digits, cifar10:PATH, folder:PATH, wds:PATTERN or a bare folder) whose path
-    is local; the spec comes back with a file:// URL turned into its path."""
+    is local; the spec comes back with a file:// URL turned into its path. With
+    `remote_folders`, a folder (folder:URL or a bare URL) may be a URL (see localize_source)."""
     kind, sep, rest = spec.partition(":")
     if sep and kind in PATH_SOURCE_KINDS:
-        return f"{kind}:{require_local(rest, option, f'{role} ({kind}:PATH)', given=spec)}"
+        remote = remote_folders and kind == "folder"
+        return f"{kind}:{require_local(rest, option, f'{role} ({kind}:PATH)', given=spec, remote=remote)}"
     if spec in ("digits", "digits:train", "digits:test"):
         return spec
-    return require_local(spec, option, role)
+    return require_local(spec, option, role, remote=remote_folders)
+
+
+# --------------------------------------------------------------------------- reading a folder
+
+def fetch_folder(url: str, cache_root, option: str) -> str:
+    """A local copy of every object under the prefix `url`, as a folder path.
+
+    The copy lives in cache_root/remote/<key>, where the key hashes the URL and one listing of
+    the prefix (names, sizes, ETags): an unchanged prefix is listed once and not downloaded
+    again; a changed object gives a new copy. The copy appears by one rename, so a killed
+    download never leaves a copy that looks complete."""
+    import hashlib
+    import json
+    import os
+    import shutil
+    from pathlib import Path
+
+    where = classify(url)
+    check_scheme(where, option)
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(url)
+        listing = fs.find(root, detail=True)
+    except Exception as exc:  # the client's own types vary by store: report any of them in one line
+        raise IpmixError(f"{option} {url}: {_reason(exc)}") from None
+    root = root.rstrip("/")
+    files = []
+    for name, info in sorted(listing.items()):
+        if info.get("type") != "file" or name.endswith("/"):
+            continue
+        rel = name[len(root):].lstrip("/") if name.startswith(root + "/") else os.path.basename(name)
+        if any(part in ("", ".", "..") for part in rel.split("/")):
+            raise IpmixError(f"{option} {url}: object {name!r} has a name that is not a safe relative path")
+        tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or ""
+        files.append((rel, int(info.get("size") or 0), str(tag), name))
+    if not files:
+        raise IpmixError(f"{option} {url}: no objects under this prefix")
+
+    key = hashlib.sha256(json.dumps([url, [f[:3] for f in files]]).encode()).hexdigest()[:32]
+    dest = Path(cache_root) / "remote" / key
+    if dest.is_dir():
+        return str(dest)
+    tmp = dest.with_name(f"{key}.part-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for rel, *_ in files:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        fs.get([f[3] for f in files], [str(tmp / f[0]) for f in files])
+        for rel, size, *_ in files:
+            if (tmp / rel).stat().st_size != size:
+                raise IpmixError(f"{option} {url}: {rel} arrived with {(tmp / rel).stat().st_size} bytes, "
+                                 f"the listing said {size}; run the command again")
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if not dest.is_dir():  # not another process having finished the same copy first
+                raise
+    except IpmixError:
+        raise
+    except Exception as exc:
+        raise IpmixError(f"{option} {url}: download failed: {_reason(exc)}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(dest)
+
+
+def _reason(exc: Exception) -> str:
+    """One line for an error of a storage client."""
+    if isinstance(exc, FileNotFoundError):
+        return f"not found ({str(exc).strip().splitlines()[0] if str(exc).strip() else 'no such bucket'})"
+    if isinstance(exc, PermissionError):
+        return ("access denied (check the credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE "
+                "or the store's own)")
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def localize(path, cache_root, option: str):
+    """`path` itself when local; the local copy of a folder URL (see fetch_folder)."""
+    if path is None or classify(path).kind != "url":
+        return path
+    return fetch_folder(str(path), cache_root, option)
+
+
+def localize_source(spec: str, cache_root, option: str = "--source") -> str:
+    """A source spec whose folder: (or bare folder) URL is replaced by its local copy."""
+    kind, sep, rest = spec.partition(":")
+    if sep and kind == "folder" and classify(rest).kind == "url":
+        return "folder:" + fetch_folder(rest, cache_root, option)
+    if classify(spec).kind == "url":
+        return "folder:" + fetch_folder(spec, cache_root, option)
+    return spec

@@ -84,3 +84,14 @@ def test_source_specs_check_the_path_after_the_kind():
         storage.require_local_source("folder:s3://b/i", "--source", "the source")
     with pytest.raises(IpmixError, match=r"^--source gs://b/i: the source must be a local path for now"):
         storage.require_local_source("gs://b/i", "--source", "the source")
+
+
+def test_remote_positions_take_object_stores_only(monkeypatch):
+    for package in ("s3fs", "gcsfs", "adlfs"):
+        monkeypatch.setitem(sys.modules, package, None)
+    with pytest.raises(IpmixError, match="needs the gcsfs package"):
+        storage.require_local("gs://b/fractals", "--fractals", "the mixing set", remote=True)
+    # fsspec reads http:// too, but a folder is not listed over plain HTTP: still local for now.
+    with pytest.raises(IpmixError, match="the mixing set must be a local path for now"):
+        storage.require_local("http://host/fractals", "--fractals", "the mixing set", remote=True)
+    assert storage.require_local("fractals", "--fractals", "the mixing set", remote=True) == "fractals"

@@ -65,14 +65,15 @@ class LocalPath(click.Path):
     """A click.Path that refuses URLs and pipe: commands (one `Error:` line, before the command
     runs, so nothing is written): `role` says what must be local, `keep` what passes as given."""
 
-    def __init__(self, role: str, *, keep: tuple[str, ...] = (), **path_options):
+    def __init__(self, role: str, *, keep: tuple[str, ...] = (), remote: bool = False, **path_options):
         super().__init__(**path_options)
         self.role = role
         self.keep = keep
+        self.remote = remote  # a URL of an installed store passes as given (the command reads it)
 
     def convert(self, value, param, ctx):
         if isinstance(value, str):
-            local = storage.require_local(value, _option_name(param), self.role, keep=self.keep)
+            local = storage.require_local(value, _option_name(param), self.role, keep=self.keep, remote=self.remote)
             if storage.classify(local).kind != "local":
                 return local  # a kept URL or pipe: command, as the user gave it
             value = local
@@ -84,8 +85,10 @@ class SourceSpec(click.ParamType):
 
     name = "source"
 
-    def __init__(self, role: str):
+    def __init__(self, role: str, *, remote_folders: bool = False):
         self.role = role
+        self.remote_folders = remote_folders
 
     def convert(self, value, param, ctx):
-        return storage.require_local_source(str(value), _option_name(param), self.role)
+        return storage.require_local_source(str(value), _option_name(param), self.role,
+                                            remote_folders=self.remote_folders)

@@ -21,8 +21,8 @@ def shards():
 
 
 @shards.command("build")
-@click.option("--source", type=SourceSpec("the source of 'shards build'"), help="digits | digits:test | cifar10:PATH | cifar100:PATH | folder:PATH | PATH | wds:URLS")
-@click.option("--fractals", type=LocalPath("the mixing set", path_type=Path),
+@click.option("--source", type=SourceSpec("the source of 'shards build'", remote_folders=True), help="digits | digits:test | cifar10:PATH | cifar100:PATH | folder:PATH | PATH | wds:URLS")
+@click.option("--fractals", type=LocalPath("the mixing set", remote=True, path_type=Path),
               help="The mixing set: a folder of pictures (class sub-folders are read too).")
 @click.option("--cache-dir", type=LocalPath("the cache folder", path_type=Path), default=None,
               help="Where the mixing bank's cache file goes [default: an ipmix folder in the user's cache folder].")

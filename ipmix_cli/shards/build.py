@@ -24,6 +24,7 @@ import numpy as np
 
 from fractalgen.errors import FractalgenError
 from fractalgen.files import atomic_write_json, ensure_writable_dir, sha256_file
+from ipmix_cli import storage
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.progress import COMPILING, numba_cache_is_warm
 from ipmix_cli.shards import limits
@@ -631,7 +632,7 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
     log = log or (lambda msg: None)
     if out is None:
         raise IpmixError("--out is required")
-    out = Path(out)
+    out = Path(storage.require_local(out, "--out", "OUT of 'shards build'"))
     _check_count("--workers", workers, 1, limits.MAX_WORKERS)
     _check_count("--num-nodes", num_nodes, 1, limits.MAX_NODES)
     if not 0 <= int(node_rank) < int(num_nodes):
@@ -689,10 +690,13 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
     given["augment_options"] = dict(given["augment_options"] or {})
     cfg = resolve_config(preset=given["preset"], recipe=given["recipe"], views=int(given["views"]),
                          **given["augment_options"])
-    src = open_source(given["source"])
+    from ipmix_cli.augment.bank import default_cache_dir
+
+    remote_copies = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    src = open_source(storage.localize_source(given["source"], remote_copies))
     if len(src) == 0:
         raise IpmixError(f"source {given['source']} holds no samples")
-    bank, mixing = _open_bank(given["fractals"], cfg, given["recipe"], cache_dir, log)
+    bank, mixing = _open_bank(storage.localize(given["fractals"], remote_copies, "--fractals"), cfg, given["recipe"], cache_dir, log)
     fmt, q = resolve_format(given["format"], given["quality"], cfg.image_size)
     n_shards = given["shards"]
     if n_shards is None:

@@ -1,0 +1,100 @@
+"""Reading a mixing set (--fractals) and a folder: source from s3:// for `shards build`, against a
+real S3 API (moto's server, conftest.s3), reached through AWS_ENDPOINT_URL as MinIO would be."""
+
+import hashlib
+import os
+import sys
+import uuid
+
+from ipmix_cli import cli
+from _shards_build_helpers import write_image_folder, write_mixing_folder
+
+
+def bucket(s3) -> str:
+    name = f"ipmix-{uuid.uuid4().hex[:12]}"
+    s3.mkdir(name)
+    return name
+
+
+def tree(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def error_lines(capsys):
+    return capsys.readouterr().err.strip().splitlines()
+
+
+def shard_digests(out):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*.tar"))}
+
+
+def remote_copies():
+    folder = os.path.join(os.environ["XDG_CACHE_HOME"], "ipmix", "remote")
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+def build(source, fractals, out, *extra):
+    return cli.run(["shards", "build", "--source", source, "--fractals", fractals, "--out", str(out),
+                    "--shards", "2", "--quiet", *extra])
+
+
+def test_build_reads_source_folder_and_mixing_set_from_s3_like_local_copies(s3, tmp_path, capsys):
+    write_image_folder(tmp_path / "images")
+    write_mixing_folder(tmp_path / "mixing")
+    name = bucket(s3)
+    s3.put(str(tmp_path / "images"), f"{name}/data/images", recursive=True)
+    s3.put(str(tmp_path / "mixing"), f"{name}/data/mixing", recursive=True)
+
+    assert build(f"folder:{tmp_path / 'images'}", str(tmp_path / "mixing"), tmp_path / "local") == 0
+    before = remote_copies()
+    assert build(f"folder:s3://{name}/data/images", f"s3://{name}/data/mixing", tmp_path / "from-s3") == 0
+    local, remote = shard_digests(tmp_path / "local"), shard_digests(tmp_path / "from-s3")
+    assert len(local) == 2 and remote == local
+    copies = remote_copies()
+    assert len(copies) == len(before) + 2  # one local copy per prefix
+
+    # An unchanged prefix is listed, not downloaded again: a second build makes no new copy.
+    assert build(f"folder:s3://{name}/data/images", f"s3://{name}/data/mixing", tmp_path / "again") == 0
+    assert remote_copies() == copies and shard_digests(tmp_path / "again") == local
+
+    # A changed object (another ETag) gives a fresh copy, and the build sees the new picture.
+    first = sorted(s3.find(f"{name}/data/mixing"))[0]
+    s3.put(str(tmp_path / "images" / "cat" / sorted(os.listdir(tmp_path / "images" / "cat"))[0]), first)
+    assert build(f"folder:s3://{name}/data/images", f"s3://{name}/data/mixing", tmp_path / "changed") == 0
+    assert len(remote_copies()) == len(copies) + 1
+    assert shard_digests(tmp_path / "changed") != local
+    capsys.readouterr()
+
+
+def test_a_bucket_that_does_not_exist_is_one_line_and_writes_nothing(s3, tmp_path, capsys):
+    out = tmp_path / "out"
+    missing = f"ipmix-missing-{uuid.uuid4().hex[:8]}"
+    assert build("digits", f"s3://{missing}/mixing", out) == 1
+    lines = error_lines(capsys)
+    assert lines == [f"Error: --fractals s3://{missing}/mixing: not found (The specified bucket does not exist)"]
+    assert not out.exists()
+    assert cli.run(["shards", "build", "--source", f"folder:s3://{missing}/images", "--out", str(out),
+                    "--recipe", "none", "--quiet"]) == 1
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith(f"Error: --source s3://{missing}/images: not found")
+    assert not out.exists()
+
+
+def test_an_empty_prefix_is_one_line(s3, tmp_path, capsys):
+    name = bucket(s3)
+    assert build("digits", f"s3://{name}/nothing-here", tmp_path / "out") == 1
+    assert error_lines(capsys) == [f"Error: --fractals s3://{name}/nothing-here: no objects under this prefix"]
+    assert tree(tmp_path) == []
+
+
+def test_s3_without_s3fs_installed_names_the_extra_and_writes_nothing(s3, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "s3fs", None)  # what Python reports for a package it cannot import
+    out = tmp_path / "out"
+    assert build("digits", "s3://bucket/mixing", out) == 1
+    assert error_lines(capsys) == ["Error: --fractals s3://bucket/mixing: s3:// needs the s3fs package: "
+                                   "pip install 'ipmix[s3]'"]
+    assert cli.run(["shards", "build", "--source", "folder:s3://bucket/images", "--out", str(out),
+                    "--recipe", "none"]) == 1
+    assert error_lines(capsys) == ["Error: --source folder:s3://bucket/images: s3:// needs the s3fs package: "
+                                   "pip install 'ipmix[s3]'"]
+    assert tree(tmp_path) == []
