@@ -206,15 +206,21 @@ def stage_breakdown(source: str, fractals: Path, out: Path, *, recipe: str, view
     """Where a sample's time goes in a one-worker build on one core (in-process, so the
     workers' stage clocks come back): microseconds per sample for each stage, plus the rest
     (planning, manifest, records, Python between the stages)."""
-    from ipmix_cli.shards.build import STAGES
-
     with one_core():
         dt, m = _build(out, source=source, fractals=fractals, epochs=epochs, recipe=recipe, views=views,
                        seed=3, workers=1)
+    return _stages_us(m, dt)
+
+
+def _stages_us(m: dict, seconds: float) -> dict:
+    """Microseconds per sample of each stage of a one-worker build that took `seconds`; the
+    224 px preset's read stage is the JPEG decode and crop, its encode stage the JPEG encode."""
+    from ipmix_cli.shards.build import STAGES
+
     n = m["totals"]["samples"]
     st = m["build_stats"]["stage_seconds"]
     us = {k: 1e6 * st.get(k, 0.0) / n for k in STAGES}
-    us["rest"] = 1e6 * dt / n - sum(us.values())
+    us["rest"] = 1e6 * seconds / n - sum(us.values())
     return {k: round(v, 2) for k, v in us.items()}
 
 
@@ -436,7 +442,8 @@ def run_bench(samples: int = 50_000, repeats: int = 3, photos_per_class: int = 1
                             "photo224_reference_preloaded_samples_per_s": pre,
                             "photo224_speedup_vs_preloaded": ours / pre,
                             "photo224_format": f"{m224['format']} q{m224['quality']}",
-                            "photo224_bytes_per_sample": m224["totals"]["bytes"] / m224["samples_per_epoch"]})
+                            "photo224_bytes_per_sample": m224["totals"]["bytes"] / m224["samples_per_epoch"],
+                            "stages_us_per_sample_photo224": _stages_us(m224, dt)})
 
         if formats and "formats" in parts:
             log("format table ...")
