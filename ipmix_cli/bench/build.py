@@ -172,7 +172,8 @@ def disk_rate(folder: Path, total_bytes: int, block: int = 4 << 20) -> float:
 
 def engine_rates(source: str, fractals: Path, samples: int, min_seconds: float = 0.5) -> dict:
     """The engine alone on this process's core: `make_views` over the source's pictures in the
-    build's chunks, one view and JSD triple (samples/s, a median of 3 repeats of ≥ min_seconds)."""
+    build's chunks, one view and JSD triple (samples/s, a median of 3 repeats of ≥ min_seconds;
+    `<name>_cpu` from this process's CPU time)."""
     from ipmix_cli.augment import Augmenter, MixingBank, resolve_config
     from ipmix_cli.bench.augment import _timed
     from ipmix_cli.shards.build import chunk_rows
@@ -192,7 +193,8 @@ def engine_rates(source: str, fractals: Path, samples: int, min_seconds: float =
             for lo in range(0, n, step):
                 aug.make_views(images[lo:lo + step], 3, 0, keys[lo:lo + step])
 
-        rates[name] = n / _timed(run, 3, min_seconds)[0]
+        wall, cpu, _ = _timed(run, 3, min_seconds)
+        rates[name], rates[f"{name}_cpu"] = n / wall, n / cpu
     return rates
 
 
@@ -235,8 +237,8 @@ def measure_epoch32(tmp: Path, cifar: str, mix: Path, samples: int, epochs: int,
     pinned = {name: p for name, _, _, _, p in CASES32}
 
     time_command(cmds["ipmix_view"], tmp / "o-warm", core)  # loads the compiled kernels once
-    rates: dict = {k: [] for k in [*cmds, *(f"{c}_cpu" for c in cmds), "engine_view", "engine_jsd", "floor",
-                                    "disk_mb_s", "load"]}
+    rates: dict = {k: [] for k in [*cmds, *(f"{c}_cpu" for c in cmds), "engine_view", "engine_jsd", "engine_view_cpu",
+                                    "engine_jsd_cpu", "floor", "disk_mb_s", "load"]}
     jsd_bytes = None
     for r in range(repeats):
         log(f"32 px round {r + 1} of {repeats} ...")
@@ -246,8 +248,8 @@ def measure_epoch32(tmp: Path, cifar: str, mix: Path, samples: int, epochs: int,
             rates[f"{name}_cpu"].append(total / cpu)
         with one_core():
             eng = engine_rates(cifar, mix, samples)
-            rates["engine_view"].append(eng["view"])
-            rates["engine_jsd"].append(eng["jsd"])
+            for k in ("view", "jsd", "view_cpu", "jsd_cpu"):
+                rates[f"engine_{k}"].append(eng[k])
             rates["floor"].append(floor_rate(tmp / "floor", total))
         if jsd_bytes is None:
             jsd_bytes = _build(tmp / "o-size", source=cifar, fractals=mix, epochs=epochs, views=3, seed=3,
@@ -263,6 +265,12 @@ def measure_epoch32(tmp: Path, cifar: str, mix: Path, samples: int, epochs: int,
         "build32_samples": total, "build32_epochs": epochs, "build32_rounds": repeats,
         "engine32_view_samples_per_s": round(med["engine_view"], 1),
         "engine32_jsd_samples_per_s": round(med["engine_jsd"], 1),
+        "engine32_view_cpu_samples_per_s": round(med["engine_view_cpu"], 1),
+        "engine32_jsd_cpu_samples_per_s": round(med["engine_jsd_cpu"], 1),
+        # per CPU-second: what the ratios are with the core to itself (a shared machine's wall
+        # clock also counts the other jobs)
+        "ratio_view_build_to_engine_cpu": round(med["ipmix_view_cpu"] / med["engine_view_cpu"], 3),
+        "ratio_jsd_build_to_engine_cpu": round(med["ipmix_jsd_cpu"] / med["engine_jsd_cpu"], 3),
         "floor_samples_per_s": round(med["floor"], 1),
         "disk_write_fsync_mb_s": round(med["disk_mb_s"], 1),
         "ratio_view_build_to_engine": round(med["ipmix_view"] / med["engine_view"], 3),
