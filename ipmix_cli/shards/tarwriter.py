@@ -157,6 +157,7 @@ class TarWriter:
         end += -(self.bytes + end) % RECORD
         self._write(_ZEROS[:end])
         self.closed = True
+        self._buffer = np.empty(0, np.uint8)  # a closed shard waiting for its fsync holds no block
 
     @property
     def sha256(self) -> str:
