@@ -9,7 +9,7 @@ from PIL import Image
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.shards import formats
 from ipmix_cli.shards.plan import Plan, choose_shard_count, node_tasks, sample_key
-from ipmix_cli.shards.tarwriter import TarWriter
+from ipmix_cli.shards.tarwriter import Rows, TarWriter
 
 from _shards_build_helpers import smooth_picture
 
@@ -228,13 +228,16 @@ def test_tar_writer_blocks_of_samples_match_python_tarfile(pixels):
         members += [(f"{k}.npy", views[r].tobytes()), (f"{k}.cls", cls[r]), (f"{k}.json", meta[r]),
                     (f"{k}.txt", extra[r])]
     w = TarWriter(io.BytesIO())
-    w.add_samples(keys, [("npy", views), ("cls", cls), ("json", meta), ("txt", extra)])
+    w.add_samples(keys, [("npy", Rows(b"HEAD", views[:, 4:])), ("cls", cls),
+                         ("json", meta), ("txt", extra)])
     w.close()
+    members = [(n, b"HEAD" + d[4:] if n.endswith(".npy") else d) for n, d in members]
     expected = _tarfile_bytes(members)
     assert w.f.getvalue() == expected and w.members == 12 and w.bytes == len(expected)
     one_by_one = TarWriter(io.BytesIO())
     for r, k in enumerate(keys):
-        one_by_one.add_sample(k, [("npy", views[r].tobytes()), ("cls", cls[r]), ("json", meta[r]), ("txt", extra[r])])
+        one_by_one.add_sample(k, [("npy", b"HEAD" + views[r, 4:].tobytes()), ("cls", cls[r]), ("json", meta[r]),
+                                  ("txt", extra[r])])
     one_by_one.close()
     assert one_by_one.f.getvalue() == expected and one_by_one.sha256 == w.sha256 and one_by_one.md5 == w.md5
 
@@ -254,9 +257,11 @@ def test_tar_writer_blocks_refuse_bad_columns_and_names():
 
 def test_encode_column_npy_rows_equal_encode_of_each_image():
     images = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
-    block = formats.encode_column(images[:, ::-1], "npy")  # a strided view, as views[:, v] is
-    assert block.shape == (5, 128 + 3072)
-    assert [row.tobytes() for row in block] == [formats.encode(im, "npy") for im in images[:, ::-1]]
+    for block_of in (images[:, ::-1], np.stack([images, images], axis=1)[:, 1]):  # strided; a view like views[:, v]
+        head, rows = formats.encode_column(block_of, "npy")
+        assert len(head) == 128 and rows.shape == (5, 3072)
+        assert [head + row.tobytes() for row in rows] == [formats.encode(im, "npy") for im in block_of]
+    assert formats.encode_column(np.stack([images, images], axis=1)[:, 1], "npy").rows.base is not None  # no copy
     assert formats.encode_column(images[:2], "png") == [formats.encode(im, "png") for im in images[:2]]
 
 

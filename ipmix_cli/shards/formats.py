@@ -86,16 +86,16 @@ def encode(arr: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
 
 
 def encode_column(images: np.ndarray, fmt: str, quality: int | None = None):
-    """`encode` of every image of a [n, H, W, 3] uint8 block: npy as one [n, header + H*W*3]
-    array (the same bytes per row as `encode`), other formats as a list of bytes."""
+    """`encode` of every image of a [n, H, W, 3] uint8 block: npy as `Rows` (the .npy header and
+    each picture's bytes, the same bytes per row as `encode`, no copy of the pixels), other
+    formats as a list of bytes."""
+    from ipmix_cli.shards.tarwriter import Rows
+
     if fmt != "npy":
         return [encode(im, fmt, quality) for im in images]
     n = len(images)
-    head = _npy_header(images.shape[1:])
-    out = np.empty((n, len(head) + images[0].nbytes if n else len(head)), np.uint8)
-    out[:, :len(head)] = np.frombuffer(head, np.uint8)
-    out[:, len(head):] = images.reshape(n, -1)
-    return out
+    rows = images.reshape(n, -1)  # a view when each picture is contiguous, as views[:, v] are
+    return Rows(_npy_header(images.shape[1:]), rows if rows.strides[1] == 1 else np.ascontiguousarray(rows))
 
 
 def decode(data: bytes, fmt: str) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -27,6 +28,14 @@ _TEMPLATE[100:124] = np.frombuffer(b"0000644\0" + b"0000000\0" + b"0000000\0", n
 _TEMPLATE[148:156] = ord(" ")  # the checksum field counts as spaces while summing
 _TEMPLATE[156] = ord("0")  # typeflag: regular file (linkname stays empty)
 _TEMPLATE[257:265] = np.frombuffer(b"ustar\x0000", np.uint8)  # magic + version; uname.. prefix empty
+
+
+class Rows(NamedTuple):
+    """A column whose payload r is `prefix + rows[r]` (an .npy header and one picture's bytes),
+    laid out without first joining the two."""
+
+    prefix: bytes
+    rows: np.ndarray  # [n, L] uint8; each row contiguous (a view into a bigger block is fine)
 
 
 def _octal_digits(values: np.ndarray, width: int) -> np.ndarray:
@@ -113,7 +122,8 @@ class TarWriter:
         """Write len(keys) samples; sample r holds, in column order, the member
         `<keys[r]>.<field>` with the payload `payloads[r]` of each column (field, payloads).
 
-        `payloads` is a list of bytes, or a [len(keys), L] uint8 array (L bytes per sample).
+        `payloads` is a list of bytes, a [len(keys), L] uint8 array (L bytes per sample), or
+        `Rows(prefix, array)`.
         """
         n = len(keys)
         if n == 0:
@@ -124,12 +134,14 @@ class TarWriter:
         bkeys = [k.encode("utf-8") for k in keys]
         sizes = np.empty((n, len(columns)), np.int64)
         names = []
+        columns = [(f, Rows(b"", p) if isinstance(p, np.ndarray) else p) for f, p in columns]
         for c, (field, payloads) in enumerate(columns):
-            if isinstance(payloads, np.ndarray):
-                if payloads.dtype != np.uint8 or payloads.ndim != 2 or len(payloads) != n:
-                    raise ValueError(f"column {field}: expected a [{n}, L] uint8 array, not {payloads.dtype} "
-                                     f"{payloads.shape}")
-                sizes[:, c] = payloads.shape[1]
+            if isinstance(payloads, Rows):
+                rows = payloads.rows
+                if rows.dtype != np.uint8 or rows.ndim != 2 or len(rows) != n or rows.strides[1] != 1:
+                    raise ValueError(f"column {field}: expected a [{n}, L] uint8 array, not {rows.dtype} "
+                                     f"{rows.shape}")
+                sizes[:, c] = len(payloads.prefix) + rows.shape[1]
             else:
                 if len(payloads) != n:
                     raise ValueError(f"column {field}: {len(payloads)} payloads for {n} keys")
@@ -179,9 +191,11 @@ def _fixed_layout(headers: np.ndarray, columns, sizes: np.ndarray, slots: np.nda
         out[:, at:at + BLOCK] = headers[:, c]
         at += BLOCK
         end = at + int(slots[c])
-        if isinstance(payloads, np.ndarray):
-            out[:, at:at + payloads.shape[1]] = payloads
-            out[:, at + payloads.shape[1]:end] = 0
+        if isinstance(payloads, Rows):
+            head, rows = payloads
+            out[:, at:at + len(head)] = np.frombuffer(head, np.uint8)
+            out[:, at + len(head):at + len(head) + rows.shape[1]] = rows
+            out[:, at + len(head) + rows.shape[1]:end] = 0
         else:
             width = int(sizes[:, c].max())
             if width:
@@ -197,9 +211,12 @@ def _joined_layout(headers: np.ndarray, columns, sizes: np.ndarray) -> bytes:
     m = 0
     for r in range(len(headers)):
         for c, (_, payloads) in enumerate(columns):
-            data = payloads[r]
             parts.append(raw[m * BLOCK:(m + 1) * BLOCK])
-            parts.append(data if isinstance(data, bytes) else data.tobytes())
+            if isinstance(payloads, Rows):
+                parts.append(payloads.prefix)
+                parts.append(payloads.rows[r].tobytes())
+            else:
+                parts.append(payloads[r])
             parts.append(_ZEROS[:-int(sizes[r, c]) % BLOCK])
             m += 1
     return b"".join(parts)
