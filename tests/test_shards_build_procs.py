@@ -99,6 +99,8 @@ def test_dask_backend_on_a_local_cluster(tmp_path, mix, folder, reference):
         pids = m["build_stats"]["worker_pids"]
     same_build(out, reference)
     assert pids and os.getpid() not in pids  # the tasks ran in the cluster's worker processes
+    # the workers mapped the mixing bank from OUT, the storage a cluster's machines share
+    assert len(list((out / ".cache" / "mixing-bank").glob("bank-*.npy"))) == 1
 
 
 def test_dask_without_scheduler_is_one_line(tmp_path, capsys):

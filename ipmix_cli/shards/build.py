@@ -627,7 +627,8 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
     `build_shards(out=OUT, extend_epochs=2)` adds two epochs with the same settings),
     otherwise from the defaults. With `dry_run` nothing is written and the plan is returned.
     `augment` holds overrides of the preset's augmentation options (see `resolve_config`).
-    `cache_dir` holds the mixing bank's cache file (default: `default_cache_dir()`).
+    `cache_dir` holds the mixing bank's cache file (default: `default_cache_dir()`; with the
+    Dask backend OUT/.cache/mixing-bank, since workers on other machines share OUT, not it).
     """
     log = log or (lambda msg: None)
     if out is None:
@@ -696,7 +697,12 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
     src = open_source(storage.localize_source(given["source"], remote_copies))
     if len(src) == 0:
         raise IpmixError(f"source {given['source']} holds no samples")
-    bank, mixing = _open_bank(storage.localize(given["fractals"], remote_copies, "--fractals"), cfg, given["recipe"], cache_dir, log)
+    bank_cache = cache_dir
+    if bank_cache is None and backend == "dask" and not dry_run:
+        # Dask workers may run on other machines: they map the bank from OUT, which they share.
+        bank_cache = out / ".cache" / "mixing-bank"
+    bank, mixing = _open_bank(storage.localize(given["fractals"], remote_copies, "--fractals"), cfg, given["recipe"],
+                              bank_cache, log)
     fmt, q = resolve_format(given["format"], given["quality"], cfg.image_size)
     n_shards = given["shards"]
     if n_shards is None:
