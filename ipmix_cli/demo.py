@@ -152,7 +152,7 @@ def run_demo(out: Path, seed: int = 0, workers: int = 2, model: str = "small-cnn
                f"  shards-*/                         WebDataset shards (manifest.json, README.md)\n"
                f"  shards-*.png                      what the model saw\n"
                f"  run-*/                            model.pt + model.json, checkpoint, log.jsonl, curves.png, summary.json\n"
-               f"  digits-c/                         the corrupted test set (15 corruptions x 5 severities)\n"
+               f"  digits-c/                         the corrupted test set (19 corruptions x 5 severities)\n"
                f"  eval-*.json, comparison.txt       the evaluation, this table and the versions")
     return results
 
