@@ -16,6 +16,8 @@ EXTRAS = ("pip install 'ipmix[s3]'", "pip install 'ipmix[gcs]'", "pip install 'i
 # URL in the position under test and valid local values (that need not exist) elsewhere.
 CASES = [
     # shards build: OUT, the source forms not read from URLs yet, the cache folder; --dry-run too.
+    # https:// is known to fsspec but no object store: not a place to read a folder from.
+    (["shards", "build", "--source", "digits", "--fractals", "https://host/fractals", "--out", "o"], ["--fractals https://host/fractals", LOCAL_FOR_NOW]),
     # (folder: sources and --fractals are read from object storage: test_storage_s3.py.)
     (["shards", "build", "--source", "digits", "--out", "s3://bucket/shards"], ["--out s3://bucket/shards", "OUT of 'shards build'", LOCAL_FOR_NOW]),
     (["shards", "build", "--source", "s3://bucket/images", "--fractals", "fr", "--out", "gs://b/shards"], ["--out gs://b/shards", LOCAL_FOR_NOW]),
@@ -40,9 +42,9 @@ CASES = [
     (["fractals", "preview", "s3://bucket/fractals"], ["OUT s3://bucket/fractals", LOCAL_FOR_NOW]),
     (["fractals", "preview", "fr", "--out", "s3://bucket/sheet.png"], ["--out s3://bucket/sheet.png", LOCAL_FOR_NOW]),
     (["fractals", "stats", "s3://bucket/fractals"], ["OUT s3://bucket/fractals", LOCAL_FOR_NOW]),
-    # augment preview
+    # augment preview (its --fractals is read from object storage: test_storage_s3.py)
     (["augment", "preview", "s3://bucket/cat.png", "--fractals", "fr", "--out", "p.png"], ["IMAGE_OR_FOLDER s3://bucket/cat.png", LOCAL_FOR_NOW]),
-    (["augment", "preview", "cat.png", "--fractals", "s3://bucket/fractals", "--out", "p.png"], ["--fractals s3://bucket/fractals", LOCAL_FOR_NOW]),
+    (["augment", "preview", "cat.png", "--fractals", "https://host/fractals", "--out", "p.png"], ["--fractals https://host/fractals", LOCAL_FOR_NOW]),
     (["augment", "preview", "cat.png", "--fractals", "fr", "--out", "s3://bucket/p.png"], ["--out s3://bucket/p.png", LOCAL_FOR_NOW]),
     # train
     (["train", "--shards", "s3://bucket/shards", "--epochs", "1", "--out", "run"], ["--shards s3://bucket/shards", LOCAL_FOR_NOW]),

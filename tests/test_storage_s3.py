@@ -98,3 +98,43 @@ def test_s3_without_s3fs_installed_names_the_extra_and_writes_nothing(s3, tmp_pa
     assert error_lines(capsys) == ["Error: --source folder:s3://bucket/images: s3:// needs the s3fs package: "
                                    "pip install 'ipmix[s3]'"]
     assert tree(tmp_path) == []
+
+
+def test_augment_preview_reads_the_mixing_set_from_s3(s3, tmp_path, capsys):
+    write_image_folder(tmp_path / "images", per_class=1)
+    write_mixing_folder(tmp_path / "mixing")
+    name = bucket(s3)
+    s3.put(str(tmp_path / "mixing"), f"{name}/mixing", recursive=True)
+    for mixing, png in ((str(tmp_path / "mixing"), "local.png"), (f"s3://{name}/mixing", "s3.png")):
+        assert cli.run(["augment", "preview", str(tmp_path / "images"), "--fractals", mixing,
+                        "--out", str(tmp_path / png), "--n", "2", "--rows", "2"]) == 0
+    assert (tmp_path / "s3.png").read_bytes() == (tmp_path / "local.png").read_bytes()
+    capsys.readouterr()
+
+
+def test_an_unreachable_endpoint_is_one_line(tmp_path, capsys, monkeypatch):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+    assert build("digits", "s3://bucket/mixing", tmp_path / "out") == 1
+    lines = error_lines(capsys)
+    assert len(lines) == 1
+    assert lines[0].startswith("Error: --fractals s3://bucket/mixing: EndpointConnectionError: Could not connect")
+    assert tree(tmp_path) == []
+
+
+def test_the_library_refuses_a_url_out_as_the_command_does(tmp_path, monkeypatch):
+    import pytest
+
+    from ipmix_cli.errors import IpmixError
+    from ipmix_cli.shards.build import build_shards
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(IpmixError, match="OUT of 'shards build' must be a local path for now"):
+        build_shards(source="digits", out="s3://bucket/shards", recipe="none", progress=False)
+    assert tree(tmp_path) == []

@@ -17,7 +17,7 @@ def augment():
 
 @augment.command("preview")
 @click.argument("image_or_folder", type=LocalPath("the picture or folder"))
-@click.option("--fractals", "fractals", required=True, type=LocalPath("the mixing set"),
+@click.option("--fractals", "fractals", required=True, type=LocalPath("the mixing set", remote=True),
               help="Mixing folder (a fractal set or any folder of pictures; sub-folders are read too).")
 @click.option("--cache-dir", type=LocalPath("the cache folder"), default=None,
               help="Where the mixing bank's cache file goes [default: an ipmix folder in the user's cache folder].")
@@ -51,7 +51,9 @@ def preview(image_or_folder, fractals, cache_dir, out, preset, recipe, n, rows, 
     from pathlib import Path
 
     from fractalgen.files import atomic_write_bytes
+    from ipmix_cli import storage
     from ipmix_cli.augment import MixingBank, resolve_config
+    from ipmix_cli.augment.bank import default_cache_dir
     from ipmix_cli.augment.preview import input_files, preview_grid
     from ipmix_cli.errors import IpmixError
 
@@ -61,7 +63,8 @@ def preview(image_or_folder, fractals, cache_dir, out, preset, recipe, n, rows, 
                          all_ops=all_ops, overflow=overflow, min_ops=min_ops, partner=partner,
                          patch_sizes=patch_sizes, crop=crop, flip=flip)
     inputs = input_files(image_or_folder, rows)
-    bank = MixingBank.from_folder(fractals, cfg, cache_dir=cache_dir)
+    local_fractals = storage.localize(fractals, Path(cache_dir) if cache_dir else default_cache_dir(), "--fractals")
+    bank = MixingBank.from_folder(local_fractals, cfg, cache_dir=cache_dir)
     click.echo(bank.describe())
     sheet = preview_grid(inputs, bank, cfg, n=n, seed=seed, zoom=zoom)
     buf = io.BytesIO()
