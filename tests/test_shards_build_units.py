@@ -375,3 +375,21 @@ def test_tar_writer_reused_block_buffer_leaves_nothing_of_the_previous_block():
             members += [(f"{k}.npy", pics[r].tobytes()), (f"{k}.cls", cls[r]), (f"{k}.json", meta[r])]
     w.close()
     assert w.f.getvalue() == _tarfile_bytes(members)
+
+
+def test_tar_writer_splits_big_blocks_into_pieces_with_the_same_bytes(monkeypatch):
+    # a block bigger than LAYOUT_BYTES goes out in several pieces (a buffer of a few samples)
+    from ipmix_cli.shards import tarwriter
+
+    monkeypatch.setattr(tarwriter, "LAYOUT_BYTES", 5000)  # 2 samples of 2,560 bytes per piece
+    rng = np.random.default_rng(3)
+    keys = [f"e0000s{i:07d}" for i in range(5)]
+    pics = rng.integers(0, 256, (5, 900), dtype=np.uint8)
+    cls = [b"%d" % i for i in range(5)]
+    w = TarWriter(io.BytesIO())
+    w.add_samples(keys, [("npy", Rows(b"H" * 7, pics)), ("cls", cls)])
+    w.close()
+    members = []
+    for r, k in enumerate(keys):
+        members += [(f"{k}.npy", b"H" * 7 + pics[r].tobytes()), (f"{k}.cls", cls[r])]
+    assert w.f.getvalue() == _tarfile_bytes(members) and w.members == 10

@@ -20,6 +20,7 @@ BLOCK = 512
 RECORD = 20 * BLOCK  # tar's traditional record size; the archive is padded to a multiple
 MTIME = 0  # constant, so rebuilds are byte-identical
 NAME_MAX = 100
+LAYOUT_BYTES = 1 << 20  # bytes of samples laid out, written and hashed per call
 _ZEROS = bytes(RECORD)
 
 # The constant part of every header; name, size, mtime and checksum are filled per member.
@@ -149,18 +150,30 @@ class TarWriter:
             suffix = b"." + field.encode("utf-8")
             names.append([k + suffix for k in bkeys])
         member_names = [names[c][r] for r in range(n) for c in range(len(columns))]
-        headers = ustar_headers(member_names, sizes.reshape(-1), self.mtime).reshape(n, len(columns), BLOCK)
+        longest = max(member_names, key=len)
+        if len(longest) > NAME_MAX:  # checked before anything of the block is written
+            raise ValueError(f"tar member name longer than 100 bytes: {longest.decode('utf-8', 'replace')!r}")
         slots = -(-sizes // BLOCK) * BLOCK
-        if (slots == slots[0]).all():
-            need = n * int((BLOCK + slots[0]).sum())
-            if len(self._buffer) < need:
-                self._buffer = np.empty(need, np.uint8)
-            block = _fixed_layout(headers, columns, sizes, slots[0], self._buffer)
-        else:
-            block = _joined_layout(headers, columns, sizes)
-        self.seconds["tar"] += time.perf_counter() - t0
-        self._write(block)
-        self.members += n * len(columns)
+        fixed = bool((slots == slots[0]).all())
+        # Same-size samples go out in pieces of about LAYOUT_BYTES: big enough for one write and
+        # hash call to cost nothing per sample, small enough to hold no more than a chunk's pixels.
+        step = max(1, LAYOUT_BYTES // int((BLOCK + slots[0]).sum())) if fixed else n
+        if fixed and len(self._buffer) < min(n, step) * int((BLOCK + slots[0]).sum()):
+            self._buffer = np.empty(min(n, step) * int((BLOCK + slots[0]).sum()), np.uint8)
+        m = len(columns)
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            part = [(f, Rows(p.prefix, p.rows[lo:hi]) if isinstance(p, Rows) else p[lo:hi]) for f, p in columns]
+            headers = ustar_headers(member_names[lo * m:hi * m], sizes[lo:hi].reshape(-1), self.mtime)
+            headers = headers.reshape(hi - lo, m, BLOCK)
+            if fixed:
+                block = _fixed_layout(headers, part, sizes[lo:hi], slots[0], self._buffer)
+            else:
+                block = _joined_layout(headers, part, sizes[lo:hi])
+            self.seconds["tar"] += time.perf_counter() - t0
+            self._write(block)
+            t0 = time.perf_counter()
+        self.members += n * m
 
     def close(self) -> None:
         if self.closed:
