@@ -405,7 +405,7 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
     log.write({"type": "start", "step": step, "time": time.time(), "world_size": world, "device": str(dev),
                "echo_factor": echo_factor, "parameters": count_parameters(net), "threads": torch.get_num_threads()})
     echo(f"training {name} ({count_parameters(net) / 1e6:.2f} M parameters) on {world} process(es), {dev}, "
-         f"{config['precision']}, {threads_note}; {epochs} epochs x {steps_per_epoch} steps of {batch_size} "
+         f"{config['precision']}, {threads_note}; {_count(epochs, 'epoch')} x {_count(steps_per_epoch, 'step')} of {batch_size} "
          f"({config['loss']})")
 
     def checkpoint():
@@ -527,6 +527,10 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
     if world > 1:
         dist.barrier()  # no rank tears its connections down while another still uses them
     return summary
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _already_finished(state: dict, epochs: int, max_steps: int | None, out: Path) -> dict | None:

@@ -64,6 +64,17 @@ def test_eval_end_to_end_on_a_tiny_corrupted_set(trained, tmp_path, capsys):
     assert "clean error" in table and "PGD-20" in table
 
 
+def test_corrupt_json_prints_the_manifest_it_wrote(tmp_path, capsys):
+    out = tmp_path / "c"
+    capsys.readouterr()
+    assert run(["corrupt", "--source", "digits:test", "--out", str(out), "--limit", "6",
+                "--corruptions", "fog,saturate", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)  # stdout holds nothing but the object
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert printed == {"out": str(out), **manifest}
+    assert printed["corruptions"] == ["fog", "saturate"] and printed["samples"] == 6
+
+
 def test_corrupted_folder_problems_are_one_line(trained, tmp_path, capsys):
     folder = tmp_path / "bad"
     make_corrupted_set("digits:test", folder, limit=4, corruptions="fog")

@@ -140,7 +140,7 @@ def test_ctrl_c_checkpoints_exits_130_and_points_at_resume(tmp_path, monkeypatch
         real_curves(*a, **k)
         if not (tmp_path / "interrupted").exists():
             (tmp_path / "interrupted").touch()
-            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends; the loop's handler catches it
+            signal.raise_signal(signal.SIGINT)  # what Ctrl-C sends; returns once the loop's handler ran
 
     monkeypatch.setattr(train_module, "write_curves_png", ctrl_c_at_first_epoch_end)
     argv = ["train", "--shards", str(tmp_path / "s"), "--model", "small-cnn", "--epochs", "2", "--batch-size", "16",
@@ -173,6 +173,9 @@ def test_resuming_a_finished_run_says_so_and_changes_no_file(triple_shards, tmp_
     capsys.readouterr()
     assert run(argv) == 0
     assert "is complete" in capsys.readouterr().err
+    assert _snapshot(tmp_path / "r") == before
+    assert run(argv + ["--json"]) == 0  # stdout is the summary alone, as summary.json holds it
+    assert json.loads(capsys.readouterr().out) == json.loads((tmp_path / "r" / "summary.json").read_text())
     assert _snapshot(tmp_path / "r") == before
 
 

@@ -113,7 +113,9 @@ def test_threads_follow_the_usable_cpus_and_local_processes(monkeypatch, shards,
     summary = train(str(shards), "small-cnn", 1, tmp_path / "run", batch_size=16, num_workers=0, threads=1,
                     max_steps=1, echo=lines.append)
     assert torch.get_num_threads() == 1 and summary["threads"] == 1
-    assert "1 thread (--threads)" in next(line for line in lines if line.startswith("training"))
+    start = next(line for line in lines if line.startswith("training"))
+    assert "1 thread (--threads)" in start
+    assert "; 1 epoch x " in start and "1 epochs" not in start
     with pytest.raises(IpmixError, match="threads must be at least 1"):
         train(str(shards), "small-cnn", 1, tmp_path / "r2", threads=0)
 

@@ -52,13 +52,18 @@ def eval_command(checkpoint, test_spec, corrupted, pgd, pgd_limit, limit, out, b
               help="Side of the output images (default: the source's, if square).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N samples.")
 @click.option("--overwrite", is_flag=True, help="Replace a different corrupted set in --out.")
-def corrupt_command(source, out, seed, corruptions, profile, image_size, limit, overwrite):
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the set's manifest (plus its folder as `out`) as one JSON object instead of the summary line.")
+def corrupt_command(source, out, seed, corruptions, profile, image_size, limit, overwrite, as_json):
     """Make a corrupted copy of any test set in CIFAR-10-C's layout: Hendrycks & Dietterich's
     corruptions (15 of the benchmark + 4 extras) x 5 severities."""
     manifest = make_corrupted_set(source, out, seed=seed, corruptions=corruptions, image_size=image_size,
                                   limit=limit, overwrite=overwrite, progress=Progress, profile=profile)
-    click.echo(f"wrote {len(manifest['corruptions'])} corruptions x 5 severities of {manifest['samples']} "
-               f"images ({manifest['image_size']} px, {manifest['profile']} severities) to {out}")
+    if as_json:
+        click.echo(json.dumps({"out": str(out), **manifest}))
+    else:
+            click.echo(f"wrote {len(manifest['corruptions'])} corruptions x 5 severities of {manifest['samples']} "
+                   f"images ({manifest['image_size']} px, {manifest['profile']} severities) to {out}")
     for name, counts in manifest.get("unchanged", {}).items():
         if any(counts):
             click.echo(f"warning: {name} left {'/'.join(map(str, counts))} of {manifest['samples']} images "

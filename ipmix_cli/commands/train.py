@@ -3,6 +3,7 @@ command runs, so `ipmix train --help` works without torch)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import click
@@ -39,9 +40,11 @@ from ipmix_cli.commands.params import LocalPath, SourceSpec
 @click.option("--threads", type=int, default=None,
               help="torch intra-op threads per process [default: usable CPUs / processes on this machine].")
 @click.option("--tensorboard", is_flag=True, help="Also write TensorBoard event files into RUN/tensorboard.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the final summary (summary.json's fields) as one JSON object instead of the table.")
 def train_command(shards, model, epochs, out, resume, batch_size, lr, weight_decay, momentum, seed, workers,
                   jsd_weight, max_steps, device, precision, test_spec, log_every, checkpoint_every, threads,
-                  tensorboard):
+                  tensorboard, as_json):
     """Train a classifier on pre-built shards (one process, or several under torchrun)."""
     from ipmix_cli.train import StoppedWithCheckpoint, train
 
@@ -56,7 +59,7 @@ def train_command(shards, model, epochs, out, resume, batch_size, lr, weight_dec
         # would be wrong here (the same command without --resume refuses the run directory).
         raise click.exceptions.Exit(130) from None
     if int(os.environ.get("RANK", "0")) == 0:
-        click.echo("summary:\n" + format_summary(summary))
+        click.echo(json.dumps(summary) if as_json else "summary:\n" + format_summary(summary))
 
 
 def format_summary(summary: dict) -> str:
