@@ -33,18 +33,24 @@ def remote_copies():
     return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
 
 
+def local_and_uploaded(s3, tmp_path, prefix):
+    """An image folder and a mixing set under tmp_path, copied to s3://<new bucket>/<prefix>/;
+    returns the bucket."""
+    write_image_folder(tmp_path / "images")
+    write_mixing_folder(tmp_path / "mixing")
+    name = bucket(s3)
+    s3.put(str(tmp_path / "images"), f"{name}/{prefix}/images", recursive=True)
+    s3.put(str(tmp_path / "mixing"), f"{name}/{prefix}/mixing", recursive=True)
+    return name
+
+
 def build(source, fractals, out, *extra):
     return cli.run(["shards", "build", "--source", source, "--fractals", fractals, "--out", str(out),
                     "--shards", "2", "--quiet", *extra])
 
 
 def test_build_reads_source_folder_and_mixing_set_from_s3_like_local_copies(s3, tmp_path, capsys):
-    write_image_folder(tmp_path / "images")
-    write_mixing_folder(tmp_path / "mixing")
-    name = bucket(s3)
-    s3.put(str(tmp_path / "images"), f"{name}/data/images", recursive=True)
-    s3.put(str(tmp_path / "mixing"), f"{name}/data/mixing", recursive=True)
-
+    name = local_and_uploaded(s3, tmp_path, "data")
     assert build(f"folder:{tmp_path / 'images'}", str(tmp_path / "mixing"), tmp_path / "local") == 0
     before = remote_copies()
     assert build(f"folder:s3://{name}/data/images", f"s3://{name}/data/mixing", tmp_path / "from-s3") == 0
@@ -138,3 +144,21 @@ def test_the_library_refuses_a_url_out_as_the_command_does(tmp_path, monkeypatch
     with pytest.raises(IpmixError, match="OUT of 'shards build' must be a local path for now"):
         build_shards(source="digits", out="s3://bucket/shards", recipe="none", progress=False)
     assert tree(tmp_path) == []
+
+
+def test_dask_workers_read_the_copy_from_out(s3, tmp_path, capsys):
+    # Workers on other machines share OUT, not the client's cache folder: the copy goes to OUT.
+    from distributed import LocalCluster
+
+    from ipmix_cli.shards.build import build_shards
+
+    name = local_and_uploaded(s3, tmp_path, "data")
+    assert build(f"folder:{tmp_path / 'images'}", str(tmp_path / "mixing"), tmp_path / "local") == 0
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=40) as cluster:
+        out = tmp_path / "dask"
+        build_shards(source=f"folder:s3://{name}/data/images", fractals=f"s3://{name}/data/mixing", out=out, shards=2,
+                     backend="dask", scheduler=cluster.scheduler_address, progress=False)
+    assert shard_digests(out) == shard_digests(tmp_path / "local")
+    assert len(list((out / ".cache" / "remote").iterdir())) == 2
+    capsys.readouterr()

@@ -693,7 +693,12 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
                          **given["augment_options"])
     from ipmix_cli.augment.bank import default_cache_dir
 
-    remote_copies = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    if cache_dir:
+        remote_copies = Path(cache_dir).expanduser()
+    elif backend == "dask" and not dry_run:
+        remote_copies = out / ".cache"  # Dask workers on other machines read the copies from OUT, which they share
+    else:
+        remote_copies = default_cache_dir()
     src = open_source(storage.localize_source(given["source"], remote_copies))
     if len(src) == 0:
         raise IpmixError(f"source {given['source']} holds no samples")
