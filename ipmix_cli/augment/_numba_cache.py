@@ -1,47 +1,132 @@
-"""Drop stale Numba cache files of this package's kernels.
+"""Drop stale Numba cache files of this package's kernels, module by module.
 
-Numba keys a cached function on its own source file only: after an edit to `ops.py`, the
-cached `chains.py` kernels would still hold the old op code inlined, and two processes could
-produce different bytes for the same seed. Before the kernels are imported, this compares a
-digest of all kernel sources with the one recorded beside the cache and clears the cache when
-they differ (a fresh checkout or an upgrade simply compiles once).
+Numba keys a cached kernel on its own source file only: after an edit to `ops.py`, the cached
+`chains.py` kernels would still hold the old op code compiled in, and two processes could
+produce different bytes for the same seed. Before the kernels are imported, this gives each
+module a key made of its own code and that of every project module it imports, transitively,
+and drops the module's cache files when the key recorded beside them differs. Editing
+`chains.py` thus drops `chains` and `views` (which calls it) but keeps `rng` and `ops`.
+
+A module's code is read as its syntax tree without positions, so an edit to comments or blank
+lines changes no key: the compiled code of the modules that import it cannot differ. (Numba
+itself still recompiles the edited module, whose file stamp changed.)
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-KERNEL_MODULES = ("rng.py", "policy.py", "ops.py", "pixel_ops.py", "chains.py", "views.py", "resample.py")
+_PACKAGE = "ipmix_cli.augment"
 
 
-def sources_digest() -> str:
-    h = hashlib.sha256()
-    for name in KERNEL_MODULES:
-        h.update(name.encode() + b"\0" + (_HERE / name).read_bytes() + b"\0")
-    return h.hexdigest()
+def _module_file(root: Path, name: str) -> Path | None:
+    """The project file that defines module `name` (dotted), or None outside `root`."""
+    base = root.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
 
 
-def drop_stale_cache() -> None:
-    cache = _HERE / "__pycache__"
-    stamp = cache / "ipmix-kernels.sha256"
+def _imported_names(tree: ast.Module, package: str) -> set[str]:
+    """Dotted names of the modules, and of the possible submodules, a module imports."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+class _Graph:
+    """The project modules and their code digests, read once per call."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._digest: dict[Path, str] = {}
+        self._imports: dict[Path, set[Path]] = {}
+        self._kernels: dict[Path, bool] = {}
+
+    def _read(self, path: Path) -> None:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+        self._digest[path] = hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+        package = ".".join(path.relative_to(self.root).with_suffix("").parts[:-1])
+        names = _imported_names(tree, package)
+        found = (_module_file(self.root, name) for name in names)
+        self._imports[path] = {f for f in found if f is not None and f != path}
+        self._kernels[path] = any(name == "numba" or name.startswith("numba.") for name in names)
+
+    def has_kernels(self, path: Path) -> bool:
+        """Whether the module imports numba (only such modules have cache files to guard)."""
+        if path not in self._kernels:
+            self._read(path)
+        return self._kernels[path]
+
+    def key(self, path: Path) -> str:
+        """A digest of the code of `path` and of every project module it imports, transitively."""
+        seen, todo = set(), [path]
+        while todo:
+            current = todo.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            if current not in self._digest:
+                self._read(current)
+            todo.extend(self._imports[current])
+        h = hashlib.sha256()
+        for module in sorted(seen):
+            h.update(f"{module.relative_to(self.root).as_posix()}\0{self._digest[module]}\0".encode())
+        return h.hexdigest()
+
+
+def cache_dir(package_dir: Path) -> Path:
+    """Where Numba caches the kernels of `package_dir`: NUMBA_CACHE_DIR/<folder>_<sha1 of its
+    path> when that variable is set (Numba's own naming), else the package's __pycache__."""
+    custom = os.environ.get("NUMBA_CACHE_DIR")
+    if not custom:
+        return package_dir / "__pycache__"
+    folder = os.path.abspath(package_dir)
+    return Path(custom) / f"{os.path.basename(folder)}_{hashlib.sha1(folder.encode()).hexdigest()}"
+
+
+def drop_stale_cache(package_dir: Path = _HERE, package: str = _PACKAGE) -> None:
+    """Drop the cache files of each module of `package_dir` whose key changed since recorded."""
+    root = package_dir.parents[len(package.split(".")) - 1]
+    cache = cache_dir(package_dir)
+    graph = _Graph(root)
     try:
-        digest = sources_digest()
-        if stamp.read_text() == digest:
-            return
-    except OSError:
-        pass
-    try:
-        for path in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")):
-            try:
-                path.unlink()
-            except OSError:
-                pass
-        cache.mkdir(exist_ok=True)
-        tmp = cache / f".ipmix-kernels.{os.getpid()}.tmp"
-        tmp.write_text(digest)
-        os.replace(tmp, stamp)
-    except OSError:
-        pass  # an unwritable package folder: Numba then caches elsewhere or not at all
+        sources = [path for path in sorted(package_dir.glob("*.py")) if b"numba" in path.read_bytes()]
+        modules = [path for path in sources if graph.has_kernels(path)]
+        keys = {path.stem: graph.key(path) for path in modules}
+    except (OSError, SyntaxError, ValueError):
+        return  # an unreadable or broken source: its import fails with the real error
+    for stem, key in keys.items():
+        stamp = cache / f"{stem}.kernels.sha256"
+        try:
+            if stamp.read_text() == key:
+                continue
+        except OSError:
+            pass
+        try:
+            for path in list(cache.glob(f"{stem}.*.nbi")) + list(cache.glob(f"{stem}.*.nbc")):
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = cache / f".{stem}.kernels.{os.getpid()}.tmp"
+            tmp.write_text(key)
+            os.replace(tmp, stamp)
+        except OSError:
+            pass  # an unwritable cache folder: Numba then caches elsewhere or not at all
