@@ -78,7 +78,8 @@ def test_preview_reads_class_folders_like_flat_ones(tmp_path, capsys):
 
 
 def test_bench_augment_repeats_last_at_least_the_minimum():
-    # a repeat is as many calls as it takes to reach min_seconds; the figure is per call
+    # a repeat is as many calls as it takes to reach min_seconds; the figure is per call.
+    # No upper bound on any time: a busy machine may stretch every call.
     import time
 
     from ipmix_cli.bench.augment import _timed
@@ -89,7 +90,9 @@ def test_bench_augment_repeats_last_at_least_the_minimum():
         calls.append(1)
         time.sleep(0.002)
 
+    start = time.perf_counter()
     wall, cpu, repeat_s = _timed(fn, repeats=3, min_seconds=0.05)
-    assert repeat_s >= 0.05
-    assert len(calls) >= 1 + 3 * 0.05 / (wall * 1.5)  # the warm-up, then three repeats of many calls
-    assert 0.002 <= wall < 0.02 and cpu < wall
+    elapsed = time.perf_counter() - start
+    assert repeat_s >= 0.05  # the median repeat lasted at least the minimum
+    assert elapsed >= 0.002 + 3 * 0.05  # the warm-up call, then three such repeats
+    assert wall >= 0.002 and cpu < wall  # per call: each sleeps 2 ms and spends almost no CPU
