@@ -11,7 +11,7 @@ DEMO_OUT ?= demo-out
 BENCH_OUT ?= bench-out
 PEERS_VENV ?= .venv-peers
 
-.PHONY: install demo test bench bench-peers clean
+.PHONY: install demo test test-fast bench bench-peers clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+# The pure-Python tests only: no Numba kernel is compiled (tests/conftest.py enforces it).
+test-fast: install
+	$(PY) -m pytest -q -m "not kernels" tests
 
 bench: install
 	mkdir -p $(BENCH_OUT)

@@ -44,3 +44,16 @@ def s3(s3_endpoint, monkeypatch):
     s3fs.S3FileSystem.clear_instance_cache()
     yield s3fs.S3FileSystem()
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+def pytest_configure(config):
+    # `make test-fast` (-m "not kernels") must stay fast on a cold checkout: a test there that
+    # reaches a Numba kernel fails and names the marker it lacks, instead of compiling.
+    if "not kernels" in (config.option.markexpr or ""):
+        from numba.core.dispatcher import Dispatcher
+
+        def refuse(self, *args, **kwargs):
+            raise RuntimeError(f"{self.py_func.__module__}.{self.py_func.__name__} is a Numba kernel: "
+                               "mark the test @pytest.mark.kernels")
+
+        Dispatcher._compile_for_args = refuse

@@ -13,6 +13,8 @@ from ipmix_cli.augment.reference import (reference_crop, reference_make_views,
 from ipmix_cli.errors import IpmixError
 from tests._augment_helpers import make_mixing_folder, sample_images, smooth_image, views_in_worker
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 
 @pytest.fixture(scope="module")
 def mixing(tmp_path_factory):

@@ -15,6 +15,8 @@ from ipmix_cli.augment.bank import default_cache_dir
 from ipmix_cli.errors import IpmixError
 from tests._augment_helpers import make_mixing_folder
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 
 def _tree(path):
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))

@@ -1,11 +1,14 @@
 """Chain statistics over many draws, read from the kernel's own trace."""
 
 import numpy as np
+import pytest
 
 from ipmix_cli.augment import chains as C
 from ipmix_cli.augment import policy, resolve_config, rng
 from ipmix_cli.augment.ops import ROTATION_TABLE
 from tests._augment_helpers import sample_images
+
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
 
 
 def _run_views(cfg, n_views, prm=None, seed=0):

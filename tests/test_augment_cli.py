@@ -2,12 +2,14 @@
 
 import json
 
+import pytest
 from PIL import Image
 
 from ipmix_cli.cli import run
 from tests._augment_helpers import make_mixing_folder
 
 
+@pytest.mark.kernels
 def test_preview_writes_a_grid(tmp_path, capsys):
     mix = make_mixing_folder(tmp_path / "mix")
     inputs = make_mixing_folder(tmp_path / "in", n=3, size=40, seed=3)
@@ -40,6 +42,7 @@ def test_preview_errors_are_one_line(tmp_path, capsys):
     assert err == f"Error: cannot write {nowhere}: {nowhere.parent} is not an existing folder\n"
 
 
+@pytest.mark.kernels
 def test_bench_augment_prints_one_json_object(capsys):
     assert run(["bench", "augment", "--json", "--quick", "--repeats", "1"]) == 0
     figures = json.loads(capsys.readouterr().out)
@@ -54,6 +57,7 @@ def test_bench_augment_prints_one_json_object(capsys):
     assert figures["ipmix_32_view_repeat_s"] >= 0.1  # --quick repeats last 0.1 s, full ones 0.5 s
 
 
+@pytest.mark.kernels
 def test_preview_reads_class_folders_like_flat_ones(tmp_path, capsys):
     mix = make_mixing_folder(tmp_path / "mix")
     inputs = make_mixing_folder(tmp_path / "in", n=2, size=40, seed=3)

@@ -16,6 +16,8 @@ from ipmix_cli.errors import IpmixError
 from tests._augment_helpers import make_mixing_folder, sample_images, smooth_image
 from tests._shards_build_helpers import write_image_folder, write_mixing_folder
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 # (preset, crop, image size): each crop mode, at the size its preset trains
 MODES = [("cifar", "pad", 32), ("imagenet", "random-resized", 48), ("cifar", "center", 32), ("imagenet", "none", 48)]
 

@@ -9,6 +9,8 @@ from ipmix_cli.augment import policy
 from ipmix_cli.augment import reference, rng
 from tests._augment_helpers import sample_images, smooth_image
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 SIZES = (32, 17)
 
 

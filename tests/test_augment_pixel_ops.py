@@ -1,10 +1,13 @@
 """P-level mixing ops against straightforward NumPy formulas; clip vs wrap; patch geometry."""
 
 import numpy as np
+import pytest
 
 from ipmix_cli.augment import pixel_ops as P
 from ipmix_cli.augment import rng
 from tests._augment_helpers import sample_images
+
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
 
 
 def _expected_uint8(q, overflow):

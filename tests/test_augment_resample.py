@@ -1,9 +1,12 @@
 """The RandomResizedCrop resize kernel against PIL's bilinear `Image.resize`, bit for bit."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from ipmix_cli.augment.resample import resize_bilinear, resized_window
+
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
 
 
 def _pil(im, out_h, out_w):

@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from ipmix_cli.demo import comparison_table, run_demo, versions
+
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
 
 
 def test_demo_runs_end_to_end_then_resumes_without_redoing_work(tmp_path, capsys):

@@ -12,6 +12,8 @@ from ipmix_cli.corruptions import BENCHMARK, CORRUPTIONS, EXTRA, make_corrupted_
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.evaluate import evaluate, read_corrupted_folder
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

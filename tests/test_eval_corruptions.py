@@ -5,6 +5,8 @@ from _shards_build_helpers import smooth_picture
 from ipmix_cli.corruptions import CORRUPTIONS, corrupt_image, make_corrupted_set
 from ipmix_cli.errors import IpmixError
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 
 def _colourful(seed):
     rng = np.random.default_rng(seed)

@@ -14,6 +14,8 @@ from ipmix_cli.corruptions.ops import frost_folder, motion_smear
 from ipmix_cli.corruptions.reference import load_reference
 from tests._augment_helpers import smooth_image
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 
 @pytest.fixture(scope="module")
 def reference():

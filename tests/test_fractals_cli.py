@@ -3,9 +3,12 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from ipmix_cli import cli
+
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
 
 
 def _error_lines(capsys):

@@ -9,6 +9,8 @@ import pytest
 from fractalgen import escape, ifs, metrics, palettes
 from fractalgen.render import render_from_params, render_one
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 
 def _orbit_reference(z, c, max_iter, kind, p):
     """Plain NumPy escape-time iteration of many points at once (no cycle check)."""

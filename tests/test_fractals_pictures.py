@@ -68,6 +68,7 @@ def bad_folder(tmp_path):
     return d
 
 
+@pytest.mark.kernels
 def test_a_folder_of_bad_files_converts_or_skips_each_with_a_reason(bad_folder, tmp_path):
     out = tmp_path / "set"
     m = render_set(out, escape=1, ifs=0, size=64, include=bad_folder)
@@ -178,6 +179,7 @@ def server():
     httpd.server_close()
 
 
+@pytest.mark.kernels
 def test_url_list_fetches_once_and_skips_bad_answers(server, tmp_path):
     urls = ["/a.png", "/../../x.png", "/missing.png", "/slow.png", "/loop", "/to-file", "/page.png",
             "/sneaky.png", "/big.png", "/big-unannounced.png", "/a.png"]

@@ -6,6 +6,8 @@ import pytest
 from fractalgen import metrics
 from fractalgen.render import render_one
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 N = 64
 
 

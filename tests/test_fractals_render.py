@@ -11,6 +11,8 @@ from fractalgen.files import sha256_file
 from fractalgen.images import load_rgb
 from fractalgen.render import render_from_params, render_set
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 
 def _folder_bytes(path):
     return {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file()}

@@ -18,6 +18,8 @@ import pytest
 
 from _shards_build_helpers import write_image_folder, write_mixing_folder
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 # Recorded with numpy 2.4.6, Pillow 13.0.0, numba 0.68.1, scikit-learn 1.9.1 (digits), Python 3.11.
 GOLDEN = {
     "fractals": "9e188b286e72b01b23a9c6d461da696a5621f30f7e5c7c59e30db694bfa15d21",

@@ -17,6 +17,8 @@ from ipmix_cli.shards import build as build_mod
 
 from _shards_build_helpers import write_cifar_python, write_image_folder, write_mixing_folder
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 
 @pytest.fixture(scope="module")
 def mix(tmp_path_factory):

@@ -16,6 +16,8 @@ from ipmix_cli.shards import build_shards
 
 from _shards_build_helpers import write_image_folder, write_mixing_folder
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

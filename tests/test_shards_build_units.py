@@ -108,6 +108,7 @@ def test_node_tasks_are_counted_and_walked_in_constant_memory():
     assert list(node_tasks(range(2, 4), 3, 2, 0)) == [(2, 0), (2, 2), (3, 1)]  # task numbers 6, 8, 10
 
 
+@pytest.mark.kernels
 def test_formats_round_trip():
     img = smooth_picture(32, 5)
     img[::3, ::2] = 255 - img[::3, ::2]  # speckle like an augmented sample
@@ -141,6 +142,7 @@ def test_format_resolution():
         formats.resolve_format("gif", None, 32)
 
 
+@pytest.mark.kernels
 def test_encoding_through_the_reused_canvas_gives_pillows_bytes():
     import threading
 
@@ -173,6 +175,7 @@ def test_encoding_through_the_reused_canvas_gives_pillows_bytes():
         assert blobs == [pillow(arrays[(t + i) % 3], "png") for i in range(30)]
 
 
+@pytest.mark.kernels
 def test_bench_reference_pipeline_encodes_224_views(tmp_path):
     # the 224 px baseline of `ipmix bench build`: per sample a mixing picture loaded from the
     # folder (or taken from a pre-loaded bank), the same JPEG settings as the build
@@ -255,6 +258,7 @@ def test_tar_writer_blocks_refuse_bad_columns_and_names():
     assert w.bytes == 0 and w.f.getvalue() == b""
 
 
+@pytest.mark.kernels
 def test_encode_column_npy_rows_equal_encode_of_each_image():
     images = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     for block_of in (images[:, ::-1], np.stack([images, images], axis=1)[:, 1]):  # strided; a view like views[:, v]
@@ -291,6 +295,7 @@ def test_early_writeback_file_writes_every_byte_in_order(tmp_path, monkeypatch):
     assert 0 < early.done <= early.written == sum(map(len, parts))
 
 
+@pytest.mark.kernels
 def test_build_reports_the_seconds_of_each_stage(tmp_path):
     from ipmix_cli.shards import build_shards
     from ipmix_cli.shards.build import STAGES
@@ -302,6 +307,7 @@ def test_build_reports_the_seconds_of_each_stage(tmp_path):
     assert sum(st[k] for k in STAGES) <= m["build_stats"]["seconds"]  # the worker's own time
 
 
+@pytest.mark.kernels
 def test_shard_fsync_in_the_background_keeps_record_after_fsync_and_fails_cleanly(tmp_path, monkeypatch):
     # while shard k+1 is made, shard k is fsynced in a thread: its record exists only once its
     # fsync returned, and a failing fsync (a full disk) ends the build with one clear error, the
@@ -336,6 +342,7 @@ def test_shard_fsync_in_the_background_keeps_record_after_fsync_and_fails_cleanl
     assert m["complete"] and m["build_stats"]["shards_kept"] == 2
 
 
+@pytest.mark.kernels
 def test_bench_build_times_the_real_command_beside_floor_disk_and_stages(tmp_path):
     # `ipmix bench build` runs `ipmix shards build` as a process (wall and CPU seconds, OUT
     # removed afterwards), a failing command is a one-line error, and the floor, the disk's

@@ -14,6 +14,8 @@ from ipmix_cli.shards.preview import preview
 from ipmix_cli.shards.tario import iter_samples
 from ipmix_cli.shards.verify import VerifyError, verify
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):

@@ -3,9 +3,12 @@
 import json
 
 from PIL import Image
+import pytest
 
 from _shards_tools_helpers import make_shards, read_tar_members, rewrite_shard
 from ipmix_cli import cli
+
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
 
 
 def test_verify_ok_and_json(tmp_path, capsys):

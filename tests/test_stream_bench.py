@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from ipmix_cli.cli import run
+
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
 
 
 def test_bench_stream_quick_json(capsys):

@@ -12,6 +12,8 @@ from ipmix_cli.shards import build_shards
 from ipmix_cli.shards.tario import decode_image, iter_samples
 from ipmix_cli.stream import ShardLoader
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 
 def _mixing_folder(root):
     mix = root / "mix"

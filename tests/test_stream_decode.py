@@ -15,6 +15,8 @@ from _stream_helpers import encode
 from ipmix_cli.stream.decode import decode_npy, decode_png
 from ipmix_cli.stream.reader import ShardError, ShardIndex
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

@@ -11,6 +11,8 @@ from _stream_helpers import collect, make_shards, read_tar_samples
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.stream import ShardLoader
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 
 def _content(root, epoch, manifest):
     """view-0 bytes (HWC) -> (views CHW stacked, label) for every sample of a materialized epoch."""

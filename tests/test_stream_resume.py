@@ -12,6 +12,8 @@ from ipmix_cli.errors import IpmixError
 from ipmix_cli.stream import ShardLoader
 from ipmix_cli.stream.plan import Layout, interleave, plan_epoch, rank_blocks, roles_of, round_robin
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):

@@ -15,6 +15,8 @@ from ipmix_cli.checkpoint import load_checkpoint
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.train import train
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
 
 

@@ -12,6 +12,8 @@ from ipmix_cli.cli import run
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.train import train
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 
 @pytest.fixture(scope="module")
 def triple_shards(tmp_path_factory):

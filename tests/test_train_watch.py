@@ -16,6 +16,8 @@ from ipmix_cli.errors import IpmixError
 from ipmix_cli.stream import ShardLoader
 from ipmix_cli.train import choose_threads, format_duration, train
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 STEP_LINE = re.compile(r"^step +(\d+)/(\d+) \(epoch (\d+)/(\d+)\) loss \d+\.\d{4} lr [\d.e-]+ [\d,]+ samples/s "
                        r"data-wait \d+\.\d% eta \d+:\d\d:\d\d$")
 

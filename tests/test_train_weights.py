@@ -15,6 +15,8 @@ from ipmix_cli.evaluate import evaluate
 from ipmix_cli.models import load_trained
 from ipmix_cli.train import train
 
+pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
+
 
 @pytest.fixture(scope="module")
 def resnet50_run(tmp_path_factory):
