@@ -103,6 +103,7 @@ def test_train_still_reads_shards_through_pipe_and_http(tmp_path, monkeypatch, c
         assert LOCAL_FOR_NOW not in err
 
 
+@pytest.mark.kernels
 def test_file_urls_are_local_paths(tmp_path, capsys):
     out = tmp_path / "fr"
     assert cli.run(["fractals", "render", f"file://{out}", "--escape", "1", "--ifs", "0", "--size", "16",

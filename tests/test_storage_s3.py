@@ -6,6 +6,8 @@ import os
 import sys
 import uuid
 
+import pytest
+
 from ipmix_cli import cli
 from _shards_build_helpers import write_image_folder, write_mixing_folder
 
@@ -49,6 +51,7 @@ def build(source, fractals, out, *extra):
                     "--shards", "2", "--quiet", *extra])
 
 
+@pytest.mark.kernels
 def test_build_reads_source_folder_and_mixing_set_from_s3_like_local_copies(s3, tmp_path, capsys):
     name = local_and_uploaded(s3, tmp_path, "data")
     assert build(f"folder:{tmp_path / 'images'}", str(tmp_path / "mixing"), tmp_path / "local") == 0
