@@ -109,6 +109,7 @@ def test_s3_without_s3fs_installed_names_the_extra_and_writes_nothing(s3, tmp_pa
     assert tree(tmp_path) == []
 
 
+@pytest.mark.kernels
 def test_augment_preview_reads_the_mixing_set_from_s3(s3, tmp_path, capsys):
     write_image_folder(tmp_path / "images", per_class=1)
     write_mixing_folder(tmp_path / "mixing")
@@ -149,6 +150,7 @@ def test_the_library_refuses_a_url_out_as_the_command_does(tmp_path, monkeypatch
     assert tree(tmp_path) == []
 
 
+@pytest.mark.kernels
 def test_dask_workers_read_the_copy_from_out(s3, tmp_path, capsys):
     # Workers on other machines share OUT, not the client's cache folder: the copy goes to OUT.
     from distributed import LocalCluster
