@@ -265,18 +265,20 @@ def test_manifest_shard_entries_are_checked(tmp_path):
 
 
 def test_a_killed_worker_is_one_clear_error(uneven, tmp_path):
+    import contextlib
     import multiprocessing
     import os
     import signal
     import threading
 
     root, _ = uneven
-    # The worker's pipe: command writes its shell's pid to a file, then waits; the worker is
-    # killed once that file exists (it is then surely inside its first read), not after a
-    # fixed delay that a slow machine could outlast before the worker even started.
+    # The worker's pipe: command (the shard's path goes to `:`, which ignores it) writes its
+    # shell's pid to a file, then waits; the worker is killed once that file exists (it is then
+    # surely inside its first read), not after a fixed delay that a slow machine could outlast
+    # before the worker even started.
     marker = tmp_path / "reading"
     loader = ShardLoader(root, 2, num_workers=1,
-                         base_url=f"pipe:echo $$ > '{marker}.tmp' && mv '{marker}.tmp' '{marker}' && exec sleep 600")
+                         base_url=f"pipe:: {{path}}; echo $$ > '{marker}.tmp' && mv '{marker}.tmp' '{marker}' && exec sleep 600")
     others = {p.pid for p in multiprocessing.active_children()}
     stop = threading.Event()
 
@@ -284,10 +286,10 @@ def test_a_killed_worker_is_one_clear_error(uneven, tmp_path):
         while not marker.exists():
             if stop.wait(0.005):
                 return
-        for proc in multiprocessing.active_children():
-            if proc.pid not in others:  # the DataLoader worker started by this loader
-                os.kill(proc.pid, signal.SIGKILL)
-        os.kill(int(marker.read_text()), signal.SIGKILL)  # and the pipe's `sleep`
+        pids = [p.pid for p in multiprocessing.active_children() if p.pid not in others]  # this loader's worker
+        for pid in pids + [int(marker.read_text())]:  # and the pipe's `sleep`
+            with contextlib.suppress(ProcessLookupError):  # one may have ended on its own meanwhile
+                os.kill(pid, signal.SIGKILL)
 
     killer = threading.Thread(target=kill_worker_once_it_reads)
     killer.start()
