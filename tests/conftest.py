@@ -1,6 +1,7 @@
 import atexit
 import os
 import shutil
+import signal
 import tempfile
 
 # Keep numeric libraries from oversubscribing the 2 cores CI has.
@@ -9,6 +10,10 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "2")
 # Caches a run writes (the mixing bank's) go to a folder of this test session, not the user's.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ipmix-test-cache-")
 atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
+# A suite started in the background by a non-interactive shell inherits SIGINT as ignored, and
+# so would every command it starts: the Ctrl-C tests need Ctrl-C to do what it does at a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 import pytest  # noqa: E402
