@@ -37,6 +37,7 @@ bench: install
 	$(VENV)/bin/ipmix bench augment --json | tee $(BENCH_OUT)/augment.json
 	$(VENV)/bin/ipmix bench build --json | tee $(BENCH_OUT)/build.json
 	$(VENV)/bin/ipmix bench stream --json | tee $(BENCH_OUT)/stream.json
+	$(VENV)/bin/ipmix bench corrupt --json | tee $(BENCH_OUT)/corrupt.json
 
 # ipmix's writer and reader beside LitData, MosaicML Streaming and WebDataset, in their own
 # venv; torch is held to the CPU build as a constraint (their installs would pull a CUDA one).
