@@ -23,13 +23,7 @@ def test_tar_writer_matches_python_tarfile_ustar():
     for name, data in members:
         w.add(name, data)
     w.close()
-    ref = io.BytesIO()
-    with tarfile.open(fileobj=ref, mode="w", format=tarfile.USTAR_FORMAT) as tf:
-        for name, data in members:
-            ti = tarfile.TarInfo(name)
-            ti.size, ti.mtime, ti.mode, ti.uname, ti.gname = len(data), 0, 0o644, "", ""
-            tf.addfile(ti, io.BytesIO(data))
-    assert mine.getvalue() == ref.getvalue()
+    assert mine.getvalue() == _tarfile_bytes(members)
     assert w.bytes == len(mine.getvalue()) and w.bytes % 10240 == 0
     grouped = io.BytesIO()
     g = TarWriter(grouped)
