@@ -173,7 +173,6 @@ def test_a_set_inside_its_include_folder_does_not_ingest_itself(tmp_path):
 
 
 def test_ctrl_c_while_the_kernels_load_is_held_until_they_are_in(tmp_path, monkeypatch):
-    import os
     import signal
 
     import fractalgen.render

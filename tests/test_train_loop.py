@@ -130,7 +130,6 @@ def test_periodic_checkpoints_and_echo_warning(tmp_path, monkeypatch):
 
 
 def test_ctrl_c_checkpoints_exits_130_and_points_at_resume(tmp_path, monkeypatch, capsys):
-    import os
     import signal
 
     import ipmix_cli.train as train_module
