@@ -1,5 +1,5 @@
-"""Tiny shard sets written straight with `tarfile`, exactly as contracts D lays them out,
-so the tools can be tested without the builder (and against an independent writer)."""
+"""Tiny shard sets laid out by the shard format's writer (fields, tar writer, manifest names),
+so the tools can be tested without the builder; read back with `tarfile`, an independent reader."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import numpy as np
 from PIL import Image
 
 from fractalgen.files import atomic_write_json, sha256_file
+from ipmix_cli.shardformat.fields import LABEL, META, image_fields
+from ipmix_cli.shardformat.manifest import MANIFEST, SCHEMA
+from ipmix_cli.shardformat.tarwriter import TarWriter
 from ipmix_cli.shards.indexes import write_wids_index
 from ipmix_cli.shards.manifest import config_hash
 from ipmix_cli.shards.plan import shard_name
-
-VIEW_FIELDS = {1: [""], 3: ["clean.", "aug1.", "aug2."]}
-
 
 def encode(arr: np.ndarray, fmt: str) -> bytes:
     buf = io.BytesIO()
@@ -28,24 +28,19 @@ def encode(arr: np.ndarray, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
-
-
 def write_tar(path: Path, members) -> None:
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+    """Members (name, data) in the given order, damaged ones included, by the shard writer."""
+    with open(path, "wb") as f:
+        tar = TarWriter(f)
         for name, data in members:
-            add_member(tar, name, data)
+            tar.add(name, data)
+        tar.close()
 
 
 def sample_members(key, images, label, index, pad, fields):
     out = [(f"{key}.{field}", encode(img, field.rsplit(".", 1)[-1])) for field, img in zip(fields, images)]
-    out.append((f"{key}.cls", str(label).encode()))
-    out.append((f"{key}.json", json.dumps({"index": index, "pad": pad}).encode()))
+    out.append((f"{key}.{LABEL}", str(label).encode()))
+    out.append((f"{key}.{META}", json.dumps({"index": index, "pad": pad}).encode()))
     return out
 
 
@@ -56,11 +51,11 @@ def make_shards(out, *, epochs=1, shards=2, per_shard=3, views=1, fmt="png", siz
     the shards as ipmix did before (shard-SSSSS.tar in every epoch folder)."""
     out = Path(out)
     rng = np.random.default_rng(seed)
-    fields = [prefix + fmt for prefix in VIEW_FIELDS[views]]
+    fields = image_fields(views, fmt)
     total = shards * per_shard
     source_size = total - pads
     manifest = {
-        "schema": "ipmix-shards", "schema_version": schema_version, "complete": True,
+        "schema": SCHEMA, "schema_version": schema_version, "complete": True,
         "config": {"preset": "cifar", "recipe": "ipmix", "views": views, "epochs": epochs,
                    "augment": {"preset": "cifar", "recipe": "ipmix", "views": views, "image_size": size}},
         "config_hash": None, "seed": seed, "image_size": size, "views": views,
@@ -92,7 +87,7 @@ def make_shards(out, *, epochs=1, shards=2, per_shard=3, views=1, fmt="png", siz
                                     "bytes": path.stat().st_size, "sha256": sha256_file(path)})
         write_wids_index(out, entry, "fixture")
         manifest["epochs"].append(entry)
-    atomic_write_json(out / "manifest.json", manifest)
+    atomic_write_json(out / MANIFEST, manifest)
     return manifest
 
 

@@ -1,5 +1,6 @@
-"""Small shard sets written exactly as contracts D lays them out, for the loader's tests,
-plus an independent reader (tarfile + PIL) to hold the loader against."""
+"""Small shard sets laid out by the shard format's writer (fields, tar writer, manifest
+names), for the loader's tests, plus an independent reader (tarfile + PIL) to hold the loader
+against."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ipmix_cli.shardformat.fields import LABEL, META, image_fields
+from ipmix_cli.shardformat.manifest import MANIFEST, SCHEMA
+from ipmix_cli.shardformat.tarwriter import TarWriter
 from ipmix_cli.shards.plan import shard_name
 
 
@@ -31,18 +35,8 @@ def encode(arr: np.ndarray, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def _member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
-
-
 def fields_for(views: int, fmt: str) -> list[str]:
-    return [fmt] if views == 1 else [f"clean.{fmt}", f"aug1.{fmt}", f"aug2.{fmt}"]
+    return image_fields(views, fmt)
 
 
 def make_shards(out, *, shard_counts=(6, 6, 6), epochs: int = 2, views: int = 1, size: int = 8,
@@ -60,19 +54,20 @@ def make_shards(out, *, shard_counts=(6, 6, 6), epochs: int = 2, views: int = 1,
         pos = 0
         for s, count in enumerate(shard_counts):
             rel = shard_name(e, s) if schema_version == 2 else f"epoch-{e:04d}/shard-{s:05d}.tar"
-            with tarfile.open(out / rel, "w", format=tarfile.USTAR_FORMAT) as tar:
+            with open(out / rel, "wb") as f:
+                tar = TarWriter(f)
                 for _ in range(count):
-                    key = f"e{e:04d}s{pos:07d}"
-                    for v, field in enumerate(fields):
-                        _member(tar, f"{key}.{field}", encode(sample_pixels(e, pos, v, size), fmt))
-                    _member(tar, f"{key}.cls", str(pos % num_classes).encode())
-                    _member(tar, f"{key}.json", json.dumps({"index": pos, "pad": False}).encode())
+                    members = [(field, encode(sample_pixels(e, pos, v, size), fmt)) for v, field in enumerate(fields)]
+                    members.append((LABEL, str(pos % num_classes).encode()))
+                    members.append((META, json.dumps({"index": pos, "pad": False}).encode()))
+                    tar.add_sample(f"e{e:04d}s{pos:07d}", members)
                     pos += 1
+                tar.close()
             data = (out / rel).read_bytes()
             shards.append({"path": rel, "count": count, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
         epochs_meta.append({"epoch": e, "index": f"epoch-{e:04d}/wids-index.json", "shards": shards})
     manifest = {
-        "schema": "ipmix-shards", "schema_version": schema_version, "complete": True,
+        "schema": SCHEMA, "schema_version": schema_version, "complete": True,
         "config": {}, "config_hash": config_hash, "seed": 0, "image_size": size, "views": views,
         "format": fmt, "quality": None, "fields": fields,
         "classes": [str(i) for i in range(num_classes)], "num_classes": num_classes,
@@ -80,7 +75,7 @@ def make_shards(out, *, shard_counts=(6, 6, 6), epochs: int = 2, views: int = 1,
         "samples_per_shard": max(shard_counts), "epochs": epochs_meta,
         "source": {}, "mixing_set": {}, "versions": {},
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest
 
 

@@ -94,7 +94,7 @@ def test_crop_and_flip_settings_are_checked_and_recorded():
 def test_a_build_records_crop_and_flip_and_keeps_them_on_resume(tmp_path):
     from ipmix_cli.shards import build_shards
     from ipmix_cli.shards.sources import open_source
-    from ipmix_cli.shards.tario import decode_image
+    from ipmix_cli.shardformat.formats import decode_image
     from tests._shards_tools_helpers import read_tar_members
 
     folder = write_image_folder(tmp_path / "data", per_class=4, size=44)

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from ipmix_cli.errors import IpmixError
-from ipmix_cli.shards import formats
+from ipmix_cli.shardformat import formats
 from ipmix_cli.shards.plan import Plan, choose_shard_count, node_tasks, sample_key
-from ipmix_cli.shards.tarwriter import Rows, TarWriter
+from ipmix_cli.shardformat.tarwriter import Rows, TarWriter
 
 from _shards_build_helpers import smooth_picture
 
@@ -110,12 +110,12 @@ def test_formats_round_trip():
     np.save(buf, img)
     assert formats.encode(img, "npy") == buf.getvalue()
     for fmt in ("png", "npy"):
-        assert np.array_equal(formats.decode(formats.encode(img, fmt), fmt), img)
+        assert np.array_equal(formats.decode_image(fmt, formats.encode(img, fmt)), img)
     for fmt in ("jpg", "webp"):
-        back = formats.decode(formats.encode(img, fmt, 95), fmt)
+        back = formats.decode_image(fmt, formats.encode(img, fmt, 95))
         assert back.shape == img.shape
         p95 = formats.psnr(img, back)
-        p30 = formats.psnr(img, formats.decode(formats.encode(img, fmt, 30), fmt))
+        p30 = formats.psnr(img, formats.decode_image(fmt, formats.encode(img, fmt, 30)))
         assert math.isfinite(p95) and p95 > p30 > 10
     rows = formats.measure_formats([img] * 3, [("png", None), ("jpg", 90)], repeats=1)
     assert rows[0]["psnr_db"] == float("inf") and rows[1]["psnr_db"] < 100
@@ -380,7 +380,7 @@ def test_tar_writer_reused_block_buffer_leaves_nothing_of_the_previous_block():
 
 def test_tar_writer_splits_big_blocks_into_pieces_with_the_same_bytes(monkeypatch):
     # a block bigger than LAYOUT_BYTES goes out in several pieces (a buffer of a few samples)
-    from ipmix_cli.shards import tarwriter
+    from ipmix_cli.shardformat import tarwriter
 
     monkeypatch.setattr(tarwriter, "LAYOUT_BYTES", 5000)  # 2 samples of 2,560 bytes per piece
     rng = np.random.default_rng(3)

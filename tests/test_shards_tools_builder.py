@@ -11,7 +11,7 @@ from ipmix_cli.shards import build_shards
 from ipmix_cli.shards.indexes import parse_dali_index
 from ipmix_cli.shards.inspect import inspect
 from ipmix_cli.shards.preview import preview
-from ipmix_cli.shards.tario import iter_samples
+from ipmix_cli.shardformat.tario import iter_samples
 from ipmix_cli.shards.verify import VerifyError, verify
 
 pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)

@@ -12,7 +12,7 @@ from ipmix_cli.errors import IpmixError
 from ipmix_cli.shards.card import all_epochs_pattern, render_card, shard_pattern, write_dataset_card
 from ipmix_cli.shards.inspect import inspect, render_inspect
 from ipmix_cli.shards.preview import MIN_TILE, preview
-from ipmix_cli.shards.tario import decode_image
+from ipmix_cli.shardformat.formats import decode_image
 
 
 def labels_of(path):

@@ -9,7 +9,8 @@ from PIL import Image
 
 from _stream_helpers import collect
 from ipmix_cli.shards import build_shards
-from ipmix_cli.shards.tario import decode_image, iter_samples
+from ipmix_cli.shardformat.formats import decode_image
+from ipmix_cli.shardformat.tario import iter_samples
 from ipmix_cli.stream import ShardLoader
 
 pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from _stream_helpers import encode
-from ipmix_cli.stream.decode import decode_npy, decode_png
+from ipmix_cli.shardformat.decode import decode_npy, decode_png
 from ipmix_cli.stream.reader import ShardError, ShardIndex
 
 pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
@@ -170,7 +170,8 @@ def test_warm_up_compiles_what_reading_uses(tmp_path, fmt):
     # DataLoader workers inherit the kernels compiled before they fork; reading must not
     # need a signature the warm-up in ShardLoader() did not compile.
     from _stream_helpers import collect, make_shards
-    from ipmix_cli.stream import ShardLoader, decode, tarscan
+    from ipmix_cli.shardformat import decode, tarscan
+    from ipmix_cli.stream import ShardLoader
 
     make_shards(tmp_path, shard_counts=(5, 4), epochs=1, fmt=fmt, size=8, views=3)
     loader = ShardLoader(tmp_path, 2)

@@ -387,7 +387,7 @@ def peak_rss_per_worker(source: str, fractals: Path, out: Path) -> float:
 # --------------------------------------------------------------------------- formats
 
 def format_table(images: np.ndarray, candidates) -> list[dict]:
-    from ipmix_cli.shards.formats import measure_formats
+    from ipmix_cli.shardformat.formats import measure_formats
 
     return measure_formats(list(images), candidates, repeats=3)
 

@@ -93,7 +93,7 @@ def measure_stream(repeats: int = 5, quick: bool = False, batch_size: int = 128,
 def _measure(repeats: int, quick: bool, batch_size: int, log) -> dict:
     from ipmix_cli.augment import MixingBank, resolve_config
     from ipmix_cli.shards import build_shards
-    from ipmix_cli.shards.formats import default_format
+    from ipmix_cli.shardformat.formats import default_format
     from ipmix_cli.shards.sources import open_source
 
     if quick:

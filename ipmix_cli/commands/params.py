@@ -7,6 +7,7 @@ from __future__ import annotations
 import click
 
 from ipmix_cli import storage
+from ipmix_cli.shardformat.fields import FORMATS, canonical
 
 MAX_SEED = 2**63 - 1
 
@@ -43,12 +44,12 @@ class Count(click.IntRange):
 class ImageFormat(click.Choice):
     """png, npy, jpg or webp; `jpeg` is accepted as `jpg`."""
 
-    def __init__(self, choices=("png", "npy", "jpg", "webp")):
+    def __init__(self, choices=tuple(FORMATS)):
         super().__init__(list(choices), case_sensitive=False)
 
     def convert(self, value, param, ctx):
-        if isinstance(value, str) and value.lower() == "jpeg":
-            value = "jpg"
+        if isinstance(value, str):
+            value = canonical(value)
         return super().convert(value, param, ctx)
 
 

@@ -29,12 +29,12 @@ from ipmix_cli.errors import IpmixError
 from ipmix_cli.progress import COMPILING, numba_cache_is_warm
 from ipmix_cli.shards import limits
 from ipmix_cli.shards import manifest as mf
-from ipmix_cli.shards.formats import encode_column, resolve_format
+from ipmix_cli.shardformat.fields import FORMATS, LABEL, META, image_fields
+from ipmix_cli.shardformat.formats import encode_column, resolve_format
 from ipmix_cli.shards.plan import Plan, choose_shard_count, node_tasks, sample_key, shard_name
 from ipmix_cli.shards.sources import BadSourceImage, Source, open_source
-from ipmix_cli.shards.tarwriter import BLOCK, TarWriter
+from ipmix_cli.shardformat.tarwriter import BLOCK, TarWriter
 
-_RAW_RATIO = {"png": 0.7, "npy": 1.0, "jpg": 0.19, "webp": 0.12}  # bytes / raw pixel bytes, measured
 MAX_REPLACEMENT_TRIES = 64
 
 
@@ -246,8 +246,8 @@ def encode_shard(ctx: BuildContext, epoch: int, shard: int, writer: TarWriter, b
         views = aug.make_views(images, ctx.seed, epoch, keys, cropped=ctx.augment["crop"] != "pad")
         t2 = clock()
         columns = [(f, encode_column(views[:, v], ctx.fmt, ctx.quality)) for v, f in enumerate(ctx.fields)]
-        columns.append(("cls", [b"%d" % c for c in labels[src_idx].tolist()]))
-        columns.append(("json", meta))
+        columns.append((LABEL, [b"%d" % c for c in labels[src_idx].tolist()]))
+        columns.append((META, meta))
         t3 = clock()
         writer.add_samples([sample_key(epoch, p) for p in pos[sl].tolist()], columns)
         for stage, dt in (("read", t1 - t0), ("augment", t2 - t1), ("encode", t3 - t2)):
@@ -595,7 +595,7 @@ def _existing_build(out: Path, overwrite: bool):
 
 def _estimate_bytes_per_sample(fmt: str, image_size: int, views: int) -> float:
     raw = image_size * image_size * 3
-    member = _RAW_RATIO[fmt] * raw + (128 if fmt == "npy" else 0)
+    member = FORMATS[fmt].raw_ratio * raw + (128 if fmt == "npy" else 0)
     return views * (member + BLOCK + BLOCK / 2) + 2 * (BLOCK + BLOCK)
 
 
@@ -719,7 +719,7 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
         raise IpmixError(f"{epochs_total} epochs x {n_shards} shards is more than {limits.MAX_BUILD_SHARDS:,} shards "
                          f"in one build; use fewer epochs or larger shards (--shards)")
     plan = Plan(len(src), n_shards, int(given["seed"]))
-    fields = [fmt] if cfg.views == 1 else [f"clean.{fmt}", f"aug1.{fmt}", f"aug2.{fmt}"]
+    fields = image_fields(cfg.views, fmt)
 
     config = {
         "source": given["source"], "fractals": str(given["fractals"]) if given["fractals"] else None,

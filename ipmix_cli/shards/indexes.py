@@ -23,7 +23,7 @@ from pathlib import Path
 
 from fractalgen.files import atomic_write_bytes, atomic_write_json
 from ipmix_cli.errors import IpmixError
-from ipmix_cli.shards.tario import iter_entries, split_name
+from ipmix_cli.shardformat.tario import iter_entries, split_name
 
 WIDS_KIND = "wids-shard-index-v1"
 DALI_VERSION = "v1.2"

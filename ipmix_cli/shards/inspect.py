@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from ipmix_cli.errors import IpmixError
-from ipmix_cli.shards.tario import iter_samples
+from ipmix_cli.shardformat.fields import LABEL, META
+from ipmix_cli.shardformat.tario import iter_samples
 from ipmix_cli.shards.verify import manifest_problems, read_manifest
 
 
@@ -27,12 +28,12 @@ def _scan_epoch(root, m, entry) -> dict:
             continue
         try:
             with open(path, "rb") as f:
-                for _key, sample in iter_samples(f, fields=("cls", "json")):
+                for _key, sample in iter_samples(f, fields=(LABEL, META)):
                     samples += 1
-                    label = int(sample["cls"])
+                    label = int(sample[LABEL])
                     if 0 <= label < len(histogram):
                         histogram[label] += 1
-                    pads += bool(json.loads(sample["json"]).get("pad"))
+                    pads += bool(json.loads(sample[META]).get("pad"))
         except (IpmixError, ValueError) as exc:
             errors.append(f"{shard['path']}: {exc}")
     return {"epoch": entry["epoch"], "samples": samples, "pads": pads, "histogram": histogram,

@@ -19,14 +19,9 @@ from pathlib import Path
 
 from fractalgen.files import atomic_write_bytes, atomic_write_json
 from ipmix_cli.errors import IpmixError
+from ipmix_cli.shardformat.manifest import MANIFEST, READABLE_VERSIONS, SCHEMA, SCHEMA_VERSION
 from ipmix_cli.shards.plan import epoch_folder
 
-SCHEMA = "ipmix-shards"
-# 2: shard files named ipmix-eEEEE-SSSSS.tar (unique within a build); 1 named them
-# shard-SSSSS.tar in every epoch folder. Readers take both; builds write and resume 2 only.
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
-MANIFEST = "manifest.json"
 RECORDS = ".records"
 # Paths (where things are, not what they are) and derived extras that never change a shard.
 # What a build is made of is hashed; how it was asked for is not (`augment` holds the resolved

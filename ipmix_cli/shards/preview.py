@@ -11,7 +11,9 @@ import numpy as np
 from fractalgen.files import atomic_write_bytes
 from fractalgen.images import contact_sheet
 from ipmix_cli.errors import IpmixError
-from ipmix_cli.shards.tario import decode_image, iter_samples
+from ipmix_cli.shardformat.fields import LABEL, META, sample_fields
+from ipmix_cli.shardformat.formats import decode_image
+from ipmix_cli.shardformat.tario import iter_samples
 from ipmix_cli.shards.verify import manifest_problems, read_manifest
 
 # Tiles smaller than this are enlarged (nearest neighbour, integer factor) so labels fit.
@@ -19,7 +21,7 @@ MIN_TILE = 64
 
 
 def _first_samples(root, m, entry, n):
-    fields = list(m["fields"]) + ["cls", "json"]
+    fields = sample_fields(m["fields"])
     for shard in entry["shards"]:
         path = root / shard["path"]
         if not path.is_file():
@@ -68,9 +70,9 @@ def preview(out, dest_png=None, epoch: int = 0, n: int = 32) -> dict:
     scale = max(1, MIN_TILE // m["image_size"])
     tiles, labels, count = [], [], 0
     for key, sample in _first_samples(root, m, entries[0], n):
-        label = int(sample["cls"])
+        label = int(sample[LABEL])
         name = m["classes"][label] if 0 <= label < len(m["classes"]) else f"?{label}"
-        if json.loads(sample["json"]).get("pad"):
+        if json.loads(sample[META]).get("pad"):
             name += "*"
         for i, field in enumerate(m["fields"]):
             arr = decode_image(field, sample[field])

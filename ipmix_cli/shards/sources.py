@@ -18,7 +18,6 @@ import io
 import json
 import os
 import re
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,9 @@ import numpy as np
 from fractalgen.errors import BadImage
 from fractalgen.images import is_image_name, load_rgb, open_rgb
 from ipmix_cli.errors import IpmixError
+from ipmix_cli.shardformat.fields import LABEL, READ_EXTENSIONS, extension
+from ipmix_cli.shardformat.manifest import MANIFEST
+from ipmix_cli.shardformat.tario import TarFormatError, group_samples, iter_entries, split_name
 
 DIGITS_SIZE = 32
 
@@ -405,15 +407,8 @@ class CifarSource(Source):
 
 # --------------------------------------------------------------------------- WebDataset
 
-_IMAGE_FIELDS = ("png", "jpg", "jpeg", "webp", "ppm", "bmp", "npy")
-
-
-def _split_member(name: str):
-    head, _, base = name.rpartition("/")
-    key, dot, field = base.partition(".")
-    if not dot:
-        return None, None
-    return (f"{head}/{key}" if head else key), field
+# the shard image formats, and pictures other WebDataset writers store that Pillow reads
+_IMAGE_FIELDS = READ_EXTENSIONS + ("ppm", "bmp")
 
 
 def _expand_urls(spec: str) -> list[str]:
@@ -456,7 +451,7 @@ class WdsSource(Source):
         for t, url in enumerate(urls):
             try:
                 n = self._index_tar(t, url, entries, labels)
-            except (tarfile.TarError, OSError, EOFError) as exc:
+            except (TarFormatError, OSError) as exc:
                 raise IpmixError(f"cannot read shard {url}: {exc}") from None
             if n == 0:
                 raise IpmixError(f"shard {url} holds no samples with an image and a cls field")
@@ -476,49 +471,33 @@ class WdsSource(Source):
         if not hasattr(self, "_fields_tmp"):
             self._fields_tmp, self._keys = [], []
         count = 0
-        with tarfile.open(url, mode="r:") as tf:
-            current, sample = None, {}
-
-            def flush():
-                nonlocal count
-                if current is None:
-                    return
+        with open(url, "rb") as f:
+            # only the labels are read; an image member is located, then skipped
+            members = ((e.name, e) for e in iter_entries(f, read=lambda name: split_name(name)[1] == LABEL))
+            for key, sample in group_samples(members):
                 field = next((f for f in _IMAGE_FIELDS if f in sample), None)
                 if field is None:
-                    field = next((f for f in sample if f.rsplit(".", 1)[-1] in _IMAGE_FIELDS), None)
-                if field is None or "cls" not in sample:
-                    return
-                m = sample["cls"]
-                raw = tf.extractfile(m).read().strip()
+                    field = next((f for f in sample if extension(f) in _IMAGE_FIELDS), None)
+                if field is None or LABEL not in sample:
+                    continue
+                raw = sample[LABEL].data.strip()
                 try:
                     label = int(raw)
                 except ValueError:
-                    raise IpmixError(f"{url}: sample {current} has a non-integer cls {raw[:20]!r}") from None
+                    raise IpmixError(f"{url}: sample {key} has a non-integer cls {raw[:20]!r}") from None
                 im = sample[field]
-                entries.extend((t, im.offset_data, im.size))
+                entries.extend((t, im.offset, im.size))
                 self._fields_tmp.append(field)
-                self._keys.append(f"{url}#{current}")
+                self._keys.append(f"{url}#{key}")
                 labels.append(label)
                 count += 1
-
-            for m in tf:
-                if not m.isfile():
-                    continue
-                key, field = _split_member(m.name)
-                if key is None:
-                    continue
-                if key != current:
-                    flush()
-                    current, sample = key, {}
-                sample[field] = m
-            flush()
         return count
 
     @staticmethod
     def _class_names(urls, n):
         # Shards written by ipmix carry their class names in the manifest beside them.
         for parent in {Path(urls[0]).parent, Path(urls[0]).parent.parent}:
-            mf = parent / "manifest.json"
+            mf = parent / MANIFEST
             if mf.is_file():
                 try:
                     names = json.loads(mf.read_text()).get("classes")
@@ -537,7 +516,7 @@ class WdsSource(Source):
         data = f.read(size)
         field = self._fields[i]
         try:
-            if field.endswith("npy"):
+            if extension(field) == "npy":
                 arr = np.load(io.BytesIO(data), allow_pickle=False)
                 if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
                     raise BadImage("not-an-image", f"npy array {arr.shape} {arr.dtype}")

@@ -20,13 +20,14 @@ from pathlib import Path
 
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.progress import Progress
-from ipmix_cli.shards.manifest import READABLE_VERSIONS, config_hash
+from ipmix_cli.shardformat.fields import FORMATS, sample_fields
+from ipmix_cli.shardformat.formats import decode_image
+from ipmix_cli.shardformat.manifest import MANIFEST, READABLE_VERSIONS, SCHEMA
+from ipmix_cli.shardformat.tario import TarFormatError, group_samples, iter_entries
 from ipmix_cli.shards.indexes import DALI_VERSION, dali_index_path, dali_lines
-from ipmix_cli.shards.tario import TarFormatError, decode_image, group_samples, iter_entries
+from ipmix_cli.shards.manifest import config_hash
 
-SCHEMA = "ipmix-shards"
-SUPPORTED_VERSIONS = READABLE_VERSIONS
-IMAGE_EXTS = ("png", "jpg", "webp", "npy")
+IMAGE_EXTS = tuple(FORMATS)  # the formats ipmix writes (a `jpeg` field is not one of them)
 KEY_RE = re.compile(r"^e(\d{4})s(\d{7})$")
 MAX_PROBLEMS_PER_SHARD = 5
 
@@ -49,7 +50,7 @@ class VerifyError(IpmixError):
 def read_manifest(out) -> tuple[Path, dict]:
     """`out` is the shard folder or its manifest.json; returns (folder, manifest)."""
     out = Path(out)
-    path = out if out.is_file() else out / "manifest.json"
+    path = out if out.is_file() else out / MANIFEST
     if not out.exists():
         raise IpmixError(f"{out} does not exist")
     if not path.is_file():
@@ -73,8 +74,8 @@ def manifest_problems(m: dict) -> list[str]:
             problems.append(f"manifest {key!r} should be {kind.__name__}, is {type(m[key]).__name__}")
     if problems:
         return problems
-    if m["schema_version"] not in SUPPORTED_VERSIONS:
-        readable = ", ".join(map(str, SUPPORTED_VERSIONS))
+    if m["schema_version"] not in READABLE_VERSIONS:
+        readable = ", ".join(map(str, READABLE_VERSIONS))
         problems.append(f"manifest schema_version {m['schema_version']} is not supported (this ipmix reads "
                         f"version {readable}; a newer ipmix wrote it?)")
     if not m["complete"]:
@@ -158,7 +159,7 @@ def _check_sample(check, m, epoch, key, sample, keys_seen, deep, counters):
     if key in keys_seen:
         check.add(f"duplicate key {key} (also in {keys_seen[key]})")
     keys_seen[key] = check.rel
-    expected = list(m["fields"]) + ["cls", "json"]
+    expected = sample_fields(m["fields"])
     names = list(sample)
     missing = [f for f in expected if f not in sample]
     extra = [f for f in names if f not in expected]

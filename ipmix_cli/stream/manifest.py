@@ -6,15 +6,14 @@ import json
 import os
 
 from ipmix_cli.errors import IpmixError
-from ipmix_cli.shards.manifest import READABLE_VERSIONS
-
-from .decode import DECODERS
+from ipmix_cli.shardformat.fields import image_format
+from ipmix_cli.shardformat.manifest import MANIFEST, READABLE_VERSIONS, SCHEMA
 
 
 def find_manifest(path) -> str:
     path = os.fspath(path)
     if os.path.isdir(path):
-        path = os.path.join(path, "manifest.json")
+        path = os.path.join(path, MANIFEST)
     if not os.path.isfile(path):
         raise IpmixError(f"no shard manifest at {path} (build shards with `ipmix shards build`)")
     return path
@@ -50,7 +49,7 @@ def load_manifest(path) -> tuple[dict, str]:
         except (OSError, ValueError) as exc:
             raise IpmixError(f"cannot read shard manifest {path}: {exc}") from None
         root = os.path.dirname(os.path.abspath(path))
-    if not isinstance(manifest, dict) or manifest.get("schema") != "ipmix-shards":
+    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         raise IpmixError(f"{path} is not an ipmix shard manifest")
     if manifest.get("schema_version") not in READABLE_VERSIONS:
         raise IpmixError(f"{path}: unsupported manifest schema_version {manifest.get('schema_version')!r}")
@@ -60,7 +59,7 @@ def load_manifest(path) -> tuple[dict, str]:
         if key not in manifest:
             raise IpmixError(f"{path}: manifest lacks {key!r}")
     fields = manifest["fields"]
-    if not fields or any(f.rsplit(".", 1)[-1].lower() not in DECODERS for f in fields):
+    if not fields or any(image_format(f) is None for f in fields):
         raise IpmixError(f"{path}: unsupported fields {fields} (images must be png, jpg, webp or npy)")
     epochs = manifest["epochs"]
     if not epochs:

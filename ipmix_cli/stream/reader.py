@@ -9,8 +9,9 @@ import re
 
 import numpy as np
 
-from .decode import PayloadError, decoder_for
-from .tarscan import SCAN_MESSAGES, SCAN_OK, group_samples, scan_members
+from ipmix_cli.shardformat.decode import PayloadError, decoder_for
+from ipmix_cli.shardformat.fields import LABEL, image_format
+from ipmix_cli.shardformat.tarscan import SCAN_MESSAGES, SCAN_OK, group_samples, scan_members
 
 
 class ShardError(Exception):
@@ -77,7 +78,7 @@ class ShardIndex:
         count, err, err_at, name_start, name_len, key_len, data_off, size = scan_members(buf)
         if err != SCAN_OK:
             raise ShardError(name, f"{SCAN_MESSAGES[err]} at byte {err_at}")
-        wanted = self.fields + ["cls"]
+        wanted = self.fields + [LABEL]
         sfx = np.frombuffer("".join(wanted).encode("ascii"), np.uint8)
         sfx_off = np.cumsum([0] + [len(w) for w in wanted]).astype(np.int64)
         ns, first, field_off, field_size, label = group_samples(
@@ -135,14 +136,14 @@ _WARM: set = set()
 
 def _tiny_tar(members) -> bytes:
     import io
-    import tarfile
+
+    from ipmix_cli.shardformat.tarwriter import TarWriter
 
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    writer = TarWriter(buf)
+    for name, data in members:
+        writer.add(name, data)
+    writer.close()
     return buf.getvalue()
 
 
@@ -150,7 +151,7 @@ def warm_up(fields: list[str], size: int) -> None:
     """Compile (or load from Numba's cache) every kernel the real read path uses, once per
     process, by reading a one-sample shard made in memory. DataLoader workers forked later
     inherit the compiled code instead of each compiling it again."""
-    exts = tuple(sorted({f.rsplit(".", 1)[-1].lower() for f in fields}))
+    exts = tuple(sorted({image_format(f).name for f in fields}))
     if exts in _WARM:
         return
     import io
@@ -160,12 +161,12 @@ def warm_up(fields: list[str], size: int) -> None:
     img = np.zeros((size, size, 3), np.uint8)
     members = []
     for f in fields:
-        ext = f.rsplit(".", 1)[-1].lower()
+        pil_format = image_format(f).pil
         payload = io.BytesIO()
-        if ext == "npy":
+        if pil_format is None:
             np.save(payload, img)
         else:
-            Image.fromarray(img).save(payload, format={"jpg": "JPEG", "jpeg": "JPEG"}.get(ext, ext.upper()))
+            Image.fromarray(img).save(payload, format=pil_format)
         members.append((f"warm.{f}", payload.getvalue()))
     members.append(("warm.cls", b"0"))
     index = ShardIndex("warm-up", np.frombuffer(_tiny_tar(members), np.uint8), fields, 1)

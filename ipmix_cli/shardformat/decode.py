@@ -14,6 +14,8 @@ import numpy as np
 from numba import njit
 from PIL import Image
 
+from ipmix_cli.shardformat.fields import extension, image_format
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -267,12 +269,12 @@ def decode_png(buf, offs, sizes, size, out) -> None:
             raise PayloadError(int(i), str(exc)) from None
 
 
-DECODERS = {"npy": decode_npy, "png": decode_png, "jpg": decode_pil, "jpeg": decode_pil, "webp": decode_pil}
+BATCH_DECODERS = {"npy": decode_npy, "png": decode_png, "jpg": decode_pil, "webp": decode_pil}  # by FORMATS name
 
 
 def decoder_for(field: str):
     """The batch decoder for a field name such as `png` or `aug1.png`."""
-    ext = field.rsplit(".", 1)[-1].lower()
-    if ext not in DECODERS:
-        raise ValueError(f"field {field!r}: unknown image format {ext!r} (png, jpg, webp or npy)")
-    return DECODERS[ext]
+    fmt = image_format(field)
+    if fmt is None:
+        raise ValueError(f"field {field!r}: unknown image format {extension(field)!r} (png, jpg, webp or npy)")
+    return BATCH_DECODERS[fmt.name]

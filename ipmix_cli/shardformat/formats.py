@@ -1,4 +1,4 @@
-"""Encoding of sample images inside shards, and the measurement that picks a default.
+"""Encoding and decoding of sample images inside shards, and the measurement that picks a default.
 
 Formats: png (lossless), npy (raw `np.save` of uint8 HxWx3), jpg and webp (lossy, quality
 1..100). The default per training size comes from `measure_formats` (`ipmix bench build
@@ -17,14 +17,14 @@ import time
 import numpy as np
 from PIL import Image
 
-from ipmix_cli.augment.pillow_pixels import Canvas
 from ipmix_cli.errors import IpmixError
+from ipmix_cli.shardformat.fields import FORMATS, canonical, image_format
+from ipmix_cli.shardformat.tario import TarFormatError
 
-FORMATS = ("png", "npy", "jpg", "webp")
-LOSSY = ("jpg", "webp")
+LOSSY = tuple(f.name for f in FORMATS.values() if f.lossy)
 PNG_COMPRESS_LEVEL = 6
 _NPY_HEADERS: dict[tuple, bytes] = {}
-_CANVAS = Canvas()  # one per thread
+_CANVAS = None  # a Canvas (one per thread), made by the first picture encoded
 
 
 def default_format(image_size: int) -> tuple[str, int | None]:
@@ -41,7 +41,7 @@ def resolve_format(fmt: str | None, quality: int | None, image_size: int) -> tup
             raise IpmixError(f"--quality applies to jpg and webp only; the default format at {image_size} px "
                              f"is {d_fmt} (add --format jpg or --format webp)")
         return d_fmt, (quality if quality is not None and d_fmt in LOSSY else d_q)
-    fmt = {"jpeg": "jpg"}.get(fmt.lower(), fmt.lower())
+    fmt = canonical(fmt)
     if fmt not in FORMATS:
         raise IpmixError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     if fmt in LOSSY:
@@ -52,6 +52,16 @@ def resolve_format(fmt: str | None, quality: int | None, image_size: int) -> tup
     if quality is not None:
         raise IpmixError(f"--quality applies to jpg and webp only, not {fmt}")
     return fmt, None
+
+
+def _canvas():
+    # imported here: the Canvas lives in the augmentation engine, which readers need not import
+    global _CANVAS
+    if _CANVAS is None:
+        from ipmix_cli.augment.pillow_pixels import Canvas
+
+        _CANVAS = Canvas()
+    return _CANVAS
 
 
 def _npy_header(shape: tuple) -> bytes:
@@ -72,7 +82,7 @@ def encode(arr: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
     arr = np.asarray(arr, dtype=np.uint8)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise IpmixError(f"encode takes HxWx3 uint8 images, not {list(arr.shape)}")
-    img = _CANVAS.image_of(arr)
+    img = _canvas().image_of(arr)
     buf = io.BytesIO()
     if fmt == "png":
         img.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
@@ -89,7 +99,7 @@ def encode_column(images: np.ndarray, fmt: str, quality: int | None = None):
     """`encode` of every image of a [n, H, W, 3] uint8 block: npy as `Rows` (the .npy header and
     each picture's bytes, the same bytes per row as `encode`, no copy of the pixels), other
     formats as a list of bytes."""
-    from ipmix_cli.shards.tarwriter import Rows
+    from ipmix_cli.shardformat.tarwriter import Rows
 
     if fmt != "npy":
         return [encode(im, fmt, quality) for im in images]
@@ -98,11 +108,28 @@ def encode_column(images: np.ndarray, fmt: str, quality: int | None = None):
     return Rows(_npy_header(images.shape[1:]), rows if rows.strides[1] == 1 else np.ascontiguousarray(rows))
 
 
-def decode(data: bytes, fmt: str) -> np.ndarray:
-    if fmt == "npy":
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+def decode_image(field: str, data: bytes) -> np.ndarray:
+    """Decode one image payload by its field's extension (`png`, `aug1.jpg`...) to uint8 HxWx3;
+    TarFormatError (an IpmixError) if it is not an image or does not decode."""
+    ext = field.rsplit(".", 1)[-1].lower()
+    fmt = image_format(field)
+    if fmt is None:
+        raise TarFormatError(f"field {field!r} is not an image (png, jpg, webp or npy)")
+    if fmt.pil is None:
+        try:
+            arr = np.load(io.BytesIO(data), allow_pickle=False)
+        except Exception as exc:
+            raise TarFormatError(f"cannot decode .{ext} payload: {exc}") from None
+        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+            raise TarFormatError(f"npy payload is {arr.dtype} {arr.shape}, expected uint8 HxWx3")
+        return arr
+    from fractalgen.errors import BadImage
+    from fractalgen.images import load_rgb
+
+    try:
+        return load_rgb(data)
+    except BadImage as exc:
+        raise TarFormatError(f"cannot decode .{ext} payload: {exc}") from None
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -123,7 +150,7 @@ def measure_formats(images, candidates, repeats: int = 3) -> list[dict]:
             t0 = time.perf_counter()
             blobs = [encode(im, fmt, q) for im in images]
             t1 = time.perf_counter()
-            back = [decode(b, fmt) for b in blobs]
+            back = [decode_image(fmt, b) for b in blobs]
             t2 = time.perf_counter()
             enc_t.append(t1 - t0)
             dec_t.append(t2 - t1)

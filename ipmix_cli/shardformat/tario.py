@@ -4,8 +4,10 @@ Public API (all take a binary file object opened for reading; it is read strictl
 sequentially, so a pipe or a socket works as well as a file):
 
 - ``iter_members(fileobj)`` yields ``(name, data)`` for every regular file in archive order.
-- ``iter_entries(fileobj)`` yields ``TarEntry(name, offset, size, data)`` where ``offset`` is
-  the byte position of the member's data in the archive (what DALI's index records).
+- ``iter_entries(fileobj, read=None)`` yields ``TarEntry(name, offset, size, data)`` where
+  ``offset`` is the byte position of the member's data in the archive (what DALI's index
+  records). With ``read`` (a test of the member name), the payloads it refuses are skipped by a
+  seek where the file allows it (``data`` is then None), so indexing a big shard reads its headers only.
 - ``iter_samples(fileobj, fields=None)`` groups members into WebDataset samples and yields
   ``(key, {field: data})``. The key is the member name up to the first dot of its last path
   component, the field is the rest (``e0000s0000003.aug1.png`` -> key ``e0000s0000003``,
@@ -13,7 +15,9 @@ sequentially, so a pipe or a socket works as well as a file):
   raises ``TarFormatError`` ("duplicate key" when the field was seen already, otherwise
   "members not adjacent"), as does a field repeated inside one sample. With ``fields``,
   every sample must hold each named field, and the dict holds only those.
-- ``decode_image(field, data)`` decodes a png/jpg/jpeg/webp/npy payload to uint8 HxWx3.
+
+Images inside the members are decoded by ``ipmix_cli.shardformat.formats.decode_image``; the
+fast path that indexes a whole shard held in memory is ``ipmix_cli.shardformat.tarscan``.
 
 Every structural fault (bad header checksum, truncated member, missing end-of-archive
 block) raises ``TarFormatError``, an ``IpmixError`` with a one-line message.
@@ -23,10 +27,7 @@ link and device entries are skipped like webdataset does.
 
 from __future__ import annotations
 
-import io
 from typing import BinaryIO, Iterator, NamedTuple
-
-import numpy as np
 
 from ipmix_cli.errors import IpmixError
 
@@ -42,7 +43,7 @@ class TarEntry(NamedTuple):
     name: str
     offset: int  # byte offset of the data (not the header) in the archive
     size: int
-    data: bytes
+    data: bytes | None  # None: skipped (see iter_entries' `read`)
 
 
 def _octal(field: bytes, what: str) -> int:
@@ -97,8 +98,9 @@ def _parse_pax(data: bytes) -> dict[str, str]:
     return records
 
 
-def iter_entries(fileobj: BinaryIO) -> Iterator[TarEntry]:
+def iter_entries(fileobj: BinaryIO, read=None) -> Iterator[TarEntry]:
     """Every regular file of the archive with its data offset; see the module docstring."""
+    can_skip = read is not None and fileobj.seekable()
     pos = 0
     pending_name: str | None = None
     pending_size: int | None = None
@@ -128,6 +130,11 @@ def iter_entries(fileobj: BinaryIO) -> Iterator[TarEntry]:
         has_data = kind in _REGULAR or kind in (b"x", b"g", b"L", b"K")
         payload_len = size if has_data else 0
         padded = -(-payload_len // BLOCK) * BLOCK
+        if can_skip and kind in _REGULAR and not read(name):
+            fileobj.seek(padded, 1)  # a member cut short shows as a header missing after it
+            pos = data_offset + padded
+            yield TarEntry(name, data_offset, size, None)
+            continue
         data = _read_exact(fileobj, padded)
         if len(data) < padded:
             raise TarFormatError(
@@ -202,25 +209,3 @@ def group_samples(members, fields=None) -> Iterator[tuple[str, dict[str, bytes]]
         sample[field] = data
     if key is not None:
         yield finish()
-
-
-def decode_image(field: str, data: bytes) -> np.ndarray:
-    """Decode one image payload by its extension to a uint8 HxWx3 array."""
-    ext = field.rsplit(".", 1)[-1].lower()
-    if ext == "npy":
-        try:
-            arr = np.load(io.BytesIO(data), allow_pickle=False)
-        except Exception as exc:
-            raise TarFormatError(f"cannot decode .{ext} payload: {exc}") from None
-        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
-            raise TarFormatError(f"npy payload is {arr.dtype} {arr.shape}, expected uint8 HxWx3")
-        return arr
-    if ext not in ("png", "jpg", "jpeg", "webp"):
-        raise TarFormatError(f"field {field!r} is not an image (png, jpg, webp or npy)")
-    from fractalgen.errors import BadImage
-    from fractalgen.images import load_rgb
-
-    try:
-        return load_rgb(data)
-    except BadImage as exc:
-        raise TarFormatError(f"cannot decode .{ext} payload: {exc}") from None
