@@ -11,6 +11,7 @@ import sys
 import click
 
 from fractalgen.errors import FractalgenError
+from ipmix_cli.errors import OptionError
 from ipmix_cli.optional import missing_package_message
 
 # Exit codes: 1 user error, 2 usage error (Click), 130 interrupted (Ctrl-C).
@@ -86,6 +87,11 @@ _OS_ERRORS = {
 }
 
 
+def cli_flag(option: str) -> str:
+    """The flag of a library option (`node_rank` → `--node-rank`) in an OptionError's message."""
+    return "--" + option.replace("_", "-")
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; errors a user can cause become one line."""
     try:
@@ -99,7 +105,7 @@ def run(argv: list[str] | None = None) -> int:
         exc.show()
         return exc.exit_code
     except FractalgenError as exc:
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {exc.spelled(cli_flag) if isinstance(exc, OptionError) else exc}", err=True)
         return 1
     except ModuleNotFoundError as exc:  # an optional package (torch, scikit-learn) is not installed
         message = missing_package_message(exc)

@@ -152,11 +152,11 @@ def test_format_takes_jpeg_as_jpg():
 
 
 @pytest.mark.parametrize("kw,expect", [
-    ({"workers": 100_000}, "--workers must be a whole number in 1..1,024"),
-    ({"epochs": 10**6}, "--epochs must be a whole number in 1..1,000"),
-    ({"shards": 10**6}, "--shards must be a whole number in 1..65,536"),
-    ({"num_nodes": 10**5}, "--num-nodes must be a whole number in 1..10,000"),
-    ({"seed": 2**63}, "--seed must be a whole number in 0..9,223,372,036,854,775,807"),
+    ({"workers": 100_000}, "workers must be a whole number in 1..1,024"),
+    ({"epochs": 10**6}, "epochs must be a whole number in 1..1,000"),
+    ({"shards": 10**6}, "shards must be a whole number in 1..65,536"),
+    ({"num_nodes": 10**5}, "num_nodes must be a whole number in 1..10,000"),
+    ({"seed": 2**63}, "seed must be a whole number in 0..9,223,372,036,854,775,807"),
     ({"epochs": 1000, "shards": 1001, "recipe": "none"}, "1000 epochs x 1001 shards is more than 1,000,000 shards"),
 ])
 def test_build_shards_bounds_every_count_before_writing(tmp_path, kw, expect):
@@ -164,8 +164,33 @@ def test_build_shards_bounds_every_count_before_writing(tmp_path, kw, expect):
     from ipmix_cli.shards import build_shards
 
     out = tmp_path / "o"
-    with pytest.raises(IpmixError, match=expect.replace(".", r"\.").replace("^", r"\^")):
+    with pytest.raises(IpmixError, match="^" + expect.replace(".", r"\.").replace("^", r"\^")):
         build_shards(source="digits", out=out, dry_run=True, progress=False, **kw)
+    assert not out.exists()
+
+
+def test_option_errors_name_the_parameter_in_the_library_and_the_flag_in_the_cli(tmp_path, capsys):
+    import pickle
+
+    from ipmix_cli.errors import IpmixError, OptionError
+    from ipmix_cli.shards import build_shards
+
+    out = tmp_path / "o"
+    with pytest.raises(OptionError) as caught:
+        build_shards(source="digits", out=out, num_nodes=2, node_rank=3, dry_run=True, progress=False)
+    assert str(caught.value) == "node_rank must be in 0..1 (got 3)"
+    again = pickle.loads(pickle.dumps(caught.value))  # as a worker process hands it back
+    assert isinstance(again, IpmixError) and str(again) == str(caught.value)
+    with pytest.raises(OptionError, match="^extend_epochs adds to the build in OUT and overwrite deletes it"):
+        build_shards(source="digits", out=out, extend_epochs=1, overwrite=True, progress=False)
+
+    assert cli.run(["shards", "build", "--source", "digits", "--out", str(out), "--num-nodes", "2",
+                    "--node-rank", "3", "--dry-run"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == ["Error: --node-rank must be in 0..1 (got 3)"]
+    assert cli.run(["shards", "build", "--source", "digits", "--out", str(out), "--extend-epochs", "1",
+                    "--overwrite"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "Error: --extend-epochs adds to the build in OUT and --overwrite deletes it: give one of them"]
     assert not out.exists()
 
 

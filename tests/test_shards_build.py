@@ -476,14 +476,10 @@ def test_dali_index_and_context_travels_small(tmp_path, mix, folder):
         data = (out / rec["path"]).read_bytes()
         ext, offset, size, name = samples[0][0]
         assert name.endswith("." + ext) and data[offset:offset + size][:6] == b"\x93NUMPY"
-    from ipmix_cli.augment import MixingBank, resolve_config
-    from ipmix_cli.shards.sources import open_source
+    from ipmix_cli.shards.spec import BuildRequest, RunOptions
 
-    cfg = resolve_config()
-    ctx = build_mod.BuildContext(out=str(out), config={"_hash": "0" * 64}, plan=None, source=open_source(str(folder)),
-                                 bank=MixingBank.from_folder(mix, cfg), augment=cfg.to_dict(), fields=["npy"],
-                                 fmt="npy", quality=None, views=1, image_size=32, preset="cifar", seed=0,
-                                 skip_bad=False)
+    run = RunOptions(out=out)
+    ctx = build_mod.prepare(build_mod.resolve(BuildRequest(), run), run).ctx  # the build in OUT, resolved again
     from ipmix_cli.shards import distributed
 
     ctx_path = distributed.write_context(ctx)
@@ -551,5 +547,5 @@ def test_augmix_needs_no_mixing_set_and_ignores_one(tmp_path, mix):
     assert without["mixing_set"]["fingerprint"] is None
     assert [s["sha256"] for s in without["epochs"][0]["shards"]] == \
         [s["sha256"] for s in with_mix["epochs"][0]["shards"]]
-    with pytest.raises(IpmixError, match="--fractals"):
+    with pytest.raises(IpmixError, match="give the mixing set with fractals DIR"):
         build_shards(out=tmp_path / "c", **{**kw, "recipe": "pixmix"})

@@ -394,3 +394,39 @@ def test_tar_writer_splits_big_blocks_into_pieces_with_the_same_bytes(monkeypatc
     for r, k in enumerate(keys):
         members += [(f"{k}.npy", b"H" * 7 + pics[r].tobytes()), (f"{k}.cls", cls[r])]
     assert w.f.getvalue() == _tarfile_bytes(members) and w.members == 10
+
+
+def test_config_hash_of_a_fixed_spec_is_the_one_builds_already_carry(tmp_path):
+    # Resuming or extending a build compares this hash with the one in its manifest: a change
+    # of how the spec is assembled must not change it (recorded from a build made before
+    # BuildSpec existed). Resolving writes nothing.
+    from ipmix_cli.shards import manifest as mf
+    from ipmix_cli.shards.build import resolve
+    from ipmix_cli.shards.spec import BuildRequest, RunOptions
+
+    out = tmp_path / "o"
+    build = resolve(BuildRequest(source="digits:test", recipe="none", shards=3), RunOptions(out=out, dry_run=True))
+    assert build.spec.config_hash == "5a6bc77cdf6cc9da05cd9144d8315935927b4aee67eb4073595ff1d188557bed"
+    assert mf.config_hash(build.spec.config()) == build.spec.config_hash
+    assert list(build.spec.config())[:4] == ["source", "fractals", "preset", "recipe"]  # the manifest's order
+    assert build.spec.crop == "pad" and build.spec.fields == ["npy"] and build.epochs == 1
+    assert not out.exists()
+
+
+def test_the_task_runner_does_not_import_the_builder():
+    # shards.distributed runs whatever task function it is given: no import of shards.build in
+    # it, not even one inside a function (the two used to import each other)
+    import ast
+
+    import ipmix_cli.shards.distributed as runner
+
+    with open(runner.__file__) as f:
+        tree = ast.parse(f.read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.update(f"{node.module}.{a.name}" for a in node.names)
+    assert "ipmix_cli.shards.manifest" in imported  # the scan sees its imports
+    assert not [name for name in imported if name.startswith("ipmix_cli.shards.build")]

@@ -17,7 +17,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.errors import IpmixError, OptionError
 from ipmix_cli.shardformat.fields import FORMATS, canonical, image_format
 from ipmix_cli.shardformat.tario import TarFormatError
 
@@ -38,8 +38,8 @@ def resolve_format(fmt: str | None, quality: int | None, image_size: int) -> tup
     if fmt is None:
         d_fmt, d_q = default_format(image_size)
         if quality is not None and d_fmt not in LOSSY:  # was silently ignored
-            raise IpmixError(f"--quality applies to jpg and webp only; the default format at {image_size} px "
-                             f"is {d_fmt} (add --format jpg or --format webp)")
+            raise OptionError("{quality} applies to jpg and webp only; the default format at {size} px is {fmt} "
+                              "(add {format} jpg or {format} webp)", size=image_size, fmt=d_fmt)
         return d_fmt, (quality if quality is not None and d_fmt in LOSSY else d_q)
     fmt = canonical(fmt)
     if fmt not in FORMATS:
@@ -47,10 +47,10 @@ def resolve_format(fmt: str | None, quality: int | None, image_size: int) -> tup
     if fmt in LOSSY:
         quality = 95 if quality is None else int(quality)
         if not 1 <= quality <= 100:
-            raise IpmixError(f"--quality must be 1..100, not {quality}")
+            raise OptionError("{quality} must be 1..100, not {value}", value=quality)
         return fmt, quality
     if quality is not None:
-        raise IpmixError(f"--quality applies to jpg and webp only, not {fmt}")
+        raise OptionError("{quality} applies to jpg and webp only, not {fmt}", fmt=fmt)
     return fmt, None
 
 

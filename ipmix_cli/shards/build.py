@@ -25,15 +25,17 @@ import numpy as np
 from fractalgen.errors import FractalgenError
 from fractalgen.files import atomic_write_json, ensure_writable_dir, sha256_file
 from ipmix_cli import storage
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.errors import IpmixError, OptionError
 from ipmix_cli.progress import COMPILING, numba_cache_is_warm
 from ipmix_cli.shards import limits
 from ipmix_cli.shards import manifest as mf
-from ipmix_cli.shardformat.fields import FORMATS, LABEL, META, image_fields
+from ipmix_cli.shardformat.fields import FORMATS, LABEL, META
 from ipmix_cli.shardformat.formats import encode_column, resolve_format
+from ipmix_cli.shardformat.tarwriter import BLOCK, TarWriter
+from ipmix_cli.shards.distributed import remove_contexts, run_tasks
 from ipmix_cli.shards.plan import Plan, choose_shard_count, node_tasks, sample_key, shard_name
 from ipmix_cli.shards.sources import BadSourceImage, Source, open_source
-from ipmix_cli.shardformat.tarwriter import BLOCK, TarWriter
+from ipmix_cli.shards.spec import DEFAULTS, BuildRequest, BuildSpec, RunOptions
 
 MAX_REPLACEMENT_TRIES = 64
 
@@ -44,19 +46,19 @@ class BuildContext:
     bank refer to files and memory maps, not pixels)."""
 
     out: str
-    config: dict
+    spec: BuildSpec
+    config_hash: str
     plan: Plan
     source: Source
     bank: object
-    augment: dict
-    fields: list
-    fmt: str
-    quality: int | None
-    views: int
-    image_size: int
-    preset: str
-    seed: int
-    skip_bad: bool
+
+    @property
+    def image_size(self) -> int:
+        return self.spec.image_size
+
+    @property
+    def seed(self) -> int:
+        return self.spec.seed
 
 
 def peak_rss_mb(maxrss: int | None = None, platform: str = sys.platform) -> float:
@@ -73,24 +75,18 @@ _AUGMENTERS: dict = {}  # per process: one Augmenter per configuration
 
 
 def _augmenter(ctx: BuildContext):
-    from ipmix_cli.augment import AugmentConfig, Augmenter
+    from ipmix_cli.augment import Augmenter
 
-    key = ("aug", ctx.config["_hash"])
+    key = ("aug", ctx.config_hash)
     aug = _AUGMENTERS.get(key)
     if aug is None:
-        aug = _AUGMENTERS[key] = Augmenter(AugmentConfig.from_dict(ctx.augment), ctx.bank)
+        aug = _AUGMENTERS[key] = Augmenter(ctx.spec.augment, ctx.bank)
     return aug
-
-
-def run_task(ctx: BuildContext, epoch: int, shard: int) -> dict:
-    """One idempotent task: keep the shard if its record and file agree, else (re)build it.
-    The check runs in the worker, so resuming a big build hashes its shards in parallel."""
-    return run_tasks_in_order(ctx, [(epoch, shard)])[0]
 
 
 def _kept_record(ctx: BuildContext, epoch: int, shard: int) -> dict | None:
     out = Path(ctx.out)
-    if shard_is_done(out, epoch, shard, ctx.config["_hash"]):
+    if shard_is_done(out, epoch, shard, ctx.config_hash):
         return {**mf.read_record(out, epoch, shard), "skipped": True, "pid": os.getpid(),
                 "peak_rss_mb": peak_rss_mb()}
     _remove_stale_temps(out, [(epoch, shard)])
@@ -174,7 +170,7 @@ def _rows(ctx: BuildContext, aug, epoch, pos, idx, pad, bad):
     With a per-picture crop (every crop but pad) each picture is cropped as soon as it is
     decoded (its pixels still in cache, and only the SxS crop kept)."""
     n = ctx.plan.n_source
-    per_picture = ctx.augment["crop"] != "pad"  # crop() takes pictures of any size; pad needs S x S
+    per_picture = ctx.spec.crop != "pad"  # crop() takes pictures of any size; pad needs S x S
     crops = np.empty((len(idx), ctx.image_size, ctx.image_size, 3), np.uint8) if per_picture else None
     batch = None
     if crops is None:
@@ -196,7 +192,7 @@ def _rows(ctx: BuildContext, aug, epoch, pos, idx, pad, bad):
         try:
             img = batch[r] if batch is not None else read(i)
         except BadSourceImage as exc:
-            if not ctx.skip_bad:
+            if not ctx.spec.skip_bad:
                 raise
             bad.append({"index": i, "name": exc.path, "reason": exc.reason})
             replaced = i
@@ -243,9 +239,10 @@ def encode_shard(ctx: BuildContext, epoch: int, shard: int, writer: TarWriter, b
         t0 = clock()
         images, src_idx, keys, meta = _rows(ctx, aug, epoch, pos[sl], idx[sl], pad[sl], bad)
         t1 = clock()
-        views = aug.make_views(images, ctx.seed, epoch, keys, cropped=ctx.augment["crop"] != "pad")
+        views = aug.make_views(images, ctx.seed, epoch, keys, cropped=ctx.spec.crop != "pad")
         t2 = clock()
-        columns = [(f, encode_column(views[:, v], ctx.fmt, ctx.quality)) for v, f in enumerate(ctx.fields)]
+        spec = ctx.spec
+        columns = [(f, encode_column(views[:, v], spec.format, spec.quality)) for v, f in enumerate(spec.fields)]
         columns.append((LABEL, [b"%d" % c for c in labels[src_idx].tolist()]))
         columns.append((META, meta))
         t3 = clock()
@@ -340,7 +337,7 @@ def finish_shard(w: _Written) -> dict:
     ctx = w.ctx
     record = {"epoch": w.epoch, "shard": w.shard, "path": shard_name(w.epoch, w.shard), "count": w.count,
               "bytes": w.writer.bytes, "sha256": w.writer.sha256, "md5": w.writer.md5,
-              "config_hash": ctx.config["_hash"], "bad_samples": w.bad}
+              "config_hash": ctx.config_hash, "bad_samples": w.bad}
     mf.write_record(Path(ctx.out), record)
     record["seconds"] = time.perf_counter() - w.started
     record["stage_seconds"] = {**w.seconds, **w.writer.seconds}
@@ -355,11 +352,6 @@ def _discard(w: _Written) -> None:
         os.unlink(w.tmp)
     except OSError:
         pass
-
-
-def build_shard(ctx: BuildContext, epoch: int, shard: int) -> dict:
-    """Write, fsync and record one shard (in this thread)."""
-    return finish_shard(write_shard(ctx, epoch, shard))
 
 
 class _Finisher:
@@ -516,8 +508,6 @@ def combine_parts(out, *, dali_index: bool | None = None, log=None) -> dict:
     m["complete"] = True
     write_dataset_card(out, m)
     mf.write_manifest(out, m)
-    from ipmix_cli.shards.distributed import remove_contexts
-
     remove_contexts(out)
     if log:
         log(f"complete: {m['totals']['shards']} shards, {m['totals']['samples']} samples, "
@@ -525,9 +515,232 @@ def combine_parts(out, *, dali_index: bool | None = None, log=None) -> dict:
     return m
 
 
-# --------------------------------------------------------------------------- orchestration
+# --------------------------------------------------------------------------- the steps of a build
 
-_OPTION_DEFAULTS = {"epochs": 1, "preset": "cifar", "recipe": "ipmix", "views": 1, "seed": 0}
+@dataclass
+class Build:
+    """A resolved build: its spec, what it reads, and where OUT stands."""
+
+    spec: BuildSpec
+    plan: Plan
+    source: Source
+    bank: object
+    mixing: dict            # the manifest's "mixing_set"
+    epochs: int             # the epochs OUT holds once this run is done
+    existing: dict | None   # OUT's manifest; None for a new build or one `overwrite` replaces
+    overwrite: bool
+
+
+@dataclass
+class Job:
+    """A build ready to run: the context the workers get and this node's (epoch, shard) tasks."""
+
+    build: Build
+    ctx: BuildContext
+    tasks: object
+
+
+def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None, recipe=None, views=None,
+                 seed=None, workers=1, format=None, quality=None, shards=None, dry_run=False, overwrite=False,
+                 extend_epochs=None, skip_bad=None, num_nodes=1, node_rank=0, backend="joblib", scheduler=None,
+                 dali_index=None, augment=None, progress=True, log=None, pilot_samples=64, cache_dir=None) -> dict:
+    """Build (or resume, or extend) a shard set in `out`; returns the manifest.
+
+    Options left as None are taken from OUT's manifest when one exists (so
+    `build_shards(out=OUT, extend_epochs=2)` adds two epochs with the same settings),
+    otherwise from the defaults. With `dry_run` nothing is written and the plan is returned.
+    `augment` holds overrides of the preset's augmentation options (see `resolve_config`).
+    `cache_dir` holds the mixing bank's cache file (default: `default_cache_dir()`; with the
+    Dask backend OUT/.cache/mixing-bank, since workers on other machines share OUT, not it).
+    """
+    if out is None:
+        raise OptionError("{out} is required")
+    run = RunOptions(out=Path(storage.require_local(out, "--out", "OUT of 'shards build'")), workers=workers,
+                     backend=backend, scheduler=scheduler, num_nodes=num_nodes, node_rank=node_rank,
+                     progress=progress, log=log, cache_dir=cache_dir, dry_run=dry_run, pilot_samples=pilot_samples)
+    request = BuildRequest(source=source, fractals=fractals, preset=preset, recipe=recipe, views=views, seed=seed,
+                           format=format, quality=quality, shards=shards, skip_bad=skip_bad, dali_index=dali_index,
+                           augment_options=augment, epochs=epochs, extend_epochs=extend_epochs, overwrite=overwrite)
+    run.validate()
+    request.validate()
+    job = prepare(resolve(request, run), run)
+    return run_dry(job, run) if run.dry_run else execute(job, run)
+
+
+def resolve(request: BuildRequest, run: RunOptions) -> Build:
+    """The request merged with OUT's manifest and the defaults, the source and the mixing set
+    opened and the shard count chosen: the spec whose hash names the build. Writes nothing."""
+    out = run.out
+    existing = _existing_build(out, request.overwrite)
+    given, epochs = _merge_options(request, out, existing)
+    from ipmix_cli.augment import resolve_config
+
+    cfg = resolve_config(preset=given["preset"], recipe=given["recipe"], views=int(given["views"]),
+                         **given["augment_options"])
+    source, bank, mixing = _open_inputs(given, cfg, run)
+    fmt, quality = resolve_format(given["format"], given["quality"], cfg.image_size)
+    n_shards = _shard_count(given["shards"], len(source), epochs, fmt, cfg)
+    spec = BuildSpec(
+        source=given["source"], fractals=str(given["fractals"]) if given["fractals"] else None,
+        preset=given["preset"], recipe=given["recipe"], views=cfg.views, seed=int(given["seed"]),
+        image_size=cfg.image_size, format=fmt, quality=quality, shards=n_shards, skip_bad=bool(given["skip_bad"]),
+        dali_index=bool(given["dali_index"]), augment=cfg, augment_options=given["augment_options"],
+        source_fingerprint=source.fingerprint, mixing_fingerprint=mixing["fingerprint"])
+    if existing is not None and existing["config_hash"] != spec.config_hash:
+        diffs = mf.config_differences(existing["config"], spec.config())
+        raise OptionError("{path} was built with a different configuration ({diffs}); use {overwrite} to rebuild "
+                          "it, or another {out}", path=str(out), diffs="; ".join(diffs[:4]) or "hash")
+    return Build(spec=spec, plan=Plan(len(source), n_shards, spec.seed), source=source, bank=bank, mixing=mixing,
+                 epochs=epochs, existing=existing, overwrite=request.overwrite)
+
+
+def prepare(build: Build, run: RunOptions) -> Job:
+    """The workers' context and this node's tasks. Writes nothing."""
+    ctx = BuildContext(out=str(run.out), spec=build.spec, config_hash=build.spec.config_hash, plan=build.plan,
+                       source=build.source, bank=build.bank)
+    tasks = node_tasks(range(build.epochs), build.spec.shards, int(run.num_nodes), int(run.node_rank))
+    if _needs_kernels(build.spec.recipe):
+        run.say(COMPILING)
+    return Job(build, ctx, tasks)
+
+
+def run_dry(job: Job, run: RunOptions) -> dict:
+    """The plan, the bytes on disk and a time estimate from a timed pilot; writes nothing."""
+    build, out = job.build, run.out
+    _check_out_creatable(out)  # what the real run would hit first, without creating anything
+    if build.existing is not None:
+        # Finished shards (record and size match) are only re-hashed by the real run:
+        # estimate the ones still to build (extend, resume), not the whole build.
+        todo = sum(not shard_is_done(out, e, s, job.ctx.config_hash, deep=False) for e, s in job.tasks)
+    else:
+        todo = len(job.tasks)
+    return _estimate(job.ctx, build, todo, run)
+
+
+def execute(job: Job, run: RunOptions) -> dict:
+    """Run this node's tasks into OUT; the manifest is combined and marked complete when every
+    part's shards are recorded. Returns the manifest."""
+    build, out, spec = job.build, run.out, job.build.spec
+    try:
+        ensure_writable_dir(out)
+    except FractalgenError as exc:
+        raise IpmixError(str(exc)) from None
+    if build.overwrite:
+        _clear_build(out)
+    existing = build.existing
+    if existing is None or existing["num_epochs"] != build.epochs:
+        base = existing if existing is not None else mf.base_manifest(
+            spec.config(), num_epochs=build.epochs, plan=build.plan, classes=build.source.classes,
+            fields=spec.fields, source={**build.source.describe(), "spec": spec.source}, mixing=build.mixing)
+        mf.write_manifest(out, {**base, "num_epochs": build.epochs, "complete": False})
+
+    nodes = f" (node {run.node_rank} of {run.num_nodes})" if run.num_nodes > 1 else ""
+    run.say(f"{len(job.tasks)} shard task(s) with {run.workers} worker(s)" + nodes
+            + ("; finished shards are checked and kept" if existing is not None else ""))
+    try:
+        stats = run_tasks(run_tasks_in_order, job.ctx, job.tasks, run)
+    except BaseException:
+        _remove_temps_of(out, job.tasks)  # the pool is down by now: no worker still writes them
+        raise
+    if stats["shards_kept"]:
+        run.say(f"{stats['shards_kept']} shard(s) were already built and verified; built {stats['shards_built']}")
+
+    all_done = all(mf.read_record(out, e, s) is not None for e in range(build.epochs) for s in range(spec.shards))
+    if not all_done:
+        run.say(f"part {run.node_rank} of {run.num_nodes} is done; when every part has finished, run "
+                f"`ipmix shards combine {out}` (or re-run any part) to write the manifest")
+        m = mf.load_manifest(out)
+        m["part_stats"] = stats
+        return m
+    m = combine_parts(out, dali_index=spec.dali_index, log=run.log)
+    m["build_stats"] = stats
+    return m
+
+
+def build_result(m: dict, out) -> dict:
+    """What `ipmix shards build --json` prints after a build or a part of one (docs/shards.md)."""
+    return {"out": str(out), "complete": bool(m["complete"]), "config_hash": m["config_hash"],
+            "num_epochs": m["num_epochs"], "shards_per_epoch": m["shards_per_epoch"],
+            "samples_per_shard": m["samples_per_shard"], "samples_per_epoch": m["samples_per_epoch"],
+            "pads_per_epoch": m["pads_per_epoch"], "totals": m["totals"], "bad_samples": m["bad_samples"],
+            "stats": m.get("build_stats") or m.get("part_stats")}
+
+
+# --------------------------------------------------------------------------- resolving, in parts
+
+def _merge_options(request: BuildRequest, out: Path, existing: dict | None) -> tuple[dict, int]:
+    """The spec's options (those not given taken from OUT's manifest, or the defaults for a new
+    build) and the number of epochs OUT will hold."""
+    given = request.given()
+    epochs, extend = request.epochs, request.extend_epochs
+    if existing is not None:
+        old = existing["config"]
+        given = {k: old.get(k) if v is None else v for k, v in given.items()}
+        on_disk = existing["num_epochs"]
+        if extend:
+            if epochs is not None and epochs != on_disk:
+                raise OptionError("give either {epochs} or {extend_epochs}, not both")
+            total = on_disk + int(extend)
+        else:
+            total = on_disk if epochs is None else int(epochs)
+            if total > on_disk:
+                raise OptionError("{path} holds a build of {on_disk} epoch(s), not {total}; use {extend_epochs} "
+                                  "{more} to add epochs", path=str(out), on_disk=on_disk, total=total,
+                                  more=total - on_disk)
+            if total < on_disk:
+                raise OptionError("{path} holds a build of {on_disk} epoch(s), not {total}; use {overwrite} to "
+                                  "rebuild with fewer", path=str(out), on_disk=on_disk, total=total)
+    else:
+        if extend:
+            raise OptionError("{extend_epochs} needs an existing build in {path}", path=str(out))
+        for k in ("preset", "recipe", "views", "seed"):
+            if given[k] is None:
+                given[k] = DEFAULTS[k]
+        given["skip_bad"] = bool(given["skip_bad"])
+        given["dali_index"] = bool(given["dali_index"])
+        total = DEFAULTS["epochs"] if epochs is None else int(epochs)
+        if given["source"] is None:
+            raise OptionError("{source} is required for a new build")
+    if not 1 <= total <= limits.MAX_EPOCHS:
+        raise IpmixError(f"a build holds 1..{limits.MAX_EPOCHS} epochs; {out} would hold {total}")
+    given["augment_options"] = dict(given["augment_options"] or {})
+    return given, total
+
+
+def _open_inputs(given: dict, cfg, run: RunOptions):
+    """The source, the mixing bank and the manifest's "mixing_set" entry. Sources and mixing sets
+    in object storage are copied to a local folder first."""
+    from ipmix_cli.augment.bank import default_cache_dir
+
+    out, cache_dir = run.out, run.cache_dir
+    if cache_dir:
+        copies = Path(cache_dir).expanduser()
+    elif run.shares_out_with_workers:
+        copies = out / ".cache"
+    else:
+        copies = default_cache_dir()
+    source = open_source(storage.localize_source(given["source"], copies))
+    if len(source) == 0:
+        raise IpmixError(f"source {given['source']} holds no samples")
+    bank_cache = cache_dir
+    if bank_cache is None and run.shares_out_with_workers:
+        bank_cache = out / ".cache" / "mixing-bank"
+    fractals = storage.localize(given["fractals"], copies, "--fractals")
+    bank, mixing = _open_bank(fractals, cfg, given["recipe"], bank_cache, run.log)
+    return source, bank, mixing
+
+
+def _shard_count(shards, n_source: int, epochs: int, fmt: str, cfg) -> int:
+    if shards is None:
+        shards = choose_shard_count(n_source, _estimate_bytes_per_sample(fmt, cfg.image_size, cfg.views))
+    shards = int(shards)
+    if not 1 <= shards <= n_source:
+        raise OptionError("{shards} must be in 1..{n} (the source size), not {given}", n=n_source, given=shards)
+    if shards * epochs > limits.MAX_BUILD_SHARDS:
+        raise OptionError("{epochs_n} epochs x {shards_n} shards is more than {most} shards in one build; use fewer "
+                          "epochs or larger shards ({shards})", epochs_n=epochs, shards_n=shards,
+                          most=f"{limits.MAX_BUILD_SHARDS:,}")
+    return shards
 
 
 def _needs_bank(recipe: str) -> bool:
@@ -542,14 +755,48 @@ def _open_bank(fractals, cfg, recipe, cache_dir=None, log=None):
     if not _needs_bank(recipe):
         return None, {"path": str(fractals) if fractals else None, "fingerprint": None, "size": 0}
     if fractals is None:
-        raise IpmixError(f"recipe {recipe} mixes with pictures: give the mixing set with --fractals DIR")
+        raise OptionError("recipe {recipe_name} mixes with pictures: give the mixing set with {fractals} DIR",
+                          recipe_name=recipe)
+    if not Path(fractals).exists():
+        raise IpmixError(f"fractal folder not found: {fractals}")
     if not Path(fractals).is_dir():
-        raise IpmixError(f"fractal folder not found: {fractals}" if not Path(fractals).exists()
-                         else f"--fractals {fractals} is a file; give the folder of mixing pictures")
+        raise OptionError("{fractals} {path} is a file; give the folder of mixing pictures", path=str(fractals))
     bank = MixingBank.from_folder(fractals, cfg, cache_dir=cache_dir)
     if log:
         log(bank.describe())
     return bank, {"path": str(fractals), "fingerprint": bank.fingerprint, "size": len(bank)}
+
+
+def _existing_build(out: Path, overwrite: bool):
+    """The manifest of the build in OUT (None for a new or overwritten build); refuses to
+    touch a folder that holds something else."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise OptionError("{out} {path} exists and is not a folder", path=str(out))
+    try:
+        existing = mf.load_manifest(out)
+    except IpmixError:
+        if not overwrite or not _looks_like_ipmix_manifest(out / mf.MANIFEST):
+            raise
+        existing = None  # an unreadable or older ipmix manifest: `overwrite` replaces it
+    is_build = (out / mf.MANIFEST).exists() or (out / mf.RECORDS).exists()
+    if not is_build:
+        try:
+            stray = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+        except OSError as exc:
+            raise OptionError("cannot read {out} {path}: {why}", path=str(out), why=exc.strerror or exc) from None
+        if stray:
+            raise OptionError("{out} {path} is not empty and holds no ipmix build (found {name}); choose an empty "
+                              "or new folder", path=str(out), name=stray[0])
+    return None if overwrite else existing
+
+
+def _looks_like_ipmix_manifest(path: Path) -> bool:
+    try:
+        return b'"ipmix-shards"' in path.read_bytes()[:1 << 20] or path.stat().st_size == 0
+    except OSError:
+        return False
 
 
 def _clear_build(out: Path) -> None:
@@ -561,37 +808,25 @@ def _clear_build(out: Path) -> None:
             p.unlink()
 
 
-def _looks_like_ipmix_manifest(path: Path) -> bool:
-    try:
-        return b'"ipmix-shards"' in path.read_bytes()[:1 << 20] or path.stat().st_size == 0
-    except OSError:
-        return False
+def _needs_kernels(recipe: str) -> bool:
+    """Whether this build's first augmentation will compile Numba kernels (a cold cache)."""
+    import ipmix_cli.augment
+
+    return recipe != "none" and not numba_cache_is_warm(Path(ipmix_cli.augment.__file__).parent,
+                                                        ("rng", "ops", "chains"))
 
 
-def _existing_build(out: Path, overwrite: bool):
-    """The manifest of the build in OUT (None for a new or overwritten build); refuses to
-    touch a folder that holds something else."""
-    if not out.exists():
-        return None
-    if not out.is_dir():
-        raise IpmixError(f"--out {out} exists and is not a folder")
-    try:
-        existing = mf.load_manifest(out)
-    except IpmixError:
-        if not overwrite or not _looks_like_ipmix_manifest(out / mf.MANIFEST):
-            raise
-        existing = None  # an unreadable or older ipmix manifest: --overwrite replaces it
-    is_build = (out / mf.MANIFEST).exists() or (out / mf.RECORDS).exists()
-    if not is_build:
-        try:
-            stray = [p.name for p in out.iterdir() if not p.name.startswith(".")]
-        except OSError as exc:
-            raise IpmixError(f"cannot read --out {out}: {exc.strerror or exc}") from None
-        if stray:
-            raise IpmixError(f"--out {out} is not empty and holds no ipmix build (found {stray[0]}); "
-                             f"choose an empty or new folder")
-    return None if overwrite else existing
+def _check_out_creatable(out: Path) -> None:
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise IpmixError(f"cannot write to {out}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise IpmixError(f"cannot write to {out}: permission denied on {probe}")
 
+
+# --------------------------------------------------------------------------- the dry run's estimate
 
 def _estimate_bytes_per_sample(fmt: str, image_size: int, views: int) -> float:
     raw = image_size * image_size * 3
@@ -617,237 +852,27 @@ def _pilot(ctx: BuildContext, samples: int) -> dict:
     return {"samples": n, "seconds": dt, "warmup_seconds": warmup, "bytes_per_sample": writer.bytes / max(1, n)}
 
 
-def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None, recipe=None, views=None,
-                 seed=None, workers=1, format=None, quality=None, shards=None, dry_run=False, overwrite=False,
-                 extend_epochs=None, skip_bad=None, num_nodes=1, node_rank=0, backend="joblib", scheduler=None,
-                 dali_index=None, augment=None, progress=True, log=None, pilot_samples=64, cache_dir=None) -> dict:
-    """Build (or resume, or extend) a shard set in `out`; returns the manifest.
-
-    Options left as None are taken from OUT's manifest when one exists (so
-    `build_shards(out=OUT, extend_epochs=2)` adds two epochs with the same settings),
-    otherwise from the defaults. With `dry_run` nothing is written and the plan is returned.
-    `augment` holds overrides of the preset's augmentation options (see `resolve_config`).
-    `cache_dir` holds the mixing bank's cache file (default: `default_cache_dir()`; with the
-    Dask backend OUT/.cache/mixing-bank, since workers on other machines share OUT, not it).
-    """
-    log = log or (lambda msg: None)
-    if out is None:
-        raise IpmixError("--out is required")
-    out = Path(storage.require_local(out, "--out", "OUT of 'shards build'"))
-    _check_count("--workers", workers, 1, limits.MAX_WORKERS)
-    _check_count("--num-nodes", num_nodes, 1, limits.MAX_NODES)
-    if not 0 <= int(node_rank) < int(num_nodes):
-        raise IpmixError(f"--node-rank must be in 0..{int(num_nodes) - 1} (got {node_rank})")
-    for name, value, low, high in (("--epochs", epochs, 1, limits.MAX_EPOCHS),
-                                   ("--extend-epochs", extend_epochs, 1, limits.MAX_EPOCHS),
-                                   ("--shards", shards, 1, limits.MAX_SHARDS),
-                                   ("--seed", seed, 0, limits.MAX_SEED)):
-        if value is not None:
-            _check_count(name, value, low, high)
-    if backend not in ("joblib", "dask"):
-        raise IpmixError(f"--backend must be joblib or dask, not {backend}")
-    if backend == "dask" and not scheduler:
-        raise IpmixError("--backend dask needs --scheduler ADDRESS (e.g. tcp://10.0.0.1:8786)")
-
-    if extend_epochs and overwrite:
-        raise IpmixError("--extend-epochs adds to the build in OUT and --overwrite deletes it: give one of them")
-    existing = _existing_build(out, overwrite)
-
-    given = {"source": source, "fractals": fractals, "preset": preset, "recipe": recipe, "views": views,
-             "seed": seed, "format": format, "quality": quality, "shards": shards, "skip_bad": skip_bad,
-             "dali_index": dali_index, "augment_options": augment}
-    if existing is not None:
-        old = existing["config"]
-        for k, v in given.items():
-            if v is None:
-                given[k] = old.get(k)
-        on_disk = existing["num_epochs"]
-        if extend_epochs:
-            epochs_total = on_disk + int(extend_epochs)
-            if epochs is not None and epochs != on_disk:
-                raise IpmixError("give either --epochs or --extend-epochs, not both")
-        else:
-            epochs_total = on_disk if epochs is None else int(epochs)
-            if epochs_total != on_disk:
-                hint = (f"use --extend-epochs {epochs_total - on_disk} to add epochs"
-                        if epochs_total > on_disk else "use --overwrite to rebuild with fewer")
-                raise IpmixError(f"{out} holds a build of {on_disk} epoch(s), not {epochs_total}; {hint}")
-    else:
-        if extend_epochs:
-            raise IpmixError(f"--extend-epochs needs an existing build in {out}")
-        for k in ("preset", "recipe", "views", "seed"):
-            if given[k] is None:
-                given[k] = _OPTION_DEFAULTS[k]
-        given["skip_bad"] = bool(given["skip_bad"])
-        given["dali_index"] = bool(given["dali_index"])
-        epochs_total = _OPTION_DEFAULTS["epochs"] if epochs is None else int(epochs)
-        if given["source"] is None:
-            raise IpmixError("--source is required for a new build")
-    if not 1 <= epochs_total <= limits.MAX_EPOCHS:
-        raise IpmixError(f"a build holds 1..{limits.MAX_EPOCHS} epochs; {out} would hold {epochs_total}")
-
-    from ipmix_cli.augment import resolve_config
-
-    given["augment_options"] = dict(given["augment_options"] or {})
-    cfg = resolve_config(preset=given["preset"], recipe=given["recipe"], views=int(given["views"]),
-                         **given["augment_options"])
-    from ipmix_cli.augment.bank import default_cache_dir
-
-    if cache_dir:
-        remote_copies = Path(cache_dir).expanduser()
-    elif backend == "dask" and not dry_run:
-        remote_copies = out / ".cache"  # Dask workers on other machines read the copies from OUT, which they share
-    else:
-        remote_copies = default_cache_dir()
-    src = open_source(storage.localize_source(given["source"], remote_copies))
-    if len(src) == 0:
-        raise IpmixError(f"source {given['source']} holds no samples")
-    bank_cache = cache_dir
-    if bank_cache is None and backend == "dask" and not dry_run:
-        # Dask workers may run on other machines: they map the bank from OUT, which they share.
-        bank_cache = out / ".cache" / "mixing-bank"
-    bank, mixing = _open_bank(storage.localize(given["fractals"], remote_copies, "--fractals"), cfg, given["recipe"],
-                              bank_cache, log)
-    fmt, q = resolve_format(given["format"], given["quality"], cfg.image_size)
-    n_shards = given["shards"]
-    if n_shards is None:
-        n_shards = choose_shard_count(len(src), _estimate_bytes_per_sample(fmt, cfg.image_size, cfg.views))
-    n_shards = int(n_shards)
-    if not 1 <= n_shards <= len(src):
-        raise IpmixError(f"--shards must be in 1..{len(src)} (the source size), not {n_shards}")
-    if n_shards * epochs_total > limits.MAX_BUILD_SHARDS:
-        raise IpmixError(f"{epochs_total} epochs x {n_shards} shards is more than {limits.MAX_BUILD_SHARDS:,} shards "
-                         f"in one build; use fewer epochs or larger shards (--shards)")
-    plan = Plan(len(src), n_shards, int(given["seed"]))
-    fields = image_fields(cfg.views, fmt)
-
-    config = {
-        "source": given["source"], "fractals": str(given["fractals"]) if given["fractals"] else None,
-        "preset": given["preset"], "recipe": given["recipe"], "views": cfg.views, "seed": int(given["seed"]),
-        "image_size": cfg.image_size, "format": fmt, "quality": q, "shards": n_shards,
-        "skip_bad": bool(given["skip_bad"]), "dali_index": bool(given["dali_index"]),
-        "augment": cfg.to_dict(), "augment_options": given["augment_options"], "source_fingerprint": src.fingerprint,
-        "mixing_fingerprint": mixing["fingerprint"],
-    }
-    chash = mf.config_hash(config)
-    if existing is not None and existing["config_hash"] != chash:
-        diffs = mf.config_differences(existing["config"], config)
-        raise IpmixError(f"{out} was built with a different configuration ({'; '.join(diffs[:4]) or 'hash'}); "
-                         f"use --overwrite to rebuild it, or another --out")
-
-    ctx = BuildContext(out=str(out), config={**config, "_hash": chash}, plan=plan, source=src, bank=bank,
-                       augment=cfg.to_dict(), fields=fields, fmt=fmt, quality=q, views=cfg.views,
-                       image_size=cfg.image_size, preset=given["preset"], seed=int(given["seed"]),
-                       skip_bad=bool(given["skip_bad"]))
-    tasks = node_tasks(range(epochs_total), n_shards, int(num_nodes), int(node_rank))
-
-    if _needs_kernels(given["recipe"]):
-        log(COMPILING)
-    if dry_run:
-        _check_out_creatable(out)  # what the real run would hit first, without creating anything
-        if existing is not None and not overwrite:
-            # Finished shards (record and size match) are only re-hashed by the real run:
-            # estimate the ones still to build (extend, resume), not the whole build.
-            todo = sum(not shard_is_done(out, e, s, chash, deep=False) for e, s in tasks)
-        else:
-            todo = len(tasks)
-        return _dry_run(ctx, plan, epochs_total, todo, workers, backend, pilot_samples)
-
-    try:
-        ensure_writable_dir(out)
-    except FractalgenError as exc:
-        raise IpmixError(str(exc)) from None
-    if overwrite:
-        _clear_build(out)
-        existing = None
-    source_info = {**src.describe(), "spec": given["source"]}
-    if existing is None or existing["num_epochs"] != epochs_total:
-        base = existing if existing is not None else mf.base_manifest(
-            config, num_epochs=epochs_total, plan=plan, classes=src.classes, fields=fields,
-            source=source_info, mixing=mixing)
-        base = {**base, "num_epochs": epochs_total, "complete": False}
-        mf.write_manifest(out, base)
-
-    log(f"{len(tasks)} shard task(s) with {workers} worker(s)"
-        + (f" (node {node_rank} of {num_nodes})" if num_nodes > 1 else "")
-        + ("; finished shards are checked and kept" if existing is not None else ""))
-    from ipmix_cli.shards.distributed import run_tasks
-
-    try:
-        stats = run_tasks(ctx, tasks, workers, backend, scheduler, progress)
-    except BaseException:
-        _remove_temps_of(out, tasks)  # the pool is down by now: no worker still writes them
-        raise
-    if stats["shards_kept"]:
-        log(f"{stats['shards_kept']} shard(s) were already built and verified; built {stats['shards_built']}")
-
-    all_done = all(mf.read_record(out, e, s) is not None
-                   for e in range(epochs_total) for s in range(n_shards))
-    if not all_done:
-        log(f"part {node_rank} of {num_nodes} is done; when every part has finished, run "
-            f"`ipmix shards combine {out}` (or re-run any part) to write the manifest")
-        m = mf.load_manifest(out)
-        m["part_stats"] = stats
-        return m
-    m = combine_parts(out, dali_index=bool(given["dali_index"]), log=log)
-    m["build_stats"] = stats
-    return m
-
-
-def build_result(m: dict, out) -> dict:
-    """What `ipmix shards build --json` prints after a build or a part of one (docs/shards.md)."""
-    return {"out": str(out), "complete": bool(m["complete"]), "config_hash": m["config_hash"],
-            "num_epochs": m["num_epochs"], "shards_per_epoch": m["shards_per_epoch"],
-            "samples_per_shard": m["samples_per_shard"], "samples_per_epoch": m["samples_per_epoch"],
-            "pads_per_epoch": m["pads_per_epoch"], "totals": m["totals"], "bad_samples": m["bad_samples"],
-            "stats": m.get("build_stats") or m.get("part_stats")}
-
-
-def _needs_kernels(recipe: str) -> bool:
-    """Whether this build's first augmentation will compile Numba kernels (a cold cache)."""
-    import ipmix_cli.augment
-
-    return recipe != "none" and not numba_cache_is_warm(Path(ipmix_cli.augment.__file__).parent,
-                                                        ("rng", "ops", "chains"))
-
-
-def _check_count(name: str, value, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise IpmixError(f"{name} must be a whole number in {low}..{high:,}, not {value!r}")
-
-
-def _check_out_creatable(out: Path) -> None:
-    probe = out
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise IpmixError(f"cannot write to {out}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise IpmixError(f"cannot write to {out}: permission denied on {probe}")
-
-
-def _dry_run(ctx: BuildContext, plan: Plan, epochs_total: int, todo: int, workers: int, backend: str,
-             pilot_samples: int):
-    pilot = _pilot(ctx, min(pilot_samples, plan.samples_per_shard))
+def _estimate(ctx: BuildContext, build: Build, todo: int, run: RunOptions) -> dict:
+    plan, spec = build.plan, build.spec
+    pilot = _pilot(ctx, min(run.pilot_samples, plan.samples_per_shard))
     per_sample_s = pilot["seconds"] / max(1, pilot["samples"])
     shard_bytes = pilot["bytes_per_sample"] * plan.samples_per_shard + 2 * BLOCK
-    total_bytes = shard_bytes * plan.shards * epochs_total
+    total_bytes = shard_bytes * plan.shards * build.epochs
     node_samples = todo * plan.samples_per_shard
     # Local workers share this machine's cores; each starts by loading (on a first run,
     # compiling) the kernels, as the pilot's warm-up did here, all of them at once.
-    parallel = min(int(workers), os.cpu_count() or 1) if backend == "joblib" else int(workers)
+    workers = int(run.workers)
+    parallel = min(workers, os.cpu_count() or 1) if run.backend == "joblib" else workers
     startup = pilot["warmup_seconds"] if todo else 0.0
     seconds = startup + per_sample_s * node_samples / parallel
-    info = {
-        "dry_run": True, "source_samples": plan.n_source, "epochs": epochs_total,
+    return {
+        "dry_run": True, "source_samples": plan.n_source, "epochs": build.epochs,
         "shards_per_epoch": plan.shards, "samples_per_shard": plan.samples_per_shard,
         "samples_per_epoch": plan.samples_per_epoch, "pads_per_epoch": plan.pads_per_epoch,
-        "format": ctx.fmt, "quality": ctx.quality, "fields": ctx.fields, "views": ctx.views,
-        "image_size": ctx.image_size, "bytes_per_sample": pilot["bytes_per_sample"],
+        "format": spec.format, "quality": spec.quality, "fields": spec.fields, "views": spec.views,
+        "image_size": spec.image_size, "bytes_per_sample": pilot["bytes_per_sample"],
         "bytes_per_epoch": shard_bytes * plan.shards, "bytes_total": total_bytes,
         "pilot_samples": pilot["samples"], "pilot_seconds": pilot["seconds"],
         "tasks_this_node": todo, "estimated_seconds": seconds, "startup_seconds": startup,
-        "workers": int(workers), "parallel_workers": parallel,
+        "workers": workers, "parallel_workers": parallel,
     }
-    return info
-

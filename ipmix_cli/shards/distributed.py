@@ -3,7 +3,9 @@ cluster through joblib's Dask backend.
 
 Workers get the build context (source handles and the mixing bank, which refers to a
 memory-mapped file) once: it is pickled into OUT/.records/contexts/ and each worker loads
-it on its first task and keeps it; tasks carry only (context path, epoch, shard).
+it on its first task and keeps it; tasks carry only the task function (by reference), the
+context path and (epoch, shard) pairs. The task function comes from the caller
+(`shards.build.run_tasks_in_order`), so this module does not import the builder.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import time
 from pathlib import Path
 
 from fractalgen.files import atomic_write_bytes
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.errors import IpmixError, OptionError
 from ipmix_cli.shards import manifest as mf
+from ipmix_cli.shards.spec import RunOptions
 
 CONTEXT_DIR = "contexts"
 _CONTEXTS: dict = {}
@@ -28,7 +31,7 @@ def write_context(ctx) -> str:
     folder = Path(ctx.out) / mf.RECORDS / CONTEXT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     host = "".join(c if c.isalnum() else "-" for c in socket.gethostname())[:40]
-    path = folder / f"{ctx.config['_hash'][:16]}-{host}-{os.getpid()}.pkl"
+    path = folder / f"{ctx.config_hash[:16]}-{host}-{os.getpid()}.pkl"
     atomic_write_bytes(path, pickle.dumps(ctx, protocol=pickle.HIGHEST_PROTOCOL))
     return str(path.resolve())
 
@@ -60,19 +63,10 @@ def load_context(path: str):
     return ctx
 
 
-def run_task_from_file(context_path: str, epoch: int, shard: int) -> dict:
-    """Worker entry point for one task."""
-    from ipmix_cli.shards.build import run_task
-
-    return run_task(load_context(context_path), epoch, shard)
-
-
-def run_group_from_file(context_path: str, tasks) -> list[dict]:
-    """Worker entry point for a group of tasks run in order (one shard's fsync overlaps the
-    next shard's work)."""
-    from ipmix_cli.shards.build import run_tasks_in_order
-
-    return run_tasks_in_order(load_context(context_path), tasks)
+def run_group_from_file(task_fn, context_path: str, tasks) -> list[dict]:
+    """Worker entry point for a group of tasks: `task_fn(context, tasks)` runs them in order
+    (one shard's fsync overlaps the next shard's work) and returns their records."""
+    return task_fn(load_context(context_path), tasks)
 
 
 def task_groups(tasks, workers: int, most: int = 8):
@@ -88,22 +82,24 @@ def dask_client(address):
     try:
         from distributed import Client
     except ImportError:
-        raise IpmixError("--backend dask needs the dask extra: pip install 'ipmix[dask]'") from None
+        raise OptionError("{backend} dask needs the dask extra: pip install 'ipmix[dask]'") from None
     try:
         return Client(address, timeout=30)
     except (OSError, TimeoutError) as exc:
         raise IpmixError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
 
 
-def run_tasks(ctx, tasks, workers: int, backend: str, scheduler, progress: bool) -> dict:
-    """Run every (epoch, shard) task; returns counts, seconds, each worker's peak RSS and the
-    seconds spent in each stage of a shard (summed over workers)."""
+def run_tasks(task_fn, ctx, tasks, run: RunOptions) -> dict:
+    """Run every (epoch, shard) task with `task_fn(ctx, tasks, done=None)`, which runs tasks in
+    order and passes each record to `done`; returns counts, seconds, each worker's peak RSS and
+    the seconds spent in each stage of a shard (summed over workers)."""
     from ipmix_cli.progress import Progress
-    from ipmix_cli.shards import build
+
+    workers, backend = run.workers, run.backend
 
     peak, kept, t0 = {}, 0, time.perf_counter()
     stages: dict = {}
-    with Progress(len(tasks), "shards", enabled=progress) as bar:
+    with Progress(len(tasks), "shards", enabled=run.progress) as bar:
         def done(rec):
             nonlocal kept
             kept += bool(rec.get("skipped"))
@@ -115,16 +111,16 @@ def run_tasks(ctx, tasks, workers: int, backend: str, scheduler, progress: bool)
         if not tasks:
             pass
         elif workers == 1 and backend == "joblib":
-            build.run_tasks_in_order(ctx, tasks, done)
+            task_fn(ctx, tasks, done)
         else:
             import joblib
 
             ctx_path = write_context(ctx)
-            calls = (joblib.delayed(run_group_from_file)(ctx_path, group)
+            calls = (joblib.delayed(run_group_from_file)(task_fn, ctx_path, group)
                      for group in task_groups(tasks, workers if backend == "joblib" else 64))
             try:
                 if backend == "dask":
-                    with dask_client(scheduler), joblib.parallel_config(backend="dask"):
+                    with dask_client(run.scheduler), joblib.parallel_config(backend="dask"):
                         for recs in joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(calls):
                             for rec in recs:
                                 done(rec)

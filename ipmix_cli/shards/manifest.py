@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from fractalgen.files import atomic_write_bytes, atomic_write_json
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.errors import OptionError
 from ipmix_cli.shardformat.manifest import MANIFEST, READABLE_VERSIONS, SCHEMA, SCHEMA_VERSION
 from ipmix_cli.shards.plan import epoch_folder
 
@@ -77,15 +77,16 @@ def load_manifest(out) -> dict | None:
     try:
         m = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise IpmixError(f"{path} is unreadable ({exc}); use --overwrite to rebuild") from None
+        raise OptionError("{path} is unreadable ({why}); use {overwrite} to rebuild", path=str(path), why=exc) from None
     if not isinstance(m, dict) or m.get("schema") != SCHEMA:
-        raise IpmixError(f"{path} is not an ipmix shards manifest; choose another --out or use --overwrite")
+        raise OptionError("{path} is not an ipmix shards manifest; choose another {out} or use {overwrite}",
+                          path=str(path))
     if m.get("schema_version") != SCHEMA_VERSION:
         older = m.get("schema_version") in READABLE_VERSIONS
-        raise IpmixError(f"{path} has schema version {m.get('schema_version')}, this ipmix writes "
-                         f"{SCHEMA_VERSION}" + (" (its shards can still be read, verified and trained on, "
-                                                "not extended)" if older else "")
-                         + "; use --overwrite to rebuild")
+        raise OptionError("{path} has schema version {found}, this ipmix writes {version}{note}; use {overwrite} "
+                          "to rebuild", path=str(path), found=m.get("schema_version"), version=SCHEMA_VERSION,
+                          note=" (its shards can still be read, verified and trained on, not extended)"
+                          if older else "")
     return m
 
 
