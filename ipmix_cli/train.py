@@ -251,7 +251,8 @@ def train(shards, model: str = "auto", epochs: int = 1, out="run", *, resume: bo
           lr: float | None = None, weight_decay: float = 5e-4, momentum: float = 0.9, seed: int = 0,
           num_workers: int = 2, jsd_weight: float = 12.0, max_steps: int | None = None, device: str = "auto",
           precision: str = "auto", test: str | None = None, log_every: int = 50, checkpoint_every: int = 0,
-          threads: int | None = None, tensorboard: bool = False, loader=None, echo=print) -> dict:
+          threads: int | None = None, tensorboard: bool = False, cache_dir=None, cache_limit=None, loader=None,
+          echo=print) -> dict:
     """Train a model on shards (contracts D/E) and return the run summary.
 
     `batch_size` is the global batch (split evenly over the ranks). `max_steps` stops early (the
@@ -259,6 +260,7 @@ def train(shards, model: str = "auto", epochs: int = 1, out="run", *, resume: bo
     exactly). `loader` may be any object with the ShardLoader interface (then `shards` is only
     recorded). `echo` receives the progress lines (rank 0 only). `threads` sets torch's intra-op
     threads (default: choose_threads). `tensorboard` also writes event files into RUN/tensorboard.
+    `cache_dir` and `cache_limit` keep shards read from object storage on local disk (ShardLoader).
     Resuming a run that is already complete (or already at `max_steps`) changes no file.
     """
     for name, value, low in (("epochs", epochs, 1), ("batch size", batch_size, 1), ("log every", log_every, 1),
@@ -279,6 +281,12 @@ def train(shards, model: str = "auto", epochs: int = 1, out="run", *, resume: bo
         if not math.isfinite(value) or value < 0 or (positive and value == 0):
             kind = "positive" if positive else "non-negative"
             raise IpmixError(f"{name} must be a finite {kind} number, got {value}")
+    if (cache_dir is None) != (cache_limit is None):
+        raise IpmixError("a shard cache needs both --cache-dir and --cache-limit")
+    if cache_limit is not None:
+        from ipmix_cli.stream.cache import parse_size
+
+        cache_limit = parse_size(cache_limit)
     if model != "auto":
         check_model_name(model)  # before any process group starts
     if tensorboard:
@@ -290,7 +298,8 @@ def train(shards, model: str = "auto", epochs: int = 1, out="run", *, resume: bo
         return _train(shards, model, epochs, Path(out), resume, batch_size, lr, weight_decay, momentum, seed,
                       num_workers, jsd_weight, max_steps, dev, precision, test, log_every, checkpoint_every,
                       loader, echo if rank == 0 else (lambda *a, **k: None), rank, world,
-                      f"{n_threads} thread{'s' if n_threads > 1 else ''} ({why_threads})", tensorboard)
+                      f"{n_threads} thread{'s' if n_threads > 1 else ''} ({why_threads})", tensorboard,
+                      dict(cache_dir=cache_dir, cache_limit=cache_limit))
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
@@ -298,7 +307,7 @@ def train(shards, model: str = "auto", epochs: int = 1, out="run", *, resume: bo
 
 def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay, momentum, seed, num_workers,
            jsd_weight, max_steps, dev, precision, test, log_every, checkpoint_every, loader, echo, rank, world,
-           threads_note, tensorboard):
+           threads_note, tensorboard, cache):
     main = rank == 0
     ckpt_file = out / CHECKPOINT_NAME
     if ckpt_file.exists() and not resume:
@@ -312,7 +321,7 @@ def _train(shards, model_name, epochs, out, resume, batch_size, lr, weight_decay
             from ipmix_cli.stream import ShardLoader
 
             loader = ShardLoader(shards, batch_size // world, rank=rank, world_size=world, num_workers=num_workers,
-                                 seed=seed, drop_last=True, pin_memory=dev.type == "cuda")
+                                 seed=seed, drop_last=True, pin_memory=dev.type == "cuda", **cache)
         echo_factor = loader.echo_factor(epochs) if hasattr(loader, "echo_factor") else None
     steps_per_epoch = len(loader)
     lengths = _gather(steps_per_epoch, world)

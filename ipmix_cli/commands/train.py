@@ -12,8 +12,10 @@ from ipmix_cli.commands.params import LocalPath, SourceSpec
 
 
 @click.command("train")
-@click.option("--shards", required=True, type=LocalPath("the shards (train --shards)", keep=("pipe", "http", "https")),
-              help="Shard directory (or its manifest.json, or an http(s):// URL of it).")
+@click.option("--shards", required=True,
+              type=LocalPath("the shards (train --shards)", keep=("pipe", "http", "https"), remote=True),
+              help="Shard directory (or its manifest.json, or an http(s):// URL of it), or its object-store URL "
+                   "(s3://bucket/prefix, gs://..., az://...), streamed shard by shard.")
 @click.option("--model", default="auto", show_default=True,
               help="resnet18, wrn-40-4 (any wrn-D-K), resnet50, small-cnn, torchvision:NAME, timm:NAME; "
                    "auto = wrn-40-4 at 32 px, resnet50 above.")
@@ -40,11 +42,15 @@ from ipmix_cli.commands.params import LocalPath, SourceSpec
 @click.option("--threads", type=int, default=None,
               help="torch intra-op threads per process [default: usable CPUs / processes on this machine].")
 @click.option("--tensorboard", is_flag=True, help="Also write TensorBoard event files into RUN/tensorboard.")
+@click.option("--cache-dir", type=LocalPath("the shard cache (train --cache-dir)"), default=None,
+              help="Keep shards read from object storage in this folder for later epochs (with --cache-limit).")
+@click.option("--cache-limit", default=None, metavar="SIZE",
+              help="Most bytes the shard cache may hold, e.g. 20GB or 512MiB; least recently used shards go first.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the final summary (summary.json's fields) as one JSON object instead of the table.")
 def train_command(shards, model, epochs, out, resume, batch_size, lr, weight_decay, momentum, seed, workers,
                   jsd_weight, max_steps, device, precision, test_spec, log_every, checkpoint_every, threads,
-                  tensorboard, as_json):
+                  tensorboard, cache_dir, cache_limit, as_json):
     """Train a classifier on pre-built shards (one process, or several under torchrun)."""
     from ipmix_cli.train import StoppedWithCheckpoint, train
 
@@ -53,7 +59,8 @@ def train_command(shards, model, epochs, out, resume, batch_size, lr, weight_dec
                         weight_decay=weight_decay, momentum=momentum, seed=seed, num_workers=workers,
                         jsd_weight=jsd_weight, max_steps=max_steps, device=device, precision=precision,
                         test=test_spec, log_every=log_every, checkpoint_every=checkpoint_every,
-                        threads=threads, tensorboard=tensorboard, echo=lambda line: click.echo(line, err=True))
+                        threads=threads, tensorboard=tensorboard, cache_dir=cache_dir, cache_limit=cache_limit,
+                        echo=lambda line: click.echo(line, err=True))
     except StoppedWithCheckpoint:
         # train() said to resume with --resume; the CLI's generic "run the same command again"
         # would be wrong here (the same command without --resume refuses the run directory).

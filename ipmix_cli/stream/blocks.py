@@ -17,8 +17,9 @@ class BlockReader:
     With skip_bad, a shard that fails is replaced by the next readable shard of the same
     materialized epoch (by shard number), read at the same sample positions, so counts stay equal."""
 
-    def __init__(self, urls, names, counts, fields, image_size, num_classes, skip_bad, cache_size=2):
+    def __init__(self, urls, names, counts, fields, image_size, num_classes, skip_bad, cache_size=2, remote=None):
         self.urls = urls  # [materialized epoch][shard] -> url
+        self.remote = remote  # a RemoteShards when the shards are in object storage
         self.names = names  # same shape: how errors name a shard
         self.counts = counts
         self.fields = list(fields)
@@ -40,11 +41,17 @@ class BlockReader:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        idx = ShardIndex(self.names[k][s], load_bytes(self.urls[k][s], self.names[k][s]), self.fields, self.counts[k][s])
+        buf = self.remote.load(k, s) if self.remote else load_bytes(self.urls[k][s], self.names[k][s])
+        idx = ShardIndex(self.names[k][s], buf, self.fields, self.counts[k][s])
         self._cache[key] = idx
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         return idx
+
+    def expect(self, keys) -> None:
+        """The (materialized epoch, shard) keys read next, in order: remote shards are fetched ahead."""
+        if self.remote:
+            self.remote.expect(keys)
 
     def read_segment(self, k, s, start, stop, out_images, out_labels) -> None:
         """Decode samples [start, stop) of shard s of materialized epoch k. With skip_bad,

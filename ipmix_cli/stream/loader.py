@@ -22,6 +22,7 @@ from .blocks import BlockReader
 from .manifest import load_manifest, shard_url
 from .plan import Layout, block_permutation, consumed_shards, plan_epoch, rank_blocks, roles_of, round_robin
 from .reader import warm_up
+from .remote import remote_shards
 
 STATE_VERSION = 1
 # Decoded bytes one shuffle block may hold when shuffle_buffer is left to the loader.
@@ -72,8 +73,11 @@ class _RoleStream:
         b = lay.batch_size
         current = None
         images = labels = perm = None
+        todo = self.roles[role][self.consumed[role]:]
+        blocks = [blk_i for n, (blk_i, _) in enumerate(todo) if n == 0 or todo[n - 1][0] != blk_i]
+        self.reader.expect([(self.plan.materialized, seg[0]) for blk_i in blocks for seg in self.blocks[blk_i].segments])
         try:
-            for blk_i, j in self.roles[role][self.consumed[role]:]:
+            for blk_i, j in todo:
                 if blk_i != current:
                     blk = self.blocks[blk_i]
                     images, labels = self.reader.read(self.plan.materialized, blk.segments)
@@ -132,7 +136,7 @@ class ShardLoader:
     def __init__(self, shards, batch_size: int, *, rank: int | None = None, world_size: int | None = None,
                  num_workers: int = 0, seed: int = 0, shuffle_buffer: int | None = None, drop_last: bool = True,
                  skip_bad: bool = False, base_url: str | None = None, pin_memory: bool = False,
-                 prefetch_factor: int = 2):
+                 prefetch_factor: int = 2, cache_dir=None, cache_limit=None):
         manifest, root = load_manifest(shards)
         self.manifest = manifest
         self.root = root
@@ -167,7 +171,8 @@ class ShardLoader:
         self._counts = [[int(s["count"]) for s in ep["shards"]] for ep in manifest["epochs"]]
         names = [[s["path"] for s in ep["shards"]] for ep in manifest["epochs"]]
         urls = [[shard_url(root, p, base_url) for p in ep] for ep in names]
-        self._reader = BlockReader(urls, names, self._counts, self.fields, self.image_size, self.num_classes, skip_bad)
+        self._reader = BlockReader(urls, names, self._counts, self.fields, self.image_size, self.num_classes, skip_bad,
+                                   remote=remote_shards(manifest, urls, names, cache_dir, cache_limit))
         warm_up(self.fields, self.image_size)
         # Check every materialized epoch's layout now, not in the middle of training.
         for k in range(self.materialized_epochs):

@@ -9,6 +9,8 @@ from ipmix_cli.errors import IpmixError
 from ipmix_cli.shardformat.fields import image_format
 from ipmix_cli.shardformat.manifest import MANIFEST, READABLE_VERSIONS, SCHEMA
 
+from .remote import is_store_url, read_manifest
+
 
 def find_manifest(path) -> str:
     path = os.fspath(path)
@@ -37,8 +39,11 @@ def remote_base(url: str) -> str | None:
 
 def load_manifest(path) -> tuple[dict, str]:
     """(manifest, the folder or URL shard paths are relative to). IpmixError if unusable.
-    `path` is a shard folder, its manifest.json, or a URL of the manifest (http(s)://, pipe:)."""
-    if isinstance(path, str) and (path.startswith("pipe:") or "://" in path):
+    `path` is a shard folder, its manifest.json, a URL of the manifest (http(s)://, pipe:), or an
+    object-store URL (s3://...) of the folder or of its manifest.json."""
+    if is_store_url(path):
+        manifest, root = read_manifest(str(path))
+    elif isinstance(path, str) and (path.startswith("pipe:") or "://" in path):
         manifest = _read_remote(path)
         root = remote_base(path)
     else:
