@@ -29,10 +29,6 @@ CASES = [
     (["shards", "build", "--source", "digits", "--out", "foo://bucket/shards"], ["--out foo://bucket/shards", UNKNOWN, *EXTRAS, LOCAL_FOR_NOW]),
     (["shards", "build", "--source", "folder:foo://x", "--out", "o"], ["--source folder:foo://x", UNKNOWN, *EXTRAS]),
     # shards verify / inspect / preview / combine
-    (["shards", "verify", "s3://bucket/shards"], ["OUT s3://bucket/shards", LOCAL_FOR_NOW]),
-    (["shards", "verify", "--deep", "gs://bucket/shards"], ["OUT gs://bucket/shards", LOCAL_FOR_NOW]),
-    (["shards", "inspect", "s3://bucket/shards"], ["OUT s3://bucket/shards", LOCAL_FOR_NOW]),
-    (["shards", "preview", "s3://bucket/shards"], ["OUT s3://bucket/shards", LOCAL_FOR_NOW]),
     (["shards", "preview", "shards", "--out", "s3://bucket/p.png"], ["--out s3://bucket/p.png", LOCAL_FOR_NOW]),
     (["shards", "combine", "s3://bucket/shards"], ["OUT s3://bucket/shards", LOCAL_FOR_NOW]),
     # fractals render / preview / stats

@@ -11,7 +11,7 @@ from ipmix_cli.commands.params import LocalPath
 
 
 @click.command("verify")
-@click.argument("out", type=LocalPath("the shard folder", path_type=Path))
+@click.argument("out", type=LocalPath("the shard folder", path_type=Path, remote=True))
 @click.option("--deep", is_flag=True, help="Also decode every image and check its size and label.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
@@ -42,7 +42,7 @@ def verify_cmd(out, deep, as_json, quiet):
 
 
 @click.command("inspect")
-@click.argument("out", type=LocalPath("the shard folder", path_type=Path))
+@click.argument("out", type=LocalPath("the shard folder", path_type=Path, remote=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--epoch", type=int, default=0, show_default=True,
               help="Epoch whose labels and pad flags are counted.")
@@ -57,7 +57,7 @@ def inspect_cmd(out, as_json, epoch, no_scan):
 
 
 @click.command("preview")
-@click.argument("out", type=LocalPath("the shard folder", path_type=Path))
+@click.argument("out", type=LocalPath("the shard folder", path_type=Path, remote=True))
 @click.option("--out", "dest", type=LocalPath("the preview PNG", path_type=Path), default=None,
               help="PNG to write [default: OUT-preview-epoch-EEEE.png beside the folder, not inside it].")
 @click.option("--epoch", type=int, default=0, show_default=True)

@@ -101,7 +101,7 @@ def dali_lines(entries, where="") -> list[str]:
 
 
 def dali_index_path(tar_path) -> Path:
-    tar_path = Path(tar_path)
+    tar_path = Path(tar_path) if isinstance(tar_path, str) else tar_path  # a Path or a StorePath
     return tar_path.with_name(tar_path.name.split(".", 1)[0] + ".idx")
 
 

@@ -27,7 +27,7 @@ def _scan_epoch(root, m, entry) -> dict:
             missing.append(shard["path"])
             continue
         try:
-            with open(path, "rb") as f:
+            with path.open("rb") as f:
                 for _key, sample in iter_samples(f, fields=(LABEL, META)):
                     samples += 1
                     label = int(sample[LABEL])

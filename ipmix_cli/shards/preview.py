@@ -13,8 +13,10 @@ from fractalgen.images import contact_sheet
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.shardformat.fields import LABEL, META, sample_fields
 from ipmix_cli.shardformat.formats import decode_image
+from ipmix_cli.shardformat.manifest import MANIFEST
 from ipmix_cli.shardformat.tario import iter_samples
 from ipmix_cli.shards.verify import manifest_problems, read_manifest
+from ipmix_cli.stream.remote import is_store_url
 
 # Tiles smaller than this are enlarged (nearest neighbour, integer factor) so labels fit.
 MIN_TILE = 64
@@ -26,7 +28,7 @@ def _first_samples(root, m, entry, n):
         path = root / shard["path"]
         if not path.is_file():
             raise IpmixError(f"{shard['path']} is missing (run ipmix shards verify)")
-        with open(path, "rb") as f:
+        with path.open("rb") as f:
             for key, sample in iter_samples(f, fields=fields):
                 yield key, sample
                 n -= 1
@@ -37,7 +39,10 @@ def _first_samples(root, m, entry, n):
 def default_destination(out, epoch: int) -> Path:
     """`OUT-preview-epoch-EEEE.png` beside the shard folder, not inside it (like `fractals
     preview`): the folder holds only what the build wrote, so verify and stock readers see
-    nothing foreign."""
+    nothing foreign. For a shard folder in object storage: in the current folder."""
+    if is_store_url(out):
+        name = str(out).rstrip("/").removesuffix(f"/{MANIFEST}").rsplit("/", 1)[-1]
+        return Path(f"{name}-preview-epoch-{epoch:04d}.png")
     root = Path(out)
     if root.is_file():
         root = root.parent

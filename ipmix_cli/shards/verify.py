@@ -26,6 +26,7 @@ from ipmix_cli.shardformat.manifest import MANIFEST, READABLE_VERSIONS, SCHEMA
 from ipmix_cli.shardformat.tario import TarFormatError, group_samples, iter_entries
 from ipmix_cli.shards.indexes import DALI_VERSION, dali_index_path, dali_lines
 from ipmix_cli.shards.manifest import config_hash
+from ipmix_cli.stream.storepath import as_path
 
 IMAGE_EXTS = tuple(FORMATS)  # the formats ipmix writes (a `jpeg` field is not one of them)
 KEY_RE = re.compile(r"^e(\d{4})s(\d{7})$")
@@ -48,8 +49,9 @@ class VerifyError(IpmixError):
 
 
 def read_manifest(out) -> tuple[Path, dict]:
-    """`out` is the shard folder or its manifest.json; returns (folder, manifest)."""
-    out = Path(out)
+    """`out` is the shard folder or its manifest.json, local or an object-store URL (then the
+    folder is a StorePath); returns (folder, manifest)."""
+    out = as_path(out)
     path = out if out.is_file() else out / MANIFEST
     if not out.exists():
         raise IpmixError(f"{out} does not exist")
@@ -211,7 +213,7 @@ def _check_shard(root, m, epoch, shard, keys_seen, deep, counters) -> tuple[_Sha
         check.add(f"size {size} bytes, manifest says {shard['bytes']}")
     entries = []
     count = 0
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         reader = _HashingReader(f)
 
         def tapped():
@@ -265,9 +267,9 @@ def _check_wids(root, entry, facts_by_rel) -> list[tuple[str, str]]:
         return [(rel, f"wids index lists {len(listed)} shards, manifest {len(entry['shards'])}")]
     problems = []
     for item, shard in zip(listed, entry["shards"]):
-        target = os.path.normpath(path.parent / str(item.get("url")))
+        target = os.path.normpath(str(path.parent / str(item.get("url"))))
         facts = facts_by_rel.get(shard["path"], {})
-        if target != os.path.normpath(root / shard["path"]):
+        if target != os.path.normpath(str(root / shard["path"])):
             problems.append((rel, f"url {item.get('url')!r} does not point at {shard['path']}"))
         elif item.get("nsamples") != shard["count"]:
             problems.append((rel, f"nsamples {item.get('nsamples')} for {shard['path']}, manifest {shard['count']}"))
