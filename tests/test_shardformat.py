@@ -118,3 +118,81 @@ def test_wds_source_reads_shards_with_pax_headers(tmp_path):
     (tmp_path / "s.tar").write_bytes((tmp_path / "s.tar").read_bytes()[:1500])
     with pytest.raises(IpmixError, match=r"cannot read shard .*s\.tar: truncated tar"):
         open_source(f"wds:{tmp_path / 's.tar'}")
+
+
+def _doc(**changes) -> dict:
+    """A manifest document as an older ipmix or a hand-made fixture writes it: some optional
+    keys absent, one key this version does not know."""
+    doc = {
+        "schema": "ipmix-shards", "schema_version": 1, "complete": True, "config": {"seed": 1},
+        "config_hash": "ab" * 32, "seed": 1, "image_size": 8, "views": 1, "format": "png", "quality": None,
+        "fields": ["png"], "classes": ["a", "b"], "num_classes": 2, "samples_per_epoch": 4,
+        "shards_per_epoch": 2, "samples_per_shard": 2, "base_url": "pipe:cat {path}",
+        "epochs": [{"epoch": 0, "shards": [{"path": f"epoch-0000/shard-{s:05d}.tar", "count": 2, "bytes": 10240,
+                                            "sha256": "cd" * 32} for s in range(2)]}],
+    }
+    doc.update(changes)
+    return doc
+
+
+def test_manifest_round_trip_keeps_absent_and_unknown_keys():
+    from ipmix_cli.shardformat.manifest import Manifest
+
+    doc = _doc()
+    m = Manifest.from_json(doc)
+    assert m.to_json() == doc
+    assert m.fields == ("png",) and m.epochs[0].shards[1].path == "epoch-0000/shard-00001.tar"
+    assert m.extra == {"base_url": "pipe:cat {path}"} and m.num_epochs is None
+    assert m.validate() == []
+    assert m.class_names() == ["a", "b"] and m.epoch(0) is m.epochs[0] and m.epoch(1) is None
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"schema": "other"}, "not an ipmix shards manifest"),
+    ({"fields": None}, "'fields' should be list, is NoneType"),
+    ({"num_classes": True}, "'num_classes' should be int, is bool"),
+    ({"fields": ["png", "txt"]}, "unsupported fields"),
+    ({"epochs": []}, "lists no epochs"),
+    ({"epochs": [{"epoch": 0, "shards": []}]}, "materialized epoch 0 lists no shards"),
+    ({"epochs": [{"epoch": 0, "shards": [{"path": "x.tar"}]}]}, "shard entry without a path and count"),
+])
+def test_manifest_faults_readers_cannot_use(changes, message):
+    from ipmix_cli.shardformat.manifest import Manifest, ManifestError
+
+    with pytest.raises(ManifestError, match=message):
+        Manifest.from_json(_doc(**changes))
+
+
+def test_manifest_validate_lists_what_a_finished_build_breaks():
+    from ipmix_cli.shardformat.manifest import Manifest
+
+    doc = _doc(schema_version=3, complete=False, views=3, samples_per_shard=3)
+    doc["epochs"][0]["shards"][0].pop("sha256")
+    problems = Manifest.from_json(doc).validate()
+    assert problems == [
+        "manifest schema_version 3 is not supported (this ipmix reads version 1, 2; a newer ipmix wrote it?)",
+        "manifest says the build is not complete (run the build command again to finish it)",
+        "manifest has 1 fields for 3 views",
+        "manifest: 2 shards x 3 samples != samples_per_epoch 4",
+        "epoch 0 shard 0 lacks path/count/bytes/sha256",
+        "epoch-0000/shard-00001.tar: manifest count 2 != samples_per_shard 3",
+    ]
+    assert Manifest.from_json({k: v for k, v in _doc().items() if k != "seed"}).validate() == ["manifest lacks 'seed'"]
+
+
+@pytest.mark.kernels
+def test_a_built_manifest_reads_back_to_the_same_bytes(tmp_path):
+    import json
+
+    from fractalgen.render import render_set
+    from ipmix_cli.shardformat.manifest import Manifest
+    from ipmix_cli.shards import build_shards
+
+    render_set(tmp_path / "mix", escape=1, ifs=1, size=32, seed=3)
+    build_shards(source="digits:test", fractals=tmp_path / "mix", out=tmp_path / "out", epochs=2, shards=3,
+                 seed=2, progress=False)
+    raw = (tmp_path / "out" / "manifest.json").read_bytes()
+    m = Manifest.from_json(json.loads(raw))
+    assert (json.dumps(m.to_json(), indent=1, sort_keys=True) + "\n").encode() == raw
+    assert m.validate() == [] and m.absent == frozenset() and m.extra == {}
+    assert [len(e.shards) for e in m.epochs] == [3, 3] and m.totals["samples"] == 2 * m.samples_per_epoch

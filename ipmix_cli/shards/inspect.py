@@ -7,24 +7,24 @@ import json
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.shardformat.fields import LABEL, META
 from ipmix_cli.shardformat.tario import iter_samples
-from ipmix_cli.shards.verify import manifest_problems, read_manifest
+from ipmix_cli.shards.verify import read_checked_manifest
 
 
-def _config_value(m: dict, key: str):
-    config = m.get("config") or {}
+def _config_value(m, key: str):
+    config = m.config or {}
     augment = config.get("augment") or {}
     return config.get(key, augment.get(key))
 
 
 def _scan_epoch(root, m, entry) -> dict:
     """Labels and pad flags of one epoch, read from the `cls` and `json` members."""
-    histogram = [0] * m["num_classes"]
+    histogram = [0] * m.num_classes
     pads = samples = 0
     missing, errors = [], []
-    for shard in entry["shards"]:
-        path = root / shard["path"]
+    for shard in entry.shards:
+        path = root / shard.path
         if not path.is_file():
-            missing.append(shard["path"])
+            missing.append(shard.path)
             continue
         try:
             with path.open("rb") as f:
@@ -35,8 +35,8 @@ def _scan_epoch(root, m, entry) -> dict:
                         histogram[label] += 1
                     pads += bool(json.loads(sample[META]).get("pad"))
         except (IpmixError, ValueError) as exc:
-            errors.append(f"{shard['path']}: {exc}")
-    return {"epoch": entry["epoch"], "samples": samples, "pads": pads, "histogram": histogram,
+            errors.append(f"{shard.path}: {exc}")
+    return {"epoch": entry.epoch, "samples": samples, "pads": pads, "histogram": histogram,
             "missing": missing, "errors": errors}
 
 
@@ -47,72 +47,69 @@ def inspect(out, scan_epoch: int | None = 0) -> dict:
     and the pad count come from reading epoch `scan_epoch` (None: no scan, the histogram then
     comes from the source's class counts when the manifest records them).
     """
-    root, m = read_manifest(out)
-    problems = manifest_problems(m)
-    if problems:
-        raise IpmixError(f"{root}/manifest.json: {problems[0]}")
+    root, m = read_checked_manifest(out)
     epochs = []
-    for entry in m["epochs"]:
-        on_disk = [(root / s["path"]).is_file() for s in entry["shards"]]
+    for entry in m.epochs:
+        on_disk = [(root / s.path).is_file() for s in entry.shards]
         epochs.append({
-            "epoch": entry["epoch"],
-            "shards": len(entry["shards"]),
-            "samples": sum(s["count"] for s in entry["shards"]),
-            "bytes": sum(s["bytes"] for s in entry["shards"]),
+            "epoch": entry.epoch,
+            "shards": len(entry.shards),
+            "samples": sum(s.count for s in entry.shards),
+            "bytes": sum(s.bytes for s in entry.shards),
             "missing_shards": on_disk.count(False),
         })
     total_bytes = sum(e["bytes"] for e in epochs)
     total_samples = sum(e["samples"] for e in epochs)
     summary = {
         "out": str(root),
-        "schema_version": m["schema_version"],
-        "complete": m["complete"],
-        "config_hash": m["config_hash"],
+        "schema_version": m.schema_version,
+        "complete": m.complete,
+        "config_hash": m.config_hash,
         "preset": _config_value(m, "preset"),
         "recipe": _config_value(m, "recipe"),
-        "views": m["views"],
-        "image_size": m["image_size"],
-        "format": m["format"],
-        "quality": m.get("quality"),
-        "fields": m["fields"],
-        "seed": m["seed"],
-        "num_classes": m["num_classes"],
-        "classes": m["classes"],
-        "source": m.get("source"),
-        "mixing_set": m.get("mixing_set"),
+        "views": m.views,
+        "image_size": m.image_size,
+        "format": m.format,
+        "quality": m.quality,
+        "fields": list(m.fields),
+        "seed": m.seed,
+        "num_classes": m.num_classes,
+        "classes": list(m.classes),
+        "source": m.source,
+        "mixing_set": m.mixing_set,
         "epochs": len(epochs),
-        "shards_per_epoch": m["shards_per_epoch"],
-        "samples_per_shard": m["samples_per_shard"],
-        "samples_per_epoch": m["samples_per_epoch"],
+        "shards_per_epoch": m.shards_per_epoch,
+        "samples_per_shard": m.samples_per_shard,
+        "samples_per_epoch": m.samples_per_epoch,
         "samples": total_samples,
         "bytes": total_bytes,
         "bytes_per_epoch": [e["bytes"] for e in epochs],
         "bytes_per_sample": total_bytes / total_samples if total_samples else 0.0,
         "missing_shards": sum(e["missing_shards"] for e in epochs),
         "per_epoch": epochs,
-        "versions": m.get("versions"),
-        "source_samples": m.get("source_samples"),
-        "pads_per_epoch": m.get("pads_per_epoch"),
-        "bad_samples": len(m.get("bad_samples") or []),
+        "versions": m.versions,
+        "source_samples": m.source_samples,
+        "pads_per_epoch": m.pads_per_epoch,
+        "bad_samples": len(m.bad_samples or []),
     }
-    if scan_epoch is not None and m["epochs"]:
-        entries = [e for e in m["epochs"] if e["epoch"] == scan_epoch]
-        if not entries:
-            raise IpmixError(f"epoch {scan_epoch} is not in {root} (it has epochs 0..{len(m['epochs']) - 1})")
-        scan = _scan_epoch(root, m, entries[0])
+    if scan_epoch is not None and m.epochs:
+        entry = m.epoch(scan_epoch)
+        if entry is None:
+            raise IpmixError(f"epoch {scan_epoch} is not in {root} (it has epochs 0..{len(m.epochs) - 1})")
+        scan = _scan_epoch(root, m, entry)
         summary.update(
             histogram_from=f"scan of epoch {scan_epoch}",
-            class_histogram=dict(zip(m["classes"], scan["histogram"])),
+            class_histogram=dict(zip(m.classes, scan["histogram"])),
             pads=scan["pads"],
             scanned_samples=scan["samples"],
             scan_errors=scan["errors"] + [f"{p}: missing" for p in scan["missing"]],
         )
     else:
-        counts = (m.get("source") or {}).get("class_counts")
+        counts = (m.source or {}).get("class_counts")
         if isinstance(counts, dict):
             summary.update(histogram_from="source class counts", class_histogram=counts)
-        elif isinstance(counts, list) and len(counts) == len(m["classes"]):
-            summary.update(histogram_from="source class counts", class_histogram=dict(zip(m["classes"], counts)))
+        elif isinstance(counts, list) and len(counts) == len(m.classes):
+            summary.update(histogram_from="source class counts", class_histogram=dict(zip(m.classes, counts)))
     return summary
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from fractalgen.files import atomic_write_bytes, atomic_write_json
 from ipmix_cli.errors import OptionError
-from ipmix_cli.shardformat.manifest import MANIFEST, READABLE_VERSIONS, SCHEMA, SCHEMA_VERSION
+from ipmix_cli.shardformat.manifest import (MANIFEST, READABLE_VERSIONS, SCHEMA, SCHEMA_VERSION, EpochEntry, Manifest,
+                                            ShardEntry)
 from ipmix_cli.shards.plan import epoch_folder
 
 RECORDS = ".records"
@@ -114,44 +115,38 @@ def write_record(out, record: dict) -> None:
 
 
 def base_manifest(config: dict, *, num_epochs: int, plan, classes, fields, source: dict, mixing: dict) -> dict:
-    return {
-        "schema": SCHEMA,
-        "schema_version": SCHEMA_VERSION,
-        "complete": False,
-        "config": config,
-        "config_hash": config_hash(config),
-        "seed": config["seed"],
-        "image_size": config["image_size"],
-        "views": config["views"],
-        "format": config["format"],
-        "quality": config["quality"],
-        "fields": list(fields),
-        "classes": list(classes),
-        "num_classes": len(classes),
-        "num_epochs": num_epochs,
-        "samples_per_epoch": plan.samples_per_epoch,
-        "source_samples": plan.n_source,
-        "pads_per_epoch": plan.pads_per_epoch,
-        "shards_per_epoch": plan.shards,
-        "samples_per_shard": plan.samples_per_shard,
-        "epochs": [],
-        "bad_samples": [],
-        "totals": {"shards": 0, "samples": 0, "bytes": 0},
-        "source": source,
-        "mixing_set": mixing,
-        "versions": versions(),
-    }
+    return Manifest(
+        schema=SCHEMA,
+        schema_version=SCHEMA_VERSION,
+        complete=False,
+        config=config,
+        config_hash=config_hash(config),
+        seed=config["seed"],
+        image_size=config["image_size"],
+        views=config["views"],
+        format=config["format"],
+        quality=config["quality"],
+        fields=tuple(fields),
+        classes=tuple(classes),
+        num_classes=len(classes),
+        num_epochs=num_epochs,
+        samples_per_epoch=plan.samples_per_epoch,
+        source_samples=plan.n_source,
+        pads_per_epoch=plan.pads_per_epoch,
+        shards_per_epoch=plan.shards,
+        samples_per_shard=plan.samples_per_shard,
+        epochs=(),
+        bad_samples=[],
+        totals={"shards": 0, "samples": 0, "bytes": 0},
+        source=source,
+        mixing_set=mixing,
+        versions=versions(),
+    ).to_json()
 
 
 def epoch_entry(epoch: int, records: list[dict]) -> dict:
-    return {
-        "epoch": epoch,
-        "index": f"{epoch_folder(epoch)}/wids-index.json",
-        "samples": sum(r["count"] for r in records),
-        "bytes": sum(r["bytes"] for r in records),
-        "shards": [{"path": r["path"], "count": r["count"], "bytes": r["bytes"], "sha256": r["sha256"]}
-                   for r in records],
-    }
+    shards = [ShardEntry(r["path"], r["count"], r["bytes"], r["sha256"]) for r in records]
+    return EpochEntry.of_shards(epoch, f"{epoch_folder(epoch)}/wids-index.json", shards).to_json()
 
 
 def write_manifest(out, manifest: dict) -> None:

@@ -15,7 +15,7 @@ from ipmix_cli.shardformat.fields import LABEL, META, sample_fields
 from ipmix_cli.shardformat.formats import decode_image
 from ipmix_cli.shardformat.manifest import MANIFEST
 from ipmix_cli.shardformat.tario import iter_samples
-from ipmix_cli.shards.verify import manifest_problems, read_manifest
+from ipmix_cli.shards.verify import read_checked_manifest
 from ipmix_cli.stream.remote import is_store_url
 
 # Tiles smaller than this are enlarged (nearest neighbour, integer factor) so labels fit.
@@ -23,11 +23,11 @@ MIN_TILE = 64
 
 
 def _first_samples(root, m, entry, n):
-    fields = sample_fields(m["fields"])
-    for shard in entry["shards"]:
-        path = root / shard["path"]
+    fields = sample_fields(m.fields)
+    for shard in entry.shards:
+        path = root / shard.path
         if not path.is_file():
-            raise IpmixError(f"{shard['path']} is missing (run ipmix shards verify)")
+            raise IpmixError(f"{shard.path} is missing (run ipmix shards verify)")
         with path.open("rb") as f:
             for key, sample in iter_samples(f, fields=fields):
                 yield key, sample
@@ -65,21 +65,18 @@ def preview(out, dest_png=None, epoch: int = 0, n: int = 32) -> dict:
         raise IpmixError(f"cannot write {dest}: it is a folder; give a file name, e.g. {dest / 'preview.png'}")
     if dest.suffix.lower() != ".png":  # never write a picture over a shard, a manifest or other data
         raise IpmixError(f"the contact sheet is a PNG: give a file name ending in .png, not {dest.name}")
-    root, m = read_manifest(out)
-    problems = manifest_problems(m)
-    if problems:
-        raise IpmixError(f"{root}/manifest.json: {problems[0]}")
-    entries = [e for e in m["epochs"] if e["epoch"] == epoch]
-    if not entries:
-        raise IpmixError(f"epoch {epoch} is not in {root} (it has epochs 0..{len(m['epochs']) - 1})")
-    scale = max(1, MIN_TILE // m["image_size"])
+    root, m = read_checked_manifest(out)
+    entry = m.epoch(epoch)
+    if entry is None:
+        raise IpmixError(f"epoch {epoch} is not in {root} (it has epochs 0..{len(m.epochs) - 1})")
+    scale = max(1, MIN_TILE // m.image_size)
     tiles, labels, count = [], [], 0
-    for key, sample in _first_samples(root, m, entries[0], n):
+    for key, sample in _first_samples(root, m, entry, n):
         label = int(sample[LABEL])
-        name = m["classes"][label] if 0 <= label < len(m["classes"]) else f"?{label}"
+        name = m.classes[label] if 0 <= label < len(m.classes) else f"?{label}"
         if json.loads(sample[META]).get("pad"):
             name += "*"
-        for i, field in enumerate(m["fields"]):
+        for i, field in enumerate(m.fields):
             arr = decode_image(field, sample[field])
             if scale > 1:
                 arr = np.repeat(np.repeat(arr, scale, axis=0), scale, axis=1)
@@ -88,8 +85,8 @@ def preview(out, dest_png=None, epoch: int = 0, n: int = 32) -> dict:
         count += 1
     if not tiles:
         raise IpmixError(f"epoch {epoch} of {root} holds no samples")
-    per_row = 8 if m["views"] == 1 else 4
-    sheet = contact_sheet(tiles, cols=per_row * m["views"], labels=labels)
+    per_row = 8 if m.views == 1 else 4
+    sheet = contact_sheet(tiles, cols=per_row * m.views, labels=labels)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     if dest.parent and not dest.parent.is_dir():

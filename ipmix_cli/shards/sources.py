@@ -26,7 +26,7 @@ from fractalgen.errors import BadImage
 from fractalgen.images import is_image_name, load_rgb, open_rgb
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.shardformat.fields import LABEL, READ_EXTENSIONS, extension
-from ipmix_cli.shardformat.manifest import MANIFEST
+from ipmix_cli.shardformat.manifest import MANIFEST, Manifest
 from ipmix_cli.shardformat.tario import TarFormatError, group_samples, iter_entries, split_name
 
 DIGITS_SIZE = 32
@@ -500,11 +500,11 @@ class WdsSource(Source):
             mf = parent / MANIFEST
             if mf.is_file():
                 try:
-                    names = json.loads(mf.read_text()).get("classes")
-                    if isinstance(names, list) and len(names) >= n:
-                        return [str(x) for x in names]
-                except (OSError, ValueError):
-                    pass
+                    names = Manifest.from_json(json.loads(mf.read_text())).class_names()
+                except (OSError, ValueError, IpmixError):
+                    continue
+                if len(names) >= n:
+                    return names
         return [str(i) for i in range(n)]
 
     def read(self, i: int) -> np.ndarray:

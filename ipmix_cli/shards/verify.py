@@ -20,25 +20,16 @@ from pathlib import Path
 
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.progress import Progress
-from ipmix_cli.shardformat.fields import FORMATS, sample_fields
+from ipmix_cli.shardformat.fields import LABEL, META, sample_fields
 from ipmix_cli.shardformat.formats import decode_image
-from ipmix_cli.shardformat.manifest import MANIFEST, READABLE_VERSIONS, SCHEMA
+from ipmix_cli.shardformat.manifest import MANIFEST, SCHEMA, Manifest, ManifestError
 from ipmix_cli.shardformat.tario import TarFormatError, group_samples, iter_entries
 from ipmix_cli.shards.indexes import DALI_VERSION, dali_index_path, dali_lines
 from ipmix_cli.shards.manifest import config_hash
 from ipmix_cli.stream.storepath import as_path
 
-IMAGE_EXTS = tuple(FORMATS)  # the formats ipmix writes (a `jpeg` field is not one of them)
 KEY_RE = re.compile(r"^e(\d{4})s(\d{7})$")
 MAX_PROBLEMS_PER_SHARD = 5
-
-_REQUIRED = {
-    "schema": str, "schema_version": int, "complete": bool, "config": dict, "config_hash": str,
-    "seed": int, "image_size": int, "views": int, "format": str, "fields": list, "classes": list,
-    "num_classes": int, "samples_per_epoch": int, "shards_per_epoch": int,
-    "samples_per_shard": int, "epochs": list,
-}
-
 
 class VerifyError(IpmixError):
     """Verification failed; `.report` holds every problem found."""
@@ -66,59 +57,27 @@ def read_manifest(out) -> tuple[Path, dict]:
     return path.parent, manifest
 
 
-def manifest_problems(m: dict) -> list[str]:
-    """Schema problems of a manifest (empty when it is usable)."""
-    problems = []
-    for key, kind in _REQUIRED.items():
-        if key not in m:
-            problems.append(f"manifest lacks {key!r}")
-        elif not isinstance(m[key], kind) or (kind is int and isinstance(m[key], bool)):
-            problems.append(f"manifest {key!r} should be {kind.__name__}, is {type(m[key]).__name__}")
-    if problems:
-        return problems
-    if m["schema_version"] not in READABLE_VERSIONS:
-        readable = ", ".join(map(str, READABLE_VERSIONS))
-        problems.append(f"manifest schema_version {m['schema_version']} is not supported (this ipmix reads "
-                        f"version {readable}; a newer ipmix wrote it?)")
-    if not m["complete"]:
-        problems.append("manifest says the build is not complete (run the build command again to finish it)")
-    if config_hash(m["config"]) != m["config_hash"]:
+def manifest_problems(doc: dict) -> tuple[Manifest | None, list[str]]:
+    """(the manifest, its problems for a finished build); the manifest is None when it cannot
+    even be read, and the problems are then that one fault."""
+    try:
+        m = Manifest.from_json(doc)
+    except ManifestError as exc:
+        return None, [str(exc) if str(exc).startswith("manifest") else f"manifest: {exc}"]
+    problems = m.validate()
+    if "config" not in m.absent and "config_hash" not in m.absent and config_hash(m.config) != m.config_hash:
         problems.append("manifest config_hash does not match its config (edited after the build?); the shards "
                         "were made with the hashed configuration: restore the manifest or rebuild")
-    if m["views"] not in (1, 3):
-        problems.append(f"manifest views {m['views']} is not 1 or 3")
-    if len(m["fields"]) != m["views"]:
-        problems.append(f"manifest has {len(m['fields'])} fields for {m['views']} views")
-    for field in m["fields"]:
-        if not isinstance(field, str) or field.rsplit(".", 1)[-1] not in IMAGE_EXTS:
-            problems.append(f"manifest field {field!r} is not an image field ({', '.join(IMAGE_EXTS)})")
-        elif field.rsplit(".", 1)[-1] != m["format"]:
-            problems.append(f"manifest field {field!r} does not match format {m['format']!r}")
-    if len(m["classes"]) != m["num_classes"]:
-        problems.append(f"manifest lists {len(m['classes'])} classes but num_classes is {m['num_classes']}")
-    if m["shards_per_epoch"] * m["samples_per_shard"] != m["samples_per_epoch"]:
-        problems.append(
-            f"manifest: {m['shards_per_epoch']} shards x {m['samples_per_shard']} samples "
-            f"!= samples_per_epoch {m['samples_per_epoch']}"
-        )
-    numbers = []
-    for i, entry in enumerate(m["epochs"]):
-        if not isinstance(entry, dict) or not isinstance(entry.get("shards"), list) or "epoch" not in entry:
-            problems.append(f"manifest epochs[{i}] is malformed")
-            continue
-        numbers.append(entry["epoch"])
-        if len(entry["shards"]) != m["shards_per_epoch"]:
-            problems.append(f"epoch {entry['epoch']} lists {len(entry['shards'])} shards, expected {m['shards_per_epoch']}")
-        for j, shard in enumerate(entry["shards"]):
-            if not isinstance(shard, dict) or not all(k in shard for k in ("path", "count", "bytes", "sha256")):
-                problems.append(f"epoch {entry['epoch']} shard {j} lacks path/count/bytes/sha256")
-            elif shard["count"] != m["samples_per_shard"]:
-                problems.append(f"{shard['path']}: manifest count {shard['count']} != samples_per_shard {m['samples_per_shard']}")
-    if numbers != list(range(len(numbers))):
-        problems.append(f"manifest epochs are {numbers}, expected 0..{len(numbers) - 1}")
-    if not numbers:
-        problems.append("manifest lists no epochs")
-    return problems
+    return m, problems
+
+
+def read_checked_manifest(out) -> tuple[Path, Manifest]:
+    """`read_manifest`, then IpmixError naming the first problem if it is not a finished build."""
+    root, doc = read_manifest(out)
+    m, problems = manifest_problems(doc)
+    if problems:
+        raise IpmixError(f"{root}/{MANIFEST}: {problems[0]}")
+    return root, m
 
 
 class _HashingReader:
@@ -161,7 +120,7 @@ def _check_sample(check, m, epoch, key, sample, keys_seen, deep, counters):
     if key in keys_seen:
         check.add(f"duplicate key {key} (also in {keys_seen[key]})")
     keys_seen[key] = check.rel
-    expected = sample_fields(m["fields"])
+    expected = sample_fields(m.fields)
     names = list(sample)
     missing = [f for f in expected if f not in sample]
     extra = [f for f in names if f not in expected]
@@ -171,23 +130,23 @@ def _check_sample(check, m, epoch, key, sample, keys_seen, deep, counters):
         check.add(f"sample {key} has unexpected field {extra[0]!r}")
     if not missing and not extra and names != expected:
         check.add(f"sample {key} members are in order {names}, expected {expected}")
-    if "cls" in sample:
-        text = sample["cls"].decode("ascii", "replace").strip()
-        if not text.isdigit() or not 0 <= int(text) < m["num_classes"]:
-            check.add(f"sample {key} label {text[:20]!r} is not in 0..{m['num_classes'] - 1}")
+    if LABEL in sample:
+        text = sample[LABEL].decode("ascii", "replace").strip()
+        if not text.isdigit() or not 0 <= int(text) < m.num_classes:
+            check.add(f"sample {key} label {text[:20]!r} is not in 0..{m.num_classes - 1}")
         else:
             counters["histogram"][int(text)] += 1
-    if "json" in sample:
+    if META in sample:
         try:
-            meta = json.loads(sample["json"])
+            meta = json.loads(sample[META])
             if not isinstance(meta.get("index"), int) or not isinstance(meta.get("pad"), bool):
                 raise ValueError("needs an int 'index' and a bool 'pad'")
             counters["pads"] += meta["pad"]
         except (ValueError, AttributeError, UnicodeDecodeError) as exc:
             check.add(f"sample {key} json metadata is bad: {exc}")
     if deep:
-        size = m["image_size"]
-        for field in m["fields"]:
+        size = m.image_size
+        for field in m.fields:
             if field not in sample:
                 continue
             try:
@@ -200,7 +159,7 @@ def _check_sample(check, m, epoch, key, sample, keys_seen, deep, counters):
 
 
 def _check_shard(root, m, epoch, shard, keys_seen, deep, counters) -> tuple[_ShardCheck, dict]:
-    rel = shard["path"]
+    rel = shard.path
     check = _ShardCheck(rel)
     path = root / rel
     facts = {"md5": None, "bytes": None}
@@ -209,8 +168,8 @@ def _check_shard(root, m, epoch, shard, keys_seen, deep, counters) -> tuple[_Sha
         return check, facts
     size = path.stat().st_size
     facts["bytes"] = size
-    if size != shard["bytes"]:
-        check.add(f"size {size} bytes, manifest says {shard['bytes']}")
+    if size != shard.bytes:
+        check.add(f"size {size} bytes, manifest says {shard.bytes}")
     entries = []
     count = 0
     with path.open("rb") as f:
@@ -231,12 +190,12 @@ def _check_shard(root, m, epoch, shard, keys_seen, deep, counters) -> tuple[_Sha
         reader.drain()
     sha = reader.sha.hexdigest()
     facts["md5"] = reader.md5.hexdigest()
-    if sha != shard["sha256"]:
-        check.add(f"sha256 {sha[:12]}... does not match the manifest's {str(shard['sha256'])[:12]}...")
-    if entries is not None and count != shard["count"]:
-        check.add(f"holds {count} samples, manifest says {shard['count']}")
+    if sha != shard.sha256:
+        check.add(f"sha256 {sha[:12]}... does not match the manifest's {shard.sha256[:12]}...")
+    if entries is not None and count != shard.count:
+        check.add(f"holds {count} samples, manifest says {shard.count}")
     idx = dali_index_path(path)
-    if m["config"].get("dali_index") and not idx.is_file():
+    if m.config.get("dali_index") and not idx.is_file():
         check.add(f"DALI index {idx.name} missing (the build was made with --dali-index; "
                   f"`ipmix shards build --out OUT --dali-index` writes it again)")
     elif entries is not None and idx.is_file():
@@ -252,7 +211,7 @@ def _check_shard(root, m, epoch, shard, keys_seen, deep, counters) -> tuple[_Sha
 
 
 def _check_wids(root, entry, facts_by_rel) -> list[tuple[str, str]]:
-    rel = entry.get("index") or f"epoch-{entry['epoch']:04d}/wids-index.json"
+    rel = entry.index or f"epoch-{entry.epoch:04d}/wids-index.json"
     path = root / rel
     if not path.is_file():
         return [(rel, "wids index missing")]
@@ -263,42 +222,42 @@ def _check_wids(root, entry, facts_by_rel) -> list[tuple[str, str]]:
             return [(rel, "wids index is not wids-shard-index-v1")]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return [(rel, f"wids index unreadable: {exc}")]
-    if len(listed) != len(entry["shards"]):
-        return [(rel, f"wids index lists {len(listed)} shards, manifest {len(entry['shards'])}")]
+    if len(listed) != len(entry.shards):
+        return [(rel, f"wids index lists {len(listed)} shards, manifest {len(entry.shards)}")]
     problems = []
-    for item, shard in zip(listed, entry["shards"]):
+    for item, shard in zip(listed, entry.shards):
         target = os.path.normpath(str(path.parent / str(item.get("url"))))
-        facts = facts_by_rel.get(shard["path"], {})
-        if target != os.path.normpath(str(root / shard["path"])):
-            problems.append((rel, f"url {item.get('url')!r} does not point at {shard['path']}"))
-        elif item.get("nsamples") != shard["count"]:
-            problems.append((rel, f"nsamples {item.get('nsamples')} for {shard['path']}, manifest {shard['count']}"))
+        facts = facts_by_rel.get(shard.path, {})
+        if target != os.path.normpath(str(root / shard.path)):
+            problems.append((rel, f"url {item.get('url')!r} does not point at {shard.path}"))
+        elif item.get("nsamples") != shard.count:
+            problems.append((rel, f"nsamples {item.get('nsamples')} for {shard.path}, manifest {shard.count}"))
         elif facts.get("bytes") is not None and item.get("filesize") != facts["bytes"]:
-            problems.append((rel, f"filesize {item.get('filesize')} for {shard['path']}, file has {facts['bytes']}"))
+            problems.append((rel, f"filesize {item.get('filesize')} for {shard.path}, file has {facts['bytes']}"))
         elif facts.get("md5") is not None and item.get("md5sum") != facts["md5"]:
-            problems.append((rel, f"md5sum for {shard['path']} does not match the file"))
+            problems.append((rel, f"md5sum for {shard.path} does not match the file"))
     return problems
 
 
 def verify(out, deep: bool = False, progress: bool = True) -> dict:
     """Check the shard set at `out`; return the report or raise VerifyError (see module doc)."""
-    root, m = read_manifest(out)
+    root, doc = read_manifest(out)
     report = {"out": str(root), "ok": False, "deep": deep, "epochs": 0, "shards": 0, "samples": 0,
               "bytes": 0, "pads": 0, "problems": [], "warnings": []}
-    schema = manifest_problems(m)
+    m, schema = manifest_problems(doc)
     if schema:
-        report["problems"] = [{"shard": "manifest.json", "problem": p} for p in schema]
-        raise VerifyError(f"{root}/manifest.json: {schema[0]}" + _more(len(schema)), report)
+        report["problems"] = [{"shard": MANIFEST, "problem": p} for p in schema]
+        raise VerifyError(f"{root}/{MANIFEST}: {schema[0]}" + _more(len(schema)), report)
 
-    counters = {"samples": 0, "pads": 0, "histogram": [0] * m["num_classes"]}
-    total = sum(len(e["shards"]) for e in m["epochs"])
+    counters = {"samples": 0, "pads": 0, "histogram": [0] * m.num_classes}
+    total = sum(len(e.shards) for e in m.epochs)
     with Progress(total, "verify", enabled=progress) as bar:
-        for entry in m["epochs"]:
+        for entry in m.epochs:
             keys_seen: dict[str, str] = {}
             facts_by_rel = {}
-            for shard in entry["shards"]:
-                check, facts = _check_shard(root, m, entry["epoch"], shard, keys_seen, deep, counters)
-                facts_by_rel[shard["path"]] = facts
+            for shard in entry.shards:
+                check, facts = _check_shard(root, m, entry.epoch, shard, keys_seen, deep, counters)
+                facts_by_rel[shard.path] = facts
                 report["bytes"] += facts["bytes"] or 0
                 report["problems"] += [{"shard": check.rel, "problem": p} for p in check.problems]
                 if check.dropped:
@@ -306,17 +265,17 @@ def verify(out, deep: bool = False, progress: bool = True) -> dict:
                 report["shards"] += 1
                 bar.update(1)
             report["problems"] += [{"shard": s, "problem": p} for s, p in _check_wids(root, entry, facts_by_rel)]
-            listed = {root / s["path"] for s in entry["shards"]}
-            edir = root / f"epoch-{entry['epoch']:04d}"
+            listed = {root / s.path for s in entry.shards}
+            edir = root / f"epoch-{entry.epoch:04d}"
             if edir.is_dir():
                 for stray in sorted(edir.glob("*.tar")):
                     if stray not in listed:
                         report["warnings"].append(f"{stray.relative_to(root)} is not listed in the manifest")
             report["epochs"] += 1
     report["warnings"] += _stray_epoch_folders(root, m)
-    expected = m["samples_per_epoch"] * len(m["epochs"])
+    expected = m.samples_per_epoch * len(m.epochs)
     if counters["samples"] != expected and not report["problems"]:
-        report["problems"].append({"shard": "manifest.json", "problem": f"{counters['samples']} samples, expected {expected}"})
+        report["problems"].append({"shard": MANIFEST, "problem": f"{counters['samples']} samples, expected {expected}"})
     report.update(samples=counters["samples"], pads=counters["pads"], class_histogram=counters["histogram"])
     problems = report["problems"]
     report["ok"] = not problems
@@ -326,10 +285,10 @@ def verify(out, deep: bool = False, progress: bool = True) -> dict:
     return report
 
 
-def _stray_epoch_folders(root: Path, m: dict) -> list[str]:
+def _stray_epoch_folders(root: Path, m: Manifest) -> list[str]:
     """Epoch folders on disk that the manifest does not list: an extra epoch, or one left after
     the manifest dropped it. Readers that glob folders would take their shards."""
-    listed = {Path(s["path"]).parts[0] for e in m["epochs"] for s in e["shards"] if len(Path(s["path"]).parts) > 1}
+    listed = {Path(s.path).parts[0] for e in m.epochs for s in e.shards if len(Path(s.path).parts) > 1}
     return [f"{d.name}{os.sep} is an epoch folder the manifest does not list (left from another build? "
             f"readers that glob folders would read it)"
             for d in sorted(root.glob("epoch-*")) if d.is_dir() and d.name not in listed]

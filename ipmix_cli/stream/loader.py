@@ -138,7 +138,7 @@ class ShardLoader:
                  skip_bad: bool = False, base_url: str | None = None, pin_memory: bool = False,
                  prefetch_factor: int = 2, cache_dir=None, cache_limit=None):
         manifest, root = load_manifest(shards)
-        self.manifest = manifest
+        self.manifest = manifest.to_json()  # public: the manifest document, as a dict
         self.root = root
         world_size = _env_int("WORLD_SIZE", 1) if world_size is None else int(world_size)
         rank = _env_int("RANK", 0) if rank is None else int(rank)
@@ -150,14 +150,14 @@ class ShardLoader:
             raise IpmixError(f"num_workers must be 0 or more, got {num_workers}")
         batch_size = int(batch_size)
         self.rank = rank
-        self.fields = list(manifest["fields"])
+        self.fields = list(manifest.fields)
         self.views = len(self.fields)
-        if "views" in manifest and manifest["views"] != self.views:
-            raise IpmixError(f"manifest says views={manifest['views']} but lists fields {self.fields}")
-        self.image_size = int(manifest["image_size"])
-        self.num_classes = int(manifest["num_classes"])
-        self.classes = list(manifest.get("classes", [str(i) for i in range(self.num_classes)]))
-        self.materialized_epochs = len(manifest["epochs"])
+        if manifest.views is not None and manifest.views != self.views:
+            raise IpmixError(f"manifest says views={manifest.views} but lists fields {self.fields}")
+        self.image_size = manifest.image_size
+        self.num_classes = manifest.num_classes
+        self.classes = manifest.class_names()
+        self.materialized_epochs = len(manifest.epochs)
         self.pin_memory = pin_memory
         self.prefetch_factor = prefetch_factor
         sample_bytes = self.views * self.image_size * self.image_size * 3
@@ -167,9 +167,9 @@ class ShardLoader:
             raise IpmixError(f"shuffle_buffer must be at least 1, got {shuffle_buffer}")
         block = max(batch_size, int(shuffle_buffer) // batch_size * batch_size)
         self.layout = Layout(world_size, int(num_workers), batch_size, block, bool(drop_last), int(seed))
-        base_url = manifest.get("base_url") if base_url is None else base_url
-        self._counts = [[int(s["count"]) for s in ep["shards"]] for ep in manifest["epochs"]]
-        names = [[s["path"] for s in ep["shards"]] for ep in manifest["epochs"]]
+        base_url = manifest.extra.get("base_url") if base_url is None else base_url
+        self._counts = [[s.count for s in ep.shards] for ep in manifest.epochs]
+        names = [[s.path for s in ep.shards] for ep in manifest.epochs]
         urls = [[shard_url(root, p, base_url) for p in ep] for ep in names]
         self._reader = BlockReader(urls, names, self._counts, self.fields, self.image_size, self.num_classes, skip_bad,
                                    remote=remote_shards(manifest, urls, names, cache_dir, cache_limit))

@@ -1,4 +1,4 @@
-"""Load and check a shard manifest (contracts D) and resolve where each shard lives."""
+"""Find and load a shard manifest (local or by URL) and resolve where each shard lives."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import json
 import os
 
 from ipmix_cli.errors import IpmixError
-from ipmix_cli.shardformat.fields import image_format
-from ipmix_cli.shardformat.manifest import MANIFEST, READABLE_VERSIONS, SCHEMA
+from ipmix_cli.shardformat.manifest import MANIFEST, READABLE_VERSIONS, Manifest, ManifestError
 
 from .remote import is_store_url, read_manifest
 
@@ -37,46 +36,31 @@ def remote_base(url: str) -> str | None:
     return None
 
 
-def load_manifest(path) -> tuple[dict, str]:
+def load_manifest(path) -> tuple[Manifest, str]:
     """(manifest, the folder or URL shard paths are relative to). IpmixError if unusable.
     `path` is a shard folder, its manifest.json, a URL of the manifest (http(s)://, pipe:), or an
     object-store URL (s3://...) of the folder or of its manifest.json."""
     if is_store_url(path):
-        manifest, root = read_manifest(str(path))
+        doc, root = read_manifest(str(path))
     elif isinstance(path, str) and (path.startswith("pipe:") or "://" in path):
-        manifest = _read_remote(path)
+        doc = _read_remote(path)
         root = remote_base(path)
     else:
         path = find_manifest(path)
         try:
             with open(path, encoding="utf-8") as fh:
-                manifest = json.load(fh)
+                doc = json.load(fh)
         except (OSError, ValueError) as exc:
             raise IpmixError(f"cannot read shard manifest {path}: {exc}") from None
         root = os.path.dirname(os.path.abspath(path))
-    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
-        raise IpmixError(f"{path} is not an ipmix shard manifest")
-    if manifest.get("schema_version") not in READABLE_VERSIONS:
-        raise IpmixError(f"{path}: unsupported manifest schema_version {manifest.get('schema_version')!r}")
-    if not manifest.get("complete"):
+    try:
+        manifest = Manifest.from_json(doc)
+    except ManifestError as exc:
+        raise IpmixError(f"{path}: {exc}") from None
+    if manifest.schema_version not in READABLE_VERSIONS:
+        raise IpmixError(f"{path}: unsupported manifest schema_version {manifest.schema_version!r}")
+    if not manifest.complete:
         raise IpmixError(f"{path}: the shard build is not complete; finish it (run the same build again)")
-    for key in ("fields", "epochs", "image_size", "num_classes"):
-        if key not in manifest:
-            raise IpmixError(f"{path}: manifest lacks {key!r}")
-    fields = manifest["fields"]
-    if not fields or any(image_format(f) is None for f in fields):
-        raise IpmixError(f"{path}: unsupported fields {fields} (images must be png, jpg, webp or npy)")
-    epochs = manifest["epochs"]
-    if not epochs:
-        raise IpmixError(f"{path}: the manifest lists no epochs")
-    for i, ep in enumerate(epochs):
-        if not isinstance(ep, dict) or not ep.get("shards"):
-            raise IpmixError(f"{path}: materialized epoch {i} lists no shards")
-        for shard in ep["shards"]:
-            count = shard.get("count") if isinstance(shard, dict) else None
-            if not isinstance(shard, dict) or not isinstance(shard.get("path"), str) \
-                    or not isinstance(count, int) or count < 0:
-                raise IpmixError(f"{path}: materialized epoch {i} has a shard entry without a path and count: {shard!r}")
     return manifest, root
 
 

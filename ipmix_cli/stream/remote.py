@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ipmix_cli.errors import IpmixError
-from ipmix_cli.shardformat.manifest import MANIFEST
+from ipmix_cli.shardformat.manifest import MANIFEST, Manifest
 from ipmix_cli.storage import _reason, check_scheme, classify
 
 from .reader import ShardError
@@ -149,7 +149,7 @@ class RemoteShards:
         return np.frombuffer(data, np.uint8)
 
 
-def remote_shards(manifest: dict, urls, names, cache_dir=None, cache_limit=None) -> RemoteShards | None:
+def remote_shards(manifest: Manifest, urls, names, cache_dir=None, cache_limit=None) -> RemoteShards | None:
     """A RemoteShards when the shard URLs are in object storage (None for local files and
     pipe:/http(s) URLs, which keep their own readers). `cache_dir` and `cache_limit` (bytes or
     a size such as '20GB') give it a ShardCache; they must come together."""
@@ -163,6 +163,6 @@ def remote_shards(manifest: dict, urls, names, cache_dir=None, cache_limit=None)
     from .cache import ShardCache
 
     cache = ShardCache(cache_dir, cache_limit) if cache_dir is not None else None
-    sizes = [[s.get("bytes") for s in ep["shards"]] for ep in manifest["epochs"]]
-    digests = [[s.get("sha256") for s in ep["shards"]] for ep in manifest["epochs"]]
+    sizes = [[s.bytes for s in ep.shards] for ep in manifest.epochs]
+    digests = [[s.sha256 for s in ep.shards] for ep in manifest.epochs]
     return RemoteShards(urls, names, sizes, digests, cache)
