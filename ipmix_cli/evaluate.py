@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from fractalgen.files import atomic_write_json
+from ipmix_cli import storage
 from ipmix_cli.errors import IpmixError
 from ipmix_cli.corruptions.tables import ALEXNET_ERRORS, ALL as CORRUPTIONS, FAMILY, profile_for
 from ipmix_cli.metrics import corruption_summary, rms_calibration_error
@@ -281,6 +282,8 @@ def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=No
     """Evaluate a checkpoint on a test source spec (contracts C) and optionally a corrupted folder.
 
     Returns the result dict (errors are fractions in [0, 1]); writes it as JSON to `out` if given.
+    The checkpoint, the test set's folder and the corrupted folder may be object-store URLs: they
+    are copied into the user's cache folder first (once per unchanged prefix), then read as today.
     """
     from ipmix_cli.shards.sources import open_source
     from ipmix_cli.corruptions import bad_test_image_error
@@ -288,6 +291,8 @@ def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=No
 
     if batch_size < 1:
         raise IpmixError("--batch-size must be at least 1")
+    given = {"checkpoint": str(checkpoint), "test": test, "corrupted": str(corrupted)}
+    checkpoint, test, corrupted = local_copies(checkpoint, test, corrupted)
     dev = resolve_device(device)
     model, cfg = load_trained_model(checkpoint, dev)
     size, k = int(cfg["image_size"]), int(cfg["num_classes"])
@@ -335,9 +340,23 @@ def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=No
         batches = iter_test_batches(src, size, batch_size, np.arange(n))
         result["pgd"] = {"error": pgd_error(model, batches, mean, std, dev, seed=seed),
                          "epsilon": PGD_EPSILON, "step_size": PGD_STEP, "steps": PGD_STEPS, "samples": n}
+    result.update(checkpoint=given["checkpoint"], test=given["test"])  # as given, not the local copies
+    if corrupted:
+        result["corruption"]["folder"] = given["corrupted"]
     if out:
         atomic_write_json(out, json.loads(json.dumps(result)))
     return result
+
+
+def local_copies(checkpoint, test: str, corrupted):
+    """Eval's inputs with each object-store URL replaced by a local copy (storage.fetch_folder):
+    a run folder or checkpoint file, the folder of a test source spec, a corrupted folder."""
+    from ipmix_cli.augment.bank import default_cache_dir
+
+    cache = default_cache_dir()
+    return (storage.localize(checkpoint, cache, "--checkpoint"),
+            storage.localize_source(test, cache, "--test", kinds=storage.FOLDER_SOURCE_KINDS),
+            storage.localize(corrupted, cache, "--corrupted"))
 
 
 def format_report(result: dict) -> str:

@@ -113,15 +113,19 @@ def require_local(text, option: str, role: str, *, keep: tuple[str, ...] = (), g
 
 # Source specs whose part after the colon is a path (see ipmix_cli.shards.sources).
 PATH_SOURCE_KINDS = ("cifar10", "cifar100", "cifar10-test", "cifar100-test", "folder", "wds")
+# Those whose path is a folder that localize_source can copy from a prefix URL.
+FOLDER_SOURCE_KINDS = ("cifar10", "cifar100", "cifar10-test", "cifar100-test", "folder")
 
 
-def require_local_source(spec: str, option: str, role: str, *, remote_folders: bool = False) -> str:
+def require_local_source(spec: str, option: str, role: str, *, remote_folders: bool = False,
+                         remote_kinds: tuple[str, ...] = ("folder",)) -> str:
     """A source spec (digits, cifar10:PATH, folder:PATH, wds:PATTERN or a bare folder) whose path
     is local; the spec comes back with a file:// URL turned into its path. With
-    `remote_folders`, a folder (folder:URL or a bare URL) may be a URL (see localize_source)."""
+    `remote_folders`, a folder (folder:URL or a bare URL; and the other `remote_kinds`) may be a
+    URL (see localize_source)."""
     kind, sep, rest = spec.partition(":")
     if sep and kind in PATH_SOURCE_KINDS:
-        remote = remote_folders and kind == "folder"
+        remote = remote_folders and kind in remote_kinds
         return f"{kind}:{require_local(rest, option, f'{role} ({kind}:PATH)', given=spec, remote=remote)}"
     if spec in ("digits", "digits:train", "digits:test"):
         return spec
@@ -211,11 +215,12 @@ def localize(path, cache_root, option: str):
     return fetch_folder(str(path), cache_root, option)
 
 
-def localize_source(spec: str, cache_root, option: str = "--source") -> str:
-    """A source spec whose folder: (or bare folder) URL is replaced by its local copy."""
+def localize_source(spec: str, cache_root, option: str = "--source", kinds: tuple[str, ...] = ("folder",)) -> str:
+    """A source spec whose folder: (or bare folder) URL, or that of another kind in `kinds`
+    (e.g. cifar10-test:URL of the extracted batches folder), is replaced by its local copy."""
     kind, sep, rest = spec.partition(":")
-    if sep and kind == "folder" and classify(rest).kind == "url":
-        return "folder:" + fetch_folder(rest, cache_root, option)
+    if sep and kind in kinds and classify(rest).kind == "url":
+        return f"{kind}:" + fetch_folder(rest, cache_root, option)
     if classify(spec).kind == "url":
         return "folder:" + fetch_folder(spec, cache_root, option)
     return spec

@@ -46,9 +46,6 @@ CASES = [
     (["train", "--shards", "shards", "--epochs", "1", "--out", "s3://bucket/run"], ["--out s3://bucket/run", LOCAL_FOR_NOW]),
     (["train", "--shards", "shards", "--epochs", "1", "--out", "run", "--test", "cifar10-test:gs://b/c"], ["--test cifar10-test:gs://b/c", LOCAL_FOR_NOW]),
     # eval and corrupt
-    (["eval", "--checkpoint", "s3://bucket/run/checkpoint.pt", "--test", "digits:test"], ["--checkpoint s3://bucket/run/checkpoint.pt", LOCAL_FOR_NOW]),
-    (["eval", "--checkpoint", "c.pt", "--test", "cifar10-test:s3://bucket/cifar"], ["--test cifar10-test:s3://bucket/cifar", LOCAL_FOR_NOW]),
-    (["eval", "--checkpoint", "c.pt", "--test", "digits:test", "--corrupted", "gs://bucket/c"], ["--corrupted gs://bucket/c", LOCAL_FOR_NOW]),
     (["eval", "--checkpoint", "c.pt", "--test", "digits:test", "--out", "s3://bucket/r.json"], ["--out s3://bucket/r.json", LOCAL_FOR_NOW]),
     (["corrupt", "--source", "digits:test", "--out", "s3://bucket/c"], ["--out s3://bucket/c", "OUT of 'corrupt'", LOCAL_FOR_NOW]),
     (["corrupt", "--source", "folder:s3://bucket/test", "--out", "c"], ["--source folder:s3://bucket/test", LOCAL_FOR_NOW]),

@@ -7,15 +7,18 @@ import json
 import click
 
 from ipmix_cli.commands.params import LocalPath, SourceSpec
+from ipmix_cli.storage import FOLDER_SOURCE_KINDS
 from ipmix_cli.corruptions import BENCHMARK, EXTRA, make_corrupted_set
 from ipmix_cli.progress import Progress
 
 
 @click.command("eval")
-@click.option("--checkpoint", required=True, type=LocalPath("the checkpoint"),
-              help="Run directory of `ipmix train`, or its checkpoint.pt.")
-@click.option("--test", "test_spec", required=True, type=SourceSpec("the test set"), help="Test source spec, e.g. digits:test or cifar10-test:PATH.")
-@click.option("--corrupted", type=LocalPath("the corrupted set"), default=None,
+@click.option("--checkpoint", required=True, type=LocalPath("the checkpoint", remote=True),
+              help="Run directory of `ipmix train`, or its checkpoint.pt (local, or an s3://, gs://, az:// URL).")
+@click.option("--test", "test_spec", required=True,
+              type=SourceSpec("the test set", remote_folders=True, remote_kinds=FOLDER_SOURCE_KINDS),
+              help="Test source spec, e.g. digits:test or cifar10-test:PATH (PATH may be a folder URL).")
+@click.option("--corrupted", type=LocalPath("the corrupted set", remote=True), default=None,
               help="A corrupted test set: CIFAR-10-C/100-C or `ipmix corrupt` (<corruption>.npy, severities "
                    "1-5 stacked, + labels.npy) or ImageNet-C (<corruption>/<severity>/<class>/*.JPEG).")
 @click.option("--pgd", is_flag=True, help="Also report PGD-20 error (L-inf, eps 2/255, step 0.5/255, random start).")

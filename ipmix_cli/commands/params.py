@@ -86,10 +86,11 @@ class SourceSpec(click.ParamType):
 
     name = "source"
 
-    def __init__(self, role: str, *, remote_folders: bool = False):
+    def __init__(self, role: str, *, remote_folders: bool = False, remote_kinds: tuple[str, ...] = ("folder",)):
         self.role = role
         self.remote_folders = remote_folders
+        self.remote_kinds = remote_kinds
 
     def convert(self, value, param, ctx):
         return storage.require_local_source(str(value), _option_name(param), self.role,
-                                            remote_folders=self.remote_folders)
+                                            remote_folders=self.remote_folders, remote_kinds=self.remote_kinds)
