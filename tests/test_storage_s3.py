@@ -138,15 +138,15 @@ def test_an_unreachable_endpoint_is_one_line(tmp_path, capsys, monkeypatch):
     assert tree(tmp_path) == []
 
 
-def test_the_library_refuses_a_url_out_as_the_command_does(tmp_path, monkeypatch):
+def test_the_library_refuses_an_unknown_scheme_out_as_the_command_does(tmp_path, monkeypatch):
     import pytest
 
     from ipmix_cli.errors import IpmixError
     from ipmix_cli.shards.build import build_shards
 
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(IpmixError, match="OUT of 'shards build' must be a local path for now"):
-        build_shards(source="digits", out="s3://bucket/shards", recipe="none", progress=False)
+    with pytest.raises(IpmixError, match="--out nosuch://bucket/shards: unknown storage scheme 'nosuch://'"):
+        build_shards(source="digits", out="nosuch://bucket/shards", recipe="none", progress=False)
     assert tree(tmp_path) == []
 
 

@@ -15,6 +15,14 @@ def _log(msg: str) -> None:
     click.echo(msg, err=True)
 
 
+def storage_option(command):
+    """The repeatable --storage-option KEY=VALUE of the commands that touch object storage."""
+    return click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+                        help="An fsspec option for a URL OUT, repeatable (e.g. endpoint_url=http://host:9000, "
+                             "client_kwargs.region_name=eu-west-1); added to what AWS_ENDPOINT_URL, AWS_* "
+                             "and FSSPEC_<PROTOCOL>_<OPTION> variables give.")(command)
+
+
 @click.group()
 def shards():
     """Materialize augmented epochs as WebDataset shards, and check them."""
@@ -26,7 +34,8 @@ def shards():
               help="The mixing set: a folder of pictures (class sub-folders are read too).")
 @click.option("--cache-dir", type=LocalPath("the cache folder", path_type=Path), default=None,
               help="Where the mixing bank's cache file goes [default: an ipmix folder in the user's cache folder].")
-@click.option("--out", required=True, type=LocalPath("OUT of 'shards build'", path_type=Path), help="Output folder.")
+@click.option("--out", required=True, type=LocalPath("OUT of 'shards build'", remote=True, path_type=Path),
+              help="Output folder, or a URL of an object store (s3://bucket/prefix, gs://..., az://...).")
 @click.option("--epochs", type=Count(1, limits.MAX_EPOCHS), help="Epochs to materialize [default: 1].")
 @click.option("--preset", type=click.Choice(["cifar", "imagenet"]), help="Training size and crop [default: cifar].")
 @click.option("--recipe", type=click.Choice(["ipmix", "augmix", "pixmix", "none"]), help="[default: ipmix]")
@@ -43,10 +52,11 @@ def shards():
 @click.option("--overwrite", is_flag=True, help="Delete the build in OUT and start afresh.")
 @click.option("--extend-epochs", type=Count(1, limits.MAX_EPOCHS), help="Add this many epochs to the build in OUT.")
 @click.option("--skip-bad/--no-skip-bad", default=None, help="Skip unreadable source images (listed in the manifest).")
-@click.option("--num-nodes", type=Count(1, limits.MAX_NODES), default=1, show_default=True,
-              help="Machines sharing the build.")
+@click.option("--num-nodes", type=Count(1, limits.MAX_NODES),
+              help="Machines sharing the build [default: SLURM_ARRAY_TASK_COUNT, else 1].")
 @click.option("--node-rank", type=Count(0, limits.MAX_NODES - 1),
-              help="This machine's part, 0..N-1 (required with --num-nodes N > 1).")
+              help="This machine's part, 0..N-1 (required with --num-nodes N > 1) "
+                   "[default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN].")
 @click.option("--backend", type=click.Choice(["joblib", "dask"]), default="joblib", show_default=True)
 @click.option("--scheduler", help="Dask scheduler address (with --backend dask), e.g. tcp://host:8786.")
 @click.option("--dali-index/--no-dali-index", default=None, help="Also write DALI .idx files.")
@@ -57,27 +67,35 @@ def shards():
 @click.option("--json", "as_json", is_flag=True,
               help="Print the result (or with --dry-run the plan) as one JSON object on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@storage_option
 def build_cmd(source, fractals, cache_dir, out, epochs, preset, recipe, views, seed, workers, fmt, quality, shards, dry_run,
               overwrite, extend_epochs, skip_bad, num_nodes, node_rank, backend, scheduler, dali_index, aug_options,
-              as_json, quiet):
+              as_json, quiet, storage_options):
     """Materialize K augmented epochs of SOURCE as WebDataset shards in OUT.
 
     Re-running the same command resumes (finished shards are checked and kept). Options
-    left out are taken from OUT's manifest when OUT already holds a build.
+    left out are taken from OUT's manifest when OUT already holds a build. On a SLURM array
+    job, --num-nodes and --node-rank default to the array's size and this task's place in it.
     """
-    from ipmix_cli.shards.build import build_result, build_shards
+    import os
 
-    if node_rank is None:
-        if num_nodes > 1:
-            raise click.UsageError("--num-nodes > 1 needs --node-rank (this machine's part, 0..N-1)")
-        node_rank = 0
+    from ipmix_cli.objstore import parse_storage_options
+    from ipmix_cli.shards.build import build_result, build_shards
+    from ipmix_cli.shards.nodes import node_part
+
+    if node_rank is None and (num_nodes or 1) > 1 and "SLURM_ARRAY_TASK_ID" not in os.environ:
+        raise click.UsageError("--num-nodes > 1 needs --node-rank (this machine's part, 0..N-1)")
+    num_nodes, node_rank, from_slurm = node_part(num_nodes, node_rank)
+    if from_slurm:
+        _log(f"SLURM array job: {from_slurm}")
     log = (lambda m: None) if quiet else _log
     result = build_shards(source=source, fractals=fractals, out=out, epochs=epochs, preset=preset, recipe=recipe,
                           views=None if views is None else int(views), seed=seed, workers=workers, format=fmt, quality=quality, shards=shards,
                           dry_run=dry_run, overwrite=overwrite, extend_epochs=extend_epochs, skip_bad=skip_bad,
                           num_nodes=num_nodes, node_rank=node_rank, backend=backend, scheduler=scheduler,
                           dali_index=dali_index, augment=parse_aug_options(aug_options) if aug_options else None,
-                          progress=not quiet, log=log, cache_dir=cache_dir)
+                          progress=not quiet, log=log, cache_dir=cache_dir,
+                          storage_options=parse_storage_options(storage_options))
     if as_json:
         import json
 
@@ -129,15 +147,20 @@ def render_plan(p: dict) -> str:
 
 
 @shards.command("combine")
-@click.argument("out", type=LocalPath("the shard folder", path_type=Path))
-def combine_cmd(out):
+@click.argument("out", type=LocalPath("the shard folder", remote=True, path_type=Path))
+@click.option("--cache-dir", type=LocalPath("the cache folder", path_type=Path), default=None,
+              help="Where a URL OUT's records are staged [default: the temporary folder].")
+@storage_option
+def combine_cmd(out, cache_dir, storage_options):
     """Merge the parts of a multi-node build (--num-nodes/--node-rank) into OUT/manifest.json.
 
     Runs automatically when the last part finishes; run it by hand when parts finished on
-    machines that could not see each other's records at the time."""
-    from ipmix_cli.shards.build import combine_parts
+    machines that could not see each other's records at the time. OUT may be a URL: the
+    parts are merged in the bucket, nothing is copied to a shared disk."""
+    from ipmix_cli.objstore import parse_storage_options
+    from ipmix_cli.shards.build import combine
 
-    m = combine_parts(out, log=_log)
+    m = combine(out, log=_log, cache_dir=cache_dir, storage_options=parse_storage_options(storage_options))
     click.echo(f"{out}: complete, {m['totals']['shards']} shards, {m['totals']['samples']} samples")
 
 

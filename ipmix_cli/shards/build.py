@@ -17,7 +17,7 @@ import shutil
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from ipmix_cli.shardformat.formats import encode_column, resolve_format
 from ipmix_cli.shardformat.tarwriter import BLOCK, TarWriter
 from ipmix_cli.shards.distributed import remove_contexts, run_tasks
 from ipmix_cli.shards.plan import Plan, choose_shard_count, node_tasks, sample_key, shard_name
+from ipmix_cli.shards.remote_out import RemoteOut
 from ipmix_cli.shards.sources import BadSourceImage, Source, open_source
 from ipmix_cli.shards.spec import DEFAULTS, BuildRequest, BuildSpec, RunOptions
 
@@ -51,6 +52,7 @@ class BuildContext:
     plan: Plan
     source: Source
     bank: object
+    remote: object = None  # a RemoteOut when OUT is a URL (out is then its local staging folder)
 
     @property
     def image_size(self) -> int:
@@ -86,7 +88,11 @@ def _augmenter(ctx: BuildContext):
 
 def _kept_record(ctx: BuildContext, epoch: int, shard: int) -> dict | None:
     out = Path(ctx.out)
-    if shard_is_done(out, epoch, shard, ctx.config_hash):
+    if ctx.remote is not None:
+        done = ctx.remote.shard_is_done(mf.read_record(out, epoch, shard), ctx.config_hash)
+    else:
+        done = shard_is_done(out, epoch, shard, ctx.config_hash)
+    if done:
         return {**mf.read_record(out, epoch, shard), "skipped": True, "pid": os.getpid(),
                 "peak_rss_mb": peak_rss_mb()}
     _remove_stale_temps(out, [(epoch, shard)])
@@ -339,6 +345,8 @@ def finish_shard(w: _Written) -> dict:
               "bytes": w.writer.bytes, "sha256": w.writer.sha256, "md5": w.writer.md5,
               "config_hash": ctx.config_hash, "bad_samples": w.bad}
     mf.write_record(Path(ctx.out), record)
+    if ctx.remote is not None:  # the shard's object, then its record's; the local copy goes
+        w.seconds["upload"] = ctx.remote.upload_shard(w.final, record)
     record["seconds"] = time.perf_counter() - w.started
     record["stage_seconds"] = {**w.seconds, **w.writer.seconds}
     record["peak_rss_mb"] = peak_rss_mb()
@@ -450,25 +458,29 @@ def write_wids_index_from_records(out, entry: dict, name: str, records: list[dic
     return index_path
 
 
-def combine_parts(out, *, dali_index: bool | None = None, log=None) -> dict:
+def combine_parts(out, *, dali_index: bool | None = None, log=None, remote=None) -> dict:
     """Merge the per-shard records of every part into OUT/manifest.json, write the wids
-    (and DALI) indexes and the dataset card, and mark the build complete.
+    (and DALI) indexes and the dataset card, and mark the build complete. With `remote` (a
+    RemoteOut), `out` is its staging folder: the records are synced from the bucket first
+    and what is written here is uploaded, the manifest last.
 
     Raises IpmixError naming what is missing when some part has not finished.
     """
     out = Path(out)
+    if remote is not None:
+        remote.sync_records()
+    shown = remote.url if remote is not None else out
     m = mf.load_manifest(out)
     if m is None:
-        raise IpmixError(f"{out} holds no manifest.json: nothing to combine (run ipmix shards build first)")
+        raise IpmixError(f"{shown} holds no manifest.json: nothing to combine (run ipmix shards build first)")
     chash, shards = m["config_hash"], m["shards_per_epoch"]
     missing, foreign, epochs, epoch_records, bad = [], [], [], [], {}
     for e in range(m["num_epochs"]):
         records = []
         for s in range(shards):
             rec = mf.read_record(out, e, s)
-            path = out / shard_name(e, s)
-            ok = rec is not None and rec.get("config_hash") == chash and path.is_file() \
-                and path.stat().st_size == rec["bytes"]
+            ok = rec is not None and rec.get("config_hash") == chash \
+                and _shard_size(out, shard_name(e, s), remote) == rec["bytes"]
             if not ok:
                 missing.append(shard_name(e, s))
                 if rec is not None and rec.get("config_hash") != chash:
@@ -496,10 +508,15 @@ def combine_parts(out, *, dali_index: bool | None = None, log=None) -> dict:
             write_wids_index(out, entry, name)
     if dali_index is not None:
         m["config"]["dali_index"] = bool(dali_index)
+    written = [entry["index"] for entry in epochs]
     if m["config"].get("dali_index", False):
         for entry in epochs:
             for s in entry["shards"]:
-                write_dali_index(out / s["path"])
+                shard = out / s["path"] if remote is None else remote.download(s["path"])
+                index = write_dali_index(shard)
+                if remote is not None:
+                    written.append(index.relative_to(out).as_posix())
+                    os.unlink(shard)
     m["epochs"] = epochs
     m["bad_samples"] = [bad[k] for k in sorted(bad)]
     m["totals"] = {"shards": sum(len(e["shards"]) for e in epochs),
@@ -508,11 +525,31 @@ def combine_parts(out, *, dali_index: bool | None = None, log=None) -> dict:
     m["complete"] = True
     write_dataset_card(out, m)
     mf.write_manifest(out, m)
+    if remote is not None:  # what describes the shards goes up after them, the manifest last
+        for rel in written + ["README.md", mf.MANIFEST]:
+            remote.put(rel)
+        remote.remove_contexts()
     remove_contexts(out)
     if log:
         log(f"complete: {m['totals']['shards']} shards, {m['totals']['samples']} samples, "
-            f"{m['totals']['bytes'] / 1e6:.1f} MB in {out}")
+            f"{m['totals']['bytes'] / 1e6:.1f} MB in {shown}")
     return m
+
+
+def combine(out, *, log=None, cache_dir=None, storage_options=None) -> dict:
+    """`ipmix shards combine OUT`: combine_parts on a folder or, for a URL, in its bucket."""
+    out = storage.require_local(out, "OUT", "the shard folder", remote=True)
+    if storage.classify(out).kind != "url":
+        return combine_parts(out, log=log)
+    remote = RemoteOut(out, cache_dir, storage_options)
+    return combine_parts(remote.pull(), log=log, remote=remote)
+
+
+def _shard_size(out: Path, rel: str, remote=None) -> int | None:
+    if remote is not None:
+        return remote.size_of(rel)
+    path = out / rel
+    return path.stat().st_size if path.is_file() else None
 
 
 # --------------------------------------------------------------------------- the steps of a build
@@ -543,7 +580,8 @@ class Job:
 def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None, recipe=None, views=None,
                  seed=None, workers=1, format=None, quality=None, shards=None, dry_run=False, overwrite=False,
                  extend_epochs=None, skip_bad=None, num_nodes=1, node_rank=0, backend="joblib", scheduler=None,
-                 dali_index=None, augment=None, progress=True, log=None, pilot_samples=64, cache_dir=None) -> dict:
+                 dali_index=None, augment=None, progress=True, log=None, pilot_samples=64, cache_dir=None,
+                 storage_options=None) -> dict:
     """Build (or resume, or extend) a shard set in `out`; returns the manifest.
 
     Options left as None are taken from OUT's manifest when one exists (so
@@ -552,10 +590,14 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
     `augment` holds overrides of the preset's augmentation options (see `resolve_config`).
     `cache_dir` holds the mixing bank's cache file (default: `default_cache_dir()`; with the
     Dask backend OUT/.cache/mixing-bank, since workers on other machines share OUT, not it).
+    `out` may be a URL of an object store (see remote_out); `storage_options` are added to
+    fsspec's options for it, and `cache_dir` then also holds the local staging folder.
     """
     if out is None:
         raise OptionError("{out} is required")
-    run = RunOptions(out=Path(storage.require_local(out, "--out", "OUT of 'shards build'")), workers=workers,
+    out = storage.require_local(out, "--out", "OUT of 'shards build'", remote=True)
+    remote = RemoteOut(out, cache_dir, storage_options) if storage.classify(out).kind == "url" else None
+    run = RunOptions(out=Path(out) if remote is None else None, remote=remote, workers=workers,
                      backend=backend, scheduler=scheduler, num_nodes=num_nodes, node_rank=node_rank,
                      progress=progress, log=log, cache_dir=cache_dir, dry_run=dry_run, pilot_samples=pilot_samples)
     request = BuildRequest(source=source, fractals=fractals, preset=preset, recipe=recipe, views=views, seed=seed,
@@ -563,6 +605,8 @@ def build_shards(source=None, fractals=None, out=None, epochs=None, preset=None,
                            augment_options=augment, epochs=epochs, extend_epochs=extend_epochs, overwrite=overwrite)
     run.validate()
     request.validate()
+    if remote is not None:  # OUT's manifest and records, mirrored into a local staging folder
+        run = replace(run, out=remote.pull(overwrite=request.overwrite, dry_run=dry_run))
     job = prepare(resolve(request, run), run)
     return run_dry(job, run) if run.dry_run else execute(job, run)
 
@@ -572,7 +616,7 @@ def resolve(request: BuildRequest, run: RunOptions) -> Build:
     opened and the shard count chosen: the spec whose hash names the build. Writes nothing."""
     out = run.out
     existing = _existing_build(out, request.overwrite)
-    given, epochs = _merge_options(request, out, existing)
+    given, epochs = _merge_options(request, run.shown, existing)
     from ipmix_cli.augment import resolve_config
 
     cfg = resolve_config(preset=given["preset"], recipe=given["recipe"], views=int(given["views"]),
@@ -589,7 +633,7 @@ def resolve(request: BuildRequest, run: RunOptions) -> Build:
     if existing is not None and existing["config_hash"] != spec.config_hash:
         diffs = mf.config_differences(existing["config"], spec.config())
         raise OptionError("{path} was built with a different configuration ({diffs}); use {overwrite} to rebuild "
-                          "it, or another {out}", path=str(out), diffs="; ".join(diffs[:4]) or "hash")
+                          "it, or another {out}", path=str(run.shown), diffs="; ".join(diffs[:4]) or "hash")
     return Build(spec=spec, plan=Plan(len(source), n_shards, spec.seed), source=source, bank=bank, mixing=mixing,
                  epochs=epochs, existing=existing, overwrite=request.overwrite)
 
@@ -597,7 +641,7 @@ def resolve(request: BuildRequest, run: RunOptions) -> Build:
 def prepare(build: Build, run: RunOptions) -> Job:
     """The workers' context and this node's tasks. Writes nothing."""
     ctx = BuildContext(out=str(run.out), spec=build.spec, config_hash=build.spec.config_hash, plan=build.plan,
-                       source=build.source, bank=build.bank)
+                       source=build.source, bank=build.bank, remote=run.remote)
     tasks = node_tasks(range(build.epochs), build.spec.shards, int(run.num_nodes), int(run.node_rank))
     if _needs_kernels(build.spec.recipe):
         run.say(COMPILING)
@@ -611,7 +655,9 @@ def run_dry(job: Job, run: RunOptions) -> dict:
     if build.existing is not None:
         # Finished shards (record and size match) are only re-hashed by the real run:
         # estimate the ones still to build (extend, resume), not the whole build.
-        todo = sum(not shard_is_done(out, e, s, job.ctx.config_hash, deep=False) for e, s in job.tasks)
+        todo = sum(not (shard_is_done(out, e, s, job.ctx.config_hash, deep=False) if run.remote is None else
+                        run.remote.shard_is_done(mf.read_record(out, e, s), job.ctx.config_hash))
+                   for e, s in job.tasks)
     else:
         todo = len(job.tasks)
     return _estimate(job.ctx, build, todo, run)
@@ -633,6 +679,8 @@ def execute(job: Job, run: RunOptions) -> dict:
             spec.config(), num_epochs=build.epochs, plan=build.plan, classes=build.source.classes,
             fields=spec.fields, source={**build.source.describe(), "spec": spec.source}, mixing=build.mixing)
         mf.write_manifest(out, {**base, "num_epochs": build.epochs, "complete": False})
+        if run.remote is not None:
+            run.remote.put(mf.MANIFEST)
 
     nodes = f" (node {run.node_rank} of {run.num_nodes})" if run.num_nodes > 1 else ""
     run.say(f"{len(job.tasks)} shard task(s) with {run.workers} worker(s)" + nodes
@@ -645,14 +693,16 @@ def execute(job: Job, run: RunOptions) -> dict:
     if stats["shards_kept"]:
         run.say(f"{stats['shards_kept']} shard(s) were already built and verified; built {stats['shards_built']}")
 
+    if run.remote is not None:
+        run.remote.sync_records()
     all_done = all(mf.read_record(out, e, s) is not None for e in range(build.epochs) for s in range(spec.shards))
     if not all_done:
         run.say(f"part {run.node_rank} of {run.num_nodes} is done; when every part has finished, run "
-                f"`ipmix shards combine {out}` (or re-run any part) to write the manifest")
+                f"`ipmix shards combine {run.shown}` (or re-run any part) to write the manifest")
         m = mf.load_manifest(out)
         m["part_stats"] = stats
         return m
-    m = combine_parts(out, dali_index=spec.dali_index, log=run.log)
+    m = combine_parts(out, dali_index=spec.dali_index, log=run.log, remote=run.remote)
     m["build_stats"] = stats
     return m
 
@@ -668,7 +718,7 @@ def build_result(m: dict, out) -> dict:
 
 # --------------------------------------------------------------------------- resolving, in parts
 
-def _merge_options(request: BuildRequest, out: Path, existing: dict | None) -> tuple[dict, int]:
+def _merge_options(request: BuildRequest, out, existing: dict | None) -> tuple[dict, int]:
     """The spec's options (those not given taken from OUT's manifest, or the defaults for a new
     build) and the number of epochs OUT will hold."""
     given = request.given()
@@ -727,6 +777,8 @@ def _open_inputs(given: dict, cfg, run: RunOptions):
         bank_cache = out / ".cache" / "mixing-bank"
     fractals = storage.localize(given["fractals"], copies, "--fractals")
     bank, mixing = _open_bank(fractals, cfg, given["recipe"], bank_cache, run.log)
+    if bank is not None and run.backend == "dask" and run.remote is not None:
+        bank = type(bank)(np.array(bank.pixels), bank.fingerprint)  # in memory: it travels in the context
     return source, bank, mixing
 
 

@@ -5,7 +5,8 @@ Workers get the build context (source handles and the mixing bank, which refers 
 memory-mapped file) once: it is pickled into OUT/.records/contexts/ and each worker loads
 it on its first task and keeps it; tasks carry only the task function (by reference), the
 context path and (epoch, shard) pairs. The task function comes from the caller
-(`shards.build.run_tasks_in_order`), so this module does not import the builder.
+(`shards.build.run_tasks_in_order`), so this module does not import the builder. When OUT
+is a URL, Dask workers (which share the bucket, not a disk) read the context from the bucket.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import pickle
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from fractalgen.files import atomic_write_bytes
@@ -26,13 +28,28 @@ CONTEXT_DIR = "contexts"
 _CONTEXTS: dict = {}
 
 
-def write_context(ctx) -> str:
-    """Pickle the context once into OUT/.records/contexts/ and return its absolute path."""
+@dataclass(frozen=True)
+class RemoteContext:
+    """A context pickled into the bucket of a URL OUT."""
+
+    prefix: object  # objstore.Prefix
+    rel: str
+
+
+def write_context(ctx, in_bucket: bool = False):
+    """Pickle the context once into OUT/.records/contexts/ and return its absolute path (with
+    `in_bucket`, for a URL OUT, a RemoteContext naming the object in the bucket)."""
+    host = "".join(c if c.isalnum() else "-" for c in socket.gethostname())[:40]
+    name = f"{ctx.config_hash[:16]}-{host}-{os.getpid()}.pkl"
+    data = pickle.dumps(ctx, protocol=pickle.HIGHEST_PROTOCOL)
+    if in_bucket and ctx.remote is not None:
+        where = RemoteContext(ctx.remote.prefix, f"{mf.RECORDS}/{CONTEXT_DIR}/{name}")
+        where.prefix.put_bytes(where.rel, data)
+        return where
     folder = Path(ctx.out) / mf.RECORDS / CONTEXT_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    host = "".join(c if c.isalnum() else "-" for c in socket.gethostname())[:40]
-    path = folder / f"{ctx.config_hash[:16]}-{host}-{os.getpid()}.pkl"
-    atomic_write_bytes(path, pickle.dumps(ctx, protocol=pickle.HIGHEST_PROTOCOL))
+    path = folder / name
+    atomic_write_bytes(path, data)
     return str(path.resolve())
 
 
@@ -51,7 +68,14 @@ def remove_contexts(out) -> None:
         pass
 
 
-def load_context(path: str):
+def load_context(path):
+    if isinstance(path, RemoteContext):
+        ctx = _CONTEXTS.get(path.rel)  # the name is unique to the build and the process that wrote it
+        if ctx is None:
+            ctx = pickle.loads(path.prefix.cat([path.rel])[path.rel])  # written by this build
+            _CONTEXTS.clear()
+            _CONTEXTS[path.rel] = ctx
+        return ctx
     st = os.stat(path)
     key = (path, st.st_mtime_ns, st.st_size)  # a rewritten file is a new context
     ctx = _CONTEXTS.get(key)
@@ -115,7 +139,7 @@ def run_tasks(task_fn, ctx, tasks, run: RunOptions) -> dict:
         else:
             import joblib
 
-            ctx_path = write_context(ctx)
+            ctx_path = write_context(ctx, in_bucket=backend == "dask")
             calls = (joblib.delayed(run_group_from_file)(task_fn, ctx_path, group)
                      for group in task_groups(tasks, workers if backend == "joblib" else 64))
             try:
@@ -131,8 +155,11 @@ def run_tasks(task_fn, ctx, tasks, run: RunOptions) -> dict:
                             done(rec)
             finally:
                 try:
-                    os.unlink(ctx_path)
-                except OSError:
+                    if isinstance(ctx_path, RemoteContext):
+                        ctx_path.prefix.remove([ctx_path.rel])
+                    else:
+                        os.unlink(ctx_path)
+                except (OSError, IpmixError):
                     pass
     return {"shards_built": len(tasks) - kept, "shards_kept": kept, "seconds": time.perf_counter() - t0,
             "peak_rss_mb_per_worker": sorted(peak.values()), "worker_pids": sorted(peak),

@@ -114,6 +114,7 @@ class RunOptions:
     cache_dir: Path | None = None     # the mixing bank's cache (and remote sources' copies)
     dry_run: bool = False
     pilot_samples: int = 64           # samples the dry run times
+    remote: object = None             # a RemoteOut when OUT is a URL; `out` is then its local staging folder
 
     def validate(self) -> None:
         check_count("workers", self.workers, 1, limits.MAX_WORKERS)
@@ -133,7 +134,12 @@ class RunOptions:
     @property
     def shares_out_with_workers(self) -> bool:
         """Dask workers may run on other machines: what they read must lie in OUT, which they share."""
-        return self.backend == "dask" and not self.dry_run
+        return self.backend == "dask" and not self.dry_run and self.remote is None
+
+    @property
+    def shown(self):
+        """OUT as the user gave it: the URL of a remote OUT, not its staging folder."""
+        return self.remote.url if self.remote is not None else self.out
 
 
 def check_count(name: str, value, low: int, high: int) -> None:

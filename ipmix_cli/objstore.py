@@ -1,0 +1,187 @@
+"""Writing under a prefix of an object store (any fsspec URL): whole-file uploads, one listing,
+batched reads of small objects, and retries of the errors a store has now and then.
+
+    prefix = Prefix("s3://bucket/shards", "--out", {"anon": False})
+    prefix.put_file(local_path, "epoch-0000/ipmix-e0000-00000.tar")   # one PUT, retried
+    sizes = prefix.listing()                                          # {relative name: Entry}
+
+An object store has no rename: an object appears whole when its PUT completes, so a file is
+always finished (and fsynced) on local disk first and uploaded in one piece. Errors end in one
+IpmixError line that names the URL; transient ones (dropped connections, throttling, 5xx) are
+retried a few times with backoff first. Endpoint and credentials come from where users keep
+them (AWS_ENDPOINT_URL, AWS_* variables and files, FSSPEC_<PROTOCOL>_<OPTION> variables);
+`--storage-option KEY=VALUE` adds to them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from ipmix_cli import storage
+from ipmix_cli.errors import IpmixError
+
+RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds before the 2nd, 3rd and 4th try
+# Errors that another try cannot fix: a missing bucket or object, refused credentials, bad arguments.
+_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError, TypeError)
+
+
+def parse_storage_options(pairs) -> dict:
+    """`KEY=VALUE` strings → fsspec options. A value that reads as JSON (a number, true/false,
+    an object such as {"endpoint_url": "..."}) is taken as that; otherwise it is a string.
+    A dotted key (client_kwargs.endpoint_url=...) sets a key of a nested dict."""
+    options: dict = {}
+    for pair in pairs or ():
+        key, sep, text = str(pair).partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise IpmixError(f"--storage-option {pair!r} is not KEY=VALUE")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        *parents, last = key.split(".")
+        into = options
+        for part in parents:
+            into = into.setdefault(part, {})
+            if not isinstance(into, dict):
+                raise IpmixError(f"--storage-option {pair!r}: {part} is set twice, as a value and as a group")
+        into[last] = value
+    return options
+
+
+def is_url(path) -> bool:
+    return path is not None and storage.classify(path).kind == "url"
+
+
+@dataclass(frozen=True)
+class Entry:
+    size: int
+    etag: str  # the store's content tag without quotes ("" when it gives none)
+
+
+def _quiet_dropped_connections(loop, context) -> None:
+    """An async client leaves a task behind when a connection drops in the middle of a request;
+    its error is the one already retried and reported, so it is not printed again at exit."""
+    if isinstance(context.get("exception"), OSError):
+        return
+    loop.default_exception_handler(context)
+
+
+class Prefix:
+    """A folder-like prefix of an object store. Pickles as its URL and options (workers open
+    their own client)."""
+
+    def __init__(self, url: str, option: str = "--out", options: dict | None = None):
+        where = storage.classify(url)
+        if where.kind != "url":
+            raise ValueError(f"not a URL: {url}")
+        storage.check_scheme(where, option)
+        self.url = url.rstrip("/")
+        self.option = option
+        self.options = dict(options or {})
+        self._fs = None
+        self._root = None
+
+    def __getstate__(self):
+        return {"url": self.url, "option": self.option, "options": self.options}
+
+    def __setstate__(self, state):
+        self.__init__(state["url"], state["option"], state["options"])
+
+    def _open(self):
+        if self._fs is None:
+            import fsspec
+
+            try:
+                self._fs, root = fsspec.core.url_to_fs(self.url, **self.options)
+            except Exception as exc:  # a bad option or a client that cannot start
+                raise IpmixError(f"{self.option} {self.url}: {storage._reason(exc)}") from None
+            self._root = root.rstrip("/")
+            loop = getattr(self._fs, "loop", None)  # an async filesystem's event loop thread
+            if loop is not None:
+                loop.set_exception_handler(_quiet_dropped_connections)
+        return self._fs
+
+    @property
+    def fs(self):
+        return self._open()
+
+    def path(self, rel: str) -> str:
+        self._open()
+        return f"{self._root}/{rel}" if rel else self._root
+
+    def child_url(self, rel: str) -> str:
+        return f"{self.url}/{rel}"
+
+    def _retry(self, what: str, call):
+        """call() with retries of transient errors; IpmixError (one line) when they run out."""
+        for attempt in range(len(RETRY_DELAYS) + 1):
+            try:
+                return call()
+            except IpmixError:
+                raise
+            except _PERMANENT as exc:
+                raise IpmixError(f"{self.option} {self.url}: {what} failed: {storage._reason(exc)}") from None
+            except Exception as exc:  # the client's types vary by store; the last one is reported
+                if attempt == len(RETRY_DELAYS):
+                    raise IpmixError(f"{self.option} {self.url}: {what} failed after {attempt + 1} tries: "
+                                     f"{storage._reason(exc)}") from None
+                time.sleep(RETRY_DELAYS[attempt])
+
+    def listing(self) -> dict[str, Entry]:
+        """Every object under the prefix: {name relative to it: Entry}; {} for a prefix with
+        none (a bucket that does not exist is an error). One listing request series."""
+        fs = self._open()
+
+        def find():
+            try:
+                found = fs.find(self._root, detail=True)
+            except FileNotFoundError:
+                found = {}
+            if not found:  # an empty prefix, or no bucket at all: only the bucket's absence is an error
+                bucket = self._root.split("/", 1)[0]
+                if not fs.exists(bucket):
+                    raise FileNotFoundError(f"bucket {bucket} does not exist")
+            return found
+
+        fs.invalidate_cache(self._root)
+        found = self._retry("listing", find)
+        out = {}
+        for name, info in found.items():
+            if info.get("type") != "file" or not name.startswith(self._root + "/"):
+                continue
+            tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or ""
+            out[name[len(self._root) + 1:]] = Entry(int(info.get("size") or 0), str(tag).strip('"'))
+        return out
+
+    def put_file(self, local, rel: str) -> None:
+        """Upload a finished local file as the object `rel` (a PUT is all or nothing)."""
+        fs = self._open()
+        self._retry(f"uploading {rel}", lambda: fs.put_file(str(local), self.path(rel)))
+
+    def put_bytes(self, rel: str, data: bytes) -> None:
+        fs = self._open()
+        self._retry(f"writing {rel}", lambda: fs.pipe_file(self.path(rel), data))
+
+    def get_file(self, rel: str, local) -> None:
+        fs = self._open()
+        self._retry(f"downloading {rel}", lambda: fs.get_file(self.path(rel), str(local)))
+
+    def cat(self, rels) -> dict[str, bytes]:
+        """The bytes of several small objects, fetched concurrently where the store allows."""
+        rels = list(rels)
+        if not rels:
+            return {}
+        fs = self._open()
+        paths = [self.path(r) for r in rels]
+        got = self._retry("reading", lambda: fs.cat(paths, on_error="raise"))
+        return {r: got[p] for r, p in zip(rels, paths)}
+
+    def remove(self, rels) -> None:
+        rels = list(rels)
+        if rels:
+            fs = self._open()
+            paths = [self.path(r) for r in rels]
+            self._retry("deleting", lambda: fs.rm(paths))

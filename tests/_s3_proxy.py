@@ -1,0 +1,87 @@
+"""A TCP relay in front of the test S3 server that can hold one upload half-way.
+
+    proxy = HoldingProxy(upstream_port)
+    proxy.hold(b"PUT /bucket/out/epoch-0000/ipmix-e0000-00002.tar")
+    ... start a build against proxy.url ...
+    proxy.held.wait()     # the request line and part of the body reached the server
+    ... kill the client, or stop the server ...
+    proxy.release()       # the held connection is dropped, never completed
+
+Everything else passes through unchanged. The hold is what makes "in the middle of an upload"
+an observable point for a test instead of a guess about timing.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+CHUNK = 16 * 1024
+
+
+class HoldingProxy:
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.marker: bytes | None = None
+        self.held = threading.Event()
+        self._released = threading.Event()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def hold(self, marker: bytes) -> None:
+        """Hold the first request whose bytes contain `marker` (after passing its first chunk)."""
+        self.marker = marker
+        self.held.clear()
+        self._released.clear()
+
+    def release(self) -> None:
+        self.marker = None
+        self._released.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._released.set()
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:  # the server is down: the client sees its connection dropped
+                client.close()
+                continue
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src, dst, from_client: bool) -> None:
+        try:
+            while True:
+                data = src.recv(CHUNK)
+                if not data:
+                    break
+                marker = self.marker
+                if from_client and marker is not None and marker in data and not self.held.is_set():
+                    dst.sendall(data)  # the request has started: the server holds a part of it
+                    self.held.set()
+                    self._released.wait()
+                    break  # never the rest: the connection is dropped
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()

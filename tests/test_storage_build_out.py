@@ -1,0 +1,234 @@
+"""`shards build --out s3://...` against a real S3 API (moto's server, conftest.s3): the objects
+are the bytes of a local build, whatever happens in between (kill -9 in the middle of an
+upload, the server going away, node parts, Dask workers)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ipmix_cli import cli
+from ipmix_cli.shards import build_shards
+
+from _s3_proxy import HoldingProxy
+
+REPO = Path(__file__).resolve().parents[1]
+ARGS = ["--source", "digits", "--recipe", "none", "--epochs", "2", "--shards", "3", "--seed", "5", "--quiet"]
+SHARDS = [f"epoch-{e:04d}/ipmix-e{e:04d}-{s:05d}.tar" for e in range(2) for s in range(3)]
+
+
+def new_bucket(s3) -> str:
+    name = f"ipmix-{uuid.uuid4().hex[:12]}"
+    s3.mkdir(name)
+    return name
+
+
+def local_files(root: Path) -> dict:
+    """Every file of a build but its records (which carry timings and process ids)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.relative_to(root).as_posix().startswith(".records/")}
+
+
+def objects(s3, prefix: str) -> dict:
+    s3.invalidate_cache()
+    names = [n for n in s3.find(prefix) if not n[len(prefix) + 1:].startswith(".records/")]
+    return {n[len(prefix) + 1:]: s3.cat(n) for n in sorted(names)}
+
+
+def manifest(s3, prefix: str):
+    s3.invalidate_cache()
+    return json.loads(s3.cat(f"{prefix}/manifest.json")) if s3.exists(f"{prefix}/manifest.json") else None
+
+
+def command(out, *extra):
+    return [sys.executable, "-m", "ipmix_cli", "shards", "build", *ARGS, "--out", out, *extra]
+
+
+def env(endpoint):
+    return {**os.environ, "PYTHONPATH": str(REPO), "AWS_ENDPOINT_URL": endpoint}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "out"
+    assert cli.run(["shards", "build", *ARGS, "--out", str(out)]) == 0
+    files = local_files(out)
+    assert set(SHARDS) <= set(files)
+    return files
+
+
+@pytest.mark.kernels
+def test_build_to_s3_writes_the_bytes_of_a_local_build_and_leaves_no_staging(s3, tmp_path, reference, capsys):
+    name = new_bucket(s3)
+    cache = tmp_path / "cache"
+    assert cli.run(["shards", "build", *ARGS, "--out", f"s3://{name}/shards", "--cache-dir", str(cache)]) == 0
+    assert objects(s3, f"{name}/shards") == reference
+    assert manifest(s3, f"{name}/shards")["complete"]
+    assert sorted(s3.find(f"{name}/shards/.records")) == [
+        f"{name}/shards/.records/epoch-{e:04d}/shard-{s:05d}.json" for e in range(2) for s in range(3)]
+    assert list(cache.iterdir()) == []  # the staging folder went with the build
+    out = capsys.readouterr().out
+    assert out.startswith(f"s3://{name}/shards: 2 epoch(s) x 3 shards")
+
+
+@pytest.mark.kernels
+def test_resume_keeps_shards_whose_object_matches_its_record(s3, tmp_path, reference, capsys):
+    name = new_bucket(s3)
+    url = f"s3://{name}/shards"
+    assert cli.run(["shards", "build", *ARGS, "--out", url]) == 0
+    capsys.readouterr()
+    s3.rm(f"{name}/shards/{SHARDS[1]}")
+    size = len(reference[SHARDS[4]])
+    s3.pipe(f"{name}/shards/{SHARDS[4]}", b"\0" * size)  # the recorded size, other bytes: its MD5 differs
+    assert cli.run(["shards", "build", *ARGS, "--out", url, "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)["stats"]
+    assert (stats["shards_kept"], stats["shards_built"]) == (4, 2)
+    assert objects(s3, f"{name}/shards") == reference
+
+
+@pytest.mark.kernels
+def test_kill_9_in_the_middle_of_an_upload_then_the_same_command(s3_endpoint, s3, reference):
+    name = new_bucket(s3)
+    url = f"s3://{name}/shards"
+    proxy = HoldingProxy(int(s3_endpoint.rsplit(":", 1)[1]))
+    try:
+        proxy.hold(f"PUT /{name}/shards/{SHARDS[2]}".encode())
+        proc = subprocess.Popen(command(url), env=env(proxy.url), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            # the upload has begun: its request line and first bytes reached the server
+            assert proxy.held.wait(timeout=300), "the build never uploaded the held shard"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        finally:
+            proxy.release()
+            if proc.poll() is None:
+                proc.kill()
+        assert not s3.exists(f"{name}/shards/{SHARDS[2]}")  # a killed PUT leaves nothing
+        assert not manifest(s3, f"{name}/shards")["complete"]
+        done = subprocess.run(command(url), env=env(proxy.url), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    finally:
+        proxy.close()
+    assert objects(s3, f"{name}/shards") == reference
+
+
+@pytest.mark.kernels
+def test_the_server_going_away_is_one_line_and_the_same_command_completes_later(s3, tmp_path, reference):
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    proxy = HoldingProxy(port)
+    name = new_bucket(s3)  # moto keeps one store per process: this server sees the bucket too
+    url = f"s3://{name}/shards"
+    # botocore's own retries off, so the test waits for ipmix's and s3fs's only
+    cmd = command(url, "--storage-option", "config_kwargs.retries.max_attempts=1")
+    try:
+        proxy.hold(f"PUT /{name}/shards/{SHARDS[3]}".encode())
+        proc = subprocess.Popen(cmd, env=env(proxy.url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proxy.held.wait(timeout=300), "the build never uploaded the held shard"
+            server.stop()
+        finally:
+            proxy.release()
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 1, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        assert lines[0].startswith(f"Error: --out {url}: uploading {SHARDS[3]} failed after 4 tries: "), lines
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        assert not s3.exists(f"{name}/shards/{SHARDS[3]}")
+        assert not manifest(s3, f"{name}/shards")["complete"]
+        done = subprocess.run(cmd, env=env(proxy.url), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    finally:
+        proxy.close()
+        server.stop()
+    assert objects(s3, f"{name}/shards") == reference
+
+
+@pytest.mark.kernels
+def test_node_parts_from_slurm_variables_then_combine_in_the_bucket(s3, reference, monkeypatch, capsys):
+    name = new_bucket(s3)
+    url = f"s3://{name}/shards"
+    # array task IDs 3..4: this task (4) is part 1 of 2
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "3")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "4")
+    assert cli.run(["shards", "build", *ARGS, "--out", url]) == 0
+    err = capsys.readouterr().err
+    assert ("SLURM array job: --num-nodes 2 from SLURM_ARRAY_TASK_COUNT; --node-rank 1 from "
+            "SLURM_ARRAY_TASK_ID=4 - SLURM_ARRAY_TASK_MIN=3") in err
+    s3.invalidate_cache()
+    assert sorted(n for n in objects(s3, f"{name}/shards") if n.endswith(".tar")) == SHARDS[1::2]
+    assert not manifest(s3, f"{name}/shards")["complete"]
+
+    assert cli.run(["shards", "combine", url]) == 1  # part 0 has not run
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"Error: 3 shard(s) not built yet (first: {SHARDS[0]}); finish every part (--node-rank) "
+                   "and combine again"]
+
+    # explicit options win over the variables (which still say task 4); the last part combines
+    assert cli.run(["shards", "build", *ARGS, "--out", url, "--node-rank", "0", "--num-nodes", "2"]) == 0
+    assert "SLURM" not in capsys.readouterr().err
+    assert objects(s3, f"{name}/shards") == reference
+    assert cli.run(["shards", "combine", url]) == 0  # by hand: the same objects again
+    assert objects(s3, f"{name}/shards") == reference
+
+
+@pytest.mark.kernels
+def test_dask_workers_write_straight_to_the_bucket(s3, reference, tmp_path):
+    from distributed import LocalCluster
+
+    name = new_bucket(s3)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=40) as cluster:
+        m = build_shards(source="digits", recipe="none", epochs=2, shards=3, seed=5, out=f"s3://{name}/shards",
+                         backend="dask", scheduler=cluster.scheduler_address, progress=False,
+                         cache_dir=tmp_path / "cache")
+    assert m["complete"] and os.getpid() not in m["build_stats"]["worker_pids"]
+    assert objects(s3, f"{name}/shards") == reference
+    assert not s3.find(f"{name}/shards/.records/contexts")  # the context the workers read is gone
+
+
+def test_a_bucket_that_does_not_exist_as_out_is_one_line_and_writes_nothing(s3, tmp_path, capsys):
+    missing = f"ipmix-missing-{uuid.uuid4().hex[:8]}"
+    cache = tmp_path / "cache"
+    assert cli.run(["shards", "build", *ARGS, "--out", f"s3://{missing}/shards", "--cache-dir", str(cache)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"Error: --out s3://{missing}/shards: listing failed: not found (bucket {missing} does not exist)"]
+    assert not cache.exists()
+
+
+def test_a_prefix_holding_other_objects_is_refused(s3, tmp_path, capsys):
+    name = new_bucket(s3)
+    s3.pipe(f"{name}/data/notes.txt", b"mine")
+    assert cli.run(["shards", "build", *ARGS, "--out", f"s3://{name}/data"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"Error: --out s3://{name}/data is not empty and holds no ipmix build (found notes.txt); "
+        "choose an empty or new prefix"]
+    assert s3.find(f"{name}/data") == [f"{name}/data/notes.txt"]
+
+
+@pytest.mark.kernels
+def test_storage_options_reach_a_store_without_the_environment(s3_endpoint, s3, monkeypatch, reference):
+    name = new_bucket(s3)
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    assert cli.run(["shards", "build", *ARGS, "--out", f"s3://{name}/shards",
+                    "--storage-option", f"endpoint_url={s3_endpoint}"]) == 0
+    assert objects(s3, f"{name}/shards") == reference
