@@ -232,3 +232,53 @@ def test_storage_options_reach_a_store_without_the_environment(s3_endpoint, s3, 
     assert cli.run(["shards", "build", *ARGS, "--out", f"s3://{name}/shards",
                     "--storage-option", f"endpoint_url={s3_endpoint}"]) == 0
     assert objects(s3, f"{name}/shards") == reference
+
+
+@pytest.mark.kernels
+def test_a_dry_run_to_a_bucket_writes_nothing(s3, tmp_path, capsys):
+    name = new_bucket(s3)
+    assert cli.run(["shards", "build", *ARGS, "--out", f"s3://{name}/shards", "--dry-run",
+                    "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert "dry run: nothing written" in capsys.readouterr().out
+    s3.invalidate_cache()
+    assert s3.find(name) == [] and list((tmp_path / "cache").iterdir()) == []
+
+
+def test_storage_options_parse_json_values_and_dotted_keys():
+    from ipmix_cli.errors import IpmixError
+    from ipmix_cli.objstore import parse_storage_options
+
+    assert parse_storage_options(["endpoint_url=http://h:9000", "anon=false", "config_kwargs.retries.max_attempts=3",
+                                  "client_kwargs.region_name=eu-west-1"]) == {
+        "endpoint_url": "http://h:9000", "anon": False,
+        "config_kwargs": {"retries": {"max_attempts": 3}}, "client_kwargs": {"region_name": "eu-west-1"}}
+    with pytest.raises(IpmixError, match="--storage-option 'anon' is not KEY=VALUE"):
+        parse_storage_options(["anon"])
+    with pytest.raises(IpmixError, match="a is set twice"):
+        parse_storage_options(["a=1", "a.b=2"])
+
+
+@pytest.mark.parametrize("given,env,expected", [
+    ((None, None), {}, (1, 0, "")),
+    ((None, None), {"SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_ID": "2"},
+     (4, 2, "--num-nodes 4 from SLURM_ARRAY_TASK_COUNT; --node-rank 2 from SLURM_ARRAY_TASK_ID=2 - "
+            "SLURM_ARRAY_TASK_MIN=0")),
+    ((None, None), {"SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_ID": "12", "SLURM_ARRAY_TASK_MIN": "10"},
+     (4, 2, "--num-nodes 4 from SLURM_ARRAY_TASK_COUNT; --node-rank 2 from SLURM_ARRAY_TASK_ID=12 - "
+            "SLURM_ARRAY_TASK_MIN=10")),
+    ((2, 1), {"SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_ID": "3"}, (2, 1, "")),
+])
+def test_node_part_takes_what_is_not_given_from_a_slurm_array(given, env, expected):
+    from ipmix_cli.shards.nodes import node_part
+
+    assert node_part(*given, env=env) == expected
+
+
+def test_node_part_refuses_a_task_outside_the_array():
+    from ipmix_cli.errors import IpmixError
+    from ipmix_cli.shards.nodes import node_part
+
+    with pytest.raises(IpmixError, match=r"--node-rank must be in 0..1 \(got 5\)"):
+        node_part(None, None, env={"SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_ID": "5"})
+    with pytest.raises(IpmixError, match="SLURM_ARRAY_TASK_ID='x' is not a whole number"):
+        node_part(None, None, env={"SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_ID": "x"})
