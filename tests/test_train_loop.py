@@ -78,6 +78,26 @@ def test_existing_run_and_changed_settings_are_refused(triple_shards, tmp_path):
         _run(triple_shards, tmp_path / "r", resume=True, lr=0.05)
 
 
+def test_resume_refuses_each_setting_marked_must_match_and_takes_the_others(triple_shards, tmp_path):
+    from dataclasses import fields
+
+    from ipmix_cli.train import MUST_MATCH, TrainConfig
+
+    out = tmp_path / "r"
+    _run(triple_shards, out, max_steps=2)
+    changed = {"model": "small-cnn", "batch_size": 32, "epochs": 3, "lr": 0.05, "weight_decay": 1e-3,
+               "momentum": 0.5, "seed": 1, "jsd_weight": 6.0}
+    assert set(changed) == {f.name for f in fields(TrainConfig) if f.metadata["resume"] == MUST_MATCH}
+    base = dict(shards=str(triple_shards), model="wrn-10-1", epochs=2, out=out, resume=True, batch_size=16,
+                num_workers=0, log_every=2, echo=lambda *a: None)
+    for name, value in changed.items():
+        with pytest.raises(IpmixError, match=rf"^cannot resume: settings differ from the checkpoint's: {name} "):
+            train(**{**base, name: value})
+    # the others may change between launches: another log interval, loader workers, step limit
+    summary = train(**{**base, "log_every": 5, "num_workers": 1, "max_steps": 3})
+    assert summary["steps"] == 3 and summary["steps_this_launch_per_rank"] == [1]
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--model", "vgg16"], "unknown model"),
     (["--epochs", "0"], "epochs must be at least 1"),
