@@ -1,3 +1,3 @@
-from ipmix_cli.cli import main
+from ipmix_cli.cli.main import main
 
 main()

@@ -124,7 +124,7 @@ def write_mixing_pictures(path, n=3, size=40):
 
 def write_digits_subset(root, n=14):
     """The first `n` training digits as an image folder `root/<class>/<i>.png`."""
-    from ipmix_cli.shards.sources import open_source
+    from ipmix_cli.data.sources import open_source
 
     src = open_source("digits")
     for i in range(n):

@@ -10,7 +10,7 @@ import numpy as np
 from _shards_tools_helpers import sample_members, write_tar
 from fractalgen.files import atomic_write_json, sha256_file
 from ipmix_cli.shards.indexes import write_wids_index
-from ipmix_cli.shards.sources import open_source
+from ipmix_cli.data.sources import open_source
 
 FIELDS = {1: ["png"], 3: ["clean.png", "aug1.png", "aug2.png"]}
 

@@ -10,7 +10,7 @@ from PIL import Image
 from ipmix_cli.augment import Augmenter, MixingBank, ipmix_one, resolve_config, view_state
 from ipmix_cli.augment.reference import (reference_crop, reference_make_views,
                                          reference_mixing_picture)
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 from tests._augment_helpers import make_mixing_folder, sample_images, smooth_image, views_in_worker
 
 pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
@@ -162,7 +162,7 @@ def test_imagenet_preset_random_resized_crop(tmp_path):
 
 
 def test_decoded_pictures_give_the_same_views_as_arrays(tmp_path, monkeypatch):
-    from ipmix_cli.augment import pillow_pixels
+    from ipmix_cli.common import pixels as pillow_pixels
 
     cfg = resolve_config("imagenet", image_size=48, views=3)
     bank = MixingBank.from_folder(make_mixing_folder(tmp_path / "mix", size=64), cfg)

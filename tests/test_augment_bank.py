@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from ipmix_cli.augment import MixingBank, resolve_config
-from ipmix_cli.augment.bank import default_cache_dir
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.cachedir import default_cache_dir
+from ipmix_cli.common.errors import IpmixError
 from tests._augment_helpers import make_mixing_folder
 
 pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
@@ -114,7 +114,7 @@ def test_a_folder_without_pictures_anywhere_is_refused(tmp_path):
 
 
 def test_a_build_reads_a_read_only_class_folder_root_and_says_where_its_cache_is(tmp_path, capsys):
-    from ipmix_cli.cli import run
+    from ipmix_cli.cli.main import run
 
     flat = make_mixing_folder(tmp_path / "flat", n=4)
     root = tmp_path / "fractals"  # the layout of the PixMix/IPMix fractal downloads

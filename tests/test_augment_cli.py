@@ -5,7 +5,7 @@ import json
 import pytest
 from PIL import Image
 
-from ipmix_cli.cli import run
+from ipmix_cli.cli.main import run
 from tests._augment_helpers import make_mixing_folder
 
 

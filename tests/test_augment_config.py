@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ipmix_cli.augment import AugmentConfig, resolve_config
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 
 IPMIX_OPS = ["equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y", "translate_x",
              "translate_y", "mirror", "invert"]

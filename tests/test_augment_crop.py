@@ -11,8 +11,8 @@ from PIL import Image
 from fractalgen.images import resize_center_crop
 from ipmix_cli.augment import AugmentConfig, Augmenter, resolve_config
 from ipmix_cli.augment.reference import reference_crop
-from ipmix_cli.cli import run
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.cli.main import run
+from ipmix_cli.common.errors import IpmixError
 from tests._augment_helpers import make_mixing_folder, sample_images, smooth_image
 from tests._shards_build_helpers import write_image_folder, write_mixing_folder
 
@@ -93,7 +93,7 @@ def test_crop_and_flip_settings_are_checked_and_recorded():
 
 def test_a_build_records_crop_and_flip_and_keeps_them_on_resume(tmp_path):
     from ipmix_cli.shards import build_shards
-    from ipmix_cli.shards.sources import open_source
+    from ipmix_cli.data.sources import open_source
     from ipmix_cli.shardformat.formats import decode_image
     from tests._shards_tools_helpers import read_tar_members
 

@@ -8,7 +8,7 @@ from PIL import Image
 from fractalgen.files import atomic_write_bytes, sha256_file
 from fractalgen.images import load_rgb
 from fractalgen.errors import BadImage
-from ipmix_cli import cli
+from ipmix_cli.cli import main as cli
 
 
 def test_help_lists_every_command(capsys):
@@ -24,12 +24,14 @@ def test_every_listed_command_imports_and_help_does_not_load_torch():
 
     import click
 
-    for group in (cli.cli, cli.bench):
-        for name in group.lazy:
-            assert isinstance(group.get_command(None, name), click.Command), name
-    code = "import sys; from ipmix_cli.cli import run; run(['--help']); print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "False"
+    for name in cli.cli.lazy:
+        assert isinstance(cli.cli.get_command(None, name), click.Command), name
+    bench = cli.cli.get_command(None, "bench")
+    assert set(bench.commands) == {"fractals", "augment", "build", "stream", "corrupt"}
+    for argv in (["--help"], ["bench", "--help"]):
+        code = f"import sys; from ipmix_cli.cli.main import run; run({argv!r}); print('torch' in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert out.strip().splitlines()[-1] == "False", argv
 
 
 def test_unknown_option_is_a_usage_error(capsys):
@@ -146,7 +148,7 @@ def test_shards_build_counts_are_bounded_with_one_line(tmp_path, capsys, args, e
 
 
 def test_format_takes_jpeg_as_jpg():
-    from ipmix_cli.commands.params import ImageFormat
+    from ipmix_cli.cli.params import ImageFormat
 
     assert ImageFormat().convert("jpeg", None, None) == ImageFormat().convert("JPG", None, None) == "jpg"
 
@@ -160,7 +162,7 @@ def test_format_takes_jpeg_as_jpg():
     ({"epochs": 1000, "shards": 1001, "recipe": "none"}, "1000 epochs x 1001 shards is more than 1,000,000 shards"),
 ])
 def test_build_shards_bounds_every_count_before_writing(tmp_path, kw, expect):
-    from ipmix_cli.errors import IpmixError
+    from ipmix_cli.common.errors import IpmixError
     from ipmix_cli.shards import build_shards
 
     out = tmp_path / "o"
@@ -172,7 +174,7 @@ def test_build_shards_bounds_every_count_before_writing(tmp_path, kw, expect):
 def test_option_errors_name_the_parameter_in_the_library_and_the_flag_in_the_cli(tmp_path, capsys):
     import pickle
 
-    from ipmix_cli.errors import IpmixError, OptionError
+    from ipmix_cli.common.errors import IpmixError, OptionError
     from ipmix_cli.shards import build_shards
 
     out = tmp_path / "o"
@@ -212,7 +214,7 @@ def test_render_set_bounds_every_count_before_writing(tmp_path, kw, expect):
 def test_durations_are_h_mm_ss_and_the_eta_uses_them():
     import io
 
-    from ipmix_cli.progress import Progress, hms
+    from ipmix_cli.common.progress import Progress, hms
 
     assert [hms(s) for s in (0, 0.2, 59, 61, 3725, 36000)] == \
         ["0:00:00", "0:00:01", "0:00:59", "0:01:01", "1:02:05", "10:00:00"]
@@ -224,7 +226,7 @@ def test_durations_are_h_mm_ss_and_the_eta_uses_them():
 
 
 def test_numba_cache_warmth_is_read_from_the_cache_files(tmp_path, monkeypatch):
-    from ipmix_cli.progress import numba_cache_is_warm
+    from ipmix_cli.common.progress import numba_cache_is_warm
 
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     pkg = tmp_path / "pkg"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ipmix_cli.demo import comparison_table, run_demo, versions
+from ipmix_cli.cli.demo import comparison_table, run_demo, versions
 
 pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from _train_helpers import make_digit_shards
-from ipmix_cli.cli import run
-from ipmix_cli.corruptions import BENCHMARK, CORRUPTIONS, EXTRA, make_corrupted_set
-from ipmix_cli.errors import IpmixError
-from ipmix_cli.evaluate import evaluate, read_corrupted_folder
+from ipmix_cli.cli.main import run
+from ipmix_cli.eval.corruptions import BENCHMARK, CORRUPTIONS, EXTRA, make_corrupted_set
+from ipmix_cli.common.errors import IpmixError
+from ipmix_cli.eval.evaluate import evaluate, read_corrupted_folder
 
 pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
 
@@ -111,7 +111,7 @@ def test_library_evaluate_limits_the_clean_set(trained):
 
 
 def test_test_set_with_reordered_classes_is_refused():
-    from ipmix_cli.testset import check_classes
+    from ipmix_cli.data.testset import check_classes
 
     check_classes(["0", "1", "2"], ["0", "1", "2"], "x")
     check_classes(["a", "b"], [], "x")  # nothing recorded: nothing to compare
@@ -122,7 +122,7 @@ def test_test_set_with_reordered_classes_is_refused():
 
 
 def test_eval_transform_resizes_and_centre_crops():
-    from ipmix_cli.testset import eval_transform
+    from ipmix_cli.data.testset import eval_transform
 
     square = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
     assert np.array_equal(eval_transform(square, 32), square)  # already S x S: used as it is
@@ -181,7 +181,7 @@ def test_bad_image_in_the_test_set_is_one_line_without_the_build_hint(trained, t
 
 
 def test_a_file_that_is_not_a_checkpoint_is_one_clear_line(tmp_path, capsys):
-    from ipmix_cli.cli import run
+    from ipmix_cli.cli.main import run
 
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"garbage\n")
@@ -193,7 +193,7 @@ def test_a_file_that_is_not_a_checkpoint_is_one_clear_line(tmp_path, capsys):
 def test_imagenet_c_layout_scores_like_the_same_pictures_in_npy_files(trained, tmp_path, capsys):
     from PIL import Image
 
-    from ipmix_cli.corruptions import ALEXNET_ERRORS
+    from ipmix_cli.eval.corruptions import ALEXNET_ERRORS
 
     npy = tmp_path / "npy"
     make_corrupted_set("digits:test", npy, limit=30, corruptions="contrast,snow,speckle_noise")

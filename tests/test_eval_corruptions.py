@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from _shards_build_helpers import smooth_picture
-from ipmix_cli.corruptions import CORRUPTIONS, corrupt_image, make_corrupted_set
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.eval.corruptions import CORRUPTIONS, corrupt_image, make_corrupted_set
+from ipmix_cli.common.errors import IpmixError
 
 pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
 
@@ -54,7 +54,7 @@ def test_corrupted_set_layout_and_subset_independence(tmp_path):
 
 
 def test_corrupt_errors_are_one_line(tmp_path, capsys):
-    from ipmix_cli.cli import run
+    from ipmix_cli.cli.main import run
 
     assert run(["corrupt", "--source", "digits:test", "--out", str(tmp_path / "x"), "--corruptions", "nope"]) == 1
     err = capsys.readouterr().err
@@ -75,7 +75,7 @@ def test_corrupt_errors_are_one_line(tmp_path, capsys):
 
 
 def test_repeating_a_request_is_a_no_op_and_an_interrupted_one_resumes(tmp_path, monkeypatch):
-    import ipmix_cli.corruptions as corruptions
+    import ipmix_cli.eval.corruptions as corruptions
 
     out = tmp_path / "c"
     make_corrupted_set("digits:test", out, limit=3, corruptions="fog,contrast,pixelate")
@@ -137,7 +137,7 @@ def test_bad_test_image_is_named_without_the_build_hint(tmp_path):
 
 
 def test_the_severity_table_follows_the_image_side_unless_a_profile_is_given(tmp_path, capsys):
-    from ipmix_cli.cli import run
+    from ipmix_cli.cli.main import run
 
     small, large = _colourful(2), np.kron(_colourful(3), np.ones((7, 7, 1), np.uint8))  # 32 and 224 px
     for image, native, other in ((small, "cifar", "imagenet"), (large, "imagenet", "cifar")):

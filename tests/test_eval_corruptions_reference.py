@@ -9,9 +9,9 @@ two names for it and changes nothing else.
 import numpy as np
 import pytest
 
-from ipmix_cli.corruptions import corrupt_image
-from ipmix_cli.corruptions.ops import frost_folder, motion_smear
-from ipmix_cli.corruptions.reference import load_reference
+from ipmix_cli.eval.corruptions import corrupt_image
+from ipmix_cli.eval.corruptions.ops import frost_folder, motion_smear
+from ipmix_cli.eval.corruptions.reference import load_reference
 from tests._augment_helpers import smooth_image
 
 pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
@@ -95,7 +95,7 @@ def test_frost_reads_the_reference_textures_or_says_so(reference, tmp_path):
 def test_bench_corrupt_prints_one_json_object_in_the_benchmark_order(capsys):
     import json
 
-    from ipmix_cli.cli import run
+    from ipmix_cli.cli.main import run
 
     assert run(["bench", "corrupt", "--size", "32", "--images", "1", "--repeats", "1",
                 "--corruptions", "contrast,glass_blur,gaussian_noise", "--json"]) == 0

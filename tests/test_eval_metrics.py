@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from ipmix_cli.evaluate import pgd_attack, score
-from ipmix_cli.metrics import corruption_summary, error_rate, rms_calibration_error
-from ipmix_cli.models import build_model, normalisation
+from ipmix_cli.eval.evaluate import pgd_attack, score
+from ipmix_cli.eval.metrics import corruption_summary, error_rate, rms_calibration_error
+from ipmix_cli.train.models import build_model, normalisation
 
 
 def test_rms_calibration_single_bin_by_hand():
@@ -42,7 +42,7 @@ def test_error_rate_and_corruption_summary():
 
 
 def test_corruption_summary_orders_like_the_benchmark_and_keeps_extras_apart():
-    from ipmix_cli.corruptions import ALEXNET_ERRORS, BENCHMARK
+    from ipmix_cli.eval.corruptions import ALEXNET_ERRORS, BENCHMARK
 
     errors = {"saturate": [0.9] * 5, "zoom_blur": [0.3] * 5, "gaussian_noise": [0.1, 0.2, 0.3, 0.4, 0.5],
               "brightness": [0.2] * 5, "speckle_noise": [0.7] * 5}

@@ -8,7 +8,7 @@ import pytest
 
 from _shards_tools_helpers import write_digits_subset
 from _train_helpers import make_digit_shards
-from ipmix_cli.cli import run
+from ipmix_cli.cli.main import run
 
 pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ipmix_cli import cli
+from ipmix_cli.cli import main as cli
 
 pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
 

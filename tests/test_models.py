@@ -3,9 +3,9 @@ import sys
 import pytest
 import torch
 
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 from _torchvision_resnet import torchvision_resnet_state_shapes
-from ipmix_cli.models import build_model, check_model_name, count_parameters, normalisation, normalise
+from ipmix_cli.train.models import build_model, check_model_name, count_parameters, normalisation, normalise
 
 
 @pytest.mark.parametrize("classes", [1000, 10])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 from ipmix_cli.shardformat import fields, formats
 from ipmix_cli.shardformat.tario import TarFormatError, iter_entries
 from ipmix_cli.shardformat.tarwriter import TarWriter
@@ -44,7 +44,7 @@ def test_field_names_and_aliases():
 
 
 def test_the_cli_offers_the_formats_of_the_table():
-    from ipmix_cli.commands.params import ImageFormat
+    from ipmix_cli.cli.params import ImageFormat
 
     choice = ImageFormat()
     assert list(choice.choices) == list(fields.FORMATS)
@@ -101,7 +101,7 @@ def test_a_shard_cut_inside_a_skipped_payload_is_still_truncated():
 
 
 def test_wds_source_reads_shards_with_pax_headers(tmp_path):
-    from ipmix_cli.shards.sources import open_source
+    from ipmix_cli.data.sources import open_source
 
     imgs = [np.full((6, 6, 3), 40 * i, np.uint8) for i in range(3)]
     with tarfile.open(tmp_path / "s.tar", "w", format=tarfile.PAX_FORMAT) as tar:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ipmix_cli import cli
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.cli import main as cli
+from ipmix_cli.common.errors import IpmixError
 from ipmix_cli.shards import build_shards
 from ipmix_cli.shards import build as build_mod
 
@@ -144,7 +144,7 @@ def test_views3_digits_and_npy(tmp_path, mix):
     clean, a1, a2 = s["clean.npy"], s["aug1.npy"], s["aug2.npy"]
     assert clean.shape == a1.shape == (32, 32, 3)
     assert not np.array_equal(a1, a2)
-    from ipmix_cli.shards.sources import open_source
+    from ipmix_cli.data.sources import open_source
 
     assert s["cls"] == int(open_source("digits:test").labels[s["json"]["index"]])
 

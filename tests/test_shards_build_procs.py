@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ipmix_cli import cli
+from ipmix_cli.cli import main as cli
 from ipmix_cli.shards import build_shards
 
 from _shards_build_helpers import write_image_folder, write_mixing_folder

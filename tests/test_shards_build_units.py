@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 from ipmix_cli.shardformat import formats
 from ipmix_cli.shards.plan import Plan, choose_shard_count, node_tasks, sample_key
 from ipmix_cli.shardformat.tarwriter import Rows, TarWriter
@@ -341,7 +341,6 @@ def test_bench_build_times_the_real_command_beside_floor_disk_and_stages(tmp_pat
     # `ipmix bench build` runs `ipmix shards build` as a process (wall and CPU seconds, OUT
     # removed afterwards), a failing command is a one-line error, and the floor, the disk's
     # rate and the per-stage breakdown come from real writes and a real build
-    import click
 
     from ipmix_cli.bench import build as bb
     from ipmix_cli.shards.build import STAGES
@@ -351,7 +350,7 @@ def test_bench_build_times_the_real_command_beside_floor_disk_and_stages(tmp_pat
     cmd = bb.build_command(src, mix, tmp_path / "o", epochs=1, recipe="none", views=1, workers=1)
     wall, cpu = bb.time_command(cmd, tmp_path / "o", core=None)
     assert wall > 0 and cpu > 0 and not (tmp_path / "o").exists()
-    with pytest.raises(click.ClickException, match="source not found"):
+    with pytest.raises(IpmixError, match="source not found"):
         bb.time_command(bb.build_command("cifar10:" + str(tmp_path / "nothing"), mix, tmp_path / "o", epochs=1,
                                          recipe="none", views=1, workers=1), tmp_path / "o", core=None)
     assert bb.floor_rate(tmp_path / "floor", 2000) > 0 and not list((tmp_path / "floor").iterdir())

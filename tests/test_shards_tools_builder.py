@@ -6,7 +6,7 @@ import tarfile
 import pytest
 
 from _shards_tools_helpers import write_digits_subset, write_mixing_pictures
-from ipmix_cli import cli
+from ipmix_cli.cli import main as cli
 from ipmix_cli.shards import build_shards
 from ipmix_cli.shards.indexes import parse_dali_index
 from ipmix_cli.shards.inspect import inspect

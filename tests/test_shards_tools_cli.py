@@ -6,7 +6,7 @@ from PIL import Image
 import pytest
 
 from _shards_tools_helpers import make_shards, read_tar_members, rewrite_shard
-from ipmix_cli import cli
+from ipmix_cli.cli import main as cli
 
 pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
 

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from _shards_tools_helpers import make_shards, read_tar_members, rewrite_shard
-from ipmix_cli import cli
+from ipmix_cli.cli import main as cli
 
 SHARD1 = "epoch-0000/ipmix-e0000-00001.tar"
 

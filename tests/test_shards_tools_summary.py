@@ -8,7 +8,7 @@ import pytest
 
 from _shards_tools_helpers import make_shards, read_tar_members
 from fractalgen.images import load_rgb
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 from ipmix_cli.shards.card import all_epochs_pattern, render_card, shard_pattern, write_dataset_card
 from ipmix_cli.shards.inspect import inspect, render_inspect
 from ipmix_cli.shards.preview import MIN_TILE, preview

@@ -8,7 +8,7 @@ import pytest
 
 from _shards_tools_helpers import encode, make_shards, read_tar_members, rewrite_shard
 from fractalgen.files import atomic_write_json, sha256_file
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 from ipmix_cli.shards.verify import VerifyError, verify
 
 SHARD0 = "epoch-0000/ipmix-e0000-00000.tar"

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ipmix_cli.errors import IpmixError
-from ipmix_cli.shards import safepickle
-from ipmix_cli.shards.sources import BadSourceImage, open_source
+from ipmix_cli.common.errors import IpmixError
+from ipmix_cli.data import safepickle
+from ipmix_cli.data.sources import BadSourceImage, open_source
 
 from _shards_build_helpers import (py2_pickle, smooth_picture, write_cifar_binary, write_cifar_python,
                                    write_image_folder)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ipmix_cli import cli
+from ipmix_cli.cli import main as cli
 
 LOCAL_FOR_NOW = "must be a local path for now"
 UNKNOWN = "unknown storage scheme 'foo://'"

@@ -1,11 +1,11 @@
-"""ipmix_cli.storage: which data paths are local, pipe: commands or URLs, and the errors for URLs."""
+"""ipmix_cli.common.storage: which data paths are local, pipe: commands or URLs, and the errors for URLs."""
 
 import sys
 
 import pytest
 
-from ipmix_cli import storage
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common import storage
+from ipmix_cli.common.errors import IpmixError
 
 
 @pytest.mark.parametrize("text,kind,scheme", [

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from ipmix_cli import cli
+from ipmix_cli.cli import main as cli
 from _shards_build_helpers import write_image_folder, write_mixing_folder
 
 
@@ -141,7 +141,7 @@ def test_an_unreachable_endpoint_is_one_line(tmp_path, capsys, monkeypatch):
 def test_the_library_refuses_an_unknown_scheme_out_as_the_command_does(tmp_path, monkeypatch):
     import pytest
 
-    from ipmix_cli.errors import IpmixError
+    from ipmix_cli.common.errors import IpmixError
     from ipmix_cli.shards.build import build_shards
 
     monkeypatch.chdir(tmp_path)

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ipmix_cli.cli import run
+from ipmix_cli.cli.main import run
 
 pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from _stream_helpers import collect, make_shards, read_tar_samples
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 from ipmix_cli.stream import ShardLoader
 from ipmix_cli.stream.plan import Layout, interleave, plan_epoch, rank_blocks, roles_of, round_robin
 

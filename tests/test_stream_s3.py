@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from _stream_helpers import collect, make_shards
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 from ipmix_cli.stream import ShardLoader
 
 pytestmark = [pytest.mark.kernels,  # runs Numba kernels (left out of `make test-fast`)

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from _train_helpers import make_digit_shards
-from ipmix_cli.checkpoint import load_checkpoint
-from ipmix_cli.errors import IpmixError
-from ipmix_cli.train import train
+from ipmix_cli.train.checkpoint import load_checkpoint
+from ipmix_cli.common.errors import IpmixError
+from ipmix_cli.train.loop import train
 
 pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
 
@@ -22,7 +22,7 @@ TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "t
 
 def _torchrun(shards, out, *extra):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "ipmix_cli.train", "--shards", str(shards),
+    cmd = [TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "ipmix_cli", "train", "--shards", str(shards),
            "--model", "small-cnn", "--epochs", "2", "--out", str(out), "--batch-size", "16", "--workers", "0",
            "--log-every", "1", *extra]
     # A hang would be the bug under test: the timeout turns it into a failure.

@@ -7,10 +7,10 @@ import torch
 from PIL import Image
 
 from _train_helpers import make_digit_shards
-from ipmix_cli.checkpoint import load_checkpoint
-from ipmix_cli.cli import run
-from ipmix_cli.errors import IpmixError
-from ipmix_cli.train import train
+from ipmix_cli.train.checkpoint import load_checkpoint
+from ipmix_cli.cli.main import run
+from ipmix_cli.common.errors import IpmixError
+from ipmix_cli.train.loop import train
 
 pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
 
@@ -118,7 +118,7 @@ def test_bad_options_are_one_line(triple_shards, tmp_path, capsys, argv, message
 
 
 def test_python_dash_m_entry_has_the_same_one_line_errors(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "ipmix_cli.train", "--shards", str(tmp_path / "none"),
+    proc = subprocess.run([sys.executable, "-m", "ipmix_cli", "train", "--shards", str(tmp_path / "none"),
                            "--epochs", "1", "--out", str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
@@ -126,7 +126,7 @@ def test_python_dash_m_entry_has_the_same_one_line_errors(tmp_path):
 
 
 def test_periodic_checkpoints_and_echo_warning(tmp_path, monkeypatch):
-    import ipmix_cli.train as train_module
+    import ipmix_cli.train.loop as train_module
 
     make_digit_shards(tmp_path / "s", views=1, epochs=1, shards=2, limit=64)
     saved, lines = [], []
@@ -152,7 +152,7 @@ def test_periodic_checkpoints_and_echo_warning(tmp_path, monkeypatch):
 def test_ctrl_c_checkpoints_exits_130_and_points_at_resume(tmp_path, monkeypatch, capsys):
     import signal
 
-    import ipmix_cli.train as train_module
+    import ipmix_cli.train.loop as train_module
 
     make_digit_shards(tmp_path / "s", views=1, epochs=1, shards=2, limit=64)
     real_curves = train_module.write_curves_png

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from ipmix_cli.losses import jsd_consistency, jsd_loss
-from ipmix_cli.train import cosine_factor, resolve_precision
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.train.losses import jsd_consistency, jsd_loss
+from ipmix_cli.train.loop import cosine_factor, resolve_precision
+from ipmix_cli.common.errors import IpmixError
 
 
 def _softmax(z):

@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from ipmix_cli.errors import IpmixError
-from ipmix_cli.optional import TORCH_FLOOR, check_torch_version
+from ipmix_cli.common.errors import IpmixError
+from ipmix_cli.common.optional import TORCH_FLOOR, check_torch_version
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def without(tmp_path):
-    """Run `python -m ipmix_cli.cli ARGS` (or another module) where `import PACKAGE` fails."""
-    def run(package, *argv, module="ipmix_cli.cli"):
+    """Run `python -m ipmix_cli.cli.main ARGS` (or another module) where `import PACKAGE` fails."""
+    def run(package, *argv, module="ipmix_cli.cli.main"):
         shim = tmp_path / f"no-{package}"
         (shim / package).mkdir(parents=True, exist_ok=True)
         (shim / package / "__init__.py").write_text(
@@ -61,9 +61,9 @@ def test_corrupt_needs_no_torch(without, tmp_path):
 
 
 def test_python_dash_m_train_without_torch_is_the_same_one_line(without):
-    _one_error_line(without("torch", "--shards", "s", "--epochs", "1", "--out", "run", module="ipmix_cli.train"),
+    _one_error_line(without("torch", "train", "--shards", "s", "--epochs", "1", "--out", "run", module="ipmix_cli"),
                     "train")
-    assert without("torch", "--help", module="ipmix_cli.train").returncode == 0
+    assert without("torch", "train", "--help", module="ipmix_cli").returncode == 0
 
 
 def test_the_digits_source_without_scikit_learn_names_the_demo_extra(without, tmp_path):

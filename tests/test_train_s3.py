@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from _train_helpers import make_digit_shards
-from ipmix_cli.checkpoint import load_checkpoint
-from ipmix_cli.cli import run
+from ipmix_cli.train.checkpoint import load_checkpoint
+from ipmix_cli.cli.main import run
 
 pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
 

@@ -10,11 +10,11 @@ import time
 import pytest
 import torch
 
-import ipmix_cli.train as train_module
+import ipmix_cli.train.loop as train_module
 from _train_helpers import make_digit_shards
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 from ipmix_cli.stream import ShardLoader
-from ipmix_cli.train import choose_threads, format_duration, train
+from ipmix_cli.train.loop import choose_threads, format_duration, train
 
 pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
 

@@ -8,12 +8,12 @@ import torch
 
 from _torchvision_resnet import torchvision_resnet_state_shapes
 from _train_helpers import make_digit_shards
-from ipmix_cli.checkpoint import load_checkpoint
-from ipmix_cli.cli import run
-from ipmix_cli.errors import IpmixError
-from ipmix_cli.evaluate import evaluate
-from ipmix_cli.models import load_trained
-from ipmix_cli.train import train
+from ipmix_cli.train.checkpoint import load_checkpoint
+from ipmix_cli.cli.main import run
+from ipmix_cli.common.errors import IpmixError
+from ipmix_cli.eval.evaluate import evaluate
+from ipmix_cli.train.models import load_trained
+from ipmix_cli.train.loop import train
 
 pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
 

@@ -10,12 +10,12 @@ from ipmix_cli.augment.presets import MIXING_RECIPES
 from ipmix_cli.augment.chains import augment_view, scratch_images
 from ipmix_cli.augment.config import AugmentConfig
 from ipmix_cli.augment.ops import ROTATION_TABLE, mirror
-from ipmix_cli.augment.pillow_pixels import rgbx_view
+from ipmix_cli.common.pixels import rgbx_view
 from ipmix_cli.augment.rng import STREAM_VIEW, new_state
 from ipmix_cli.augment.resample import resized_window
 from ipmix_cli.augment.views import (CROP_NONE, CROP_PAD, augment_batch, draw_flip, fitted_picture,
                                      random_resized_crop_box)
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 
 
 class Augmenter:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,8 @@ from PIL import Image
 from fractalgen.errors import BadImage
 from fractalgen.files import atomic_write_bytes, sha256_file
 from fractalgen.images import open_rgb, picture_files
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
+from ipmix_cli.common.cachedir import default_cache_dir
 
 
 def resize_mixing_picture(img: Image.Image, size: int) -> np.ndarray:
@@ -44,18 +44,6 @@ def resize_mixing_picture(img: Image.Image, size: int) -> np.ndarray:
     if (w, h) != (size, size):
         img = img.crop((left, top, left + size, top + size))
     return np.asarray(img, dtype=np.uint8)
-
-
-def default_cache_dir() -> Path:
-    """The `ipmix` folder in the user's cache folder: `$XDG_CACHE_HOME` where set, else the
-    platform's own (`~/Library/Caches` on macOS, `%LOCALAPPDATA%` on Windows, `~/.cache`)."""
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]) / "ipmix"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "ipmix"
-    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
-        return Path(os.environ["LOCALAPPDATA"]) / "ipmix" / "Cache"
-    return Path.home() / ".cache" / "ipmix"
 
 
 def _picture_files(folder: Path) -> list[Path]:

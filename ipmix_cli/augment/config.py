@@ -11,7 +11,7 @@ from ipmix_cli.augment import chains
 from ipmix_cli.augment.policy import OP_NAMES, row_id
 from ipmix_cli.augment.pixel_ops import OVERFLOWS
 from ipmix_cli.augment.presets import CROPS, PARTNERS, PRESETS, RECIPES
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 
 CONFIG_VERSION = 1
 

@@ -14,7 +14,7 @@ from ipmix_cli.augment.api import Augmenter, ipmix_one, view_state
 from ipmix_cli.augment.bank import MixingBank
 from ipmix_cli.augment.config import AugmentConfig
 from ipmix_cli.augment.views import mixing_crop
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 
 
 def input_files(path, limit: int) -> list[Path]:

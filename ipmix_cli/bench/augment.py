@@ -7,10 +7,9 @@ from __future__ import annotations
 import statistics
 import time
 
-import click
 import numpy as np
 
-from ipmix_cli.bench.common import one_core, report
+from ipmix_cli.bench.common import one_core
 
 BASELINE = "ipmix per-image reference"  # what every *_baseline_* figure and *_speedup is measured against
 
@@ -129,17 +128,3 @@ def _run_bench(repeats: int, fractals, quick: bool) -> dict:
                        "*_cpu_* from this process's CPU time; *_repeat_s the shorter median repeat); "
                        "224 inputs are 256x256 pictures (RandomResizedCrop inside)")
     return figures
-
-
-@click.command("augment")
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
-@click.option("--repeats", default=5, show_default=True, type=click.IntRange(1, 50),
-              help="Timed runs per figure (the median is reported).")
-@click.option("--fractals", type=click.Path(file_okay=False), default=None,
-              help="Mixing folder to use (default: generated patterns).")
-@click.option("--quick", is_flag=True, help="A quarter of the images per call, repeats of 0.1 s (a rough figure).")
-def bench_augment(as_json, repeats, fractals, quick):
-    """Augmentation throughput on one core: IPMix one view and JSD triple at 32x32, one view at
-    224x224, and one AugMix and PixMix view at both sizes, each against ipmix's per-image
-    reference (reference.py) of the same recipe."""
-    report(run_bench(repeats=repeats, fractals=fractals, quick=quick), as_json)

@@ -26,10 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import click
 import numpy as np
 
-from ipmix_cli.bench.common import one_core, report
+from ipmix_cli.bench.common import one_core
+from ipmix_cli.common.errors import IpmixError
 
 
 def write_mixing_folder(folder: Path, n: int = 16, size: int = 256) -> Path:
@@ -53,7 +53,7 @@ def write_fractal_set(folder: Path, per_family: int = 32) -> Path:
 
 def write_digits_cifar(root: Path, samples: int) -> Path:
     """CIFAR-10 binary batches (label byte + 3072 planar bytes) of digits, repeated."""
-    from ipmix_cli.shards.sources import DigitsSource
+    from ipmix_cli.data.sources import DigitsSource
 
     digits = [DigitsSource("train"), DigitsSource("test")]
     pics = np.concatenate([np.stack([d.read(i) for i in range(len(d))]) for d in digits])
@@ -131,7 +131,7 @@ def time_command(cmd: list[str], out: Path, core: int | None) -> tuple[float, fl
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     shutil.rmtree(out, ignore_errors=True)
     if res.returncode != 0:
-        raise click.ClickException(f"{' '.join(cmd[2:])} failed: {res.stderr.strip()[-400:]}")
+        raise IpmixError(f"{' '.join(cmd[2:])} failed: {res.stderr.strip()[-400:]}")
     return dt, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
@@ -177,7 +177,7 @@ def engine_rates(source: str, fractals: Path, samples: int, min_seconds: float =
     from ipmix_cli.augment import Augmenter, MixingBank, resolve_config
     from ipmix_cli.bench.augment import _timed
     from ipmix_cli.shards.build import chunk_rows
-    from ipmix_cli.shards.sources import open_source
+    from ipmix_cli.data.sources import open_source
 
     src = open_source(source)
     step = chunk_rows(32)
@@ -456,7 +456,7 @@ def run_bench(samples: int = 50_000, repeats: int = 3, photos_per_class: int = 1
         if formats and "formats" in parts:
             log("format table ...")
             from ipmix_cli.augment import Augmenter
-            from ipmix_cli.shards.sources import open_source
+            from ipmix_cli.data.sources import open_source
 
             src = open_source(cifar)
             cfg32 = resolve_config(preset="cifar", recipe="ipmix", views=1)
@@ -478,38 +478,3 @@ def run_bench(samples: int = 50_000, repeats: int = 3, photos_per_class: int = 1
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return figures
-
-
-@click.command("build")
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
-@click.option("--samples", type=click.IntRange(100, None), default=50_000, show_default=True,
-              help="Samples of a 32 px epoch.")
-@click.option("--epochs", type=click.IntRange(1, None), default=2, show_default=True,
-              help="Epochs of each 32 px build.")
-@click.option("--repeats", type=click.IntRange(1, None), default=3, show_default=True,
-              help="Rounds (the median is reported), after one warm-up run.")
-@click.option("--photos-per-class", type=click.IntRange(2, None), default=150, show_default=True)
-@click.option("--formats/--no-formats", default=True, show_default=True, help="Also measure the format table.")
-@click.option("--quick", is_flag=True, help="Small sizes for a smoke run (figures not comparable).")
-@click.option("--only", "only", multiple=True, type=click.Choice(PARTS),
-              help="Measure only these parts (repeatable) [default: all].")
-def bench_build(as_json, samples, epochs, repeats, photos_per_class, formats, quick, only):
-    """Whole-build throughput of `ipmix shards build` run as a process: 32 px builds on one core
-    beside the engine's rate and a plain-Python write+fsync floor measured in the same rounds
-    (ratios and a per-stage breakdown), 1 -> 2 workers beside the disk's own rate, 224 px on one
-    core against the per-image pipeline, peak RSS per worker."""
-    if quick:
-        samples, repeats, photos_per_class = min(samples, 2000), 1, min(photos_per_class, 8)
-    figures = run_bench(samples=samples, repeats=repeats, photos_per_class=photos_per_class, quick=quick,
-                        formats=formats, log=None if as_json else (lambda m: click.echo(m, err=True)),
-                        parts=tuple(only) or PARTS, epochs=epochs)
-    tables = {k: figures.pop(k) for k in ("formats_32", "formats_224") if k in figures}
-    if as_json:
-        report({**figures, **tables}, as_json=True)
-        return
-    report(figures, as_json=False)
-    for name, rows in tables.items():
-        click.echo(f"\n{name}: format quality  bytes  encode_us  decode_us  psnr_db")
-        for r in rows:
-            click.echo(f"  {r['format']:5s} {str(r['quality'] or '-'):>4s} {r['bytes']:8.0f} {r['encode_us']:9.1f} "
-                       f"{r['decode_us']:9.1f} {r['psnr_db']:8.2f}")

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import statistics
 import time
 
-import click
 
 
 @contextlib.contextmanager
@@ -54,16 +52,3 @@ def median_time(fn, repeats: int = 5, warmup: int = 1) -> float:
 
 def machine() -> dict:
     return {"cpu_count": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()}
-
-
-def report(figures: dict, as_json: bool) -> None:
-    """Print figures as one JSON object (--json) or as aligned `name: value` lines."""
-    figures = {**figures, "machine": machine()}
-    if as_json:
-        click.echo(json.dumps(figures, sort_keys=True))
-        return
-    width = max(len(k) for k in figures)
-    for k, v in figures.items():
-        if isinstance(v, float):
-            v = f"{v:,.3f}" if abs(v) < 100 else f"{v:,.1f}"
-        click.echo(f"{k:<{width}}  {v}")

@@ -6,10 +6,9 @@ from __future__ import annotations
 import statistics
 import time
 
-import click
 import numpy as np
 
-from ipmix_cli.bench.common import one_core, report
+from ipmix_cli.bench.common import one_core
 
 
 def _images(n: int, side: int) -> np.ndarray:
@@ -37,8 +36,8 @@ def _seconds_per_image(fn, images, repeats: int) -> float:
 
 
 def measure(side: int = 224, n_images: int = 4, repeats: int = 3, names=None) -> dict:
-    from ipmix_cli.corruptions import CORRUPTIONS, corrupt_image, parse_corruptions
-    from ipmix_cli.corruptions.reference import load_reference
+    from ipmix_cli.eval.corruptions import CORRUPTIONS, corrupt_image, parse_corruptions
+    from ipmix_cli.eval.corruptions.reference import load_reference
 
     reference = load_reference()
     names = parse_corruptions(names) if names else list(CORRUPTIONS)
@@ -59,25 +58,3 @@ def measure(side: int = 224, n_images: int = 4, repeats: int = 3, names=None) ->
     return {"baseline": "imagecorruptions package (ImageNet-C definitions)", "profile": "imagenet",
             "image_side": side, "images": n_images, "severities": 5, "repeats": repeats, "cores": 1,
             "corruptions": rows}
-
-
-@click.command("corrupt")
-@click.option("--size", "side", type=click.IntRange(32, 1024), default=224, show_default=True,
-              help="Image side (the package refuses images under 32 px).")
-@click.option("--images", "n_images", type=click.IntRange(1, 1000), default=4, show_default=True)
-@click.option("--repeats", type=click.IntRange(1, 50), default=3, show_default=True)
-@click.option("--corruptions", default=None, help="Comma-separated subset (default: all 19).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
-def bench_corrupt(side, n_images, repeats, corruptions, as_json):
-    """Each corruption, ipmix vs the imagecorruptions package: ms per image (median of
-    --repeats runs over --images images x 5 severities, one core) and the ratio."""
-    figures = measure(side, n_images, repeats, corruptions)
-    if as_json:
-        report(figures, True)
-        return
-    click.echo(f"{figures['image_side']} px, ImageNet-C severities, {n_images} images x 5 severities, "
-               f"median of {repeats}, one core; baseline: {figures['baseline']}")
-    click.echo(f"{'corruption':<20}{'ipmix ms':>10}{'reference ms':>14}{'ratio':>8}")
-    for row in figures["corruptions"]:
-        click.echo(f"{row['corruption']:<20}{row['ipmix_ms_per_image']:>10.2f}"
-                   f"{row['reference_ms_per_image']:>14.2f}{row['ratio']:>7.2f}x")

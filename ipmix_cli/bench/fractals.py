@@ -11,9 +11,8 @@ import sys
 import tempfile
 import time
 
-import click
 
-from ipmix_cli.bench.common import one_core, report
+from ipmix_cli.bench.common import one_core
 
 # Run in a fresh interpreter: render one picture of each family and say how long that took and
 # how many kernels were compiled (cache misses) versus loaded from Numba's on-disk cache.
@@ -81,15 +80,7 @@ def _pillow_png(level: int):
     return encode
 
 
-@click.command("fractals")
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
-@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--n-ifs", type=click.IntRange(min=1), default=200, show_default=True, help="IFS pictures per run.")
-@click.option("--n-escape", type=click.IntRange(min=1), default=60, show_default=True,
-              help="Escape-time pictures per run.")
-@click.option("--n-write", type=click.IntRange(min=0), default=3000, show_default=True,
-              help="Escape-time and IFS pictures (each) for the write test on 2 workers; 0 skips it.")
-def bench_fractals(as_json, repeats, n_ifs, n_escape, n_write):
+def measure(repeats: int, n_ifs: int, n_escape: int, n_write: int) -> dict:
     """Throughput of the fractal renderers (one core, 256², median of runs) and of writing a set."""
     import numpy as np
 
@@ -140,4 +131,4 @@ def bench_fractals(as_json, repeats, n_ifs, n_escape, n_write):
             figures["write_mib"] = round(sum(e["bytes"] for e in manifest["images"]) / 2**20, 1)
     figures["cpus_available"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     figures["load_average_1min"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
-    report(figures, as_json)
+    return figures

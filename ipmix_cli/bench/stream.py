@@ -5,13 +5,11 @@ way the reference code does (per-image PIL, `ipmix_cli.augment.reference`), same
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
-import click
 import numpy as np
 
-from ipmix_cli.bench.common import median_time, one_core, report
+from ipmix_cli.bench.common import median_time, one_core
 
 GOAL_RATIO_32 = 15.0
 GOAL_SINGLE_32 = 25_000.0
@@ -94,7 +92,7 @@ def _measure(repeats: int, quick: bool, batch_size: int, log) -> dict:
     from ipmix_cli.augment import MixingBank, resolve_config
     from ipmix_cli.shards import build_shards
     from ipmix_cli.shardformat.formats import default_format
-    from ipmix_cli.shards.sources import open_source
+    from ipmix_cli.data.sources import open_source
 
     if quick:
         batch_size = min(batch_size, 16)
@@ -166,17 +164,3 @@ def _measure(repeats: int, quick: bool, batch_size: int, log) -> dict:
     figures["note"] = ("one core (num_workers=0 in both loaders); samples/s delivered as batched uint8 tensors; "
                        "online = per-sample reference IPMix (PIL) inside a torch DataLoader")
     return figures
-
-
-@click.command("stream")
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
-@click.option("--repeats", default=5, show_default=True, type=click.IntRange(1, 50), help="Timed runs per figure (median).")
-@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1, 4096))
-@click.option("--quick", is_flag=True, help="Tiny data sets (a smoke test; figures are noisy).")
-def bench_stream(as_json, repeats, batch_size, quick):
-    """Samples/s streamed from shards vs online IPMix per sample, one core."""
-    t0 = time.perf_counter()
-    log = (lambda msg: None) if as_json else (lambda msg: click.echo(f"... {msg}", err=True))
-    figures = measure_stream(repeats=repeats, quick=quick, batch_size=batch_size, log=log)
-    figures["bench_seconds"] = round(time.perf_counter() - t0, 1)
-    report(figures, as_json)

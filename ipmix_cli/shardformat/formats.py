@@ -17,7 +17,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from ipmix_cli.errors import IpmixError, OptionError
+from ipmix_cli.common.errors import IpmixError, OptionError
 from ipmix_cli.shardformat.fields import FORMATS, canonical, image_format
 from ipmix_cli.shardformat.tario import TarFormatError
 
@@ -58,7 +58,7 @@ def _canvas():
     # imported here: the Canvas lives in the augmentation engine, which readers need not import
     global _CANVAS
     if _CANVAS is None:
-        from ipmix_cli.augment.pillow_pixels import Canvas
+        from ipmix_cli.common.pixels import Canvas
 
         _CANVAS = Canvas()
     return _CANVAS

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import BinaryIO, Iterator, NamedTuple
 
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 
 BLOCK = 512
 _REGULAR = (b"0", b"\0", b"7")

@@ -1,7 +1,7 @@
 """Materialized epochs as WebDataset shards: sources, plan, tar writer, build, tools.
 
 `from ipmix_cli.shards import build_shards` is imported lazily so that reading a source
-(`ipmix_cli.shards.sources`) does not pull in the augmentation engine.
+(`ipmix_cli.data.sources`) does not pull in the augmentation engine.
 """
 
 

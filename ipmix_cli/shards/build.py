@@ -24,9 +24,9 @@ import numpy as np
 
 from fractalgen.errors import FractalgenError
 from fractalgen.files import atomic_write_json, ensure_writable_dir, sha256_file
-from ipmix_cli import storage
-from ipmix_cli.errors import IpmixError, OptionError
-from ipmix_cli.progress import COMPILING, numba_cache_is_warm
+from ipmix_cli.common import storage
+from ipmix_cli.common.errors import IpmixError, OptionError
+from ipmix_cli.common.progress import COMPILING, numba_cache_is_warm
 from ipmix_cli.shards import limits
 from ipmix_cli.shards import manifest as mf
 from ipmix_cli.shardformat.fields import FORMATS, LABEL, META
@@ -35,7 +35,7 @@ from ipmix_cli.shardformat.tarwriter import BLOCK, TarWriter
 from ipmix_cli.shards.distributed import remove_contexts, run_tasks
 from ipmix_cli.shards.plan import Plan, choose_shard_count, node_tasks, sample_key, shard_name
 from ipmix_cli.shards.remote_out import RemoteOut
-from ipmix_cli.shards.sources import BadSourceImage, Source, open_source
+from ipmix_cli.data.sources import BadSourceImage, Source, open_source
 from ipmix_cli.shards.spec import DEFAULTS, BuildRequest, BuildSpec, RunOptions
 
 MAX_REPLACEMENT_TRIES = 64
@@ -760,7 +760,7 @@ def _merge_options(request: BuildRequest, out, existing: dict | None) -> tuple[d
 def _open_inputs(given: dict, cfg, run: RunOptions):
     """The source, the mixing bank and the manifest's "mixing_set" entry. Sources and mixing sets
     in object storage are copied to a local folder first."""
-    from ipmix_cli.augment.bank import default_cache_dir
+    from ipmix_cli.common.cachedir import default_cache_dir
 
     out, cache_dir = run.out, run.cache_dir
     if cache_dir:

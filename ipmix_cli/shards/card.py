@@ -63,7 +63,7 @@ def _augmentation(m: dict) -> str:
     manifest's augmentation settings are incomplete)."""
     from ipmix_cli.augment import AugmentConfig
     from ipmix_cli.augment.presets import recipe_summary
-    from ipmix_cli.errors import IpmixError
+    from ipmix_cli.common.errors import IpmixError
 
     try:
         cfg = AugmentConfig.from_dict((m.get("config") or {}).get("augment") or {})

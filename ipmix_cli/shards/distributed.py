@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fractalgen.files import atomic_write_bytes
-from ipmix_cli.errors import IpmixError, OptionError
+from ipmix_cli.common.errors import IpmixError, OptionError
 from ipmix_cli.shards import manifest as mf
 from ipmix_cli.shards.spec import RunOptions
 
@@ -117,7 +117,7 @@ def run_tasks(task_fn, ctx, tasks, run: RunOptions) -> dict:
     """Run every (epoch, shard) task with `task_fn(ctx, tasks, done=None)`, which runs tasks in
     order and passes each record to `done`; returns counts, seconds, each worker's peak RSS and
     the seconds spent in each stage of a shard (summed over workers)."""
-    from ipmix_cli.progress import Progress
+    from ipmix_cli.common.progress import Progress
 
     workers, backend = run.workers, run.backend
 

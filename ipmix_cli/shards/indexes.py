@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 from fractalgen.files import atomic_write_bytes, atomic_write_json
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 from ipmix_cli.shardformat.tario import iter_entries, split_name
 
 WIDS_KIND = "wids-shard-index-v1"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 from ipmix_cli.shardformat.fields import LABEL, META
 from ipmix_cli.shardformat.tario import iter_samples
 from ipmix_cli.shards.verify import read_checked_manifest

@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from fractalgen.files import atomic_write_bytes, atomic_write_json
-from ipmix_cli.errors import OptionError
+from ipmix_cli.common.errors import OptionError
 from ipmix_cli.shardformat.manifest import (MANIFEST, READABLE_VERSIONS, SCHEMA, SCHEMA_VERSION, EpochEntry, Manifest,
                                             ShardEntry)
 from ipmix_cli.shards.plan import epoch_folder

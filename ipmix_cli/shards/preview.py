@@ -10,13 +10,13 @@ import numpy as np
 
 from fractalgen.files import atomic_write_bytes
 from fractalgen.images import contact_sheet
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 from ipmix_cli.shardformat.fields import LABEL, META, sample_fields
 from ipmix_cli.shardformat.formats import decode_image
 from ipmix_cli.shardformat.manifest import MANIFEST
 from ipmix_cli.shardformat.tario import iter_samples
 from ipmix_cli.shards.verify import read_checked_manifest
-from ipmix_cli.stream.remote import is_store_url
+from ipmix_cli.common.objects import is_store_url
 
 # Tiles smaller than this are enlarged (nearest neighbour, integer factor) so labels fit.
 MIN_TILE = 64

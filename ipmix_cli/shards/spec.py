@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from ipmix_cli.errors import OptionError
+from ipmix_cli.common.errors import OptionError
 from ipmix_cli.shardformat.fields import image_fields
 from ipmix_cli.shards import limits
 from ipmix_cli.shards import manifest as mf

@@ -18,15 +18,15 @@ import os
 import re
 from pathlib import Path
 
-from ipmix_cli.errors import IpmixError
-from ipmix_cli.progress import Progress
+from ipmix_cli.common.errors import IpmixError
+from ipmix_cli.common.progress import Progress
 from ipmix_cli.shardformat.fields import LABEL, META, sample_fields
 from ipmix_cli.shardformat.formats import decode_image
 from ipmix_cli.shardformat.manifest import MANIFEST, SCHEMA, Manifest, ManifestError
 from ipmix_cli.shardformat.tario import TarFormatError, group_samples, iter_entries
 from ipmix_cli.shards.indexes import DALI_VERSION, dali_index_path, dali_lines
 from ipmix_cli.shards.manifest import config_hash
-from ipmix_cli.stream.storepath import as_path
+from ipmix_cli.common.storepath import as_path
 
 KEY_RE = re.compile(r"^e(\d{4})s(\d{7})$")
 MAX_PROBLEMS_PER_SHARD = 5

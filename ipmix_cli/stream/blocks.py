@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 
 from .reader import ShardError, ShardIndex, load_bytes
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}

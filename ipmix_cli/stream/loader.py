@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 
 from .blocks import BlockReader
 from .manifest import load_manifest, shard_url

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 from ipmix_cli.shardformat.manifest import MANIFEST, READABLE_VERSIONS, Manifest, ManifestError
 
-from .remote import is_store_url, read_manifest
+from ipmix_cli.common.objects import is_store_url
+from .remote import read_manifest
 
 
 def find_manifest(path) -> str:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 
 _ORDER_TAG = 0x4F524452  # separates the shard-order stream from the block-shuffle stream
 _BLOCK_TAG = 0x424C4B53

@@ -17,39 +17,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 from ipmix_cli.shardformat.manifest import MANIFEST, Manifest
-from ipmix_cli.storage import _reason, check_scheme, classify
+from ipmix_cli.common.objects import fetch, is_store_url
+from ipmix_cli.common.storage import _reason, check_scheme, classify
 
 from .reader import ShardError
 
 # Shards fetched ahead of the one being decoded, per process.
 AHEAD = 2
-
-
-class StoreError(IpmixError):
-    """The store cannot be reached or refuses us: no shard can be read, so there is no
-    substitute to try (skip_bad does not apply)."""
-
-
-def is_store_url(path) -> bool:
-    where = classify(path)
-    return where.kind == "url" and where.scheme not in ("http", "https")
-
-
-def fetch(url: str, size: int | None = None) -> bytes:
-    """All bytes of one object (with `size`, its first `size` bytes: one ranged GET and no
-    HEAD request first). FileNotFoundError if it is not there; StoreError (one line) when the
-    store fails after its client's own retries."""
-    import fsspec
-
-    try:
-        fs, path = fsspec.core.url_to_fs(url)
-        return fs.cat_file(path, start=0, end=size or None)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # each store's client has its own error types: one line for any of them
-        raise StoreError(f"cannot read {url}: {_reason(exc)}") from None
 
 
 def read_manifest(url: str) -> tuple[dict, str]:

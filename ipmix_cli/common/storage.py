@@ -1,0 +1,226 @@
+"""Where a data path a user gives lives: on this machine, behind a `pipe:` command, or at a URL.
+
+    where = classify("s3://bucket/shards")   # Where(kind="url", scheme="s3", ...)
+    require_local("s3://bucket/shards", "--out", "OUT of 'shards build'")  # IpmixError
+
+Local paths stay plain paths (today's fast path) and a file:// URL is its path. Any other
+`scheme://...` is never taken for a local folder. Where a command reads or writes only local
+paths so far, require_local refuses it with one line that says what must be local (and, for a
+scheme fsspec does not know, which stores there are and their extras). check_scheme is the check for places that
+read URLs: an unknown scheme, or a store whose filesystem package is missing, names the extra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+
+from ipmix_cli.common.errors import IpmixError
+
+# Object stores ipmix offers as extras: scheme -> (filesystem package, extra name).
+EXTRAS = {
+    "s3": ("s3fs", "s3"),
+    "s3a": ("s3fs", "s3"),
+    "gs": ("gcsfs", "gcs"),
+    "gcs": ("gcsfs", "gcs"),
+    "az": ("adlfs", "azure"),
+    "abfs": ("adlfs", "azure"),
+    "abfss": ("adlfs", "azure"),
+}
+EXTRAS_HINT = "s3:// (pip install 'ipmix[s3]'), gs:// (pip install 'ipmix[gcs]') or az:// (pip install 'ipmix[azure]')"
+
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+@dataclass(frozen=True)
+class Where:
+    text: str          # the path as the user gave it
+    kind: str          # "local", "pipe" or "url"
+    scheme: str = ""   # the URL scheme, lower case ("" unless kind == "url")
+
+    @property
+    def local_path(self) -> str:
+        """The path on this machine (a file:// URL gives its path)."""
+        return self.text[len("file://"):] if self.scheme == "file" else self.text
+
+
+def classify(text) -> Where:
+    text = str(text)
+    if text.startswith("pipe:"):
+        return Where(text, "pipe")
+    m = _URL.match(text)
+    if not m:
+        return Where(text, "local")
+    scheme = m.group(1).lower()
+    return Where(text, "local" if scheme == "file" else "url", scheme)
+
+
+def _unknown(scheme: str) -> bool:
+    """True for a scheme neither ipmix's extras nor fsspec know. Without fsspec installed
+    (it comes with torch, dask and every extra) only the extras' schemes are known for sure,
+    so nothing else is called unknown."""
+    if scheme in EXTRAS:
+        return False
+    try:
+        from fsspec.registry import known_implementations, registry
+    except ImportError:
+        return False
+    return scheme not in known_implementations and scheme not in registry
+
+
+def check_scheme(where: Where, option: str, shown: str = "") -> None:
+    """IpmixError unless the URL's filesystem is known and its package installed."""
+    if where.kind != "url":
+        return
+    shown = shown or where.text
+    if _unknown(where.scheme):
+        raise IpmixError(f"{option} {shown}: unknown storage scheme '{where.scheme}://'; "
+                         f"give a local path, or {EXTRAS_HINT}")
+    package, extra = EXTRAS.get(where.scheme, (None, None))
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise IpmixError(f"{option} {shown}: {where.scheme}:// needs the {package} package: "
+                         f"pip install 'ipmix[{extra}]'")
+
+
+def require_local(text, option: str, role: str, *, keep: tuple[str, ...] = (), given: str = "",
+                  remote: bool = False) -> str:
+    """`text` as a local path; IpmixError for a URL or a `pipe:` command, except the kinds or
+    schemes in `keep` (e.g. ("pipe", "http", "https")), which come back unchanged, and, with
+    `remote`, URLs of an object store (EXTRAS) whose package is installed, also unchanged.
+    `role` names what must be local in the message, e.g. "OUT of 'shards build'"; `given` is
+    the whole value shown there when `text` is a part of it."""
+    where = classify(text)
+    shown = given or where.text
+    if where.kind == "local":
+        return where.local_path
+    if where.kind in keep or where.scheme in keep:
+        return where.text
+    if remote and where.scheme in EXTRAS:
+        check_scheme(where, option, shown)
+        return where.text
+    if where.kind == "pipe":
+        raise IpmixError(f"{option} {shown}: {role} must be a local path (pipe: commands are read only "
+                         f"by 'train --shards' and ShardLoader)")
+    if _unknown(where.scheme):
+        raise IpmixError(f"{option} {shown}: unknown storage scheme '{where.scheme}://' (the stores ipmix "
+                         f"knows: {EXTRAS_HINT}); {role} must be a local path for now")
+    # A known store is refused here whether or not its package is installed: installing it
+    # would not help until this command reads or writes object storage.
+    raise IpmixError(f"{option} {shown}: {role} must be a local path for now "
+                     f"(ipmix does not read or write object storage there yet)")
+
+
+# Source specs whose part after the colon is a path (see ipmix_cli.data.sources).
+PATH_SOURCE_KINDS = ("cifar10", "cifar100", "cifar10-test", "cifar100-test", "folder", "wds")
+# Those whose path is a folder that localize_source can copy from a prefix URL.
+FOLDER_SOURCE_KINDS = ("cifar10", "cifar100", "cifar10-test", "cifar100-test", "folder")
+
+
+def require_local_source(spec: str, option: str, role: str, *, remote_folders: bool = False,
+                         remote_kinds: tuple[str, ...] = ("folder",)) -> str:
+    """A source spec (digits, cifar10:PATH, folder:PATH, wds:PATTERN or a bare folder) whose path
+    is local; the spec comes back with a file:// URL turned into its path. With
+    `remote_folders`, a folder (folder:URL or a bare URL; and the other `remote_kinds`) may be a
+    URL (see localize_source)."""
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in PATH_SOURCE_KINDS:
+        remote = remote_folders and kind in remote_kinds
+        return f"{kind}:{require_local(rest, option, f'{role} ({kind}:PATH)', given=spec, remote=remote)}"
+    if spec in ("digits", "digits:train", "digits:test"):
+        return spec
+    return require_local(spec, option, role, remote=remote_folders)
+
+
+# --------------------------------------------------------------------------- reading a folder
+
+def fetch_folder(url: str, cache_root, option: str) -> str:
+    """A local copy of every object under the prefix `url`, as a folder path.
+
+    The copy lives in cache_root/remote/<key>, where the key hashes the URL and one listing of
+    the prefix (names, sizes, ETags): an unchanged prefix is listed once and not downloaded
+    again; a changed object gives a new copy. The copy appears by one rename, so a killed
+    download never leaves a copy that looks complete."""
+    import hashlib
+    import json
+    import os
+    import shutil
+    from pathlib import Path
+
+    where = classify(url)
+    check_scheme(where, option)
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(url)
+        listing = fs.find(root, detail=True)
+    except Exception as exc:  # the client's own types vary by store: report any of them in one line
+        raise IpmixError(f"{option} {url}: {_reason(exc)}") from None
+    root = root.rstrip("/")
+    files = []
+    for name, info in sorted(listing.items()):
+        if info.get("type") != "file" or name.endswith("/"):
+            continue
+        rel = name[len(root):].lstrip("/") if name.startswith(root + "/") else os.path.basename(name)
+        if any(part in ("", ".", "..") for part in rel.split("/")):
+            raise IpmixError(f"{option} {url}: object {name!r} has a name that is not a safe relative path")
+        tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or ""
+        files.append((rel, int(info.get("size") or 0), str(tag), name))
+    if not files:
+        raise IpmixError(f"{option} {url}: no objects under this prefix")
+
+    key = hashlib.sha256(json.dumps([url, [f[:3] for f in files]]).encode()).hexdigest()[:32]
+    dest = Path(cache_root) / "remote" / key
+    if dest.is_dir():
+        return str(dest)
+    tmp = dest.with_name(f"{key}.part-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for rel, *_ in files:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        fs.get([f[3] for f in files], [str(tmp / f[0]) for f in files])
+        for rel, size, *_ in files:
+            if (tmp / rel).stat().st_size != size:
+                raise IpmixError(f"{option} {url}: {rel} arrived with {(tmp / rel).stat().st_size} bytes, "
+                                 f"the listing said {size}; run the command again")
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if not dest.is_dir():  # not another process having finished the same copy first
+                raise
+    except IpmixError:
+        raise
+    except Exception as exc:
+        raise IpmixError(f"{option} {url}: download failed: {_reason(exc)}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(dest)
+
+
+def _reason(exc: Exception) -> str:
+    """One line for an error of a storage client."""
+    if isinstance(exc, FileNotFoundError):
+        return f"not found ({str(exc).strip().splitlines()[0] if str(exc).strip() else 'no such bucket'})"
+    if isinstance(exc, PermissionError):
+        return ("access denied (check the credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE "
+                "or the store's own)")
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def localize(path, cache_root, option: str):
+    """`path` itself when local; the local copy of a folder URL (see fetch_folder)."""
+    if path is None or classify(path).kind != "url":
+        return path
+    return fetch_folder(str(path), cache_root, option)
+
+
+def localize_source(spec: str, cache_root, option: str = "--source", kinds: tuple[str, ...] = ("folder",)) -> str:
+    """A source spec whose folder: (or bare folder) URL, or that of another kind in `kinds`
+    (e.g. cifar10-test:URL of the extracted batches folder), is replaced by its local copy."""
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in kinds and classify(rest).kind == "url":
+        return f"{kind}:" + fetch_folder(rest, cache_root, option)
+    if classify(spec).kind == "url":
+        return "folder:" + fetch_folder(spec, cache_root, option)
+    return spec

@@ -1,0 +1,2 @@
+"""Training on shards: the loop (`loop.py`), checkpoints, losses, models and the device.
+Imports torch; nothing here imports `ipmix_cli.eval`."""
