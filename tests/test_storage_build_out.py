@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ipmix_cli import cli
+from ipmix_cli.cli import main as cli
 from ipmix_cli.shards import build_shards
 
 from _s3_proxy import HoldingProxy
@@ -245,8 +245,8 @@ def test_a_dry_run_to_a_bucket_writes_nothing(s3, tmp_path, capsys):
 
 
 def test_storage_options_parse_json_values_and_dotted_keys():
-    from ipmix_cli.errors import IpmixError
-    from ipmix_cli.objstore import parse_storage_options
+    from ipmix_cli.common.errors import IpmixError
+    from ipmix_cli.common.objstore import parse_storage_options
 
     assert parse_storage_options(["endpoint_url=http://h:9000", "anon=false", "config_kwargs.retries.max_attempts=3",
                                   "client_kwargs.region_name=eu-west-1"]) == {
@@ -275,7 +275,7 @@ def test_node_part_takes_what_is_not_given_from_a_slurm_array(given, env, expect
 
 
 def test_node_part_refuses_a_task_outside_the_array():
-    from ipmix_cli.errors import IpmixError
+    from ipmix_cli.common.errors import IpmixError
     from ipmix_cli.shards.nodes import node_part
 
     with pytest.raises(IpmixError, match=r"--node-rank must be in 0..1 \(got 5\)"):

@@ -81,7 +81,7 @@ def test_existing_run_and_changed_settings_are_refused(triple_shards, tmp_path):
 def test_resume_refuses_each_setting_marked_must_match_and_takes_the_others(triple_shards, tmp_path):
     from dataclasses import fields
 
-    from ipmix_cli.train import MUST_MATCH, TrainConfig
+    from ipmix_cli.train.loop import MUST_MATCH, TrainConfig
 
     out = tmp_path / "r"
     _run(triple_shards, out, max_steps=2)

@@ -79,7 +79,7 @@ def build_cmd(source, fractals, cache_dir, out, epochs, preset, recipe, views, s
     """
     import os
 
-    from ipmix_cli.objstore import parse_storage_options
+    from ipmix_cli.common.objstore import parse_storage_options
     from ipmix_cli.shards.build import build_result, build_shards
     from ipmix_cli.shards.nodes import node_part
 
@@ -157,7 +157,7 @@ def combine_cmd(out, cache_dir, storage_options):
     Runs automatically when the last part finishes; run it by hand when parts finished on
     machines that could not see each other's records at the time. OUT may be a URL: the
     parts are merged in the bucket, nothing is copied to a shared disk."""
-    from ipmix_cli.objstore import parse_storage_options
+    from ipmix_cli.common.objstore import parse_storage_options
     from ipmix_cli.shards.build import combine
 
     m = combine(out, log=_log, cache_dir=cache_dir, storage_options=parse_storage_options(storage_options))

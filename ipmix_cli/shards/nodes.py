@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError
 from ipmix_cli.shards import limits
 
 

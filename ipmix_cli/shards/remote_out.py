@@ -19,8 +19,8 @@ import time
 import weakref
 from pathlib import Path
 
-from ipmix_cli.errors import IpmixError
-from ipmix_cli.objstore import Prefix
+from ipmix_cli.common.errors import IpmixError
+from ipmix_cli.common.objstore import Prefix
 from ipmix_cli.shards import manifest as mf
 
 # What a build writes under OUT; anything else means OUT holds something that is not a build.

@@ -19,8 +19,8 @@ import json
 import time
 from dataclasses import dataclass
 
-from ipmix_cli import storage
-from ipmix_cli.errors import IpmixError
+from ipmix_cli.common import storage
+from ipmix_cli.common.errors import IpmixError
 
 RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds before the 2nd, 3rd and 4th try
 # Errors that another try cannot fix: a missing bucket or object, refused credentials, bad arguments.
