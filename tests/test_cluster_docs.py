@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ipmix_cli import cli
+from ipmix_cli.cli import main as cli
 
 from _shards_build_helpers import write_mixing_folder
 
