@@ -14,29 +14,14 @@ import numpy as np
 from numba import njit
 
 from fractalgen.palettes import palette_lut, random_palette
+from fractalgen.splitmix import next_uniform as _next
 
 POINTS = 100_000
 BBOX_POINTS = 4096
 SIGMA_MAX = 0.98  # every singular value stays below 1: each map is a strict contraction
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-_INV53 = 1.0 / 9007199254740992.0
-
 
 # --------------------------------------------------------------------------- kernels
-
-
-@njit(cache=True, inline="always")
-def _next(state):
-    """splitmix64: (new state, uniform double in [0, 1))."""
-    state = state + _GOLDEN
-    z = state
-    z = (z ^ (z >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
-    z = z ^ (z >> np.uint64(31))
-    return state, (z >> np.uint64(11)) * _INV53
 
 
 @njit(cache=True)

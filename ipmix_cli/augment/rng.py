@@ -1,9 +1,10 @@
 """A counter-based random generator usable inside Numba kernels.
 
 Every sample's draws come from a key hashed from (seed, epoch, index, stream); the state is
-one uint64 (a splitmix64 counter) held in a 1-element array. Creating a stream costs a few
-nanoseconds, so a kernel makes one per sample and view instead of sharing a global generator,
-and the same inputs give the same draws in any process, batch size or batch order.
+one uint64 (a splitmix64 counter: `fractalgen.splitmix`, shared with the fractal kernels) held
+in a 1-element array. Creating a stream costs a few nanoseconds, so a kernel makes one per
+sample and view instead of sharing a global generator, and the same inputs give the same draws
+in any process, batch size or batch order.
 
 Streams: CROP (crop and flip), MIX (mixing-picture choice and crop), VIEW + v (view v's chains).
 """
@@ -15,25 +16,13 @@ import math
 import numpy as np
 from numba import njit
 
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_S30 = np.uint64(30)
-_S27 = np.uint64(27)
-_S31 = np.uint64(31)
+from fractalgen.splitmix import GOLDEN, INV53 as _INV53, mix64
+
 _S11 = np.uint64(11)
-_INV53 = 1.0 / 9007199254740992.0
 
 STREAM_CROP = 0
 STREAM_MIX = 1
 STREAM_VIEW = 2  # view v (0-based among augmented views) uses STREAM_VIEW + v
-
-
-@njit(cache=True)
-def mix64(z):
-    z = (z ^ (z >> _S30)) * _M1
-    z = (z ^ (z >> _S27)) * _M2
-    return z ^ (z >> _S31)
 
 
 @njit(cache=True)
