@@ -55,7 +55,7 @@ def resolve_format(fmt: str | None, quality: int | None, image_size: int) -> tup
 
 
 def _canvas():
-    # imported here: the Canvas lives in the augmentation engine, which readers need not import
+    # imported here: the Canvas brings Numba, which the tools that only decode need not import
     global _CANVAS
     if _CANVAS is None:
         from ipmix_cli.common.pixels import Canvas
