@@ -28,4 +28,9 @@ def test_bench_stream_quick_json(capsys):
     # the triple carries three pictures per sample, npy is raw pixels
     assert figures["shard_bytes_per_sample_32_triple_npy"] > figures["shard_bytes_per_sample_32_single_npy"]
     assert figures["goal_speedup_32"] == 15.0
+    # the 224 px shards also streamed from a local S3 server, beside the same shards on disk
+    for name in ("224_jpg_2_shards", "224_single_jpg"):
+        s3, local = figures[f"stream_{name}_s3_samples_per_s"], figures[f"stream_{name}_local_paired_samples_per_s"]
+        assert s3 > 0 and local > 0 and abs(figures[f"s3_vs_local_{name}"] - round(s3 / local, 3)) < 0.0011
+    assert figures["goal_met_s3"] == (figures["s3_vs_local_224_jpg_2_shards"] >= figures["goal_s3_vs_local"] == 0.9)
 

@@ -126,8 +126,9 @@ def test_a_cache_is_used_for_later_epochs_and_stays_under_its_limit(s3, local_an
     for epoch in range(4):
         assert_same(batches(loader, epoch), batches(ShardLoader(local, 4), epoch))
         files = list(cache.glob("*.tar"))
-        assert len(files) == 3 and sum(f.stat().st_size for f in files) <= limit
-    assert not list(cache.glob(".*.part"))
+        assert len(files) <= 3 and sum(f.stat().st_size for f in files) <= limit
+    loader.close()  # the next epoch's first shards were being fetched ahead: let that finish
+    assert len(list(cache.glob("*.tar"))) == 3 and not list(cache.glob(".*.part"))
 
     # With room for every shard, a second pass needs no store at all: the objects are gone
     # and the batches are still those of the local folder.

@@ -1,9 +1,13 @@
 """`ipmix bench stream`: samples/s the ShardLoader delivers as batched uint8 tensors on one
 core, against an online loader that applies IPMix per sample inside a torch DataLoader the
-way the reference code does (per-image PIL, `ipmix_cli.augment.reference`), same run."""
+way the reference code does (per-image PIL, `ipmix_cli.augment.reference`), same run. Also the
+224 px shards streamed from a local S3 server (moto, its own process) against the same shards
+on local disk, passes alternating, so both see the same machine load."""
 
 from __future__ import annotations
 
+import os
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -13,6 +17,7 @@ from ipmix_cli.bench.common import median_time, one_core
 
 GOAL_RATIO_32 = 15.0
 GOAL_SINGLE_32 = 25_000.0
+GOAL_S3_VS_LOCAL = 0.9
 
 
 def _patterns(n: int, size: int, seed: int) -> np.ndarray:
@@ -49,6 +54,59 @@ def stream_rate(shards, batch_size: int, epochs: int, repeats: int) -> float:
                 pass
 
     return delivered / median_time(run, repeats=repeats, warmup=1)
+
+
+def paired_rates(local, url: str, batch_size: int, epochs: int, repeats: int) -> tuple[float, float]:
+    """Median samples/s of `epochs` training epochs read from `local` and from `url`, one pass
+    of each in turn (after one untimed pass of each), so drifting load hits both alike."""
+    from ipmix_cli.stream import ShardLoader
+
+    loaders = [ShardLoader(src, batch_size, num_workers=0, world_size=1, rank=0) for src in (local, url)]
+    delivered = len(loaders[0]) * batch_size * epochs
+
+    def one_pass(loader) -> float:
+        t0 = time.perf_counter()
+        for t in range(epochs):
+            loader.set_epoch(t)
+            for _ in loader:
+                pass
+        return time.perf_counter() - t0
+
+    for loader in loaders:
+        one_pass(loader)
+    times = [[], []]
+    for _ in range(repeats):
+        for i, loader in enumerate(loaders):
+            times[i].append(one_pass(loader))
+    return tuple(delivered / statistics.median(t) for t in times)
+
+
+def object_store_figures(sets: dict, batch_size: int, epochs: int, repeats: int, log) -> dict:
+    """Each shard set of `sets` (figure name -> folder) from a local S3 server vs from local disk
+    (see the module docstring). The goal is held against the first."""
+    from ipmix_cli.bench import object_store
+
+    if not object_store.available():
+        return {"s3_case": f"not measured: needs {object_store.NEEDS}"}
+    try:
+        server_cores = set(range(os.cpu_count() or 1)) - os.sched_getaffinity(0)
+    except AttributeError:
+        server_cores = set()
+    figures: dict = {}
+    with object_store.local_s3(server_cores or None) as fs:
+        fs.mkdir("ipmix-bench")
+        for name, shards in sets.items():
+            fs.put(str(shards), f"ipmix-bench/{name}", recursive=True)
+            log(f"streaming {name} from a local S3 server and from disk, alternating")
+            local, s3 = paired_rates(shards, f"s3://ipmix-bench/{name}", batch_size, epochs, repeats)
+            figures.update({f"stream_{name}_local_paired_samples_per_s": round(local, 1),
+                            f"stream_{name}_s3_samples_per_s": round(s3, 1),
+                            f"s3_vs_local_{name}": round(s3 / local, 3)})
+    first = next(iter(sets))
+    figures.update(goal_s3_vs_local=GOAL_S3_VS_LOCAL, goal_met_s3=figures[f"s3_vs_local_{first}"] >= GOAL_S3_VS_LOCAL,
+                   s3_case="moto server on 127.0.0.1 in its own process; one ranged GET per shard, checked "
+                           "(size, sha256) and fetched ahead of decoding; no cache")
+    return figures
 
 
 def online_rate(cfg, bank, images, labels, batch_size: int, samples: int, repeats: int) -> float:
@@ -125,6 +183,14 @@ def _measure(repeats: int, quick: bool, batch_size: int, log) -> dict:
             log(f"streaming {name}")
             b = b224 if name.startswith("224") else batch_size
             figures[f"stream_{name}_samples_per_s"] = round(stream_rate(tmp / name, b, read_epochs, repeats), 1)
+        # Object storage: the same 224 px samples in 2 shards per epoch (about 5 MB each; shards of
+        # a real 224 px set are larger still), and in the 8 small shards above.
+        log("building 224_single_jpg shards, 2 per epoch")
+        build_shards(fractals=str(tmp / "mix"), out=str(tmp / "224_jpg_2_shards"), epochs=2, seed=0, workers=1,
+                     progress=False, shards=2, **builds["224_single_jpg"])
+        figures.update(object_store_figures({"224_jpg_2_shards": tmp / "224_jpg_2_shards",
+                                             "224_single_jpg": tmp / "224_single_jpg"},
+                                            b224, read_epochs, repeats, log))
 
         src = open_source(source32)
         n = min(len(src), online_32)

@@ -50,8 +50,7 @@ class BlockReader:
 
     def expect(self, keys) -> None:
         """The (materialized epoch, shard) keys read next, in order: remote shards are fetched ahead."""
-        if self.remote:
-            self.remote.expect(keys)
+        self.remote.expect(keys)
 
     def read_segment(self, k, s, start, stop, out_images, out_labels) -> None:
         """Decode samples [start, stop) of shard s of materialized epoch k. With skip_bad,

@@ -68,14 +68,27 @@ class _RoleStream:
         # stood, and the role due next becomes worker 0 so the round-robin order continues.
         self.consumed, self.first_role = round_robin([len(r) for r in self.roles], start)
 
-    def role_batches(self, role: int):
+    def shard_order(self, role: int, start: int = 0) -> list:
+        """(materialized epoch, shard) in the order `role` reads them from its batch `start` on."""
+        todo = self.roles[role][start:]
+        blocks = [blk_i for n, (blk_i, _) in enumerate(todo) if n == 0 or todo[n - 1][0] != blk_i]
+        return [(self.plan.materialized, seg[0]) for blk_i in blocks for seg in self.blocks[blk_i].segments]
+
+    def next_epoch_order(self, role: int) -> list:
+        """What `role` reads in the next training epoch (fresh, so role = worker id there)."""
+        t, k = self.plan.t + 1, len(self.reader.counts)
+        following = _RoleStream(self.reader, plan_epoch(self.reader.counts[t % k], self.plan.layout, t, k), self.rank, 0)
+        return following.shard_order(role % len(following.roles))
+
+    def role_batches(self, role: int, next_role: int):
         lay = self.plan.layout
         b = lay.batch_size
         current = None
         images = labels = perm = None
         todo = self.roles[role][self.consumed[role]:]
-        blocks = [blk_i for n, (blk_i, _) in enumerate(todo) if n == 0 or todo[n - 1][0] != blk_i]
-        self.reader.expect([(self.plan.materialized, seg[0]) for blk_i in blocks for seg in self.blocks[blk_i].segments])
+        if self.reader.remote is not None:
+            # Remote shards are fetched ahead, on across the end of the epoch into the next one.
+            self.reader.expect(self.shard_order(role, self.consumed[role]) + self.next_epoch_order(next_role))
         try:
             for blk_i, j in todo:
                 if blk_i != current:
@@ -127,7 +140,7 @@ class _WorkerDataset(IterableDataset):
         stream = _RoleStream(self.reader, plan, self.rank, start)
         info = get_worker_info()
         wid = info.id if info is not None else 0
-        return stream.role_batches((stream.first_role + wid) % len(stream.roles))
+        return stream.role_batches((stream.first_role + wid) % len(stream.roles), wid)
 
 
 class ShardLoader:
@@ -253,7 +266,10 @@ class ShardLoader:
         return self._dataloader
 
     def close(self) -> None:
-        """Stop the DataLoader worker processes (they stay up between epochs otherwise)."""
+        """Stop the DataLoader worker processes (they stay up between epochs otherwise) and the
+        fetching ahead of remote shards in this process."""
+        if self._reader.remote is not None:
+            self._reader.remote.close()
         loader, self._dataloader = self._dataloader, None
         iterator = getattr(loader, "_iterator", None)
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
@@ -266,7 +282,7 @@ class ShardLoader:
         self._position = start
         if self.layout.num_workers == 0:
             stream = _RoleStream(self._reader, plan, self.rank, start)
-            source = stream.role_batches(stream.first_role)
+            source = stream.role_batches(stream.first_role, 0)
         else:
             loader = self._workers()
             _WorkerDataset.encode(self._control, plan.t, start, self._done)

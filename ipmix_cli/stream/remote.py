@@ -89,6 +89,12 @@ class RemoteShards:
         self._fetch_ahead()
         return pending.result() if pending is not None else self._get(k, s)
 
+    def close(self) -> None:
+        """Stop fetching ahead (waits for a fetch under way) and drop what was fetched."""
+        if self._pid == os.getpid() and self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._start_process()
+
     def _fetch_ahead(self) -> None:
         wanted = self._upcoming[: self.ahead]
         for key in list(self._pending):
