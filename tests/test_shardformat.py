@@ -196,3 +196,27 @@ def test_a_built_manifest_reads_back_to_the_same_bytes(tmp_path):
     assert (json.dumps(m.to_json(), indent=1, sort_keys=True) + "\n").encode() == raw
     assert m.validate() == [] and m.absent == frozenset() and m.extra == {}
     assert [len(e.shards) for e in m.epochs] == [3, 3] and m.totals["samples"] == 2 * m.samples_per_epoch
+
+
+def test_a_shard_record_reads_back_and_a_damaged_one_means_a_rebuild(tmp_path):
+    import json
+
+    from ipmix_cli.shardformat.manifest import ShardRecord
+    from ipmix_cli.shards.manifest import epoch_entry, read_record, record_path, write_record
+
+    record = {"epoch": 1, "shard": 2, "path": "epoch-0001/ipmix-e0001-00002.tar", "count": 5, "bytes": 10240,
+              "sha256": "ab" * 32, "md5": "cd" * 16, "config_hash": "ef" * 32, "bad_samples": []}
+    write_record(tmp_path, record)
+    path = record_path(tmp_path, 1, 2)
+    assert path.read_bytes() == json.dumps(record, sort_keys=True).encode()
+    assert read_record(tmp_path, 1, 2) == record
+    assert epoch_entry(1, [record])["shards"] == [{"path": record["path"], "count": 5, "bytes": 10240,
+                                                   "sha256": "ab" * 32}]
+    older = {k: v for k, v in record.items() if k not in ("md5", "bad_samples")}  # as older builds wrote them
+    path.write_text(json.dumps(older))
+    assert read_record(tmp_path, 1, 2) == older and ShardRecord.from_json(older).md5 is None
+    for damaged in ({k: v for k, v in record.items() if k != "bytes"}, dict(record, count="5"), [record]):
+        path.write_text(json.dumps(damaged))
+        assert read_record(tmp_path, 1, 2) is None
+    with pytest.raises(IpmixError, match="'sha256' should be str"):
+        write_record(tmp_path, dict(record, sha256=None))

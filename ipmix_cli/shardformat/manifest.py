@@ -69,6 +69,43 @@ class ShardEntry:
 
 
 @dataclass(frozen=True)
+class ShardRecord:
+    """OUT/.records/epoch-EEEE/shard-SSSSS.json: what the worker that wrote a shard knows of it,
+    written after the shard's fsync and rename. A resumed build keeps a shard whose record and
+    file agree; the manifest lists `entry()` of each."""
+
+    epoch: int
+    shard: int
+    path: str
+    count: int
+    bytes: int
+    sha256: str
+    md5: str | None = None  # for the wids index (records of older builds lack it)
+    config_hash: str | None = None  # of the build that wrote the shard
+    bad_samples: list | None = None  # source pictures skipped, and what stood in for them
+    absent: frozenset = frozenset()  # optional keys the document did not have
+
+    _TYPES = {"epoch": int, "shard": int, "path": str, "count": int, "bytes": int, "sha256": str, "md5": str,
+              "config_hash": str, "bad_samples": list}
+    _OPTIONAL = ("md5", "config_hash", "bad_samples")
+
+    def to_json(self) -> dict:
+        doc = {k: getattr(self, k) for k in self._TYPES}
+        return {k: v for k, v in doc.items() if k not in self.absent}
+
+    @classmethod
+    def from_json(cls, doc) -> ShardRecord:
+        if not isinstance(doc, dict):
+            raise ManifestError(f"a shard record is a JSON object, not {type(doc).__name__}")
+        required = tuple(k for k in cls._TYPES if k not in cls._OPTIONAL)
+        known = _typed(doc, "shard record", cls._TYPES, required)
+        return cls(absent=frozenset(k for k in cls._OPTIONAL if k not in doc), **known)
+
+    def entry(self) -> ShardEntry:
+        return ShardEntry(self.path, self.count, self.bytes, self.sha256)
+
+
+@dataclass(frozen=True)
 class EpochEntry:
     """One materialized epoch: its shards in order, its wids index, its totals."""
 

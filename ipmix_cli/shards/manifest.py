@@ -20,7 +20,7 @@ from pathlib import Path
 from fractalgen.files import atomic_write_bytes, atomic_write_json
 from ipmix_cli.common.errors import OptionError
 from ipmix_cli.shardformat.manifest import (MANIFEST, READABLE_VERSIONS, SCHEMA, SCHEMA_VERSION, EpochEntry, Manifest,
-                                            ShardEntry)
+                                            ManifestError, ShardRecord)
 from ipmix_cli.shards.plan import epoch_folder
 
 RECORDS = ".records"
@@ -96,12 +96,13 @@ def record_path(out, epoch: int, shard: int) -> Path:
 
 
 def read_record(out, epoch: int, shard: int) -> dict | None:
+    """The shard's record (`ShardRecord`'s document), or None when there is none or it is damaged."""
     path = record_path(out, epoch, shard)
     try:
-        return json.loads(path.read_text())
+        return ShardRecord.from_json(json.loads(path.read_text())).to_json()
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
+    except (OSError, ValueError, ManifestError):
         return None  # a damaged record only means the shard is rebuilt
 
 
@@ -109,9 +110,10 @@ def write_record(out, record: dict) -> None:
     """Write a shard's record by rename, without fsync: a record lost or emptied by a power
     cut only makes the resume check rebuild that shard (reads treat it as missing), while
     the shard's own bytes are always synced before its rename."""
-    path = record_path(out, record["epoch"], record["shard"])
+    doc = ShardRecord.from_json(record).to_json()  # a record that would not read back is never written
+    path = record_path(out, doc["epoch"], doc["shard"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, json.dumps(record, sort_keys=True).encode(), fsync=False)
+    atomic_write_bytes(path, json.dumps(doc, sort_keys=True).encode(), fsync=False)
 
 
 def base_manifest(config: dict, *, num_epochs: int, plan, classes, fields, source: dict, mixing: dict) -> dict:
@@ -145,7 +147,7 @@ def base_manifest(config: dict, *, num_epochs: int, plan, classes, fields, sourc
 
 
 def epoch_entry(epoch: int, records: list[dict]) -> dict:
-    shards = [ShardEntry(r["path"], r["count"], r["bytes"], r["sha256"]) for r in records]
+    shards = [ShardRecord.from_json(r).entry() for r in records]
     return EpochEntry.of_shards(epoch, f"{epoch_folder(epoch)}/wids-index.json", shards).to_json()
 
 
