@@ -32,6 +32,12 @@ def _odd_images():
     yield np.where(rs.random((12, 10, 1)) < 0.5, 40, 200).astype(np.uint8).repeat(3, axis=2)
 
 
+def _table(name, arg):
+    """The byte table the kernel applies for per-byte op `name` with argument `arg`."""
+    row = policy.TABLE[policy.row_id("ipmix", name)]
+    return O.TABLES.bytes[int(row[policy.COL_FIRST_TABLE] + arg - row[policy.COL_ARG_MIN])]
+
+
 def _run(kernel, src, *args):
     dst = np.zeros_like(src)
     kernel(src, dst, *args, 0, src.shape[0], 0, src.shape[1])
@@ -49,12 +55,12 @@ def test_point_ops_identical_to_pil():
     for im in _images():
         pil = Image.fromarray(im)
         _same(_run(O.equalize, im), ImageOps.equalize(pil))
-        _same(_run(O.invert, im), ImageOps.invert(pil))
+        _same(_run(O.apply_lut3, im, _table("invert", 0)), ImageOps.invert(pil))
         _same(_run(O.mirror, im), ImageOps.mirror(pil))
-        for bits in (1, 2, 3, 4):
-            _same(_run(O.posterize, im, bits), ImageOps.posterize(pil, bits))
+        for bits in (1, 2, 3, 4, 8):
+            _same(_run(O.apply_lut3, im, _table("posterize", bits)), ImageOps.posterize(pil, bits))
         for threshold in (256, 200, 77, 0):
-            _same(_run(O.solarize, im, threshold), ImageOps.solarize(pil, threshold))
+            _same(_run(O.apply_lut3, im, _table("solarize", threshold)), ImageOps.solarize(pil, threshold))
         _same(_run(O.autocontrast, im, 0.0), ImageOps.autocontrast(pil))
         for cutoff in (0.35, 7.3, 9.9):
             _same(_run(O.autocontrast, im, cutoff), ImageOps.autocontrast(pil, cutoff))
@@ -102,11 +108,11 @@ def test_op_with_level_matches_the_reference_and_regions_agree(op):
     for severity in (1.0, 3.0, 10.0):
         for i, im in enumerate(sample_images(int(severity), 4, 32)):
             dst = np.zeros_like(im)
-            O.apply_op(op, rng.new_state(1, 2, i, 3), severity, im, dst, O.ROTATION_TABLE, 0, 32, 0, 32)
+            O.apply_op(op, rng.new_state(1, 2, i, 3), severity, im, dst, O.TABLES, 0, 32, 0, 32)
             ref = reference.pil_op(op, Image.fromarray(im), rng.new_state(1, 2, i, 3), severity)
             _same(dst, ref)
             part = np.full_like(im, 7)
-            O.apply_op(op, rng.new_state(1, 2, i, 3), severity, im, part, O.ROTATION_TABLE, 5, 21, 3, 30)
+            O.apply_op(op, rng.new_state(1, 2, i, 3), severity, im, part, O.TABLES, 5, 21, 3, 30)
             assert np.array_equal(part[5:21, 3:30], dst[5:21, 3:30])
             part[5:21, 3:30] = 7
             assert (part == 7).all()
@@ -120,11 +126,11 @@ def test_level_rules_follow_the_spec():
         level = 0.1 + rng.uniform(rng.new_state(9, 0, k, 0)) * (3.0 - 0.1)
         assert 0.1 <= level < 3.0
         dst = np.zeros_like(im)
-        O.apply_op(O.POSTERIZE, st, 3.0, im, dst, O.ROTATION_TABLE, 0, 32, 0, 32)
+        O.apply_op(policy.row_id("ipmix", "posterize"), st, 3.0, im, dst, O.TABLES, 0, 32, 0, 32)
         bits = 4 - int(level * 4 / 10)
         assert np.array_equal(dst, im & np.uint8((0xFF << (8 - bits)) & 0xFF))
         dst = np.zeros_like(im)
-        O.apply_op(O.SOLARIZE, rng.new_state(9, 0, k, 0), 3.0, im, dst, O.ROTATION_TABLE, 0, 32, 0, 32)
+        O.apply_op(policy.row_id("ipmix", "solarize"), rng.new_state(9, 0, k, 0), 3.0, im, dst, O.TABLES, 0, 32, 0, 32)
         threshold = 256 - int(level * 256 / 10)
         assert np.array_equal(dst, np.where(im < threshold, im, 255 - im))
 
@@ -178,12 +184,12 @@ def test_point_and_enhance_ops_identical_to_pil_on_odd_sizes():
     for im in _odd_images():
         pil = Image.fromarray(im)
         _same(_run(O.equalize, im), ImageOps.equalize(pil))
-        _same(_run(O.invert, im), ImageOps.invert(pil))
+        _same(_run(O.apply_lut3, im, _table("invert", 0)), ImageOps.invert(pil))
         _same(_run(O.mirror, im), ImageOps.mirror(pil))
         for bits in (1, 4, 8):
-            _same(_run(O.posterize, im, bits), ImageOps.posterize(pil, bits))
+            _same(_run(O.apply_lut3, im, _table("posterize", bits)), ImageOps.posterize(pil, bits))
         for threshold in (256, 255, 128, 1, 0):
-            _same(_run(O.solarize, im, threshold), ImageOps.solarize(pil, threshold))
+            _same(_run(O.apply_lut3, im, _table("solarize", threshold)), ImageOps.solarize(pil, threshold))
         for cutoff in (0.0, 2.5):
             _same(_run(O.autocontrast, im, cutoff), ImageOps.autocontrast(pil, cutoff))
         for factor in (0.1, 0.7, 1.9):
@@ -200,8 +206,9 @@ def test_histograms_count_every_channel():
 
 
 _KERNELS = [
-    (O.equalize, ()), (O.invert, ()), (O.mirror, ()), (O.posterize, (3,)), (O.solarize, (100,)),
-    (O.solarize, (256,)), (O.autocontrast, (1.5,)), (O.color, (1.6,)), (O.contrast, (0.4,)),
+    (O.equalize, ()), (O.apply_lut3, (_table("invert", 0),)), (O.mirror, ()),
+    (O.apply_lut3, (_table("posterize", 3),)), (O.apply_lut3, (_table("solarize", 100),)),
+    (O.apply_lut3, (_table("solarize", 256),)), (O.autocontrast, (1.5,)), (O.color, (1.6,)), (O.contrast, (0.4,)),
     (O.brightness, (1.3,)), (O.sharpness, (1.9,)), (O.sharpness, (0.3,)),
     (O.rotate, (-13, O.ROTATION_TABLE)), (O.rotate, (29, O.ROTATION_TABLE)), (O.rotate, (0, O.ROTATION_TABLE)),
     (O.shear_x, (0.27,)), (O.shear_x, (-0.05,)), (O.shear_x, (_EDGE_SHEAR,)), (O.shear_y, (-0.3,)),
@@ -286,10 +293,10 @@ def test_augmix_autocontrast_row_is_pillows_plain_autocontrast():
         for severity in (0.5, 3.0, 10.0):
             dst = np.zeros_like(im)
             O.apply_op(policy.PLAIN_AUTOCONTRAST, rng.new_state(4, 0, i, 0), severity, im, dst,
-                       O.ROTATION_TABLE, 0, h, 0, w)
+                       O.TABLES, 0, h, 0, w)
             _same(dst, expected)
             clipped = np.zeros_like(im)
             O.apply_op(policy.IPMIX_AUTOCONTRAST, rng.new_state(4, 0, i, 0), severity, im, clipped,
-                       O.ROTATION_TABLE, 0, h, 0, w)
+                       O.TABLES, 0, h, 0, w)
             differs += not np.array_equal(clipped, expected)
     assert differs >= 10

@@ -38,10 +38,40 @@ def test_rows_give_the_authors_level_rules():
 
 
 def test_the_kernel_table_is_the_rows():
-    assert policy.TABLE.shape == (len(policy.ROWS), 7)
+    assert policy.TABLE.shape == (len(policy.ROWS), 10)
+    first = 0
     for i, row in enumerate(policy.ROWS):
-        assert list(policy.TABLE[i]) == [row.kernel, row.base, row.coef, row.div, row.integer,
-                                         row.signed, row.by_size]
+        assert list(policy.TABLE[i, :7]) == [row.kernel, row.base, row.coef, row.div, row.integer,
+                                             row.signed, row.by_size]
+        assert (row.kernel == policy.BYTE_TABLE) == (len(row.table_args) > 0)
+        if row.table_args:
+            assert list(policy.TABLE[i, 7:]) == [first, row.table_args[0], row.table_args[-1]]
+        else:
+            assert policy.TABLE[i, policy.COL_FIRST_TABLE] == -1
+        first += len(row.table_args)
+    assert policy.BYTE_TABLES.shape == (first, 3, 256) and policy.BYTE_TABLES.dtype == np.uint8
+
+
+def _byte_table(name, arg):
+    row = policy.TABLE[policy.row_id("ipmix", name)]
+    table = policy.BYTE_TABLES[int(row[policy.COL_FIRST_TABLE] + arg - row[policy.COL_ARG_MIN])]
+    assert (table == table[0]).all()  # the same table for each channel
+    return table[0].astype(int)
+
+
+def test_byte_tables_are_the_ops_formulas_for_every_argument():
+    # ImageOps' definitions: posterize keeps the top `bits` bits, solarize inverts the values
+    # >= threshold, invert is 255 - v.
+    v = np.arange(256)
+    for bits in range(1, 9):
+        assert np.array_equal(_byte_table("posterize", bits), v & ~(2 ** (8 - bits) - 1))
+    for threshold in range(257):
+        assert np.array_equal(_byte_table("solarize", threshold), np.where(v < threshold, v, 255 - v))
+    assert np.array_equal(_byte_table("invert", 0), 255 - v)
+    for name in ("posterize", "solarize"):  # every argument a level in (0, 10] can give has a table
+        row = policy.ROWS[policy.row_id("ipmix", name)]
+        args = {policy.argument(row, level, 32, False) for level in _levels()}
+        assert args <= set(row.table_args)
     for recipe in ("ipmix", "augmix", "pixmix"):
         for name in policy.OP_NAMES:
             assert policy.ROWS[policy.row_id(recipe, name)].name == name

@@ -7,9 +7,9 @@ from PIL import Image
 
 from ipmix_cli.augment.bank import MixingBank
 from ipmix_cli.augment.presets import MIXING_RECIPES
-from ipmix_cli.augment.chains import augment_view, scratch_images
+from ipmix_cli.augment.chains import augment_view, make_scratch
 from ipmix_cli.augment.config import AugmentConfig
-from ipmix_cli.augment.ops import ROTATION_TABLE, mirror
+from ipmix_cli.augment.ops import TABLES, mirror
 from ipmix_cli.common.pixels import rgbx_view
 from ipmix_cli.augment.rng import STREAM_VIEW, new_state
 from ipmix_cli.augment.resample import resized_window
@@ -29,9 +29,7 @@ class Augmenter:
                              f"to {cfg.mixing_size}px: load it with MixingBank.from_folder(folder, cfg)")
         self.cfg = cfg
         self.bank = bank
-        self._prm = cfg.kernel_params()
-        self._ops = cfg.op_ids()
-        self._patches = cfg.patch_array()
+        self._recipe = cfg.kernel_recipe()
         S = cfg.image_size
         self._no_bank = _readonly(np.zeros((1, S, S, 3), np.uint8))
 
@@ -103,8 +101,7 @@ class Augmenter:
         if len(batch) == 0:
             return out
         bank = _readonly(self.bank.pixels) if self.bank is not None else self._no_bank
-        augment_batch(batch, crop_mode, cfg.flip, bank, seed, epoch, indices, self._prm, self._ops, self._patches,
-                      ROTATION_TABLE, out)
+        augment_batch(batch, crop_mode, cfg.flip, bank, seed, epoch, indices, self._recipe, TABLES, out)
         return out
 
 
@@ -152,10 +149,5 @@ def ipmix_one(image: np.ndarray, mixing_picture: np.ndarray, rng: np.ndarray, cf
         raise IpmixError(f"mixing picture {f.shape} and image {image.shape} differ in size")
     S = image.shape[0]
     out = np.empty_like(image)
-    bufs = np.empty((scratch_images(cfg.width), S, S, 3), np.uint8)
-    acc = np.empty((S, S, 3), np.float64)
-    weights = np.empty(cfg.width + 1, np.float64)
-    trace = np.zeros((cfg.width, 2 + cfg.depth), np.int64)
-    augment_view(image.copy(), f.copy(), rng, cfg.kernel_params(), cfg.op_ids(), cfg.patch_array(),
-                 ROTATION_TABLE, out, bufs, acc, weights, trace)
+    augment_view(image.copy(), f.copy(), rng, cfg.kernel_recipe(), TABLES, out, make_scratch(cfg.width, S))
     return out

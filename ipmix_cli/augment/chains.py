@@ -1,10 +1,13 @@
 """One augmented view from the op kernels: IPMix, AugMix and PixMix chains (Numba).
 
 A view is a pure function of the cropped image `x`, the sample's mixing picture `f`, the
-view's random stream `st` and the recipe parameters `prm` (a float64 vector; see PRM_*).
+view's random stream `st` and the `Recipe`; the ops read their constant `Tables` (ops.py), and
+the kernels work in a `Scratch` of buffers made once per batch.
 """
 
 from __future__ import annotations
+
+from collections import namedtuple
 
 import numpy as np
 from numba import njit
@@ -16,24 +19,54 @@ from ipmix_cli.augment.rng import beta, dirichlet, get_ab, randint, uniform
 RECIPE_IPMIX, RECIPE_AUGMIX, RECIPE_PIXMIX, RECIPE_NONE = range(4)
 RECIPES = ("ipmix", "augmix", "pixmix", "none")
 
-# Layout of the parameter vector handed to the kernels.
-PRM_RECIPE = 0
-PRM_WIDTH = 1          # k chains (IPMix/AugMix) or the maximum rounds (PixMix)
-PRM_DEPTH = 2          # t: ops per chain drawn uniformly from [MIN_OPS, t]
-PRM_MIN_OPS = 3        # 0 (reference code) or 1 (paper)
-PRM_SEVERITY = 4
-PRM_BETA = 5           # add/multiply coefficients
-PRM_P_CHAIN = 6        # probability that a chain is a P chain (IPMix 0.5, AugMix 0)
-PRM_PARTNER_AUG = 7    # probability that a P-step partner is an op applied to x instead of f
-PRM_OVERFLOW = 8       # 0 clip, 1 wrap
-PRM_ALPHA = 9          # Dirichlet concentration of the chain weights
-PRM_SKIP_A = 10        # skip weight m ~ Beta(SKIP_A, SKIP_B); SKIP_A = 0 means m = 0
-PRM_SKIP_B = 11
-PRM_SIZE = 12
+# What the kernels know of the configuration (AugmentConfig.kernel_recipe makes it).
+Recipe = namedtuple("Recipe", [
+    "recipe",       # RECIPE_*
+    "width",        # k chains (IPMix/AugMix) or the maximum rounds (PixMix)
+    "depth",        # t: ops per chain drawn uniformly from [min_ops, t]
+    "min_ops",      # 0 (reference code) or 1 (paper)
+    "severity",
+    "beta",         # add/multiply coefficients
+    "p_chain",      # probability that a chain is a P chain (IPMix 0.5, AugMix 0)
+    "partner_aug",  # probability that a P-step partner is an op applied to x instead of f
+    "overflow",     # pixel_ops.OVERFLOW_CLIP or OVERFLOW_WRAP
+    "alpha",        # Dirichlet concentration of the chain weights
+    "skip_a",       # skip weight m ~ Beta(skip_a, skip_b); skip_a = 0 means m = 0
+    "skip_b",
+    "ops",          # int64 op ids (rows of policy.TABLE) the chains draw from
+    "patch_sizes",  # int64 nominal patch sizes of the P steps
+])
+
+# Buffers of one view, reused across a batch (make_scratch): `bufs`, uint8 [max(3, k + 2), S,
+# S, 3], one result per chain, a scratch image and the partner; `acc`, float64 [S, S, 3]
+# (its first row accumulates the mix); `weights`, float64 [k + 1], which receives the chain
+# weights and then m.
+Scratch = namedtuple("Scratch", ["bufs", "acc", "weights"])
 
 
 @njit(cache=True)
-def _chain(is_p, cur, tmp, x, f, partner, n, ops, patch_sizes, st, prm, rot_table, trace):
+def draw_chain(st, recipe):
+    """The next chain's kind (True: a P chain) and its number of steps."""
+    is_p = uniform(st) < recipe.p_chain
+    return is_p, recipe.min_ops + randint(st, recipe.depth - recipe.min_ops + 1)
+
+
+@njit(cache=True)
+def draw_op(st, ops):
+    """One op id, uniformly from `ops`."""
+    return ops[randint(st, ops.shape[0])]
+
+
+@njit(cache=True)
+def draw_p_step(st, patch_sizes, size):
+    """The patch (r0, r1, c0, c1) of a P step in a size x size image, and its mixing op."""
+    s = patch_sizes[randint(st, patch_sizes.shape[0])]
+    r0, c0, h, w = draw_patch(st, size, s)
+    return r0, r0 + h, c0, c0 + w, randint(st, 4)
+
+
+@njit(cache=True)
+def _chain(is_p, n, cur, tmp, x, f, st, recipe, tables, partner):
     """n steps of one chain; returns the array holding the result.
 
     Image chain: a random op, (x for the first, then cur) -> tmp, then swap, so the result
@@ -43,9 +76,7 @@ def _chain(is_p, cur, tmp, x, f, partner, n, ops, patch_sizes, st, prm, rot_tabl
     site for apply_op keeps the compiled code small.
     """
     S0, S1 = cur.shape[0], cur.shape[1]
-    severity = prm[PRM_SEVERITY]
-    partner_aug = prm[PRM_PARTNER_AUG]
-    overflow = int(prm[PRM_OVERFLOW])
+    partner_aug = recipe.partner_aug
     for j in range(n):
         op = -1
         src = x if j == 0 else cur
@@ -54,75 +85,63 @@ def _chain(is_p, cur, tmp, x, f, partner, n, ops, patch_sizes, st, prm, rot_tabl
         mop = 0
         use_partner = False
         if is_p:
-            s = patch_sizes[randint(st, patch_sizes.shape[0])]
-            r0, c0, h, w = draw_patch(st, S0, s)
-            r1, c1 = r0 + h, c0 + w
-            mop = randint(st, 4)
-            trace[2 + j] = mop
+            r0, r1, c0, c1, mop = draw_p_step(st, recipe.patch_sizes, S0)
             if partner_aug > 0.0 and uniform(st) < partner_aug:
                 use_partner = True
-                op = ops[randint(st, ops.shape[0])]
+                op = draw_op(st, recipe.ops)
                 src = x
                 dst = partner
         else:
-            op = ops[randint(st, ops.shape[0])]
-            trace[2 + j] = op
+            op = draw_op(st, recipe.ops)
         if op >= 0:
-            apply_op(op, st, severity, src, dst, rot_table, r0, r1, c0, c1)
+            apply_op(op, st, recipe.severity, src, dst, tables, r0, r1, c0, c1)
         if is_p:
             other = partner if use_partner else f
-            mix_patch(cur, other, mop, st, prm[PRM_BETA], overflow, r0, c0, r1 - r0, c1 - c0)
+            mix_patch(cur, other, mop, st, recipe.beta, recipe.overflow, r0, c0, r1 - r0, c1 - c0)
         else:
             cur, tmp = tmp, cur
     return cur
 
 
-def scratch_images(width: int) -> int:
-    """How many SxSx3 uint8 scratch images the kernels need for `width` chains."""
-    return max(3, width + 2)
+@njit(cache=True)
+def make_scratch(width, size):
+    """The buffers of `width` chains at size x size (see Scratch)."""
+    return Scratch(np.empty((max(3, width + 2), size, size, 3), np.uint8),
+                   np.empty((size, size, 3), np.float64), np.empty(width + 1, np.float64))
 
 
 @njit(cache=True)
-def chain_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weights, trace):
-    """IPMix (or AugMix, with P_CHAIN = 0) view of x into `out` (uint8 SxSx3).
-
-    bufs: uint8 [scratch_images(k), S, S, 3]: one result per chain, a scratch image and the
-    partner; acc: float64 [S, S, 3] (its first row accumulates); weights: float64 [k + 1]
-    receives the chain weights and then m; trace: int64 [k, 2 + t] receives, per chain, (is P
-    chain, number of ops, op ids or mixing-op ids) -- what the tests count.
-    """
-    k = int(prm[PRM_WIDTH])
-    depth = int(prm[PRM_DEPTH])
-    min_ops = int(prm[PRM_MIN_OPS])
-    dirichlet(st, prm[PRM_ALPHA], k, weights)
-    m = beta(st, prm[PRM_SKIP_A], prm[PRM_SKIP_B])
+def chain_view(x, f, st, recipe, tables, out, scratch):
+    """IPMix (or AugMix, with p_chain = 0) view of x into `out` (uint8 SxSx3)."""
+    k = recipe.width
+    bufs = scratch.bufs
+    weights = scratch.weights
+    dirichlet(st, recipe.alpha, k, weights)
+    m = beta(st, recipe.skip_a, recipe.skip_b)
     weights[k] = m
-    scratch = bufs[k]
+    tmp = bufs[k]
     partner = bufs[k + 1]
     x_coef = 1.0 - m
     used = np.empty(k, np.int64)  # chains with at least one op, in order
     n_used = 0
     for i in range(k):
-        is_p = uniform(st) < prm[PRM_P_CHAIN]
-        n = min_ops + randint(st, depth - min_ops + 1)
-        trace[i, 0] = 1 if is_p else 0
-        trace[i, 1] = n
+        is_p, n = draw_chain(st, recipe)
         if n == 0:
             x_coef += m * weights[i]
             continue
         if is_p:
             copy_all(x, bufs[i])
-            _chain(True, bufs[i], scratch, x, f, partner, n, ops, patch_sizes, st, prm, rot_table, trace[i])
+            _chain(True, n, bufs[i], tmp, x, f, st, recipe, tables, partner)
         elif n % 2 == 1:  # image ops alternate between two buffers: end in bufs[i] either way
-            _chain(False, scratch, bufs[i], x, f, partner, n, ops, patch_sizes, st, prm, rot_table, trace[i])
+            _chain(False, n, tmp, bufs[i], x, f, st, recipe, tables, partner)
         else:
-            _chain(False, bufs[i], scratch, x, f, partner, n, ops, patch_sizes, st, prm, rot_table, trace[i])
+            _chain(False, n, bufs[i], tmp, x, f, st, recipe, tables, partner)
         used[n_used] = i
         n_used += 1
     if n_used <= 3:
         _mix3(x, bufs, used, n_used, weights, m, x_coef, out)
     else:
-        _mix_rows(x, bufs, used, n_used, weights, m, x_coef, acc, out)
+        _mix_rows(x, bufs, used, n_used, weights, m, x_coef, scratch.acc, out)
 
 
 @njit(cache=True)
@@ -190,32 +209,31 @@ def _round_u8(v):
 
 
 @njit(cache=True)
-def pixmix_view(x, f, st, prm, ops, rot_table, out, bufs, acc):
+def pixmix_view(x, f, st, recipe, tables, out, scratch):
     """PixMix view: start from x or op(x); up to k rounds of add/multiply with f or op(x).
 
     Round -1 is the start; every round may first apply one random op to the original x
     (one call site for apply_op). The image is mixed as one flat run of values in [0, 1].
     """
     H, W = x.shape[0], x.shape[1]
-    severity = prm[PRM_SEVERITY]
-    k = int(prm[PRM_WIDTH])
-    mixed = acc.reshape(-1)
+    bufs = scratch.bufs
+    mixed = scratch.acc.reshape(-1)
     use_op = uniform(st) < 0.5
     rounds = 0
     r = -1
     while True:
         dst = bufs[0] if r < 0 else bufs[1]
         if use_op:
-            apply_op(ops[randint(st, ops.shape[0])], st, severity, x, dst, rot_table, 0, H, 0, W)
+            apply_op(draw_op(st, recipe.ops), st, recipe.severity, x, dst, tables, 0, H, 0, W)
         other = dst if use_op else x
         if r < 0:
             _to_unit(other.reshape(-1), mixed)
-            rounds = randint(st, k + 1)
+            rounds = randint(st, recipe.width + 1)
         else:
             if not use_op:
                 other = f
             mop = ADD if randint(st, 2) == 0 else MULTIPLY
-            a, b = get_ab(st, prm[PRM_BETA])
+            a, b = get_ab(st, recipe.beta)
             _mix_round(mixed, other.reshape(-1), mop, a, b)
         r += 1
         if r >= rounds:
@@ -250,12 +268,11 @@ def _mix_round(mixed, other, mop, a, b):
 
 
 @njit(cache=True)
-def augment_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weights, trace):
-    """One augmented view of x under the recipe in prm[PRM_RECIPE]."""
-    recipe = int(prm[PRM_RECIPE])
-    if recipe == RECIPE_PIXMIX:
-        pixmix_view(x, f, st, prm, ops, rot_table, out, bufs, acc)
-    elif recipe == RECIPE_NONE:
+def augment_view(x, f, st, recipe, tables, out, scratch):
+    """One augmented view of x into `out` under `recipe`."""
+    if recipe.recipe == RECIPE_PIXMIX:
+        pixmix_view(x, f, st, recipe, tables, out, scratch)
+    elif recipe.recipe == RECIPE_NONE:
         copy_all(x, out)
     else:
-        chain_view(x, f, st, prm, ops, patch_sizes, rot_table, out, bufs, acc, weights, trace)
+        chain_view(x, f, st, recipe, tables, out, scratch)

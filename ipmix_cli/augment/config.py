@@ -63,22 +63,16 @@ class AugmentConfig:
         return cfg
 
     # ---- what the kernels receive
-    def kernel_params(self) -> np.ndarray:
-        r = RECIPES[self.recipe]
-        prm = np.zeros(chains.PRM_SIZE, np.float64)
-        prm[chains.PRM_RECIPE] = chains.RECIPES.index(self.recipe)
-        prm[chains.PRM_WIDTH] = self.width
-        prm[chains.PRM_DEPTH] = self.depth
-        prm[chains.PRM_MIN_OPS] = self.min_ops
-        prm[chains.PRM_SEVERITY] = self.severity
-        prm[chains.PRM_BETA] = self.beta
-        prm[chains.PRM_P_CHAIN] = r["p_chain"]
-        prm[chains.PRM_PARTNER_AUG] = 0.5 if self.partner == "mixed" else 0.0
-        prm[chains.PRM_OVERFLOW] = OVERFLOWS.index(self.overflow)
-        prm[chains.PRM_ALPHA] = 1.0
-        prm[chains.PRM_SKIP_A] = 1.0
-        prm[chains.PRM_SKIP_B] = 1.0
-        return prm
+    def kernel_recipe(self) -> chains.Recipe:
+        """The kernels' view of this configuration (every field of one type, so one compiled
+        signature serves every configuration)."""
+        return chains.Recipe(
+            recipe=chains.RECIPES.index(self.recipe), width=int(self.width), depth=int(self.depth),
+            min_ops=int(self.min_ops), severity=float(self.severity), beta=float(self.beta),
+            p_chain=float(RECIPES[self.recipe]["p_chain"]),
+            partner_aug=0.5 if self.partner == "mixed" else 0.0,
+            overflow=OVERFLOWS.index(self.overflow), alpha=1.0, skip_a=1.0, skip_b=1.0,
+            ops=self.op_ids(), patch_sizes=self.patch_array())
 
     def op_ids(self) -> np.ndarray:
         ids = [row_id(self.recipe, name) for name in self.ops] or [0]

@@ -5,20 +5,22 @@ rows [r0, r1) x columns [c0, c1) (a P chain needs an augmented partner only insi
 patch). `src` and `dst` must be different arrays.
 
 `apply_op` at the bottom draws an op's level and applies it as its row of the policy table
-(policy.py) says.
+(policy.py) says. The constant tables the kernels read travel together as one `Tables`.
 """
 
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
 from numba import njit
 
-from ipmix_cli.augment.policy import (AUTOCONTRAST, BRIGHTNESS, COL_BASE, COL_BY_SIZE, COL_COEF,
-                                      COL_DIV, COL_INTEGER, COL_KERNEL, COL_SIGNED, COLOR, CONTRAST,
-                                      EQUALIZE, INVERT, MIRROR, POSTERIZE, ROTATE, SHEAR_X, SHEAR_Y,
-                                      SOLARIZE, TABLE, TRANSLATE_X, TRANSLATE_Y)
+from ipmix_cli.augment.policy import (AUTOCONTRAST, BRIGHTNESS, BYTE_TABLE, BYTE_TABLES, COL_ARG_MAX,
+                                      COL_ARG_MIN, COL_BASE, COL_BY_SIZE, COL_COEF, COL_DIV,
+                                      COL_FIRST_TABLE, COL_INTEGER, COL_KERNEL, COL_SIGNED, COLOR,
+                                      CONTRAST, EQUALIZE, MIRROR, ROTATE, SHEAR_X, SHEAR_Y, TABLE,
+                                      TRANSLATE_X, TRANSLATE_Y)
 from ipmix_cli.augment.rng import uniform
 
 MAX_ROTATION = 30
@@ -48,21 +50,26 @@ def rotation_table(max_degrees: int = MAX_ROTATION) -> np.ndarray:
 
 ROTATION_TABLE = rotation_table()
 
+# The constant tables of the ops: `rotation` (rotation_table) and `bytes`, every table of the
+# per-byte ops, uint8 [n, 3, 256] (policy.byte_tables).
+Tables = namedtuple("Tables", ["rotation", "bytes"])
+TABLES = Tables(ROTATION_TABLE, BYTE_TABLES)
+
 # ---------------------------------------------------------------- point ops: one loop over byte runs
 
 # What `point_op` does to each byte (or pixel) of a run.
-RUN_COPY, RUN_LUT3, RUN_MASK, RUN_SOLARIZE, RUN_BLEND, RUN_COLOR = range(6)
+RUN_COPY, RUN_LUT3, RUN_BLEND, RUN_COLOR = range(4)
 NO_LUT = np.zeros((3, 256), np.uint8)  # the table argument of the kinds that take none
 
 
 @njit(cache=True)
-def point_op(kind, src, dst, lut, byte, alpha, r0, r1, c0, c1):
+def point_op(kind, src, dst, lut, grey, alpha, r0, r1, c0, c1):
     """dst = kind(src) inside the region, walked as flat byte runs: one run when the region
     spans whole rows, else one a row. Each kind's loop runs over 1-D slices from index 0, a
     form Numba compiles without negative-index fix-ups, so LLVM vectorizes it.
 
-    lut: uint8 [3, 256] per-channel table (RUN_LUT3); byte: the mask (RUN_MASK), threshold
-    (RUN_SOLARIZE) or grey level (RUN_BLEND); alpha: float32 blend factor (RUN_BLEND, RUN_COLOR).
+    lut: uint8 [3, 256] per-channel table (RUN_LUT3); grey: the level blended with (RUN_BLEND);
+    alpha: float32 blend factor (RUN_BLEND, RUN_COLOR).
     """
     W = src.shape[1]
     s1 = src.reshape(-1)
@@ -76,12 +83,8 @@ def point_op(kind, src, dst, lut, byte, alpha, r0, r1, c0, c1):
         d = d1[a:a + n]
         if kind == RUN_LUT3:
             _lut3_run(s, d, lut)
-        elif kind == RUN_MASK:
-            _mask_run(s, d, byte)
-        elif kind == RUN_SOLARIZE:
-            _solarize_run(s, d, byte)
         elif kind == RUN_BLEND:
-            _blend_run(s, d, byte, alpha)
+            _blend_run(s, d, grey, alpha)
         elif kind == RUN_COLOR:
             _color_run(s, d, alpha)
         else:
@@ -98,22 +101,6 @@ def _lut3_run(s, d, lut):
         d[i] = l0[s[i]]
         d[i + _U1] = l1[s[i + _U1]]
         d[i + _U2] = l2[s[i + _U2]]
-
-
-@njit(cache=True)
-def _mask_run(s, d, byte):
-    mask = np.uint8(byte)
-    for j in range(s.shape[0]):
-        d[j] = s[j] & mask
-
-
-@njit(cache=True)
-def _solarize_run(s, d, byte):
-    """Values >= the threshold are inverted (a compare and select, vectorizes)."""
-    t = np.uint8(byte)
-    for j in range(s.shape[0]):
-        v = s[j]
-        d[j] = v if v < t else np.uint8(255) - v
 
 
 @njit(cache=True)
@@ -135,7 +122,9 @@ def _color_run(s, d, alpha):
 
 @njit(cache=True)
 def apply_lut3(src, dst, lut, r0, r1, c0, c1):
-    """dst[y, x, c] = lut[c, src[y, x, c]] inside the region; lut is uint8 [3, 256]."""
+    """dst[y, x, c] = lut[c, src[y, x, c]] inside the region; lut is uint8 [3, 256]. The one
+    kernel of the table ops: equalize and autocontrast (tables made from the image) and the
+    per-byte ops (posterize, solarize, invert: fixed tables, Tables.bytes)."""
     point_op(RUN_LUT3, src, dst, lut, 0, np.float32(0.0), r0, r1, c0, c1)
 
 
@@ -195,28 +184,6 @@ def equalize_lut(h):
 @njit(cache=True)
 def equalize(src, dst, r0, r1, c0, c1):
     apply_lut3(src, dst, equalize_lut(histograms(src)), r0, r1, c0, c1)
-
-
-@njit(cache=True)
-def posterize(src, dst, bits, r0, r1, c0, c1):
-    """ImageOps.posterize: its table keeps the top `bits` bits, i.e. a mask (vectorizes)."""
-    mask = (~((1 << (8 - bits)) - 1)) & 0xFF
-    point_op(RUN_MASK, src, dst, NO_LUT, mask, np.float32(0.0), r0, r1, c0, c1)
-
-
-@njit(cache=True)
-def solarize(src, dst, threshold, r0, r1, c0, c1):
-    """ImageOps.solarize: values >= threshold are inverted."""
-    if threshold > 255:
-        copy_region(src, dst, r0, r1, c0, c1)
-        return
-    point_op(RUN_SOLARIZE, src, dst, NO_LUT, max(threshold, 0), np.float32(0.0), r0, r1, c0, c1)
-
-
-@njit(cache=True)
-def invert(src, dst, r0, r1, c0, c1):
-    """255 - x: solarize with threshold 0 (every value is >= 0)."""
-    point_op(RUN_SOLARIZE, src, dst, NO_LUT, 0, np.float32(0.0), r0, r1, c0, c1)
 
 
 @njit(cache=True)
@@ -706,9 +673,10 @@ def rotate(src, dst, degrees, rot_table, r0, r1, c0, c1):
 
 
 @njit(cache=True)
-def apply_op(op, st, severity, src, dst, rot_table, r0, r1, c0, c1):
+def apply_op(op, st, severity, src, dst, tables, r0, r1, c0, c1):
     """Op `op` (a row of policy.TABLE) on src -> dst inside the region: draw its level (then its
-    sign) from `st`, turn the level into its argument as the row says, run its kernel."""
+    sign) from `st`, turn the level into its argument as the row says, run its kernel (a per-byte
+    op: its table for the argument, clamped to the arguments that have one)."""
     row = TABLE[op]
     kernel = int(row[COL_KERNEL])
     level = 0.1 + uniform(st) * (severity - 0.1)
@@ -723,12 +691,12 @@ def apply_op(op, st, severity, src, dst, rot_table, r0, r1, c0, c1):
     arg = row[COL_BASE] + mag
     if kernel == EQUALIZE:
         equalize(src, dst, r0, r1, c0, c1)
-    elif kernel == POSTERIZE:
-        posterize(src, dst, int(arg), r0, r1, c0, c1)
+    elif kernel == BYTE_TABLE:
+        lo = int(row[COL_ARG_MIN])
+        a = min(max(int(arg), lo), int(row[COL_ARG_MAX]))
+        apply_lut3(src, dst, tables.bytes[int(row[COL_FIRST_TABLE]) + a - lo], r0, r1, c0, c1)
     elif kernel == ROTATE:
-        rotate(src, dst, int(arg), rot_table, r0, r1, c0, c1)
-    elif kernel == SOLARIZE:
-        solarize(src, dst, int(arg), r0, r1, c0, c1)
+        rotate(src, dst, int(arg), tables.rotation, r0, r1, c0, c1)
     elif kernel == SHEAR_X:
         shear_x(src, dst, arg, r0, r1, c0, c1)
     elif kernel == SHEAR_Y:
@@ -739,8 +707,6 @@ def apply_op(op, st, severity, src, dst, rot_table, r0, r1, c0, c1):
         translate(src, dst, 0, int(arg), r0, r1, c0, c1)
     elif kernel == MIRROR:
         mirror(src, dst, r0, r1, c0, c1)
-    elif kernel == INVERT:
-        invert(src, dst, r0, r1, c0, c1)
     elif kernel == AUTOCONTRAST:
         autocontrast(src, dst, arg, r0, r1, c0, c1)
     elif kernel == COLOR:

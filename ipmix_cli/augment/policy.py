@@ -25,8 +25,9 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 # ---------------------------------------------------------------- kernel ids (ops.apply_op)
-EQUALIZE, POSTERIZE, ROTATE, SOLARIZE, SHEAR_X, SHEAR_Y, TRANSLATE_X, TRANSLATE_Y = range(8)
-MIRROR, INVERT, AUTOCONTRAST, COLOR, CONTRAST, BRIGHTNESS, SHARPNESS = range(8, 15)
+# BYTE_TABLE: a per-byte op (posterize, solarize, invert), run as its table for the argument.
+EQUALIZE, BYTE_TABLE, ROTATE, SHEAR_X, SHEAR_Y, TRANSLATE_X, TRANSLATE_Y = range(7)
+MIRROR, AUTOCONTRAST, COLOR, CONTRAST, BRIGHTNESS, SHARPNESS = range(7, 13)
 
 _BILINEAR = Image.BILINEAR
 
@@ -47,6 +48,7 @@ class OpRow:
     by_size: bool      # M = size along the op's axis / coef
     pillow: Callable   # (PIL image, arg) -> PIL image
     source: str        # whose definition it is
+    table_args: range = range(0)  # a BYTE_TABLE op: the integer arguments that have a table
 
 
 _AUGMIX = "AugMix (IPMix and PixMix share it)"
@@ -55,12 +57,12 @@ ROWS = (
     #     name            kernel        base  coef  div integer signed by_size pillow
     OpRow("equalize",     EQUALIZE,     0,    0,    10, False, False, False,
           lambda img, arg: ImageOps.equalize(img), _AUGMIX),
-    OpRow("posterize",    POSTERIZE,    4,    -4,   10, True,  False, False,
-          lambda img, bits: ImageOps.posterize(img, int(bits)), _AUGMIX),
+    OpRow("posterize",    BYTE_TABLE,   4,    -4,   10, True,  False, False,
+          lambda img, bits: ImageOps.posterize(img, int(bits)), _AUGMIX, range(1, 9)),
     OpRow("rotate",       ROTATE,       0,    30,   10, True,  True,  False,
           lambda img, deg: img.rotate(int(deg), resample=_BILINEAR), _AUGMIX),
-    OpRow("solarize",     SOLARIZE,     256,  -256, 10, True,  False, False,
-          lambda img, t: ImageOps.solarize(img, int(t)), _AUGMIX),
+    OpRow("solarize",     BYTE_TABLE,   256,  -256, 10, True,  False, False,
+          lambda img, t: ImageOps.solarize(img, int(t)), _AUGMIX, range(0, 257)),
     OpRow("shear_x",      SHEAR_X,      0,    0.3,  10, False, True,  False,
           lambda img, s: _affine(img, (1, s, 0, 0, 1, 0)), _AUGMIX),
     OpRow("shear_y",      SHEAR_Y,      0,    0.3,  10, False, True,  False,
@@ -71,8 +73,8 @@ ROWS = (
           lambda img, t: _affine(img, (1, 0, 0, 0, 1, int(t))), _AUGMIX),
     OpRow("mirror",       MIRROR,       0,    0,    10, False, False, False,
           lambda img, arg: ImageOps.mirror(img), "IPMix"),
-    OpRow("invert",       INVERT,       0,    0,    10, False, False, False,
-          lambda img, arg: ImageOps.invert(img), "IPMix"),
+    OpRow("invert",       BYTE_TABLE,   0,    0,    10, False, False, False,
+          lambda img, arg: ImageOps.invert(img), "IPMix", range(0, 1)),
     OpRow("autocontrast", AUTOCONTRAST, 10,   -1,   1,  False, False, False,
           lambda img, cutoff: ImageOps.autocontrast(img, cutoff), "IPMix (cutoff 10 - level %)"),
     OpRow("color",        COLOR,        0.1,  1.8,  10, False, False, False,
@@ -89,10 +91,31 @@ ROWS = (
 
 IPMIX_AUTOCONTRAST, PLAIN_AUTOCONTRAST = 10, 15
 
-# The columns of TABLE, the array the kernel reads (row i = op id i).
+
+
+def byte_tables() -> tuple[list[int], np.ndarray]:
+    """Every table of the BYTE_TABLE rows, uint8 [n, 3, 256] (one table per channel, as the
+    kernel applies equalize's), and where each row's tables start (-1 for other rows). The
+    table for argument a is the row's Pillow call with argument a on an image that holds each
+    byte value once: the op's own definition, so the kernel needs no code of its own for it."""
+    values = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)
+    every_byte = Image.fromarray(values)  # 1 x 256 pixels, pixel v = (v, v, v)
+    first, tables = [], []
+    for row in ROWS:
+        first.append(len(tables) if row.table_args else -1)
+        tables.extend(np.asarray(row.pillow(every_byte, arg))[0].T for arg in row.table_args)
+    return first, np.ascontiguousarray(np.stack(tables), dtype=np.uint8)
+
+
+_FIRST_TABLE, BYTE_TABLES = byte_tables()
+
+# The columns of TABLE, the array the kernel reads (row i = op id i). A BYTE_TABLE row's
+# argument a, clamped to [ARG_MIN, ARG_MAX], runs table FIRST_TABLE + a - ARG_MIN.
 COL_KERNEL, COL_BASE, COL_COEF, COL_DIV, COL_INTEGER, COL_SIGNED, COL_BY_SIZE = range(7)
-TABLE = np.array([[r.kernel, r.base, r.coef, r.div, r.integer, r.signed, r.by_size] for r in ROWS],
-                 dtype=np.float64)
+COL_FIRST_TABLE, COL_ARG_MIN, COL_ARG_MAX = range(7, 10)
+TABLE = np.array([[r.kernel, r.base, r.coef, r.div, r.integer, r.signed, r.by_size, first,
+                   r.table_args.start if r.table_args else 0, r.table_args[-1] if r.table_args else 0]
+                  for r, first in zip(ROWS, _FIRST_TABLE)], dtype=np.float64)
 
 # ---------------------------------------------------------------- each recipe's op lists
 # IPMix's default list: AugMix's without autocontrast, plus mirror and invert; "all ops" adds

@@ -19,7 +19,7 @@ from numba import njit
 from PIL import Image
 
 from ipmix_cli.augment.ops import copy_all
-from ipmix_cli.augment.chains import PRM_DEPTH, PRM_RECIPE, PRM_WIDTH, RECIPE_NONE, augment_view
+from ipmix_cli.augment.chains import RECIPE_NONE, augment_view, make_scratch
 from ipmix_cli.augment.rng import (STREAM_CROP, STREAM_MIX, STREAM_VIEW, new_state, randint,
                                    uniform)
 
@@ -81,7 +81,7 @@ def draw_flip(seed, epoch, index):
 
 
 @njit(cache=True)
-def augment_batch(images, crop_mode, flip_ok, bank, seed, epoch, indices, prm, ops, patch_sizes, rot_table, out):
+def augment_batch(images, crop_mode, flip_ok, bank, seed, epoch, indices, recipe, tables, out):
     """out[i] = the views of images[i]: [aug] (V = 1) or [clean, aug1, aug2] (V = 3).
 
     crop_mode CROP_PAD: pad + crop + flip drawn here (the flip applied only when flip_ok);
@@ -92,11 +92,7 @@ def augment_batch(images, crop_mode, flip_ok, bank, seed, epoch, indices, prm, o
     S = out.shape[2]
     x = np.empty((S, S, 3), np.uint8)
     f = np.zeros((S, S, 3), np.uint8)
-    bufs = np.empty((max(3, int(prm[PRM_WIDTH]) + 2), S, S, 3), np.uint8)  # chains.scratch_images
-    acc = np.empty((S, S, 3), np.float64)
-    weights = np.empty(int(prm[PRM_WIDTH]) + 1, np.float64)
-    trace = np.zeros((int(prm[PRM_WIDTH]), 2 + int(prm[PRM_DEPTH])), np.int64)
-    recipe = int(prm[PRM_RECIPE])
+    scratch = make_scratch(recipe.width, S)
     for i in range(N):
         idx = indices[i]
         if crop_mode == CROP_PAD:
@@ -104,7 +100,7 @@ def augment_batch(images, crop_mode, flip_ok, bank, seed, epoch, indices, prm, o
             pad_crop_flip(images[i], x, oy, ox, flip and flip_ok)
         else:
             copy_all(images[i], x)
-        if recipe == RECIPE_NONE:
+        if recipe.recipe == RECIPE_NONE:
             copy_all(x, out[i, 0])
             continue
         mixing_crop(bank, seed, epoch, idx, f)
@@ -114,8 +110,7 @@ def augment_batch(images, crop_mode, flip_ok, bank, seed, epoch, indices, prm, o
             first_aug = 1
         for v in range(first_aug, V):
             st = new_state(seed, epoch, idx, STREAM_VIEW + v - first_aug)
-            augment_view(x, f, st, prm, ops, patch_sizes, rot_table, out[i, v], bufs, acc, weights,
-                         trace)
+            augment_view(x, f, st, recipe, tables, out[i, v], scratch)
 
 
 # ---------------------------------------------------------------- ImageNet crop (per image)
