@@ -13,6 +13,7 @@ Kernels (Numba, cached on disk) are at the top; the Python that plans the work b
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
 from numba import njit
@@ -23,8 +24,17 @@ MAX_ITER = 256
 BAILOUT2 = 256.0 * 256.0
 PREVIEW = 48
 TRAPS = ("point", "line", "cross", "circle")
-# view-parameter vector layout (one float64 array, so the kernels have one signature)
-_VP_LEN = 15
+
+# What the kernels need to iterate the orbit of a pixel (picture_view makes it): the plane point
+# of pixel (u, w) is origin + u * (ax, ay) + w * (bx, by); Julia sets iterate it with c fixed,
+# Mandelbrot sets start at 0 with c = the point; the orbit trap is TRAPS[trap] with parameters
+# (t0, t1, t2). Passed by value, so the fields stay in registers in the pixel loops.
+View = namedtuple("View", ["ox", "oy", "ax", "ay", "bx", "by", "julia", "cx", "cy", "max_iter",
+                           "trap", "t0", "t1", "t2"])
+# The colouring of one picture (picture_colouring makes it): the 2nd-98th percentile range of
+# log(smooth + 1), of the exterior's and of the interior's log trap distance, as (lo, 1 / span),
+# and how much of the exterior colour comes from the trap.
+Colouring = namedtuple("Colouring", ["lo_s", "inv_s", "lo_te", "inv_te", "lo_ti", "inv_ti", "trap_mix"])
 # preview rejection thresholds
 MAX_INTERIOR = 0.6
 MAX_FLAT = 0.7
@@ -187,39 +197,32 @@ def _orbit2(ax, ay, acx, acy, bx, by, bcx, bcy, max_iter, kind, p0, p1, p2):
 @njit(cache=True, inline="always")
 def _sample2(v, ua, wa, ub, wb):
     """`_sample` for two image positions at once."""
-    xa = v[0] + ua * v[2] + wa * v[4]
-    ya = v[1] + ua * v[3] + wa * v[5]
-    xb = v[0] + ub * v[2] + wb * v[4]
-    yb = v[1] + ub * v[3] + wb * v[5]
-    if v[6] > 0.5:
-        return _orbit2(xa, ya, v[7], v[8], xb, yb, v[7], v[8], v[9], v[10], v[11], v[12], v[13])
-    return _orbit2(0.0, 0.0, xa, ya, 0.0, 0.0, xb, yb, v[9], v[10], v[11], v[12], v[13])
+    xa = v.ox + ua * v.ax + wa * v.bx
+    ya = v.oy + ua * v.ay + wa * v.by
+    xb = v.ox + ub * v.ax + wb * v.bx
+    yb = v.oy + ub * v.ay + wb * v.by
+    if v.julia:
+        return _orbit2(xa, ya, v.cx, v.cy, xb, yb, v.cx, v.cy, v.max_iter, v.trap, v.t0, v.t1, v.t2)
+    return _orbit2(0.0, 0.0, xa, ya, 0.0, 0.0, xb, yb, v.max_iter, v.trap, v.t0, v.t1, v.t2)
 
 
 @njit(cache=True, inline="always")
 def _sample(v, u, w):
-    """The orbit of image position (u, w) (pixel units, centres at +0.5); `v` is the view
-    vector unpacked into a tuple (keeps the values in registers in the pixel loops)."""
-    x = v[0] + u * v[2] + w * v[4]
-    y = v[1] + u * v[3] + w * v[5]
-    if v[6] > 0.5:  # Julia: z0 = point, c fixed
-        return _orbit(x, y, v[7], v[8], v[9], v[10], v[11], v[12], v[13])
-    return _orbit(0.0, 0.0, x, y, v[9], v[10], v[11], v[12], v[13])
-
-
-@njit(cache=True, inline="always")
-def _unpack(vp):
-    return (vp[0], vp[1], vp[2], vp[3], vp[4], vp[5], vp[6], vp[7], vp[8], int(vp[9]), int(vp[10]),
-            vp[11], vp[12], vp[13])
+    """The orbit of image position (u, w) (pixel units, centres at +0.5) in View `v`."""
+    x = v.ox + u * v.ax + w * v.bx
+    y = v.oy + u * v.ay + w * v.by
+    if v.julia:  # Julia: z0 = point, c fixed
+        return _orbit(x, y, v.cx, v.cy, v.max_iter, v.trap, v.t0, v.t1, v.t2)
+    return _orbit(0.0, 0.0, x, y, v.max_iter, v.trap, v.t0, v.t1, v.t2)
 
 
 @njit(cache=True)
-def escape_fields(vp, h, w):
-    """Smooth count (−1 inside) and trap distance for every pixel centre; total iterations."""
+def escape_fields(v, h, w):
+    """Smooth count (−1 inside) and trap distance for every pixel centre of View `v`; total
+    iterations."""
     smooth = np.empty((h, w), np.float32)
     trap = np.empty((h, w), np.float32)
     total = 0
-    v = _unpack(vp)
     for r in range(h):
         c = 0
         while c + 1 < w:
@@ -272,35 +275,32 @@ def _lookup(lut, f, off, n):
 
 
 @njit(cache=True, inline="always")
-def _shade(s, t, k0, k1, k2, k3, k4, k5, k6, lut, n):
-    """Colour of one sample. k0..k6 = the colour vector (see colour_vector), passed as scalars
-    so they stay in registers; `lut` holds the exterior table (rows 0..n) then the interior
-    one. Both colours' inputs are computed and one is selected, without a branch (for s = −1,
-    log(0) = −inf clamps to 0 harmlessly)."""
+def _shade(s, t, k, lut, n):
+    """Colour of one sample under Colouring `k`; `lut` holds the exterior table (rows 0..n)
+    then the interior one. Both colours' inputs are computed and one is selected, without a
+    branch (for s = −1, log(0) = −inf clamps to 0 harmlessly)."""
     lt = math.log(t + np.float32(1e-12))
-    a = min(max((math.log(s + np.float32(1.0)) - k0) * k1, 0.0), 1.0)
-    b = min(max((lt - k2) * k3, 0.0), 1.0)
-    outside = (1.0 - k6) * a + k6 * b
-    inside = (lt - k4) * k5
+    a = min(max((math.log(s + np.float32(1.0)) - k.lo_s) * k.inv_s, 0.0), 1.0)
+    b = min(max((lt - k.lo_te) * k.inv_te, 0.0), 1.0)
+    outside = (1.0 - k.trap_mix) * a + k.trap_mix * b
+    inside = (lt - k.lo_ti) * k.inv_ti
     interior = s < 0.0
     return _lookup(lut, inside if interior else outside, (n + 1) if interior else 0, n)
 
 
 @njit(cache=True)
-def shade_image(smooth, trap, vp, cp, lut, edge, max_frac):
-    """Colour every pixel, then supersample where the picture would alias: pixels whose colour
+def shade_image(smooth, trap, v, k, lut, edge, max_frac):
+    """Colour every pixel (Colouring `k`), then supersample (View `v`) where the picture would alias: pixels whose colour
     jumps by more than `edge` against a neighbour get four extra sub-pixel orbits averaged in.
     At most `max_frac` of the pixels (the jumpiest) are supersampled, which bounds the cost.
     Returns (uint8 RGB, supersampled pixels, grey-level entropy in bits, share of the most
     common 4-bit-quantised colour, grey-level standard deviation)."""
     h, w = smooth.shape
-    k0, k1, k2, k3, k4, k5, k6 = cp[0], cp[1], cp[2], cp[3], cp[4], cp[5], cp[6]
     n = lut.shape[0] // 2 - 1
-    v = _unpack(vp)
     base = np.empty((h, w, 3), np.float32)
     for r in range(h):
         for c in range(w):
-            cr, cg, cb = _shade(smooth[r, c], trap[r, c], k0, k1, k2, k3, k4, k5, k6, lut, n)
+            cr, cg, cb = _shade(smooth[r, c], trap[r, c], k, lut, n)
             base[r, c, 0] = cr
             base[r, c, 1] = cg
             base[r, c, 2] = cb
@@ -349,11 +349,11 @@ def shade_image(smooth, trap, vp, cp, lut, edge, max_frac):
                 n_super += 1
                 for dv in (-0.25, 0.25):
                     s1, t1, n1, s2, t2, n2 = _sample2(v, c + 0.25, r + 0.5 + dv, c + 0.75, r + 0.5 + dv)
-                    qr, qg, qb = _shade(np.float32(s1), np.float32(t1), k0, k1, k2, k3, k4, k5, k6, lut, n)
+                    qr, qg, qb = _shade(np.float32(s1), np.float32(t1), k, lut, n)
                     sr += qr
                     sg += qg
                     sb += qb
-                    qr, qg, qb = _shade(np.float32(s2), np.float32(t2), k0, k1, k2, k3, k4, k5, k6, lut, n)
+                    qr, qg, qb = _shade(np.float32(s2), np.float32(t2), k, lut, n)
                     sr += qr
                     sg += qg
                     sb += qb
@@ -438,8 +438,9 @@ def sample_params(rng: np.random.Generator) -> dict:
     }
 
 
-def view_vector(p: dict, size: int) -> np.ndarray:
-    """Pixel (u, v) → plane: origin + u·(ax, ay) + v·(bx, by), rotated and centred."""
+def picture_view(p: dict, size: int) -> View:
+    """The View of a picture at size × size: pixel (u, v) → plane: origin + u·(ax, ay) + v·(bx, by),
+    rotated and centred."""
     step = p["width"] / size
     ca, sa = math.cos(p["rotation"]), math.sin(p["rotation"])
     ax, ay = step * ca, step * sa
@@ -447,11 +448,9 @@ def view_vector(p: dict, size: int) -> np.ndarray:
     half = size / 2.0
     ox = p["centre"][0] - half * ax - half * bx
     oy = p["centre"][1] - half * ay - half * by
-    tp = p["trap_params"]
-    vp = np.array([ox, oy, ax, ay, bx, by, 1.0 if p["kind"] == "julia" else 0.0, p["c"][0], p["c"][1],
-                   float(p["max_iter"]), float(TRAPS.index(p["trap"])), tp[0], tp[1], tp[2], 0.0])
-    assert vp.shape[0] == _VP_LEN
-    return vp
+    tp = [float(t) for t in p["trap_params"]]
+    return View(ox, oy, ax, ay, bx, by, p["kind"] == "julia", float(p["c"][0]), float(p["c"][1]),
+                int(p["max_iter"]), TRAPS.index(p["trap"]), tp[0], tp[1], tp[2])
 
 
 def colour_tables(p: dict) -> np.ndarray:
@@ -463,8 +462,8 @@ def preview_verdict(p: dict) -> tuple[str | None, np.ndarray | None]:
     """(why a 48×48 preview says the picture would be poor or slow, or None if it looks fine;
     the colour tables if it got as far as colouring). The preview is coloured, so the final
     check on the full picture rarely fails (a failure there costs a whole second render)."""
-    vp = view_vector(p, PREVIEW)
-    smooth, trap, total = escape_fields(vp, PREVIEW, PREVIEW)
+    view = picture_view(p, PREVIEW)
+    smooth, trap, total = escape_fields(view, PREVIEW, PREVIEW)
     inside = smooth < 0
     if inside.mean() > MAX_INTERIOR:
         return "interior", None
@@ -476,7 +475,7 @@ def preview_verdict(p: dict) -> tuple[str | None, np.ndarray | None]:
     if total / smooth.size > MAX_MEAN_ITER:
         return "slow", None
     lut = colour_tables(p)
-    _, _, entropy, dominant, grey_std = shade_image(smooth, trap, vp, colour_vector(p, smooth, trap), lut, 0.0, 0.0)
+    _, _, entropy, dominant, grey_std = shade_image(smooth, trap, view, picture_colouring(p, smooth, trap), lut, 0.0, 0.0)
     why = final_verdict(entropy, dominant, grey_std)
     return (None if why is None else f"preview-{why}"), lut
 
@@ -492,14 +491,14 @@ def _log_norm(values: np.ndarray, offset: float) -> tuple[float, float]:
     return lo, 1.0 / max(hi - lo, 1e-6)
 
 
-def colour_vector(p: dict, smooth: np.ndarray, trap: np.ndarray) -> np.ndarray:
+def picture_colouring(p: dict, smooth: np.ndarray, trap: np.ndarray) -> Colouring:
     """Per-image normalisation (2nd–98th percentiles, exterior and interior apart) + colour knobs."""
     s, t = smooth[::3, ::3].ravel(), trap[::3, ::3].ravel()
     ext = s >= 0
     lo_s, inv_s = _log_norm(s[ext], 1.0)
     lo_te, inv_te = _log_norm(t[ext], 1e-12)
     lo_ti, inv_ti = _log_norm(t[~ext], 1e-12)
-    return np.array([lo_s, inv_s, lo_te, inv_te, lo_ti, inv_ti, p["exterior"]["trap_mix"]])
+    return Colouring(lo_s, inv_s, lo_te, inv_te, lo_ti, inv_ti, float(p["exterior"]["trap_mix"]))
 
 
 def colour_table(spec: dict, n: int = 1024) -> np.ndarray:
@@ -527,11 +526,11 @@ def final_verdict(entropy: float, dominant: float, grey_std: float) -> str | Non
 
 
 def _render(p: dict, size: int, lut: np.ndarray | None = None):
-    vp = view_vector(p, size)
-    smooth, trap, _ = escape_fields(vp, size, size)
-    cp = colour_vector(p, smooth, trap)
+    view = picture_view(p, size)
+    smooth, trap, _ = escape_fields(view, size, size)
+    colouring = picture_colouring(p, smooth, trap)
     lut = colour_tables(p) if lut is None else lut
-    return shade_image(smooth, trap, vp, cp, lut, SUPERSAMPLE_EDGE, SUPERSAMPLE_MAX)
+    return shade_image(smooth, trap, view, colouring, lut, SUPERSAMPLE_EDGE, SUPERSAMPLE_MAX)
 
 
 def render_params(p: dict, size: int = 256) -> np.ndarray:

@@ -9,6 +9,7 @@ Kernels (Numba, cached on disk) first; the parameter sampling below them.
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
 from numba import njit
@@ -19,6 +20,13 @@ from fractalgen.splitmix import next_uniform as _next
 POINTS = 100_000
 BBOX_POINTS = 4096
 SIGMA_MAX = 0.98  # every singular value stays below 1: each map is a strict contraction
+
+# The part of the attractor shown: its bounding box made square, scaled by `scale` and shifted by
+# (shift_x, shift_y) (fractions of its side), then flipped and transposed (bools).
+Window = namedtuple("Window", ["scale", "shift_x", "shift_y", "flip_x", "flip_y", "transpose"])
+# The colouring: the density's hue runs from `hue` over `span` at `saturation`, its value from
+# `value` up to 1 and its opacity from 0.35 up by `gain`; `level` dims the background palette.
+Colour = namedtuple("Colour", ["hue", "span", "saturation", "value", "gain", "level"])
 
 
 # --------------------------------------------------------------------------- kernels
@@ -84,14 +92,13 @@ def _step(maps, c0, c1, c2, x, y, state):
 
 
 @njit(cache=True)
-def chaos_game(maps, cum, npts, seed, bbox_points, view, size):
+def chaos_game(maps, cum, npts, seed, bbox_points, window, size):
     """Chaos game splatted into a size×size histogram of point counts.
 
     maps: [m ≤ 4, 6] rows (a, b, c, d, e, f) for x' = a·x + b·y + e, y' = c·x + d·y + f; map k is
     picked with probability cum[k] - cum[k-1]. The orbit starts at the fixed point of map 0
     (on the attractor, so there is no transient). A first run of `bbox_points` steps finds the
-    bounding box; the window shown is that box made square, scaled by view[0] and shifted by
-    view[1:3] (fractions of its side); view[3:6] = flip x, flip y, transpose (0/1)."""
+    bounding box, from which the Window is taken."""
     a, b, c, d, e, f = maps[0, 0], maps[0, 1], maps[0, 2], maps[0, 3], maps[0, 4], maps[0, 5]
     det = (1.0 - a) * (1.0 - d) - b * c
     fx0 = ((1.0 - d) * e + b * f) / det
@@ -110,11 +117,11 @@ def chaos_game(maps, cum, npts, seed, bbox_points, view, size):
         x1 = max(x1, x)
         y0 = min(y0, y)
         y1 = max(y1, y)
-    side = max(max(x1 - x0, y1 - y0), 1e-9) * view[0]
-    wx = 0.5 * (x0 + x1) + view[1] * side - 0.5 * side
-    wy = 0.5 * (y0 + y1) + view[2] * side - 0.5 * side
+    side = max(max(x1 - x0, y1 - y0), 1e-9) * window.scale
+    wx = 0.5 * (x0 + x1) + window.shift_x * side - 0.5 * side
+    wy = 0.5 * (y0 + y1) + window.shift_y * side - 0.5 * side
     sc = size / side
-    fx, fy, tr = view[3] > 0.5, view[4] > 0.5, view[5] > 0.5
+    fx, fy, tr = window.flip_x, window.flip_y, window.transpose
     hist = np.zeros((size, size), np.float32)
     x, y = fx0, fy0
     state = np.uint64(seed)
@@ -181,8 +188,7 @@ def stamp3(hist, stamp):
 @njit(cache=True)
 def compose(dens, colour, field, lut):
     """Colour density as hue (log scale) and composite it over the background height field
-    (bilinearly upsampled to the picture, then mapped through `lut`).
-    colour: (hue0, hue span, saturation, value0, alpha gain, background level)."""
+    (bilinearly upsampled to the picture, then mapped through `lut`), as `colour` (a Colour) says."""
     size = dens.shape[0]
     total = 0.0
     nonzero = 0
@@ -192,7 +198,7 @@ def compose(dens, colour, field, lut):
                 total += dens[r, c]
                 nonzero += 1
     inv_ref = 1.0 / math.log1p(max(4.0 * total / max(nonzero, 1), 1.0))
-    hue0, span, sat, val0, gain, level = colour[0], colour[1], colour[2], colour[3], colour[4], colour[5]
+    hue0, span, sat, val0, gain, level = colour
     # foreground colour (0..255) and opacity as a table over log density in [0, 1]
     nf = 255
     fg_lut = np.empty((nf + 1, 4), np.float64)
@@ -328,8 +334,8 @@ def render_params(p: dict, size: int = 256) -> np.ndarray:
     maps = np.asarray(p["maps"], dtype=np.float64)
     cum = np.cumsum(np.asarray(p["probabilities"], dtype=np.float64))
     w = p["window"]
-    view = np.array([w["scale"], w["shift"][0], w["shift"][1]] + [float(v) for v in p["flips"]])
-    dens = chaos_game(maps, cum, int(p["points"]), np.uint64(p["seed"]), BBOX_POINTS, view, size)
+    window = Window(float(w["scale"]), float(w["shift"][0]), float(w["shift"][1]), *(bool(f) for f in p["flips"]))
+    dens = chaos_game(maps, cum, int(p["points"]), np.uint64(p["seed"]), BBOX_POINTS, window, size)
     if p["stamp"] is not None:
         stamp = np.asarray(p["stamp"], dtype=np.float32).reshape(3, 3).copy()
         stamp[1, 1] = 1.0
@@ -339,7 +345,8 @@ def render_params(p: dict, size: int = 256) -> np.ndarray:
         kernel[1, 1] += 1.0 - p["blur"]
         dens = stamp3(dens, kernel)
     col, bgp = p["colour"], p["background"]
-    colour = np.array([col["hue"], col["span"], col["saturation"], col["value"], col["gain"], bgp["level"]])
+    colour = Colour(*(float(v) for v in (col["hue"], col["span"], col["saturation"], col["value"], col["gain"],
+                                         bgp["level"])))
     n = 2  # the background is smooth: a grid of half the picture's size, upsampled
     while n < size // 2:
         n *= 2

@@ -48,14 +48,16 @@ def test_escape_fields_match_numpy(kind, julia):
     if not julia:
         p["centre"], p["width"] = [-0.6, 0.1], 3.0
     size = 24
-    vp = escape.view_vector(p, size)
-    smooth, trap, _ = escape.escape_fields(vp, size, size)
+    view = escape.picture_view(p, size)
+    assert view.julia == julia and escape.TRAPS[view.trap] == p["trap"]
+    smooth, trap, _ = escape.escape_fields(view, size, size)
     v, u = np.mgrid[0:size, 0:size] + 0.5
-    pts = (vp[0] + u * vp[2] + v * vp[4]) + 1j * (vp[1] + u * vp[3] + v * vp[5])
+    pts = (view.ox + u * view.ax + v * view.bx) + 1j * (view.oy + u * view.ay + v * view.by)
+    trap_params = (view.t0, view.t1, view.t2)
     if julia:
-        ref_s, ref_t = _orbit_reference(pts, complex(vp[7], vp[8]), escape.MAX_ITER, kind, vp[11:14])
+        ref_s, ref_t = _orbit_reference(pts, complex(view.cx, view.cy), escape.MAX_ITER, kind, trap_params)
     else:
-        ref_s, ref_t = _orbit_reference(np.zeros_like(pts), pts, escape.MAX_ITER, kind, vp[11:14])
+        ref_s, ref_t = _orbit_reference(np.zeros_like(pts), pts, escape.MAX_ITER, kind, trap_params)
     escaped = smooth >= 0
     # Orbits near the boundary are chaotic: NumPy's complex product rounds differently from
     # the kernel's (x² − y², 2xy), so a few pixels may drift; nearly all must agree closely.
@@ -122,7 +124,7 @@ def test_every_ifs_system_is_contractive_and_in_the_sigma_band():
 
 def test_chaos_game_never_diverges():
     rng = np.random.default_rng(7)
-    view = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    view = ifs.Window(1.0, 0.0, 0.0, False, False, False)
     for _ in range(300):
         p = ifs.sample_params(rng)
         maps = np.asarray(p["maps"])
@@ -184,7 +186,7 @@ def test_chaos_game_matches_a_plain_python_version():
     for flips in ([0, 0, 0], [1, 0, 1], [0, 1, 0]):
         p = ifs.sample_params(rng)
         maps, cum = np.asarray(p["maps"]), np.cumsum(p["probabilities"])
-        view = np.array([0.9, 0.05, -0.1] + flips, dtype=float)
+        view = ifs.Window(0.9, 0.05, -0.1, *(bool(f) for f in flips))
         got = ifs.chaos_game(maps, cum, 3000, np.uint64(p["seed"]), 500, view, 40)
         want = _chaos_reference(p["maps"], cum, 3000, p["seed"], 500, view, 40)
         assert np.array_equal(got, want)
