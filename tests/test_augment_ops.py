@@ -33,9 +33,10 @@ def _odd_images():
 
 
 def _table(name, arg):
-    """The byte table the kernel applies for per-byte op `name` with argument `arg`."""
+    """The byte table, and its form, the kernel applies for per-byte op `name` with argument `arg`."""
     row = policy.TABLE[policy.row_id("ipmix", name)]
-    return O.TABLES.bytes[int(row[policy.COL_FIRST_TABLE] + arg - row[policy.COL_ARG_MIN])]
+    i = int(row[policy.COL_FIRST_TABLE] + arg - row[policy.COL_ARG_MIN])
+    return O.TABLES.bytes[i], O.TABLES.forms[i]
 
 
 def _run(kernel, src, *args):
@@ -55,15 +56,32 @@ def test_point_ops_identical_to_pil():
     for im in _images():
         pil = Image.fromarray(im)
         _same(_run(O.equalize, im), ImageOps.equalize(pil))
-        _same(_run(O.apply_lut3, im, _table("invert", 0)), ImageOps.invert(pil))
+        _same(_run(O.apply_lut3, im, *_table("invert", 0)), ImageOps.invert(pil))
         _same(_run(O.mirror, im), ImageOps.mirror(pil))
         for bits in (1, 2, 3, 4, 8):
-            _same(_run(O.apply_lut3, im, _table("posterize", bits)), ImageOps.posterize(pil, bits))
+            _same(_run(O.apply_lut3, im, *_table("posterize", bits)), ImageOps.posterize(pil, bits))
         for threshold in (256, 200, 77, 0):
-            _same(_run(O.apply_lut3, im, _table("solarize", threshold)), ImageOps.solarize(pil, threshold))
+            _same(_run(O.apply_lut3, im, *_table("solarize", threshold)), ImageOps.solarize(pil, threshold))
         _same(_run(O.autocontrast, im, 0.0), ImageOps.autocontrast(pil))
         for cutoff in (0.35, 7.3, 9.9):
             _same(_run(O.autocontrast, im, cutoff), ImageOps.autocontrast(pil, cutoff))
+
+
+def test_table_kernel_computes_and_looks_up_the_same_bytes():
+    """apply_lut3 computes a table of mask-and-flip form (every byte table of posterize,
+    solarize and invert) and looks any other up: both give lut[c, v] for every table."""
+    rs = np.random.default_rng(6)
+    images = list(_odd_images())
+    for table, form in zip(O.TABLES.bytes, O.TABLES.forms):
+        assert form[0] >= 0
+        for im in images[:4]:
+            expected = table[np.arange(3), im]
+            assert np.array_equal(_run(O.apply_lut3, im, table, form), expected)
+            assert np.array_equal(_run(O.apply_lut3, im, table, O.NO_FORM), expected)
+    for _ in range(5):
+        table = rs.integers(0, 256, (3, 256), dtype=np.uint8)
+        for im in images:
+            assert np.array_equal(_run(O.apply_lut3, im, table, O.NO_FORM), table[np.arange(3), im])
 
 
 def test_enhance_ops_identical_to_pil():
@@ -184,12 +202,12 @@ def test_point_and_enhance_ops_identical_to_pil_on_odd_sizes():
     for im in _odd_images():
         pil = Image.fromarray(im)
         _same(_run(O.equalize, im), ImageOps.equalize(pil))
-        _same(_run(O.apply_lut3, im, _table("invert", 0)), ImageOps.invert(pil))
+        _same(_run(O.apply_lut3, im, *_table("invert", 0)), ImageOps.invert(pil))
         _same(_run(O.mirror, im), ImageOps.mirror(pil))
         for bits in (1, 4, 8):
-            _same(_run(O.apply_lut3, im, _table("posterize", bits)), ImageOps.posterize(pil, bits))
+            _same(_run(O.apply_lut3, im, *_table("posterize", bits)), ImageOps.posterize(pil, bits))
         for threshold in (256, 255, 128, 1, 0):
-            _same(_run(O.apply_lut3, im, _table("solarize", threshold)), ImageOps.solarize(pil, threshold))
+            _same(_run(O.apply_lut3, im, *_table("solarize", threshold)), ImageOps.solarize(pil, threshold))
         for cutoff in (0.0, 2.5):
             _same(_run(O.autocontrast, im, cutoff), ImageOps.autocontrast(pil, cutoff))
         for factor in (0.1, 0.7, 1.9):
@@ -206,9 +224,10 @@ def test_histograms_count_every_channel():
 
 
 _KERNELS = [
-    (O.equalize, ()), (O.apply_lut3, (_table("invert", 0),)), (O.mirror, ()),
-    (O.apply_lut3, (_table("posterize", 3),)), (O.apply_lut3, (_table("solarize", 100),)),
-    (O.apply_lut3, (_table("solarize", 256),)), (O.autocontrast, (1.5,)), (O.color, (1.6,)), (O.contrast, (0.4,)),
+    (O.equalize, ()), (O.apply_lut3, _table("invert", 0)), (O.mirror, ()),
+    (O.apply_lut3, _table("posterize", 3)), (O.apply_lut3, _table("solarize", 100)),
+    (O.apply_lut3, _table("solarize", 256)), (O.apply_lut3, (_table("solarize", 100)[0], O.NO_FORM)),
+    (O.autocontrast, (1.5,)), (O.color, (1.6,)), (O.contrast, (0.4,)),
     (O.brightness, (1.3,)), (O.sharpness, (1.9,)), (O.sharpness, (0.3,)),
     (O.rotate, (-13, O.ROTATION_TABLE)), (O.rotate, (29, O.ROTATION_TABLE)), (O.rotate, (0, O.ROTATION_TABLE)),
     (O.shear_x, (0.27,)), (O.shear_x, (-0.05,)), (O.shear_x, (_EDGE_SHEAR,)), (O.shear_y, (-0.3,)),

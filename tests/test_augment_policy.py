@@ -77,6 +77,24 @@ def test_byte_tables_are_the_ops_formulas_for_every_argument():
             assert policy.ROWS[policy.row_id(recipe, name)].name == name
 
 
+def test_mask_flip_form_is_found_exactly_when_it_rebuilds_the_table():
+    v = np.arange(256)
+    for table, (mask, threshold) in zip(policy.BYTE_TABLES, policy.BYTE_TABLE_FORMS):
+        assert 0 <= mask <= 255 and 0 <= threshold <= 256
+        assert np.array_equal(table, np.broadcast_to((v & mask) ^ np.where(v >= threshold, 255, 0), (3, 256)))
+    rs = np.random.default_rng(1)
+    for mask, threshold in [(0, 0), (0, 256), (7, 13), (255, 255), (0xF0, 1)] + [
+            (int(rs.integers(0, 256)), int(rs.integers(0, 257))) for _ in range(5)]:
+        table = np.broadcast_to((v & mask) ^ np.where(v >= threshold, 255, 0), (3, 256)).astype(np.uint8)
+        form = policy.mask_flip_form(table)
+        assert np.array_equal(np.broadcast_to((v & form[0]) ^ np.where(v >= form[1], 255, 0), (3, 256)), table)
+    equalize_like = np.broadcast_to(np.sqrt(v * 255.0).astype(np.uint8), (3, 256))
+    assert policy.mask_flip_form(equalize_like) == (-1, 0)
+    channels_differ = np.stack([v, 255 - v, v]).astype(np.uint8)
+    assert policy.mask_flip_form(channels_differ) == (-1, 0)
+    assert policy.mask_flip_form(rs.integers(0, 256, (3, 256), dtype=np.uint8)) == (-1, 0)
+
+
 def test_each_recipe_uses_its_authors_autocontrast():
     ipmix, plain = policy.ROWS[policy.IPMIX_AUTOCONTRAST], policy.ROWS[policy.PLAIN_AUTOCONTRAST]
     assert policy.row_id("ipmix", "autocontrast") == policy.IPMIX_AUTOCONTRAST

@@ -16,7 +16,8 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
-from ipmix_cli.augment.policy import (AUTOCONTRAST, BRIGHTNESS, BYTE_TABLE, BYTE_TABLES, COL_ARG_MAX,
+from ipmix_cli.augment.policy import (AUTOCONTRAST, BRIGHTNESS, BYTE_TABLE, BYTE_TABLE_FORMS, BYTE_TABLES,
+                                      COL_ARG_MAX,
                                       COL_ARG_MIN, COL_BASE, COL_BY_SIZE, COL_COEF, COL_DIV,
                                       COL_FIRST_TABLE, COL_INTEGER, COL_KERNEL, COL_SIGNED, COLOR,
                                       CONTRAST, EQUALIZE, MIRROR, ROTATE, SHEAR_X, SHEAR_Y, TABLE,
@@ -50,26 +51,29 @@ def rotation_table(max_degrees: int = MAX_ROTATION) -> np.ndarray:
 
 ROTATION_TABLE = rotation_table()
 
-# The constant tables of the ops: `rotation` (rotation_table) and `bytes`, every table of the
-# per-byte ops, uint8 [n, 3, 256] (policy.byte_tables).
-Tables = namedtuple("Tables", ["rotation", "bytes"])
-TABLES = Tables(ROTATION_TABLE, BYTE_TABLES)
+# The constant tables of the ops: `rotation` (rotation_table); `bytes`, every table of the
+# per-byte ops, uint8 [n, 3, 256], and `forms`, int64 [n, 2], each table's mask-and-flip form
+# (policy.byte_tables and mask_flip_form).
+Tables = namedtuple("Tables", ["rotation", "bytes", "forms"])
+TABLES = Tables(ROTATION_TABLE, BYTE_TABLES, BYTE_TABLE_FORMS)
 
 # ---------------------------------------------------------------- point ops: one loop over byte runs
 
 # What `point_op` does to each byte (or pixel) of a run.
-RUN_COPY, RUN_LUT3, RUN_BLEND, RUN_COLOR = range(4)
+RUN_COPY, RUN_LUT3, RUN_MASK_FLIP, RUN_BLEND, RUN_COLOR = range(5)
 NO_LUT = np.zeros((3, 256), np.uint8)  # the table argument of the kinds that take none
+NO_FORM = np.array([-1, 0], np.int64)  # the form of a table made from the image (equalize, autocontrast)
 
 
 @njit(cache=True)
-def point_op(kind, src, dst, lut, grey, alpha, r0, r1, c0, c1):
+def point_op(kind, src, dst, lut, k0, k1, alpha, r0, r1, c0, c1):
     """dst = kind(src) inside the region, walked as flat byte runs: one run when the region
     spans whole rows, else one a row. Each kind's loop runs over 1-D slices from index 0, a
     form Numba compiles without negative-index fix-ups, so LLVM vectorizes it.
 
-    lut: uint8 [3, 256] per-channel table (RUN_LUT3); grey: the level blended with (RUN_BLEND);
-    alpha: float32 blend factor (RUN_BLEND, RUN_COLOR).
+    lut: uint8 [3, 256] per-channel table (RUN_LUT3); k0, k1: the mask and threshold
+    (RUN_MASK_FLIP) or k0 the grey level blended with (RUN_BLEND); alpha: float32 blend factor
+    (RUN_BLEND, RUN_COLOR).
     """
     W = src.shape[1]
     s1 = src.reshape(-1)
@@ -83,8 +87,10 @@ def point_op(kind, src, dst, lut, grey, alpha, r0, r1, c0, c1):
         d = d1[a:a + n]
         if kind == RUN_LUT3:
             _lut3_run(s, d, lut)
+        elif kind == RUN_MASK_FLIP:
+            _mask_flip_run(s, d, k0, k1)
         elif kind == RUN_BLEND:
-            _blend_run(s, d, grey, alpha)
+            _blend_run(s, d, k0, alpha)
         elif kind == RUN_COLOR:
             _color_run(s, d, alpha)
         else:
@@ -101,6 +107,22 @@ def _lut3_run(s, d, lut):
         d[i] = l0[s[i]]
         d[i + _U1] = l1[s[i + _U1]]
         d[i + _U2] = l2[s[i + _U2]]
+
+
+@njit(cache=True)
+def _mask_flip_run(s, d, mask, threshold):
+    """d[i] = s[i] & mask, inverted where s[i] >= threshold: a mask and a compare and select,
+    which vectorize (a table lookup a byte does not)."""
+    m = np.uint8(mask)
+    if threshold > 255:
+        for j in range(s.shape[0]):
+            d[j] = s[j] & m
+        return
+    t = np.uint8(max(threshold, 0))
+    for j in range(s.shape[0]):
+        v = s[j]
+        w = v & m
+        d[j] = w if v < t else np.uint8(255) - w
 
 
 @njit(cache=True)
@@ -121,11 +143,18 @@ def _color_run(s, d, alpha):
 
 
 @njit(cache=True)
-def apply_lut3(src, dst, lut, r0, r1, c0, c1):
+def apply_lut3(src, dst, lut, form, r0, r1, c0, c1):
     """dst[y, x, c] = lut[c, src[y, x, c]] inside the region; lut is uint8 [3, 256]. The one
     kernel of the table ops: equalize and autocontrast (tables made from the image) and the
-    per-byte ops (posterize, solarize, invert: fixed tables, Tables.bytes)."""
-    point_op(RUN_LUT3, src, dst, lut, 0, np.float32(0.0), r0, r1, c0, c1)
+    per-byte ops (posterize, solarize, invert: fixed tables, Tables.bytes).
+
+    form: (mask, threshold) when every channel's table is `v & mask`, inverted for
+    v >= threshold (policy.mask_flip_form), and the bytes are then computed so, in vectorized
+    loops; (-1, 0) for any other table, looked up."""
+    if form[0] < 0:
+        point_op(RUN_LUT3, src, dst, lut, 0, 0, np.float32(0.0), r0, r1, c0, c1)
+    else:
+        point_op(RUN_MASK_FLIP, src, dst, lut, form[0], form[1], np.float32(0.0), r0, r1, c0, c1)
 
 
 @njit(cache=True)
@@ -183,7 +212,7 @@ def equalize_lut(h):
 
 @njit(cache=True)
 def equalize(src, dst, r0, r1, c0, c1):
-    apply_lut3(src, dst, equalize_lut(histograms(src)), r0, r1, c0, c1)
+    apply_lut3(src, dst, equalize_lut(histograms(src)), NO_FORM, r0, r1, c0, c1)
 
 
 @njit(cache=True)
@@ -260,7 +289,7 @@ def autocontrast_lut(h, cutoff):
 
 @njit(cache=True)
 def autocontrast(src, dst, cutoff, r0, r1, c0, c1):
-    apply_lut3(src, dst, autocontrast_lut(histograms(src), cutoff), r0, r1, c0, c1)
+    apply_lut3(src, dst, autocontrast_lut(histograms(src), cutoff), NO_FORM, r0, r1, c0, c1)
 
 
 # ---------------------------------------------------------------- enhance ops (Image.blend)
@@ -285,7 +314,7 @@ def luminance(r, g, b):
 
 @njit(cache=True)
 def color(src, dst, factor, r0, r1, c0, c1):
-    point_op(RUN_COLOR, src, dst, NO_LUT, 0, np.float32(factor), r0, r1, c0, c1)
+    point_op(RUN_COLOR, src, dst, NO_LUT, 0, 0, np.float32(factor), r0, r1, c0, c1)
 
 
 @njit(cache=True)
@@ -299,12 +328,12 @@ def contrast(src, dst, factor, r0, r1, c0, c1):
         i = np.uint64(3 * k)
         total += luminance(s1[i], s1[i + _U1], s1[i + _U2])
     mean = int(np.float64(total) / (H * W) + 0.5)
-    point_op(RUN_BLEND, src, dst, NO_LUT, mean, np.float32(factor), r0, r1, c0, c1)
+    point_op(RUN_BLEND, src, dst, NO_LUT, mean, 0, np.float32(factor), r0, r1, c0, c1)
 
 
 @njit(cache=True)
 def brightness(src, dst, factor, r0, r1, c0, c1):
-    point_op(RUN_BLEND, src, dst, NO_LUT, 0, np.float32(factor), r0, r1, c0, c1)
+    point_op(RUN_BLEND, src, dst, NO_LUT, 0, 0, np.float32(factor), r0, r1, c0, c1)
 
 
 _K_EDGE = np.float32(1.0) / np.float32(13.0)
@@ -638,7 +667,7 @@ def translate(src, dst, tx, ty, r0, r1, c0, c1):
 
 @njit(cache=True)
 def copy_region(src, dst, r0, r1, c0, c1):
-    point_op(RUN_COPY, src, dst, NO_LUT, 0, np.float32(0.0), r0, r1, c0, c1)
+    point_op(RUN_COPY, src, dst, NO_LUT, 0, 0, np.float32(0.0), r0, r1, c0, c1)
 
 
 @njit(cache=True)
@@ -693,8 +722,8 @@ def apply_op(op, st, severity, src, dst, tables, r0, r1, c0, c1):
         equalize(src, dst, r0, r1, c0, c1)
     elif kernel == BYTE_TABLE:
         lo = int(row[COL_ARG_MIN])
-        a = min(max(int(arg), lo), int(row[COL_ARG_MAX]))
-        apply_lut3(src, dst, tables.bytes[int(row[COL_FIRST_TABLE]) + a - lo], r0, r1, c0, c1)
+        i = int(row[COL_FIRST_TABLE]) + min(max(int(arg), lo), int(row[COL_ARG_MAX])) - lo
+        apply_lut3(src, dst, tables.bytes[i], tables.forms[i], r0, r1, c0, c1)
     elif kernel == ROTATE:
         rotate(src, dst, int(arg), tables.rotation, r0, r1, c0, c1)
     elif kernel == SHEAR_X:

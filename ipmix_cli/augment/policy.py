@@ -107,7 +107,23 @@ def byte_tables() -> tuple[list[int], np.ndarray]:
     return first, np.ascontiguousarray(np.stack(tables), dtype=np.uint8)
 
 
+def mask_flip_form(table: np.ndarray) -> tuple[int, int]:
+    """(mask, threshold) such that each channel of `table` (uint8 [3, 256]) maps v to `v & mask`,
+    inverted where v >= threshold (0 <= threshold <= 256), or (-1, 0) when it has no such form.
+    Posterize (threshold 256), solarize (mask 255) and invert have it: the kernel then computes
+    the bytes instead of looking them up (ops.apply_lut3)."""
+    v = np.arange(256)
+    for mask in (int(table[0, 255]), int(table[0, 255]) ^ 255):  # v = 255 gives mask or ~mask
+        flipped = (table[0].astype(int) ^ (v & mask)) == 255
+        threshold = 256 - int(flipped.sum())
+        expect = (v & mask) ^ np.where(v >= threshold, 255, 0)
+        if (table == expect).all():
+            return mask, threshold
+    return -1, 0
+
+
 _FIRST_TABLE, BYTE_TABLES = byte_tables()
+BYTE_TABLE_FORMS = np.array([mask_flip_form(t) for t in BYTE_TABLES], dtype=np.int64)
 
 # The columns of TABLE, the array the kernel reads (row i = op id i). A BYTE_TABLE row's
 # argument a, clamped to [ARG_MIN, ARG_MAX], runs table FIRST_TABLE + a - ARG_MIN.
