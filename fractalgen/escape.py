@@ -53,9 +53,11 @@ SUPERSAMPLE_MAX = 0.03
 
 
 @njit(cache=True, inline="always")
-def _orbit(zx, zy, cx, cy, max_iter, kind, p0, p1, p2):
-    """Iterate one point. Returns (smooth count or -1 if it never escaped, trap distance,
-    iterations spent). Interior orbits stop early once they repeat (Brent's cycle check)."""
+def _orbit(zx, zy, cx, cy, v):
+    """Iterate one point with View `v`'s iteration limit and trap. Returns (smooth count or -1
+    if it never escaped, trap distance, iterations spent). Interior orbits stop early once they
+    repeat (Brent's cycle check)."""
+    max_iter, kind = v.max_iter, v.trap
     trap = 1e300
     sx = zx
     sy = zy
@@ -73,18 +75,7 @@ def _orbit(zx, zy, cx, cy, max_iter, kind, p0, p1, p2):
             return smooth, trap, n + 1
         zy = 2.0 * zx * zy + cy
         zx = x2 - y2 + cx
-        if kind == 0:  # point, squared until the end
-            dx = zx - p0
-            dy = zy - p1
-            d = dx * dx + dy * dy
-        elif kind == 1:  # line a·x + b·y + c with (a, b) a unit normal
-            d = abs(p0 * zx + p1 * zy + p2)
-        elif kind == 2:  # cross through (p0, p1)
-            d = min(abs(zx - p0), abs(zy - p1))
-        else:  # circle of radius p2 around (p0, p1)
-            dx = zx - p0
-            dy = zy - p1
-            d = abs(math.sqrt(dx * dx + dy * dy) - p2)
+        d = _trap_distance(zx, zy, v)
         if d < trap:
             trap = d
         if abs(zx - sx) < 1e-10 and abs(zy - sy) < 1e-10:
@@ -103,7 +94,9 @@ def _orbit(zx, zy, cx, cy, max_iter, kind, p0, p1, p2):
 
 
 @njit(cache=True, inline="always")
-def _trap_distance(zx, zy, kind, p0, p1, p2):
+def _trap_distance(zx, zy, v):
+    """Distance from z to View `v`'s orbit trap (squared for the point trap)."""
+    kind, p0, p1, p2 = v.trap, v.t0, v.t1, v.t2
     if kind == 0:  # point, squared until the end
         dx = zx - p0
         dy = zy - p1
@@ -118,11 +111,12 @@ def _trap_distance(zx, zy, kind, p0, p1, p2):
 
 
 @njit(cache=True, inline="always")
-def _orbit2(ax, ay, acx, acy, bx, by, bcx, bcy, max_iter, kind, p0, p1, p2):
+def _orbit2(ax, ay, acx, acy, bx, by, bcx, bcy, v):
     """`_orbit` for two points at once, A and B, in one loop. z ← z² + c is a chain of
     dependent multiplies, so one orbit leaves the core idle between them; two independent
     orbits interleaved nearly double the throughput. Each lane's arithmetic is exactly
     `_orbit`'s, so results are identical."""
+    max_iter = v.max_iter
     ta = 1e300
     tb = 1e300
     asx = ax
@@ -150,7 +144,7 @@ def _orbit2(ax, ay, acx, acy, bx, by, bcx, bcy, max_iter, kind, p0, p1, p2):
             else:
                 ay = 2.0 * ax * ay + acy
                 ax = x2 - y2 + acx
-                d = _trap_distance(ax, ay, kind, p0, p1, p2)
+                d = _trap_distance(ax, ay, v)
                 if d < ta:
                     ta = d
                 if abs(ax - asx) < 1e-10 and abs(ay - asy) < 1e-10:
@@ -173,7 +167,7 @@ def _orbit2(ax, ay, acx, acy, bx, by, bcx, bcy, max_iter, kind, p0, p1, p2):
             else:
                 by = 2.0 * bx * by + bcy
                 bx = x2 - y2 + bcx
-                d = _trap_distance(bx, by, kind, p0, p1, p2)
+                d = _trap_distance(bx, by, v)
                 if d < tb:
                     tb = d
                 if abs(bx - bsx) < 1e-10 and abs(by - bsy) < 1e-10:
@@ -188,7 +182,7 @@ def _orbit2(ax, ay, acx, acy, bx, by, bcx, bcy, max_iter, kind, p0, p1, p2):
                         blam *= 2
         if not alive_a and not alive_b:
             break
-    if kind == 0:
+    if v.trap == 0:
         ta = math.sqrt(ta)
         tb = math.sqrt(tb)
     return sa, ta, na, sb, tb, nb
@@ -202,8 +196,8 @@ def _sample2(v, ua, wa, ub, wb):
     xb = v.ox + ub * v.ax + wb * v.bx
     yb = v.oy + ub * v.ay + wb * v.by
     if v.julia:
-        return _orbit2(xa, ya, v.cx, v.cy, xb, yb, v.cx, v.cy, v.max_iter, v.trap, v.t0, v.t1, v.t2)
-    return _orbit2(0.0, 0.0, xa, ya, 0.0, 0.0, xb, yb, v.max_iter, v.trap, v.t0, v.t1, v.t2)
+        return _orbit2(xa, ya, v.cx, v.cy, xb, yb, v.cx, v.cy, v)
+    return _orbit2(0.0, 0.0, xa, ya, 0.0, 0.0, xb, yb, v)
 
 
 @njit(cache=True, inline="always")
@@ -212,8 +206,8 @@ def _sample(v, u, w):
     x = v.ox + u * v.ax + w * v.bx
     y = v.oy + u * v.ay + w * v.by
     if v.julia:  # Julia: z0 = point, c fixed
-        return _orbit(x, y, v.cx, v.cy, v.max_iter, v.trap, v.t0, v.t1, v.t2)
-    return _orbit(0.0, 0.0, x, y, v.max_iter, v.trap, v.t0, v.t1, v.t2)
+        return _orbit(x, y, v.cx, v.cy, v)
+    return _orbit(0.0, 0.0, x, y, v)
 
 
 @njit(cache=True)
@@ -290,8 +284,9 @@ def _shade(s, t, k, lut, n):
 
 @njit(cache=True)
 def shade_image(smooth, trap, v, k, lut, edge, max_frac):
-    """Colour every pixel (Colouring `k`), then supersample (View `v`) where the picture would alias: pixels whose colour
-    jumps by more than `edge` against a neighbour get four extra sub-pixel orbits averaged in.
+    """Colour every pixel as Colouring `k` says, then supersample where the picture would alias
+    (View `v` gives the sub-pixel orbits): pixels whose colour jumps by more than `edge` against
+    a neighbour get four extra sub-pixel orbits averaged in.
     At most `max_frac` of the pixels (the jumpiest) are supersampled, which bounds the cost.
     Returns (uint8 RGB, supersampled pixels, grey-level entropy in bits, share of the most
     common 4-bit-quantised colour, grey-level standard deviation)."""
@@ -475,7 +470,8 @@ def preview_verdict(p: dict) -> tuple[str | None, np.ndarray | None]:
     if total / smooth.size > MAX_MEAN_ITER:
         return "slow", None
     lut = colour_tables(p)
-    _, _, entropy, dominant, grey_std = shade_image(smooth, trap, view, picture_colouring(p, smooth, trap), lut, 0.0, 0.0)
+    colouring = picture_colouring(p, smooth, trap)
+    _, _, entropy, dominant, grey_std = shade_image(smooth, trap, view, colouring, lut, 0.0, 0.0)
     why = final_verdict(entropy, dominant, grey_std)
     return (None if why is None else f"preview-{why}"), lut
 
