@@ -77,7 +77,8 @@ def bench_build(as_json, samples, epochs, repeats, photos_per_class, formats, qu
     """Whole-build throughput of `ipmix shards build` run as a process: 32 px builds on one core
     beside the engine's rate and a plain-Python write+fsync floor measured in the same rounds
     (ratios and a per-stage breakdown), 1 -> 2 workers beside the disk's own rate, 224 px on one
-    core against the per-image pipeline, peak RSS per worker."""
+    core against the per-image pipeline, peak RSS per worker, and (s3) a JSD build on 2 workers
+    written to an S3 server on this machine (moto) against the same build to local disk."""
     if quick:
         samples, repeats, photos_per_class = min(samples, 2000), 1, min(photos_per_class, 8)
     figures = build_bench.run_bench(samples=samples, repeats=repeats, photos_per_class=photos_per_class, quick=quick,
