@@ -81,7 +81,7 @@ def test_existing_run_and_changed_settings_are_refused(triple_shards, tmp_path):
 def test_resume_refuses_each_setting_marked_must_match_and_takes_the_others(triple_shards, tmp_path):
     from dataclasses import fields
 
-    from ipmix_cli.train.loop import MUST_MATCH, TrainConfig
+    from ipmix_cli.train.config import MUST_MATCH, TrainConfig
 
     out = tmp_path / "r"
     _run(triple_shards, out, max_steps=2)
@@ -207,3 +207,12 @@ def test_resuming_at_the_max_steps_it_stopped_at_changes_no_file(triple_shards, 
     summary = _run(triple_shards, tmp_path / "r", resume=True, max_steps=3, echo=lines.append)
     assert summary["steps"] == 3 and "already at step 3" in lines[0]
     assert _snapshot(tmp_path / "r") == before
+
+
+def test_the_public_entry_point_is_the_loop():
+    import ipmix_cli.train
+    from ipmix_cli.train import TrainConfig, loop
+
+    assert ipmix_cli.train.train is train is loop.train and TrainConfig is loop.TrainConfig
+    with pytest.raises(AttributeError):
+        ipmix_cli.train.no_such_name

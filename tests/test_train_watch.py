@@ -14,7 +14,9 @@ import ipmix_cli.train.loop as train_module
 from _train_helpers import make_digit_shards
 from ipmix_cli.common.errors import IpmixError
 from ipmix_cli.stream import ShardLoader
-from ipmix_cli.train.loop import choose_threads, format_duration, train
+from ipmix_cli.train.logs import format_duration
+from ipmix_cli.train.loop import train
+from ipmix_cli.train.ranks import choose_threads
 
 pytestmark = pytest.mark.kernels  # runs Numba kernels (left out of `make test-fast`)
 

@@ -3,317 +3,48 @@
     ipmix train --shards OUT --model wrn-40-4 --epochs 100 --out RUN_DIR [--resume]
     torchrun --nproc_per_node 4 -m ipmix_cli train --shards OUT ... (the same options)
 
-One step: uint8 batch [B, V, 3, S, S] → device → normalise → model → loss (cross-entropy, or
-CE on the clean view + 12·JSD when the shards carry the clean/aug1/aug2 triple) → SGD (Nesterov)
-with a per-step cosine learning rate. Checkpoints hold everything an exact resume needs
-(weights, optimizer, schedule, step, each rank's loader position and RNG state).
-DDP comes from the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK): gloo on CPU, NCCL on GPU.
-Progress: a line every `log_every` steps or LOG_SECONDS (step/total, loss, lr, samples/s, the
-share of step time spent waiting for the next batch, ETA); the same fields go to log.jsonl.
+`train` reads top to bottom: a TrainConfig (config.py), then setup → train_epoch → end_epoch
+(once per epoch) → summarize, all sharing one `Run` (the launch's model, optimizer, loader,
+logs and counters). One step (`_step`): uint8 batch [B, V, 3, S, S] → device → normalise →
+model → loss (cross-entropy, or CE on the clean view + 12·JSD when the shards carry the
+clean/aug1/aug2 triple) → SGD (Nesterov) with a per-step cosine learning rate. Checkpoints
+hold everything an exact resume needs (weights, optimizer, schedule, step, each rank's loader
+position and RNG state). DDP comes from the torchrun environment (ranks.py). Progress: a line
+every `log_every` steps or LOG_SECONDS (step/total, loss, lr, samples/s, the share of step
+time spent waiting for the next batch, ETA); the same fields go to log.jsonl (logs.py).
 The click command lives in ipmix_cli/cli/train.py, so `ipmix train --help` needs no torch.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
-import os
 import signal
 import time
 import warnings
-from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-
-import numpy as np
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from fractalgen.files import atomic_write_bytes, atomic_write_json, ensure_writable_dir
-from ipmix_cli.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from ipmix_cli.train.curves import write_curves_png
-from ipmix_cli.common.errors import IpmixError, OptionError
-from ipmix_cli.train.device import resolve_device
-from ipmix_cli.train.losses import jsd_loss
-from ipmix_cli.train.models import (build_model, canonical_name, check_model_name, count_parameters, load_weights,
-                              normalisation, normalise, save_trained)
+from fractalgen.files import atomic_write_json, ensure_writable_dir
+from ipmix_cli.common.errors import IpmixError
 from ipmix_cli.common.optional import check_torch_version
+from ipmix_cli.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from ipmix_cli.train.config import RESUME_KEYS, TrainConfig
+from ipmix_cli.train.curves import write_curves_png
+from ipmix_cli.train.heldout import HeldOut
+from ipmix_cli.train.logs import (CURVES_NAME, LOG_NAME, SUMMARY_NAME, TENSORBOARD_DIR, RunLog, format_step_line,
+                                  tensorboard_writer_class)
+from ipmix_cli.train.losses import jsd_loss
+from ipmix_cli.train.models import (build_model, canonical_name, count_parameters, load_weights, normalisation,
+                                    save_trained, to_model_input)
+from ipmix_cli.train.ranks import choose_threads, gather, setup_distributed, sum_across_ranks
 
 check_torch_version(torch.__version__)
 
-LOG_NAME, CURVES_NAME, SUMMARY_NAME = "log.jsonl", "curves.png", "summary.json"
-TENSORBOARD_DIR = "tensorboard"
 LOG_SECONDS = 10.0  # a progress line at least this often, whatever --log-every says
-
-
-# ------------------------------------------------------------------ distributed helpers
-def setup_distributed(device: str):
-    """(rank, world_size, torch.device) from the torchrun environment; initialises the group."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device)
-    if dev.type == "cuda":
-        if dev.index is None:
-            dev = torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(minutes=30))
-    return rank, world, dev
-
-
-def _sum_across_ranks(values: torch.Tensor) -> list[float]:
-    if dist.is_initialized():
-        dist.all_reduce(values)
-    return values.tolist()
-
-
-def _gather(obj, world: int) -> list:
-    if world == 1:
-        return [obj]
-    out = [None] * world
-    dist.all_gather_object(out, obj)
-    return out
-
-
-# ------------------------------------------------------------------ pieces of the loop
-def cosine_factor(step: int, total: int, floor: float = 1e-6) -> float:
-    """Learning-rate multiplier at `step`: cosine from 1 down to `floor` over `total` steps."""
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(1, total)))
-
-
-def choose_threads(requested: int | None) -> tuple[int, str]:
-    """(intra-op threads, why): the CPUs this process may run on divided by the processes of this
-    machine, so that local ranks do not oversubscribe the cores; `requested` overrides it."""
-    if requested:
-        return int(requested), "--threads"
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return max(1, cpus // local), f"{cpus} CPUs / {local} local process{'es' if local > 1 else ''}"
-
-
-def format_duration(seconds: float) -> str:
-    """h:mm:ss"""
-    seconds = max(0, int(round(seconds)))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def timed_batches(loader):
-    """Yield (batch, seconds spent blocked on it)."""
-    it = iter(loader)
-    while True:
-        t0 = time.perf_counter()
-        try:
-            batch = next(it)
-        except StopIteration:
-            return
-        yield batch, time.perf_counter() - t0
-
-
-def tensorboard_writer_class():
-    """torch's SummaryWriter; IpmixError naming the package when tensorboard is missing."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise IpmixError("--tensorboard needs the tensorboard package, which is not installed: "
-                         "pip install tensorboard") from None
-    return SummaryWriter
-
-
-def resolve_precision(precision: str, dev: torch.device):
-    """None (fp32) or the autocast dtype."""
-    precision = (precision or "auto").lower()
-    if precision == "auto":
-        if dev.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        if dev.type != "cuda":
-            raise IpmixError("--precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-        return torch.float16
-    raise IpmixError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16")
-
-
-def to_model_input(images: torch.Tensor, dev, mean, std, channels_last: bool) -> torch.Tensor:
-    """uint8 [B, V, 3, S, S] → normalised float [V·B, 3, S, S], view-major (all clean rows first)."""
-    x = images.to(dev, non_blocking=True)
-    x = x.transpose(0, 1).reshape(-1, *x.shape[2:])
-    x = normalise(x, mean, std)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-class HeldOut:
-    """A test source scored at epoch ends; each rank scores every world-th sample."""
-
-    def __init__(self, spec: str, image_size: int, num_classes: int, classes, rank: int, world: int):
-        from ipmix_cli.data.sources import open_source
-        from ipmix_cli.data.testset import check_classes
-
-        self.source = open_source(spec)
-        if len(self.source.classes) != num_classes:
-            raise IpmixError(f"test set {spec} has {len(self.source.classes)} classes; the shards have {num_classes}")
-        check_classes(self.source.classes, classes, spec)
-        self.spec, self.size = spec, image_size
-        self.indices = np.arange(len(self.source))[rank::world]
-
-    @torch.no_grad()
-    def score(self, net, dev, mean, std, amp_dtype, channels_last, batch_size: int = 256) -> dict:
-        from ipmix_cli.data.testset import bad_test_image_error
-        from ipmix_cli.data.testset import iter_test_batches
-
-        was_training = net.training
-        net.eval()
-        sums = torch.zeros(3, dtype=torch.float64, device=dev)
-        with bad_test_image_error():
-            for images, labels in iter_test_batches(self.source, self.size, batch_size, self.indices):
-                x = to_model_input(torch.from_numpy(images).permute(0, 3, 1, 2)[:, None], dev, mean, std,
-                                   channels_last)
-                y = torch.from_numpy(labels).to(dev)
-                with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    logits = net(x).float()
-                sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
-                                     (logits.argmax(1) == y).sum().double(),
-                                     torch.tensor(len(y), device=dev).double()])
-        net.train(was_training)
-        loss, correct, n = _sum_across_ranks(sums)
-        return {"test_loss": loss / n, "test_acc": correct / n, "test_error": 1 - correct / n}
-
-
-class RunLog:
-    """The JSON-lines log (rank 0 writes); records also kept in memory for the curves."""
-
-    def __init__(self, path: Path, enabled: bool, keep_until_step: int | None):
-        self.path, self.enabled, self.records = path, enabled, []
-        if enabled and keep_until_step is not None and path.exists():
-            # Resuming: drop what was logged after the checkpoint, it will be redone.
-            for line in path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if rec.get("step", 0) <= keep_until_step:
-                    self.records.append(rec)
-            atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in self.records).encode())
-        elif enabled:
-            atomic_write_bytes(path, b"")
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            self.records.append(record)
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-
-class StoppedWithCheckpoint(KeyboardInterrupt):
-    """Ctrl-C stopped training after writing a checkpoint: `--resume` continues it."""
-
-
-class _StopFlag:
-    """Ctrl-C (single process) finishes the current step, saves a checkpoint, then stops."""
-
-    def __init__(self, active: bool):
-        self.set, self.previous = False, None
-        if active:
-            try:
-                self.previous = signal.signal(signal.SIGINT, self._handler)
-            except ValueError:  # not the main thread
-                self.previous = None
-
-    def _handler(self, *_):
-        if self.set:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self.set = True
-
-    def restore(self):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-
-# ------------------------------------------------------------------ the configuration
-MUST_MATCH, MAY_CHANGE = "must match", "may change"  # a field's rule when a run is resumed
-
-
-def _setting(default=MISSING, *, resume: str):
-    return field(default=default, metadata={"resume": resume})
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run as asked for (see `train`). On resume, the fields marked MUST_MATCH must
-    equal the checkpoint's (they shape the stream or the schedule; `model` and `lr` as resolved);
-    those marked MAY_CHANGE may differ from one launch to the next."""
-
-    shards: object = _setting(resume=MAY_CHANGE)  # the same shards may be read from another place
-    model: str = _setting("auto", resume=MUST_MATCH)
-    batch_size: int = _setting(128, resume=MUST_MATCH)
-    epochs: int = _setting(1, resume=MUST_MATCH)
-    lr: float | None = _setting(None, resume=MUST_MATCH)
-    weight_decay: float = _setting(5e-4, resume=MUST_MATCH)
-    momentum: float = _setting(0.9, resume=MUST_MATCH)
-    seed: int = _setting(0, resume=MUST_MATCH)
-    jsd_weight: float = _setting(12.0, resume=MUST_MATCH)
-    out: Path = _setting(Path("run"), resume=MAY_CHANGE)
-    resume: bool = _setting(False, resume=MAY_CHANGE)
-    num_workers: int = _setting(2, resume=MAY_CHANGE)
-    max_steps: int | None = _setting(None, resume=MAY_CHANGE)
-    device: str = _setting("auto", resume=MAY_CHANGE)
-    precision: str = _setting("auto", resume=MAY_CHANGE)
-    test: str | None = _setting(None, resume=MAY_CHANGE)
-    log_every: int = _setting(50, resume=MAY_CHANGE)
-    checkpoint_every: int = _setting(0, resume=MAY_CHANGE)
-    threads: int | None = _setting(None, resume=MAY_CHANGE)
-    tensorboard: bool = _setting(False, resume=MAY_CHANGE)
-    cache_dir: Path | None = _setting(None, resume=MAY_CHANGE)  # with cache_limit: a local cache of
-    cache_limit: int | str | None = _setting(None, resume=MAY_CHANGE)  # shards read from object storage
-
-    def validate(self) -> None:
-        """Bad values end here, before any process group starts or any file is written."""
-        for name, value, low in (("epochs", self.epochs, 1), ("batch size", self.batch_size, 1),
-                                 ("log every", self.log_every, 1), ("workers", self.num_workers, 0),
-                                 ("checkpoint every", self.checkpoint_every, 0)):
-            if int(value) < low:
-                raise IpmixError(f"{name} must be at least {low}, got {value}")
-        if self.threads is not None and self.threads < 1:
-            raise IpmixError(f"threads must be at least 1, got {self.threads}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise IpmixError(f"max steps must be at least 1, got {self.max_steps}")
-        if not 0 <= int(self.seed) < 2**63:
-            raise IpmixError(f"seed must be in 0..2**63-1, got {self.seed}")
-        for name, value in (("learning rate", self.lr), ("weight decay", self.weight_decay),
-                            ("momentum", self.momentum), ("JSD weight", self.jsd_weight)):
-            if value is None:
-                continue
-            positive = name == "learning rate"
-            if not math.isfinite(value) or value < 0 or (positive and value == 0):
-                kind = "positive" if positive else "non-negative"
-                raise IpmixError(f"{name} must be a finite {kind} number, got {value}")
-        if (self.cache_dir is None) != (self.cache_limit is None):
-            raise OptionError("a shard cache needs both {cache_dir} and {cache_limit}")
-        self.cache_bytes()  # a bad size is an error here
-        if self.model != "auto":
-            check_model_name(self.model)
-        if self.tensorboard:
-            tensorboard_writer_class()  # a missing package is an error before any work starts
-
-    def cache_bytes(self) -> int | None:
-        if self.cache_limit is None:
-            return None
-        from ipmix_cli.stream.cache import parse_size
-
-        return parse_size(self.cache_limit)
-
-
-# The run settings a resume compares with the checkpoint's: the MUST_MATCH fields, then what the
-# shards fix.
-RESUME_KEYS = tuple(f.name for f in fields(TrainConfig) if f.metadata["resume"] == MUST_MATCH) + \
-    ("shards_config_hash", "views", "image_size", "num_classes")
 
 
 # ------------------------------------------------------------------ the loop
@@ -403,7 +134,7 @@ class Run:
         """Everything an exact resume needs; every rank hands in its loader position and RNG state."""
         dev = self.dev
         rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
-        states = _gather({"loader": self.loader.state_dict(), "rng": rng}, self.world)
+        states = gather({"loader": self.loader.state_dict(), "rng": rng}, self.world)
         if self.main:
             save_checkpoint(self.ckpt_file, {
                 "config": self.config, "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -464,7 +195,7 @@ def _open_loader(run: Run, loader) -> None:
         run.echo_factor = loader.echo_factor(cfg.epochs) if hasattr(loader, "echo_factor") else None
     run.loader = loader
     run.steps_per_epoch = len(loader)
-    lengths = _gather(run.steps_per_epoch, world)
+    lengths = gather(run.steps_per_epoch, world)
     if len(set(lengths)) != 1:
         raise IpmixError(f"ranks would take different numbers of steps per epoch ({lengths}); refusing to start")
     if run.steps_per_epoch < 1:
@@ -628,7 +359,7 @@ def _step(run: Run, images, labels):
 
 
 def _progress_line(run: Run) -> None:
-    loss_sum, correct, n, wait_s, step_s = _sum_across_ranks(run.window.clone())
+    loss_sum, correct, n, wait_s, step_s = sum_across_ranks(run.window.clone())
     now = time.time()
     rate = run.steps_run / max(now - run.t_run, 1e-9)
     end_step = run.stop_step or run.total_steps
@@ -644,7 +375,7 @@ def _progress_line(run: Run) -> None:
 
 def end_epoch(run: Run) -> None:
     """The epoch's record (and the held-out score), the curves, a checkpoint."""
-    loss_sum, correct, n, wait_s, step_s = _sum_across_ranks(run.epoch_sums.clone())
+    loss_sum, correct, n, wait_s, step_s = sum_across_ranks(run.epoch_sums.clone())
     record = {"type": "epoch", "epoch": run.epoch, "step": run.step, "train_loss": loss_sum / n,
               "train_acc": correct / n, "data_wait": wait_s / max(step_s, 1e-12), "time_s": time.time() - run.t_epoch}
     if run.held_out:
@@ -663,7 +394,7 @@ def summarize(run: Run) -> dict:
     """The run summary (summary.json), the last log record and the final curves."""
     cfg, out = run.cfg, run.out
     elapsed = time.time() - run.t_run
-    steps_per_rank = _gather(run.steps_run, run.world)
+    steps_per_rank = gather(run.steps_run, run.world)
     epochs_logged = [r for r in run.log.records if r.get("type") == "epoch"]
     summary = {"run": str(out), "model": run.name, "parameters": count_parameters(run.net), "epochs": cfg.epochs,
                "epochs_done": run.epoch, "steps": run.step, "total_steps": run.total_steps,
@@ -684,6 +415,67 @@ def summarize(run: Run) -> dict:
     if run.world > 1:
         dist.barrier()  # no rank tears its connections down while another still uses them
     return summary
+
+
+# ------------------------------------------------------------------ pieces of the loop
+def cosine_factor(step: int, total: int, floor: float = 1e-6) -> float:
+    """Learning-rate multiplier at `step`: cosine from 1 down to `floor` over `total` steps."""
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(1, total)))
+
+
+def timed_batches(loader):
+    """Yield (batch, seconds spent blocked on it)."""
+    it = iter(loader)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        yield batch, time.perf_counter() - t0
+
+
+def resolve_precision(precision: str, dev: torch.device):
+    """None (fp32) or the autocast dtype."""
+    precision = (precision or "auto").lower()
+    if precision == "auto":
+        if dev.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        if dev.type != "cuda":
+            raise IpmixError("--precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+        return torch.float16
+    raise IpmixError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16")
+
+
+class StoppedWithCheckpoint(KeyboardInterrupt):
+    """Ctrl-C stopped training after writing a checkpoint: `--resume` continues it."""
+
+
+class _StopFlag:
+    """Ctrl-C (single process) finishes the current step, saves a checkpoint, then stops."""
+
+    def __init__(self, active: bool):
+        self.set, self.previous = False, None
+        if active:
+            try:
+                self.previous = signal.signal(signal.SIGINT, self._handler)
+            except ValueError:  # not the main thread
+                self.previous = None
+
+    def _handler(self, *_):
+        if self.set:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.set = True
+
+    def restore(self):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 def _count(n: int, noun: str) -> str:
@@ -716,13 +508,6 @@ def _line_due(step: int, log_every: int, stop_step, epoch_end: bool, since_last_
         dist.broadcast(flag, 0)
         late = bool(flag.item())
     return late
-
-
-def format_step_line(record: dict, epochs: int) -> str:
-    width = len(str(record["total_steps"]))
-    return (f"step {record['step']:>{width}}/{record['total_steps']} (epoch {record['epoch'] + 1}/{epochs}) "
-            f"loss {record['loss']:.4f} lr {record['lr']:.4g} {record['samples_per_s']:,.0f} samples/s "
-            f"data-wait {100 * record['data_wait']:.1f}% eta {format_duration(record['eta_s'])}")
 
 
 class _warnings_to:

@@ -332,5 +332,13 @@ def normalise(x_uint8: torch.Tensor, mean, std, dtype=torch.float32) -> torch.Te
     return (x - m) / s
 
 
+def to_model_input(images: torch.Tensor, dev, mean, std, channels_last: bool) -> torch.Tensor:
+    """uint8 [B, V, 3, S, S] → normalised float [V·B, 3, S, S], view-major (all clean rows first)."""
+    x = images.to(dev, non_blocking=True)
+    x = x.transpose(0, 1).reshape(-1, *x.shape[2:])
+    x = normalise(x, mean, std)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
 __all__ = ["build_model", "check_model_name", "count_parameters", "normalisation", "normalise", "MODEL_NAMES",
-           "canonical_name", "load_trained", "save_trained", "load_weights"]
+           "canonical_name", "load_trained", "save_trained", "load_weights", "to_model_input"]
