@@ -31,7 +31,8 @@ CASES = [
     # shards verify / inspect / preview / combine
     (["shards", "preview", "shards", "--out", "s3://bucket/p.png"], ["--out s3://bucket/p.png", LOCAL_FOR_NOW]),
     # fractals render / preview / stats
-    (["fractals", "render", "s3://bucket/fractals", "--escape", "1", "--ifs", "0", "--size", "16"], ["OUT s3://bucket/fractals", "OUT of 'fractals render'", LOCAL_FOR_NOW]),
+    # (fractals render and corrupt write to object storage: test_storage_out_commands.py)
+    (["fractals", "render", "gs://bucket/fractals", "--escape", "1", "--ifs", "0", "--size", "16"], ["OUT gs://bucket/fractals", "pip install 'ipmix[gcs]'"]),
     (["fractals", "render", "fr", "--include", "gs://bucket/mine"], ["--include gs://bucket/mine", LOCAL_FOR_NOW]),
     (["fractals", "render", "foo://x/fr"], ["OUT foo://x/fr", UNKNOWN, *EXTRAS, LOCAL_FOR_NOW]),
     (["fractals", "preview", "s3://bucket/fractals"], ["OUT s3://bucket/fractals", LOCAL_FOR_NOW]),
@@ -46,7 +47,7 @@ CASES = [
     (["train", "--shards", "shards", "--epochs", "1", "--out", "run", "--test", "cifar10-test:gs://b/c"], ["--test cifar10-test:gs://b/c", LOCAL_FOR_NOW]),
     # eval and corrupt
     (["eval", "--checkpoint", "c.pt", "--test", "digits:test", "--out", "s3://bucket/r.json"], ["--out s3://bucket/r.json", LOCAL_FOR_NOW]),
-    (["corrupt", "--source", "digits:test", "--out", "s3://bucket/c"], ["--out s3://bucket/c", "OUT of 'corrupt'", LOCAL_FOR_NOW]),
+    (["corrupt", "--source", "digits:test", "--out", "az://bucket/c"], ["--out az://bucket/c", "pip install 'ipmix[azure]'"]),
     (["corrupt", "--source", "folder:s3://bucket/test", "--out", "c"], ["--source folder:s3://bucket/test", LOCAL_FOR_NOW]),
     # demo
     (["demo", "--out", "s3://bucket/demo"], ["--out s3://bucket/demo", LOCAL_FOR_NOW]),

@@ -6,7 +6,8 @@ import json
 
 import click
 
-from ipmix_cli.cli.params import LocalPath, SourceSpec
+from ipmix_cli.cli.params import LocalPath, SourceSpec, storage_option
+from ipmix_cli.common.objstore import parse_storage_options, staged_out
 from ipmix_cli.common.storage import FOLDER_SOURCE_KINDS
 from ipmix_cli.eval.corruptions import BENCHMARK, EXTRA, make_corrupted_set
 from ipmix_cli.common.progress import Progress
@@ -43,7 +44,8 @@ def eval_command(checkpoint, test_spec, corrupted, pgd, pgd_limit, limit, out, b
 
 @click.command("corrupt")
 @click.option("--source", required=True, type=SourceSpec("the source of 'corrupt'"), help="Test source spec, e.g. digits:test, cifar10-test:PATH, folder:PATH.")
-@click.option("--out", required=True, type=LocalPath("OUT of 'corrupt'"), help="Folder to write <corruption>.npy and labels.npy into.")
+@click.option("--out", required=True, type=LocalPath("OUT of 'corrupt'", remote=True),
+              help="Folder (or object-store URL) to write <corruption>.npy and labels.npy into.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--corruptions", default=None,
               help="Comma-separated subset (default: all 19): the 15 of the benchmark (" + ", ".join(BENCHMARK)
@@ -57,11 +59,14 @@ def eval_command(checkpoint, test_spec, corrupted, pgd, pgd_limit, limit, out, b
 @click.option("--overwrite", is_flag=True, help="Replace a different corrupted set in --out.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the set's manifest (plus its folder as `out`) as one JSON object instead of the summary line.")
-def corrupt_command(source, out, seed, corruptions, profile, image_size, limit, overwrite, as_json):
+@storage_option
+def corrupt_command(source, out, seed, corruptions, profile, image_size, limit, overwrite, as_json, storage_options):
     """Make a corrupted copy of any test set in CIFAR-10-C's layout: Hendrycks & Dietterich's
-    corruptions (15 of the benchmark + 4 extras) x 5 severities."""
-    manifest = make_corrupted_set(source, out, seed=seed, corruptions=corruptions, image_size=image_size,
-                                  limit=limit, overwrite=overwrite, progress=Progress, profile=profile)
+    corruptions (15 of the benchmark + 4 extras) x 5 severities. --out may be a URL: the set is
+    made in a local folder and uploaded, manifest.json last."""
+    with staged_out(out, "--out", parse_storage_options(storage_options)) as folder:
+        manifest = make_corrupted_set(source, folder, seed=seed, corruptions=corruptions, image_size=image_size,
+                                      limit=limit, overwrite=overwrite, progress=Progress, profile=profile)
     if as_json:
         click.echo(json.dumps({"out": str(out), **manifest}))
     else:

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from fractalgen.limits import MAX_PICTURES, MAX_WORKERS
-from ipmix_cli.cli.params import SEED, Count, LocalPath
+from ipmix_cli.cli.params import SEED, Count, LocalPath, storage_option
+from ipmix_cli.common.objstore import parse_storage_options, staged_out
 from ipmix_cli.common.errors import IpmixError
 
 
@@ -42,7 +43,7 @@ class _StageProgress:
 
 
 @fractals.command("render")
-@click.argument("out", type=LocalPath("OUT of 'fractals render'", file_okay=False, path_type=Path))
+@click.argument("out", type=LocalPath("OUT of 'fractals render'", remote=True, file_okay=False, path_type=Path))
 @click.option("--escape", "escape_n", type=Count(0, MAX_PICTURES), default=3000, show_default=True,
               help="Escape-time (Mandelbrot/Julia orbit-trap) pictures.")
 @click.option("--ifs", "ifs_n", type=Count(0, MAX_PICTURES), default=3000, show_default=True,
@@ -57,11 +58,14 @@ class _StageProgress:
               help="Seconds to wait on a URL (connect / each read).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
-def render(out, escape_n, ifs_n, include, size, seed, workers, overwrite, fetch_timeout, as_json, quiet):
+@storage_option
+def render(out, escape_n, ifs_n, include, size, seed, workers, overwrite, fetch_timeout, as_json, quiet,
+           storage_options):
     """Write escape-time and IFS fractals (and --include pictures) as PNGs + OUT/manifest.json.
 
     Re-running completes an interrupted render; same seed and options give byte-identical files
-    for any --workers."""
+    for any --workers. OUT may be a URL (s3://bucket/fractals): the set is made in a local
+    folder and uploaded, manifest.json last."""
     import fractalgen
     from fractalgen.render import render_set, render_summary
     from ipmix_cli.common.progress import COMPILING, numba_cache_is_warm
@@ -70,9 +74,10 @@ def render(out, escape_n, ifs_n, include, size, seed, workers, overwrite, fetch_
         click.echo(COMPILING, err=True)
     progress = _StageProgress(not quiet)
     try:
-        manifest = render_set(out, escape=escape_n, ifs=ifs_n, include=include, size=size, seed=seed,
-                              workers=workers, overwrite=overwrite, progress=progress,
-                              fetch_options={"timeout": fetch_timeout})
+        with staged_out(out, "OUT", parse_storage_options(storage_options)) as folder:
+            manifest = render_set(folder, escape=escape_n, ifs=ifs_n, include=include, size=size, seed=seed,
+                                  workers=workers, overwrite=overwrite, progress=progress,
+                                  fetch_options={"timeout": fetch_timeout})
     finally:
         progress.close()
     if as_json:

@@ -94,3 +94,11 @@ class SourceSpec(click.ParamType):
     def convert(self, value, param, ctx):
         return storage.require_local_source(str(value), _option_name(param), self.role,
                                             remote_folders=self.remote_folders, remote_kinds=self.remote_kinds)
+
+
+def storage_option(command):
+    """The repeatable --storage-option KEY=VALUE of the commands that touch object storage."""
+    return click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+                        help="An fsspec option for a URL OUT, repeatable (e.g. endpoint_url=http://host:9000, "
+                             "client_kwargs.region_name=eu-west-1); added to what AWS_ENDPOINT_URL, AWS_* "
+                             "and FSSPEC_<PROTOCOL>_<OPTION> variables give.")(command)

@@ -6,21 +6,13 @@ from pathlib import Path
 
 import click
 
-from ipmix_cli.cli.params import SEED, Count, ImageFormat, LocalPath, SourceSpec
+from ipmix_cli.cli.params import SEED, Count, ImageFormat, LocalPath, SourceSpec, storage_option
 from ipmix_cli.common.progress import hms
 from ipmix_cli.shards import limits
 
 
 def _log(msg: str) -> None:
     click.echo(msg, err=True)
-
-
-def storage_option(command):
-    """The repeatable --storage-option KEY=VALUE of the commands that touch object storage."""
-    return click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
-                        help="An fsspec option for a URL OUT, repeatable (e.g. endpoint_url=http://host:9000, "
-                             "client_kwargs.region_name=eu-west-1); added to what AWS_ENDPOINT_URL, AWS_* "
-                             "and FSSPEC_<PROTOCOL>_<OPTION> variables give.")(command)
 
 
 @click.group()

@@ -185,3 +185,83 @@ class Prefix:
             fs = self._open()
             paths = [self.path(r) for r in rels]
             self._retry("deleting", lambda: fs.rm(paths))
+
+
+class StagedOut:
+    """A command's OUT folder at a URL: the command writes a local staging folder (`folder`),
+    then `publish` uploads its files, the one that marks the folder complete last.
+
+    What the prefix already holds is copied into the staging folder first, so the command
+    sees what it would see in a local OUT (a finished set, a set to resume, something else to
+    refuse) and publishes only the files it changed; objects the command removed (an
+    `--overwrite`) are deleted, the completion marker before anything else."""
+
+    SKIP = (".cache/",)  # fetch caches stay on this machine
+
+    def __init__(self, url: str, option: str, options: dict | None = None, staging_root=None):
+        import tempfile
+        from pathlib import Path
+
+        self.prefix = Prefix(url, option, options)
+        root = Path(staging_root).expanduser() if staging_root else Path(tempfile.gettempdir())
+        root.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix="ipmix-out-", dir=root))
+        self.pulled: dict = {}  # {relative name: (size, mtime_ns)} as copied from the prefix
+
+    def pull(self):
+        """Copy what the prefix holds into the staging folder; returns the folder."""
+        for rel in sorted(self.prefix.listing()):
+            if rel.startswith(self.SKIP):
+                continue
+            local = self.folder / rel
+            local.parent.mkdir(parents=True, exist_ok=True)
+            self.prefix.get_file(rel, local)
+            st = local.stat()
+            self.pulled[rel] = (st.st_size, st.st_mtime_ns)
+        return self.folder
+
+    def publish(self, marker: str) -> None:
+        """Upload every new or changed file, delete the objects the command removed, and upload
+        `marker` last; a marker that is about to change is deleted first."""
+        files = {p.relative_to(self.folder).as_posix(): p for p in sorted(self.folder.rglob("*")) if p.is_file()}
+        files = {rel: p for rel, p in files.items() if not rel.startswith(self.SKIP)}
+
+        def changed(rel):
+            st = files[rel].stat()
+            return self.pulled.get(rel) != (st.st_size, st.st_mtime_ns)
+
+        if marker in self.pulled and (marker not in files or changed(marker)):
+            self.prefix.remove([marker])
+        for rel in files:
+            if rel != marker and changed(rel):
+                self.prefix.put_file(files[rel], rel)
+        self.prefix.remove(sorted(set(self.pulled) - set(files) - {marker}))
+        if marker in files and changed(marker):
+            self.prefix.put_file(files[marker], marker)
+
+    def cleanup(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def staged_out(out, option: str, options: dict | None = None, marker: str = "manifest.json", staging_root=None):
+    """A context manager yielding the folder a command writes OUT into: `out` itself when local;
+    for a URL, a staging folder published (marker last) when the block ends without an error."""
+    import contextlib
+    from pathlib import Path
+
+    @contextlib.contextmanager
+    def local():
+        yield Path(out)
+
+    @contextlib.contextmanager
+    def remote():
+        staged = StagedOut(str(out), option, options, staging_root)
+        try:
+            yield staged.pull()
+            staged.publish(marker)
+        finally:
+            staged.cleanup()
+
+    return remote() if is_url(out) else local()
