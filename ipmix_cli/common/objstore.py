@@ -187,6 +187,16 @@ class Prefix:
             self._retry("deleting", lambda: fs.rm(paths))
 
 
+def _sha256(path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 class StagedOut:
     """A command's OUT folder at a URL: the command writes a local staging folder (`folder`),
     then `publish` uploads its files, the one that marks the folder complete last.
@@ -206,7 +216,7 @@ class StagedOut:
         root = Path(staging_root).expanduser() if staging_root else Path(tempfile.gettempdir())
         root.mkdir(parents=True, exist_ok=True)
         self.folder = Path(tempfile.mkdtemp(prefix="ipmix-out-", dir=root))
-        self.pulled: dict = {}  # {relative name: (size, mtime_ns)} as copied from the prefix
+        self.pulled: dict = {}  # {relative name: sha256} of what was copied from the prefix
 
     def pull(self):
         """Copy what the prefix holds into the staging folder; returns the folder."""
@@ -216,8 +226,7 @@ class StagedOut:
             local = self.folder / rel
             local.parent.mkdir(parents=True, exist_ok=True)
             self.prefix.get_file(rel, local)
-            st = local.stat()
-            self.pulled[rel] = (st.st_size, st.st_mtime_ns)
+            self.pulled[rel] = _sha256(local)
         return self.folder
 
     def publish(self, marker: str) -> None:
@@ -226,9 +235,8 @@ class StagedOut:
         files = {p.relative_to(self.folder).as_posix(): p for p in sorted(self.folder.rglob("*")) if p.is_file()}
         files = {rel: p for rel, p in files.items() if not rel.startswith(self.SKIP)}
 
-        def changed(rel):
-            st = files[rel].stat()
-            return self.pulled.get(rel) != (st.st_size, st.st_mtime_ns)
+        def changed(rel):  # by content: a command may rewrite a file with the same bytes
+            return rel not in self.pulled or _sha256(files[rel]) != self.pulled[rel]
 
         if marker in self.pulled and (marker not in files or changed(marker)):
             self.prefix.remove([marker])
