@@ -151,9 +151,16 @@ def test_tensorboard_writes_event_files_with_the_logged_scalars(shards, tmp_path
     assert [e.step for e in events.Scalars("step/loss")] == [2, 4]
 
 
-def test_tensorboard_missing_is_one_line_before_any_work(shards, tmp_path, monkeypatch):
+def test_tensorboard_missing_is_one_line_before_any_work(shards, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tensorboard", None)
     monkeypatch.delitem(sys.modules, "torch.utils.tensorboard", raising=False)
-    with pytest.raises(IpmixError, match=r"--tensorboard needs the tensorboard package.*pip install tensorboard$"):
+    with pytest.raises(IpmixError, match=r"^tensorboard needs the tensorboard package.*pip install tensorboard$"):
         train(str(shards), "small-cnn", 1, tmp_path / "run", tensorboard=True)
+    assert not (tmp_path / "run").exists()
+    from ipmix_cli.cli.main import run
+
+    assert run(["train", "--shards", str(shards), "--model", "small-cnn", "--epochs", "1", "--out",
+                str(tmp_path / "run"), "--tensorboard"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "Error: --tensorboard needs the tensorboard package, which is not installed: pip install tensorboard"]
     assert not (tmp_path / "run").exists()

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from fractalgen.files import atomic_write_bytes
-from ipmix_cli.common.errors import IpmixError
+from ipmix_cli.common.errors import OptionError
 
 LOG_NAME, CURVES_NAME, SUMMARY_NAME = "log.jsonl", "curves.png", "summary.json"
 TENSORBOARD_DIR = "tensorboard"
@@ -42,8 +42,8 @@ def tensorboard_writer_class():
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise IpmixError("--tensorboard needs the tensorboard package, which is not installed: "
-                         "pip install tensorboard") from None
+        raise OptionError("{tensorboard} needs the tensorboard package, which is not installed: "
+                          "pip install tensorboard") from None
     return SummaryWriter
 
 

@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from fractalgen.files import atomic_write_json, ensure_writable_dir
-from ipmix_cli.common.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError, OptionError
 from ipmix_cli.common.optional import check_torch_version
 from ipmix_cli.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ipmix_cli.train.config import RESUME_KEYS, TrainConfig
@@ -158,7 +158,8 @@ def setup(run: Run, loader, threads_note: str) -> Run:
     stops here with `run.finished` set, and no file changed."""
     cfg = run.cfg
     if run.ckpt_file.exists() and not cfg.resume:
-        raise IpmixError(f"{run.out} already holds a run; pass --resume to continue it or choose another --out")
+        raise OptionError("{path} already holds a run; pass {resume} to continue it or choose another {out}",
+                          path=str(run.out))
     if run.main:
         ensure_writable_dir(run.out)
     if cfg.batch_size % run.world:
@@ -448,7 +449,7 @@ def resolve_precision(precision: str, dev: torch.device):
         return torch.bfloat16
     if precision == "fp16":
         if dev.type != "cuda":
-            raise IpmixError("--precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+            raise OptionError("{precision} fp16 needs a CUDA device; use bf16 or fp32 on CPU")
         return torch.float16
     raise IpmixError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16")
 

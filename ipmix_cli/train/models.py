@@ -27,7 +27,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ipmix_cli.common.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError, OptionError
 
 
 # ---------------------------------------------------------------- ResNet (CIFAR and ImageNet)
@@ -203,8 +203,9 @@ def _library(name: str):
     except Exception as exc:  # missing, or installed for another torch (then it fails inside)
         why = "is not installed" if isinstance(exc, ModuleNotFoundError) and exc.name == name \
             else f"cannot be imported ({type(exc).__name__})"
-        raise IpmixError(f"--model {name}:NAME needs {name}, which {why}; install a build that matches "
-                         f"torch {torch.__version__}: pip install {name}") from None
+        raise OptionError("{model} {library}:NAME needs {library}, which {why}; install a build that matches "
+                          "torch {torch}: pip install {library}", library=name, why=why,
+                          torch=torch.__version__) from None
 
 
 def _check_library_model(key: str) -> None:
