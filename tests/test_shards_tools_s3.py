@@ -109,3 +109,17 @@ def test_a_missing_bucket_or_empty_prefix_is_one_line(s3, capsys):
     s3.mkdir(name)
     assert cli.run(["shards", "verify", f"s3://{name}/nothing"]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [f"Error: s3://{name}/nothing does not exist"]
+
+
+def test_storage_options_reach_the_store(s3, s3_endpoint, local_and_url, capsys, monkeypatch):
+    local, url = local_and_url
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the option says where the store is
+    type(s3).clear_instance_cache()  # and no client made for the variable is reused
+    assert cli.run(["shards", "verify", url, "--quiet", "--storage-option", f"endpoint_url={s3_endpoint}"]) == 0
+    assert capsys.readouterr().out.startswith(f"OK  {url}: 2 epoch(s), 4 shards")
+    code, summary = run_json(capsys, "shards", "inspect", url, "--json", "--storage-option",
+                             f"client_kwargs.endpoint_url={s3_endpoint}")
+    assert code == 0 and summary["scanned_samples"] == 6
+    assert cli.run(["shards", "verify", url, "--storage-option", "endpoint_url"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "Error: --storage-option 'endpoint_url' is not KEY=VALUE"]

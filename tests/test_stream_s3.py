@@ -181,3 +181,11 @@ def test_the_store_going_away_mid_epoch_is_one_line(tmp_path, monkeypatch):
         if not stopped:
             server.stop()
         s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_storage_options_reach_the_store(s3, s3_endpoint, local_and_url, monkeypatch):
+    local, url = local_and_url
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the option says where the store is
+    type(s3).clear_instance_cache()  # and no client made for the variable is reused
+    from_s3 = ShardLoader(url, 4, storage_options={"endpoint_url": s3_endpoint})
+    assert_same(batches(from_s3, 1), batches(ShardLoader(local, 4), 1))

@@ -96,9 +96,12 @@ class SourceSpec(click.ParamType):
                                             remote_folders=self.remote_folders, remote_kinds=self.remote_kinds)
 
 
-def storage_option(command):
-    """The repeatable --storage-option KEY=VALUE of the commands that touch object storage."""
-    return click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
-                        help="An fsspec option for a URL OUT, repeatable (e.g. endpoint_url=http://host:9000, "
-                             "client_kwargs.region_name=eu-west-1); added to what AWS_ENDPOINT_URL, AWS_* "
-                             "and FSSPEC_<PROTOCOL>_<OPTION> variables give.")(command)
+def storage_option(command=None, *, what: str = "a URL OUT"):
+    """The repeatable --storage-option KEY=VALUE of the commands that touch object storage
+    (`what` names the path it is for in the help)."""
+    def decorate(command):
+        return click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+                            help=f"An fsspec option for {what}, repeatable (e.g. endpoint_url=http://host:9000, "
+                                 "client_kwargs.region_name=eu-west-1); added to what AWS_ENDPOINT_URL, AWS_* "
+                                 "and FSSPEC_<PROTOCOL>_<OPTION> variables give.")(command)
+    return decorate(command) if command is not None else decorate

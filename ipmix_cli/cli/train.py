@@ -8,7 +8,8 @@ import os
 
 import click
 
-from ipmix_cli.cli.params import LocalPath, SourceSpec
+from ipmix_cli.cli.params import LocalPath, SourceSpec, storage_option
+from ipmix_cli.common.objstore import parse_storage_options
 
 
 @click.command("train")
@@ -46,11 +47,12 @@ from ipmix_cli.cli.params import LocalPath, SourceSpec
               help="Keep shards read from object storage in this folder for later epochs (with --cache-limit).")
 @click.option("--cache-limit", default=None, metavar="SIZE",
               help="Most bytes the shard cache may hold, e.g. 20GB or 512MiB; least recently used shards go first.")
+@storage_option(what="an object-store --shards")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the final summary (summary.json's fields) as one JSON object instead of the table.")
 def train_command(shards, model, epochs, out, resume, batch_size, lr, weight_decay, momentum, seed, workers,
                   jsd_weight, max_steps, device, precision, test_spec, log_every, checkpoint_every, threads,
-                  tensorboard, cache_dir, cache_limit, as_json):
+                  tensorboard, cache_dir, cache_limit, storage_options, as_json):
     """Train a classifier on pre-built shards (one process, or several under torchrun)."""
     from ipmix_cli.train.loop import StoppedWithCheckpoint, train
 
@@ -60,6 +62,7 @@ def train_command(shards, model, epochs, out, resume, batch_size, lr, weight_dec
                         jsd_weight=jsd_weight, max_steps=max_steps, device=device, precision=precision,
                         test=test_spec, log_every=log_every, checkpoint_every=checkpoint_every,
                         threads=threads, tensorboard=tensorboard, cache_dir=cache_dir, cache_limit=cache_limit,
+                        storage_options=parse_storage_options(storage_options),
                         echo=lambda line: click.echo(line, err=True))
     except StoppedWithCheckpoint:
         # train() said to resume with --resume; the CLI's generic "run the same command again"

@@ -17,14 +17,15 @@ def is_store_url(path) -> bool:
     return where.kind == "url" and where.scheme not in ("http", "https")
 
 
-def fetch(url: str, size: int | None = None) -> bytes:
+def fetch(url: str, size: int | None = None, options: dict | None = None) -> bytes:
     """All bytes of one object (with `size`, its first `size` bytes: one ranged GET and no
-    HEAD request first). FileNotFoundError if it is not there; StoreError (one line) when the
-    store fails after its client's own retries."""
+    HEAD request first). `options` are fsspec storage options added to those of the environment.
+    FileNotFoundError if it is not there; StoreError (one line) when the store fails after its
+    client's own retries."""
     import fsspec
 
     try:
-        fs, path = fsspec.core.url_to_fs(url)
+        fs, path = fsspec.core.url_to_fs(url, **(options or {}))
         return fs.cat_file(path, start=0, end=size or None)
     except FileNotFoundError:
         raise

@@ -26,13 +26,14 @@ from ipmix_cli.common.objects import fetch, is_store_url
 class StoreFolder:
     """One listing of every object under a prefix URL."""
 
-    def __init__(self, url: str, option: str = "OUT"):
+    def __init__(self, url: str, option: str = "OUT", options: dict | None = None):
         import fsspec
 
         check_scheme(classify(url), option)
         self.url = url.rstrip("/")
+        self.options = options
         try:
-            fs, root = fsspec.core.url_to_fs(self.url)
+            fs, root = fsspec.core.url_to_fs(self.url, **(options or {}))
             listing = fs.find(root, detail=True)
         except Exception as exc:  # each store's client has its own error types
             raise IpmixError(f"{option} {url}: {_reason(exc)}") from None
@@ -104,7 +105,7 @@ class StorePath:
 
     def read_bytes(self) -> bytes:
         try:
-            return fetch(str(self), self.folder.sizes.get(self.rel))
+            return fetch(str(self), self.folder.sizes.get(self.rel), self.folder.options)
         except FileNotFoundError:
             raise FileNotFoundError(f"{self} is not in the store") from None
 
@@ -117,7 +118,7 @@ class StorePath:
         return io.BytesIO(self.read_bytes())
 
 
-def as_path(out, option: str = "OUT"):
+def as_path(out, option: str = "OUT", options: dict | None = None):
     """A Path for a local folder or file; a StorePath for an object-store URL (of a folder, or
     of a manifest .json in it)."""
     if not is_store_url(out):
@@ -125,5 +126,5 @@ def as_path(out, option: str = "OUT"):
     url = str(out)
     if url.endswith(".json"):
         folder, name = url.rsplit("/", 1)
-        return StorePath(StoreFolder(folder, option), name)
-    return StorePath(StoreFolder(url, option))
+        return StorePath(StoreFolder(folder, option, options), name)
+    return StorePath(StoreFolder(url, option, options))

@@ -40,14 +40,14 @@ def _scan_epoch(root, m, entry) -> dict:
             "missing": missing, "errors": errors}
 
 
-def inspect(out, scan_epoch: int | None = 0) -> dict:
+def inspect(out, scan_epoch: int | None = 0, storage_options: dict | None = None) -> dict:
     """Summarise the shard set at `out` (folder or manifest.json).
 
     The sizes and counts come from the manifest and the files on disk; the class histogram
     and the pad count come from reading epoch `scan_epoch` (None: no scan, the histogram then
     comes from the source's class counts when the manifest records them).
     """
-    root, m = read_checked_manifest(out)
+    root, m = read_checked_manifest(out, storage_options)
     epochs = []
     for entry in m.epochs:
         on_disk = [(root / s.path).is_file() for s in entry.shards]

@@ -51,7 +51,7 @@ def default_destination(out, epoch: int) -> Path:
     return root.parent / f"{root.name}-preview-epoch-{epoch:04d}.png"
 
 
-def preview(out, dest_png=None, epoch: int = 0, n: int = 32) -> dict:
+def preview(out, dest_png=None, epoch: int = 0, n: int = 32, storage_options: dict | None = None) -> dict:
     """Write a PNG contact sheet of the first `n` samples of `epoch` to `dest_png` (default:
     `default_destination(out, epoch)`).
 
@@ -65,7 +65,7 @@ def preview(out, dest_png=None, epoch: int = 0, n: int = 32) -> dict:
         raise IpmixError(f"cannot write {dest}: it is a folder; give a file name, e.g. {dest / 'preview.png'}")
     if dest.suffix.lower() != ".png":  # never write a picture over a shard, a manifest or other data
         raise IpmixError(f"the contact sheet is a PNG: give a file name ending in .png, not {dest.name}")
-    root, m = read_checked_manifest(out)
+    root, m = read_checked_manifest(out, storage_options)
     entry = m.epoch(epoch)
     if entry is None:
         raise IpmixError(f"epoch {epoch} is not in {root} (it has epochs 0..{len(m.epochs) - 1})")

@@ -39,10 +39,10 @@ class VerifyError(IpmixError):
         self.report = report
 
 
-def read_manifest(out) -> tuple[Path, dict]:
+def read_manifest(out, storage_options: dict | None = None) -> tuple[Path, dict]:
     """`out` is the shard folder or its manifest.json, local or an object-store URL (then the
-    folder is a StorePath); returns (folder, manifest)."""
-    out = as_path(out)
+    folder is a StorePath, reached with `storage_options`); returns (folder, manifest)."""
+    out = as_path(out, options=storage_options)
     path = out if out.is_file() else out / MANIFEST
     if not out.exists():
         raise IpmixError(f"{out} does not exist")
@@ -71,9 +71,9 @@ def manifest_problems(doc: dict) -> tuple[Manifest | None, list[str]]:
     return m, problems
 
 
-def read_checked_manifest(out) -> tuple[Path, Manifest]:
+def read_checked_manifest(out, storage_options: dict | None = None) -> tuple[Path, Manifest]:
     """`read_manifest`, then IpmixError naming the first problem if it is not a finished build."""
-    root, doc = read_manifest(out)
+    root, doc = read_manifest(out, storage_options)
     m, problems = manifest_problems(doc)
     if problems:
         raise IpmixError(f"{root}/{MANIFEST}: {problems[0]}")
@@ -239,9 +239,9 @@ def _check_wids(root, entry, facts_by_rel) -> list[tuple[str, str]]:
     return problems
 
 
-def verify(out, deep: bool = False, progress: bool = True) -> dict:
+def verify(out, deep: bool = False, progress: bool = True, storage_options: dict | None = None) -> dict:
     """Check the shard set at `out`; return the report or raise VerifyError (see module doc)."""
-    root, doc = read_manifest(out)
+    root, doc = read_manifest(out, storage_options)
     report = {"out": str(root), "ok": False, "deep": deep, "epochs": 0, "shards": 0, "samples": 0,
               "bytes": 0, "pads": 0, "problems": [], "warnings": []}
     m, schema = manifest_problems(doc)

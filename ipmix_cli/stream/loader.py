@@ -149,8 +149,8 @@ class ShardLoader:
     def __init__(self, shards, batch_size: int, *, rank: int | None = None, world_size: int | None = None,
                  num_workers: int = 0, seed: int = 0, shuffle_buffer: int | None = None, drop_last: bool = True,
                  skip_bad: bool = False, base_url: str | None = None, pin_memory: bool = False,
-                 prefetch_factor: int = 2, cache_dir=None, cache_limit=None):
-        manifest, root = load_manifest(shards)
+                 prefetch_factor: int = 2, cache_dir=None, cache_limit=None, storage_options: dict | None = None):
+        manifest, root = load_manifest(shards, storage_options)
         self.manifest = manifest.to_json()  # public: the manifest document, as a dict
         self.root = root
         world_size = _env_int("WORLD_SIZE", 1) if world_size is None else int(world_size)
@@ -185,7 +185,7 @@ class ShardLoader:
         names = [[s.path for s in ep.shards] for ep in manifest.epochs]
         urls = [[shard_url(root, p, base_url) for p in ep] for ep in names]
         self._reader = BlockReader(urls, names, self._counts, self.fields, self.image_size, self.num_classes, skip_bad,
-                                   remote=remote_shards(manifest, urls, names, cache_dir, cache_limit))
+                                   remote=remote_shards(manifest, urls, names, cache_dir, cache_limit, storage_options))
         warm_up(self.fields, self.image_size)
         # Check every materialized epoch's layout now, not in the middle of training.
         for k in range(self.materialized_epochs):

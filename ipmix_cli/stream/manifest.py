@@ -37,12 +37,12 @@ def remote_base(url: str) -> str | None:
     return None
 
 
-def load_manifest(path) -> tuple[Manifest, str]:
+def load_manifest(path, storage_options: dict | None = None) -> tuple[Manifest, str]:
     """(manifest, the folder or URL shard paths are relative to). IpmixError if unusable.
     `path` is a shard folder, its manifest.json, a URL of the manifest (http(s)://, pipe:), or an
     object-store URL (s3://...) of the folder or of its manifest.json."""
     if is_store_url(path):
-        doc, root = read_manifest(str(path))
+        doc, root = read_manifest(str(path), storage_options)
     elif isinstance(path, str) and (path.startswith("pipe:") or "://" in path):
         doc = _read_remote(path)
         root = remote_base(path)

@@ -28,12 +28,12 @@ from .reader import ShardError
 AHEAD = 2
 
 
-def read_manifest(url: str) -> tuple[dict, str]:
+def read_manifest(url: str, options: dict | None = None) -> tuple[dict, str]:
     """(manifest JSON, folder URL ending in '/') for a shard folder URL or its manifest.json URL."""
     check_scheme(classify(url), "shards")
     target = url if url.endswith(".json") else f"{url.rstrip('/')}/{MANIFEST}"
     try:
-        data = fetch(target)
+        data = fetch(target, options=options)
     except FileNotFoundError as exc:
         raise IpmixError(f"cannot read shard manifest {target}: {_reason(exc)}") from None
     try:
@@ -50,9 +50,10 @@ class RemoteShards:
     digests may hold None where the manifest records none). `expect` tells which shards come
     next, in order, so they can be fetched ahead."""
 
-    def __init__(self, urls, names, sizes, digests, cache=None, ahead: int = AHEAD):
+    def __init__(self, urls, names, sizes, digests, cache=None, ahead: int = AHEAD, options: dict | None = None):
         self.urls, self.names, self.sizes, self.digests = urls, names, sizes, digests
         self.cache = cache
+        self.options = options  # fsspec storage options
         self.ahead = ahead
         self._start_process()
 
@@ -116,7 +117,7 @@ class RemoteShards:
             if cached is not None:
                 return cached
         try:
-            data = fetch(url, size)
+            data = fetch(url, size, self.options)
         except FileNotFoundError:
             raise ShardError(name, f"is missing ({url})") from None
         if size is not None and len(data) != size:
@@ -131,7 +132,8 @@ class RemoteShards:
         return np.frombuffer(data, np.uint8)
 
 
-def remote_shards(manifest: Manifest, urls, names, cache_dir=None, cache_limit=None) -> RemoteShards | None:
+def remote_shards(manifest: Manifest, urls, names, cache_dir=None, cache_limit=None,
+                  storage_options: dict | None = None) -> RemoteShards | None:
     """A RemoteShards when the shard URLs are in object storage (None for local files and
     pipe:/http(s) URLs, which keep their own readers). `cache_dir` and `cache_limit` (bytes or
     a size such as '20GB') give it a ShardCache; they must come together."""
@@ -147,4 +149,4 @@ def remote_shards(manifest: Manifest, urls, names, cache_dir=None, cache_limit=N
     cache = ShardCache(cache_dir, cache_limit) if cache_dir is not None else None
     sizes = [[s.bytes for s in ep.shards] for ep in manifest.epochs]
     digests = [[s.sha256 for s in ep.shards] for ep in manifest.epochs]
-    return RemoteShards(urls, names, sizes, digests, cache)
+    return RemoteShards(urls, names, sizes, digests, cache, options=storage_options)

@@ -45,6 +45,7 @@ class TrainConfig:
     tensorboard: bool = _setting(False, resume=MAY_CHANGE)
     cache_dir: Path | None = _setting(None, resume=MAY_CHANGE)  # with cache_limit: a local cache of
     cache_limit: int | str | None = _setting(None, resume=MAY_CHANGE)  # shards read from object storage
+    storage_options: dict | None = _setting(None, resume=MAY_CHANGE)  # fsspec options for --shards URLs
 
     def validate(self) -> None:
         """Bad values end here, before any process group starts or any file is written."""

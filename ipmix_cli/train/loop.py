@@ -52,8 +52,8 @@ def train(shards, model: str = "auto", epochs: int = 1, out="run", *, resume: bo
           lr: float | None = None, weight_decay: float = 5e-4, momentum: float = 0.9, seed: int = 0,
           num_workers: int = 2, jsd_weight: float = 12.0, max_steps: int | None = None, device: str = "auto",
           precision: str = "auto", test: str | None = None, log_every: int = 50, checkpoint_every: int = 0,
-          threads: int | None = None, tensorboard: bool = False, cache_dir=None, cache_limit=None, loader=None,
-          echo=print) -> dict:
+          threads: int | None = None, tensorboard: bool = False, cache_dir=None, cache_limit=None,
+          storage_options: dict | None = None, loader=None, echo=print) -> dict:
     """Train a model on shards (contracts D/E) and return the run summary.
 
     `batch_size` is the global batch (split evenly over the ranks). `max_steps` stops early (the
@@ -61,14 +61,16 @@ def train(shards, model: str = "auto", epochs: int = 1, out="run", *, resume: bo
     exactly). `loader` may be any object with the ShardLoader interface (then `shards` is only
     recorded). `echo` receives the progress lines (rank 0 only). `threads` sets torch's intra-op
     threads (default: choose_threads). `tensorboard` also writes event files into RUN/tensorboard.
-    `cache_dir` and `cache_limit` keep shards read from object storage on local disk (ShardLoader).
+    `cache_dir` and `cache_limit` keep shards read from object storage on local disk (ShardLoader);
+    `storage_options` are fsspec options for a `shards` URL, added to those of the environment.
     Resuming a run that is already complete (or already at `max_steps`) changes no file.
     """
     cfg = TrainConfig(shards=shards, model=model, batch_size=batch_size, epochs=epochs, lr=lr,
                       weight_decay=weight_decay, momentum=momentum, seed=seed, jsd_weight=jsd_weight, out=Path(out),
                       resume=resume, num_workers=num_workers, max_steps=max_steps, device=device,
                       precision=precision, test=test, log_every=log_every, checkpoint_every=checkpoint_every,
-                      threads=threads, tensorboard=tensorboard, cache_dir=cache_dir, cache_limit=cache_limit)
+                      threads=threads, tensorboard=tensorboard, cache_dir=cache_dir, cache_limit=cache_limit,
+                      storage_options=storage_options)
     cfg.validate()
     n_threads, why_threads = choose_threads(cfg.threads)
     torch.set_num_threads(n_threads)
@@ -192,7 +194,7 @@ def _open_loader(run: Run, loader) -> None:
             loader = ShardLoader(cfg.shards, cfg.batch_size // world, rank=run.rank, world_size=world,
                                  num_workers=cfg.num_workers, seed=cfg.seed, drop_last=True,
                                  pin_memory=run.dev.type == "cuda", cache_dir=cfg.cache_dir,
-                                 cache_limit=cfg.cache_bytes())
+                                 cache_limit=cfg.cache_bytes(), storage_options=cfg.storage_options)
         run.echo_factor = loader.echo_factor(cfg.epochs) if hasattr(loader, "echo_factor") else None
     run.loader = loader
     run.steps_per_epoch = len(loader)
