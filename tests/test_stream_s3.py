@@ -4,6 +4,7 @@ disk, uploaded with fsspec's put, and read back from the URL against the same lo
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 
@@ -189,3 +190,34 @@ def test_storage_options_reach_the_store(s3, s3_endpoint, local_and_url, monkeyp
     type(s3).clear_instance_cache()  # and no client made for the variable is reused
     from_s3 = ShardLoader(url, 4, storage_options={"endpoint_url": s3_endpoint})
     assert_same(batches(from_s3, 1), batches(ShardLoader(local, 4), 1))
+
+
+def test_workers_share_one_cache_under_its_limit(local_and_url, tmp_path):
+    local, url = local_and_url
+    shard_bytes = max(p.stat().st_size for p in local.rglob("*.tar"))
+    limit = shard_bytes * 5 // 2
+    cache = tmp_path / "cache"
+    kw = dict(batch_size=2, num_workers=2, shuffle_buffer=4, seed=1)
+    loader = ShardLoader(url, cache_dir=cache, cache_limit=limit, **kw)
+    for epoch in range(3):
+        assert_same(batches(loader, epoch), batches(ShardLoader(local, **kw), epoch))
+    loader.close()
+    files = list(cache.glob("*.tar"))
+    assert len(files) == 2 and sum(f.stat().st_size for f in files) <= limit
+
+
+def test_temporary_files_of_writers_that_are_gone_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from ipmix_cli.stream.cache import ShardCache
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    cache = ShardCache(tmp_path, 100)
+    orphan = tmp_path / f".{'a' * 40}.{gone.stdout.strip()}.123.part"
+    live = tmp_path / f".{'b' * 40}.{os.getpid()}.456.part"
+    orphan.write_bytes(b"x" * 50)
+    live.write_bytes(b"y" * 50)
+    cache.put("c" * 40, b"z" * 10)
+    assert not orphan.exists() and live.exists() and (tmp_path / f"{'c' * 40}.tar").read_bytes() == b"z" * 10

@@ -108,7 +108,22 @@ class ShardCache:
                 found.append((Path(entry.path), st.st_size, st.st_mtime_ns))
         return found
 
+    def _remove_orphans(self) -> None:
+        """Temporary files of writers that are gone (a DataLoader worker stopped mid-write): the
+        writer's pid is in the name, and the folder is shared by processes of one machine only."""
+        for entry in os.scandir(self.folder):
+            parts = entry.name.split(".")
+            if not (entry.name.endswith(".part") and len(parts) == 5 and parts[2].isdigit()):
+                continue
+            try:
+                os.kill(int(parts[2]), 0)
+            except ProcessLookupError:
+                Path(entry.path).unlink(missing_ok=True)
+            except PermissionError:  # alive, another user's
+                pass
+
     def _evict(self, incoming: int, keep: Path) -> None:
+        self._remove_orphans()
         entries = [e for e in self._entries() if e[0] != keep]
         total = sum(size for _, size, _ in entries)
         for path, size, _ in sorted(entries, key=lambda e: e[2]):
