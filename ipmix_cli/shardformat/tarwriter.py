@@ -4,8 +4,9 @@ Every header is plain ustar (no PAX/GNU extensions): mode 0644, uid/gid 0, empty
 uname/gname, one constant integer mtime. The bytes equal what Python's `tarfile` writes
 with `format=USTAR_FORMAT` for the same members, without its per-member overhead:
 `add_samples` takes a block of samples as columns, makes all their headers at once with
-NumPy (members differ only by name, size and checksum), lays the block out in one buffer,
-and writes and hashes it with one call each.
+NumPy (members differ only by name, size and checksum; the names too are laid out as one
+array when the keys have one length), lays the block out in one buffer, and writes and
+hashes it with one call each.
 """
 
 from __future__ import annotations
@@ -45,21 +46,45 @@ def _octal_digits(values: np.ndarray, width: int) -> np.ndarray:
     return ((values[:, None] >> shifts) & 7).astype(np.uint8) + ord("0")
 
 
-def ustar_headers(names: list[bytes], sizes, mtime: int = MTIME) -> np.ndarray:
-    """[len(names), 512] uint8: the ustar header of each member (name, size) at once."""
-    n = len(names)
-    sizes = np.asarray(sizes, dtype=np.int64)
+def _name_rows(names: list[bytes]) -> np.ndarray:
+    """[len(names), width] uint8: the names NUL-padded to the longest, as the name field pads them."""
     width = max((len(s) for s in names), default=0)
-    if width > NAME_MAX:
-        long = next(s for s in names if len(s) > NAME_MAX)
+    return np.array(names, dtype=f"S{max(width, 1)}").view(np.uint8).reshape(len(names), max(width, 1))
+
+
+def _member_names(bkeys: list[bytes], fields: list[str]) -> np.ndarray:
+    """`_name_rows` of `<key>.<field>` for every member, in archive order; made with NumPy when
+    the keys have one length (a build's keys all do)."""
+    suffixes = [b"." + f.encode("utf-8") for f in fields]
+    key_len = len(bkeys[0])
+    if any(len(k) != key_len for k in bkeys):
+        return _name_rows([k + s for k in bkeys for s in suffixes])
+    n, m = len(bkeys), len(suffixes)
+    out = np.zeros((n, m, key_len + max(len(s) for s in suffixes)), np.uint8)
+    out[:, :, :key_len] = np.frombuffer(b"".join(bkeys), np.uint8).reshape(n, 1, key_len)
+    for c, suffix in enumerate(suffixes):
+        out[:, c, key_len:key_len + len(suffix)] = np.frombuffer(suffix, np.uint8)
+    return out.reshape(n * m, -1)
+
+
+def _check_names(rows: np.ndarray) -> None:
+    if rows.shape[1] > NAME_MAX:
+        long = bytes(rows[int(np.argmax(rows[:, NAME_MAX:].any(axis=1)))]).rstrip(b"\0")
         raise ValueError(f"tar member name longer than 100 bytes: {long.decode('utf-8', 'replace')!r}")
+
+
+def ustar_headers(names, sizes, mtime: int = MTIME) -> np.ndarray:
+    """[len(names), 512] uint8: the ustar header of each member (name, size) at once. `names`
+    is a list of bytes or their `_name_rows`."""
+    rows = names if isinstance(names, np.ndarray) else _name_rows(names)
+    n, width = rows.shape
+    sizes = np.asarray(sizes, dtype=np.int64)
+    _check_names(rows)
     if n and (sizes.min() < 0 or sizes.max() >= 8 ** 11):
         raise ValueError("tar member size outside 0 .. 8 GiB")
     h = np.empty((n, BLOCK), np.uint8)
     h[:] = _TEMPLATE
-    if width:
-        h[:, :width] = np.frombuffer(b"".join(names), np.uint8).reshape(n, width) if all(
-            len(s) == width for s in names) else np.array(names, dtype=f"S{width}").view(np.uint8).reshape(n, width)
+    h[:, :width] = rows
     h[:, 124:135] = _octal_digits(sizes, 11)
     h[:, 136:147] = _octal_digits(np.full(n, mtime, np.int64), 11)  # 135 and 147 stay NUL
     chk = h.sum(axis=1, dtype=np.int64)
@@ -77,9 +102,11 @@ def _padded(size: int) -> int:
     return -(-size // BLOCK) * BLOCK
 
 
-def _check_key(key: str) -> None:
-    if "." in key or "/" in key:
-        raise ValueError(f"sample key must not contain '.' or '/': {key!r}")
+def _check_keys(keys: list[str], bkeys: list[bytes]) -> None:
+    joined = b"\0".join(bkeys)
+    if b"." in joined or b"/" in joined:
+        bad = next(k for k in keys if "." in k or "/" in k)
+        raise ValueError(f"sample key must not contain '.' or '/': {bad!r}")
 
 
 class TarWriter:
@@ -130,11 +157,9 @@ class TarWriter:
         if n == 0:
             return
         t0 = time.perf_counter()
-        for k in keys:
-            _check_key(k)
         bkeys = [k.encode("utf-8") for k in keys]
+        _check_keys(keys, bkeys)
         sizes = np.empty((n, len(columns)), np.int64)
-        names = []
         columns = [(f, Rows(b"", p) if isinstance(p, np.ndarray) else p) for f, p in columns]
         for c, (field, payloads) in enumerate(columns):
             if isinstance(payloads, Rows):
@@ -147,12 +172,8 @@ class TarWriter:
                 if len(payloads) != n:
                     raise ValueError(f"column {field}: {len(payloads)} payloads for {n} keys")
                 sizes[:, c] = [len(p) for p in payloads]
-            suffix = b"." + field.encode("utf-8")
-            names.append([k + suffix for k in bkeys])
-        member_names = [names[c][r] for r in range(n) for c in range(len(columns))]
-        longest = max(member_names, key=len)
-        if len(longest) > NAME_MAX:  # checked before anything of the block is written
-            raise ValueError(f"tar member name longer than 100 bytes: {longest.decode('utf-8', 'replace')!r}")
+        member_names = _member_names(bkeys, [f for f, _ in columns])
+        _check_names(member_names)  # before anything of the block is written
         slots = -(-sizes // BLOCK) * BLOCK
         fixed = bool((slots == slots[0]).all())
         # Same-size samples go out in pieces of about LAYOUT_BYTES: big enough for one write and
