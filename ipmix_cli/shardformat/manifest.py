@@ -1,5 +1,6 @@
-"""OUT/manifest.json as both sides read it: the manifest, its epochs and their shards as frozen
-dataclasses with `from_json` / `to_json` / `validate`.
+"""OUT/manifest.json as both sides read it: the manifest, its epochs and their shards (and the
+per-shard records a build keeps in OUT/.records) as frozen dataclasses with `from_json` /
+`to_json`, and `validate` for the manifest.
 
 `from_json` takes the parsed JSON document and checks what every reader relies on (the schema
 name, the types of the keys present, fields, image size, classes, and an epoch list whose
