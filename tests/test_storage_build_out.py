@@ -81,6 +81,7 @@ def test_build_to_s3_writes_the_bytes_of_a_local_build_and_leaves_no_staging(s3,
     assert list(cache.iterdir()) == []  # the staging folder went with the build
     out = capsys.readouterr().out
     assert out.startswith(f"s3://{name}/shards: 2 epoch(s) x 3 shards")
+    assert cli.run(["shards", "verify", "--deep", f"s3://{name}/shards"]) == 0  # reads every byte back
 
 
 @pytest.mark.kernels
