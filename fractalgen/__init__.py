@@ -7,7 +7,13 @@ Public entry points (imported on first use, so `import fractalgen` stays cheap):
     set_stats, preview_sheet                                    (fractalgen.summary)
 """
 
+from pathlib import Path
+
 from fractalgen.errors import BadImage, FractalgenError
+from fractalgen.numba_cache import drop_stale_cache
+
+# Before any kernel module loads: ifs.py's cached kernels hold splitmix.py's code compiled in.
+drop_stale_cache(Path(__file__).resolve().parent, __name__)
 
 _LAZY = {
     "render_set": "fractalgen.render",

@@ -2,9 +2,8 @@
 constant and mixed into 64 random bits. fractalgen's IFS and plasma kernels step it as a plain
 state; `ipmix_cli.augment.rng` keys one stream per sample and view with it.
 
-Numba caches a kernel under its own file only. `ipmix_cli.augment` drops the caches of its
-modules when a module they import changes; fractalgen's callers (`ifs.py`) keep theirs, so a
-change here must also clear `fractalgen/__pycache__` (any change here changes every output).
+Numba caches a kernel under its own file only; `fractalgen.numba_cache` drops the cached IFS
+kernels (and ipmix_cli.augment's) when this module's code changes.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """The IPMix augmentation engine: PIL-exact ops, P-level patch mixing, chains and presets as
 Numba kernels driven by a counter-based generator (see docs/augment.md)."""
 
-from ipmix_cli.augment._numba_cache import drop_stale_cache
+from pathlib import Path
 
-drop_stale_cache()
+from fractalgen.numba_cache import drop_stale_cache
+
+drop_stale_cache(Path(__file__).resolve().parent, __name__)
 
 from ipmix_cli.augment.api import Augmenter, ipmix_one, view_state  # noqa: E402
 from ipmix_cli.augment.bank import MixingBank  # noqa: E402

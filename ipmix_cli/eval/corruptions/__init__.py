@@ -9,7 +9,13 @@ on which corruptions are chosen, in what order they run, or how the work is spli
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from fractalgen.numba_cache import drop_stale_cache
+
+drop_stale_cache(Path(__file__).resolve().parent, __name__)
 
 from ipmix_cli.eval.corruptions.tables import ALEXNET_ERRORS, ALL, BENCHMARK, EXTRA, FAMILY, PROFILES, profile_for
 from ipmix_cli.common.errors import IpmixError

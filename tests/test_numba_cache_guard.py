@@ -4,10 +4,11 @@ or that of a project module it imports (transitively) changes, and stays otherwi
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from ipmix_cli.augment import _numba_cache as guard
+from fractalgen import numba_cache as guard
 
 # A package shaped like ipmix_cli/augment: what each module imports decides what a change drops.
 MODULES = {
@@ -113,7 +114,7 @@ def test_real_numba_never_serves_stale_inlined_code(tmp_path):
     package = tmp_path / "kpkg"
     package.mkdir()
     (package / "__init__.py").write_text(
-        "from pathlib import Path\nfrom ipmix_cli.augment._numba_cache import drop_stale_cache\n"
+        "from pathlib import Path\nfrom fractalgen.numba_cache import drop_stale_cache\n"
         "drop_stale_cache(Path(__file__).resolve().parent, 'kpkg')\n")
     (package / "callee.py").write_text("from numba import njit\n\n\n@njit(cache=True, inline='always')\n"
                                        "def value():\n    return 1\n")
@@ -134,3 +135,41 @@ def test_real_numba_never_serves_stale_inlined_code(tmp_path):
     (package / "callee.py").write_text("# the callee, commented\n" + (package / "callee.py").read_text())
     assert run() == 42
     assert caller_code.stat().st_mtime_ns == kept  # the caller's cache was reused, not rebuilt
+
+
+
+@pytest.mark.parametrize("package,modules", [
+    ("fractalgen", ("escape", "ifs", "splitmix")),
+    ("ipmix_cli.augment", ("rng", "ops", "chains", "views")),
+    ("ipmix_cli.eval.corruptions", ("kernels",)),
+])
+def test_importing_a_package_with_kernels_records_their_keys(package, modules, tmp_path):
+    """Each package with Numba kernels runs the guard when it is imported, so a stale cache is
+    dropped before any of its kernels loads."""
+    import importlib
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    subprocess.run([sys.executable, "-c", f"import {package}"], env=env, check=True)
+    folder = Path(importlib.import_module(package).__file__).resolve().parent
+    root = folder.parents[len(package.split(".")) - 1]
+    graph = guard._Graph(root)
+    stamps = Path(env["NUMBA_CACHE_DIR"])
+    for module in modules:
+        stamp = next(stamps.glob(f"*/{module}.kernels.sha256"))
+        assert stamp.read_text() == graph.key(folder / f"{module}.py"), module
+
+
+def test_the_ifs_kernels_key_covers_the_generator_they_call(tmp_path):
+    # A copy of fractalgen: an edit to splitmix.py changes the IFS kernels' key (their cache goes).
+    import shutil
+
+    import fractalgen
+
+    copy = tmp_path / "fractalgen"
+    shutil.copytree(Path(fractalgen.__file__).resolve().parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    before = guard._Graph(tmp_path).key(copy / "ifs.py")
+    (copy / "splitmix.py").write_text((copy / "splitmix.py").read_text() + "\nEXTRA = 1\n")
+    after = guard._Graph(tmp_path).key(copy / "ifs.py")
+    assert after != before
+    (copy / "escape.py").write_text((copy / "escape.py").read_text() + "\nEXTRA = 1\n")
+    assert guard._Graph(tmp_path).key(copy / "ifs.py") == after  # a module ifs.py does not import

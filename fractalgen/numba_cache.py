@@ -1,8 +1,10 @@
-"""Drop stale Numba cache files of this package's kernels, module by module.
+"""Drop stale Numba cache files of a package's kernels, module by module.
 
 Numba keys a cached kernel on its own source file only: after an edit to `ops.py`, the cached
-`chains.py` kernels would still hold the old op code compiled in, and two processes could
-produce different bytes for the same seed. Before the kernels are imported, this gives each
+`chains.py` kernels would still hold the old op code compiled in (and after an edit to
+`fractalgen/splitmix.py`, the cached IFS kernels the old generator), and two processes could
+produce different bytes for the same seed. Each package with kernels calls `drop_stale_cache`
+from its `__init__` (fractalgen, ipmix_cli.augment, ipmix_cli.eval.corruptions). Before the kernels are imported, this gives each
 module a key made of its own code and that of every project module it imports, transitively,
 and drops the module's cache files when the key recorded beside them differs. Editing
 `chains.py` thus drops `chains` and `views` (which calls it) but keeps `rng` and `ops`.
@@ -18,10 +20,6 @@ import ast
 import hashlib
 import os
 from pathlib import Path
-
-_HERE = Path(__file__).resolve().parent
-_PACKAGE = "ipmix_cli.augment"
-
 
 def _module_file(root: Path, name: str) -> Path | None:
     """The project file that defines module `name` (dotted), or None outside `root`."""
@@ -100,7 +98,7 @@ def cache_dir(package_dir: Path) -> Path:
     return Path(custom) / f"{os.path.basename(folder)}_{hashlib.sha1(folder.encode()).hexdigest()}"
 
 
-def drop_stale_cache(package_dir: Path = _HERE, package: str = _PACKAGE) -> None:
+def drop_stale_cache(package_dir: Path, package: str) -> None:
     """Drop the cache files of each module of `package_dir` whose key changed since recorded."""
     root = package_dir.parents[len(package.split(".")) - 1]
     cache = cache_dir(package_dir)
