@@ -221,3 +221,13 @@ def test_temporary_files_of_writers_that_are_gone_are_removed(tmp_path):
     live.write_bytes(b"y" * 50)
     cache.put("c" * 40, b"z" * 10)
     assert not orphan.exists() and live.exists() and (tmp_path / f"{'c' * 40}.tar").read_bytes() == b"z" * 10
+
+
+def test_s3_response_checksums_are_left_to_the_sha256_check_unless_the_user_sets_them():
+    from ipmix_cli.stream.remote import _without_response_checksums
+
+    assert _without_response_checksums("s3://b/x.tar", None) == {
+        "config_kwargs": {"response_checksum_validation": "when_required"}}
+    mine = {"anon": True, "config_kwargs": {"response_checksum_validation": "when_supported", "retries": {}}}
+    assert _without_response_checksums("s3://b/x.tar", mine) == mine
+    assert _without_response_checksums("gs://b/x.tar", {"token": "anon"}) == {"token": "anon"}

@@ -149,4 +149,21 @@ def remote_shards(manifest: Manifest, urls, names, cache_dir=None, cache_limit=N
     cache = ShardCache(cache_dir, cache_limit) if cache_dir is not None else None
     sizes = [[s.bytes for s in ep.shards] for ep in manifest.epochs]
     digests = [[s.sha256 for s in ep.shards] for ep in manifest.epochs]
+    if all(d for epoch in digests for d in epoch):
+        storage_options = _without_response_checksums(urls[0][0], storage_options)
     return RemoteShards(urls, names, sizes, digests, cache, options=storage_options)
+
+
+def _without_response_checksums(url: str, options: dict | None) -> dict | None:
+    """For s3://, botocore's own check of each response (a CRC of the body, two thirds of the
+    client's CPU time per shard) is left to requests that require it: every shard's sha256
+    from the manifest is checked instead. A value the user set wins."""
+    if classify(url).scheme not in ("s3", "s3a"):
+        return options
+    from fsspec.config import conf
+
+    merged = dict(options or {})
+    config = {**(conf.get("s3", {}).get("config_kwargs") or {}), **(merged.get("config_kwargs") or {})}
+    config.setdefault("response_checksum_validation", "when_required")
+    merged["config_kwargs"] = config
+    return merged
