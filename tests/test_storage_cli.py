@@ -43,7 +43,7 @@ CASES = [
     (["augment", "preview", "cat.png", "--fractals", "https://host/fractals", "--out", "p.png"], ["--fractals https://host/fractals", LOCAL_FOR_NOW]),
     (["augment", "preview", "cat.png", "--fractals", "fr", "--out", "s3://bucket/p.png"], ["--out s3://bucket/p.png", LOCAL_FOR_NOW]),
     # train
-    (["train", "--shards", "shards", "--epochs", "1", "--out", "s3://bucket/run"], ["--out s3://bucket/run", LOCAL_FOR_NOW]),
+    (["train", "--shards", "shards", "--epochs", "1", "--out", "foo://bucket/run"], ["--out foo://bucket/run", UNKNOWN, *EXTRAS, LOCAL_FOR_NOW]),
     (["train", "--shards", "shards", "--epochs", "1", "--out", "run", "--test", "cifar10-test:gs://b/c"], ["--test cifar10-test:gs://b/c", LOCAL_FOR_NOW]),
     # eval and corrupt
     (["eval", "--checkpoint", "c.pt", "--test", "digits:test", "--out", "s3://bucket/r.json"], ["--out s3://bucket/r.json", LOCAL_FOR_NOW]),

@@ -21,7 +21,9 @@ from ipmix_cli.common.objstore import parse_storage_options
               help="resnet18, wrn-40-4 (any wrn-D-K), resnet50, small-cnn, torchvision:NAME, timm:NAME; "
                    "auto = wrn-40-4 at 32 px, resnet50 above.")
 @click.option("--epochs", required=True, type=int, help="Training epochs (epoch t reads materialized epoch t mod K).")
-@click.option("--out", required=True, type=LocalPath("the run folder (train --out)"), help="Run directory: checkpoint, log, curves, summary.")
+@click.option("--out", required=True, type=LocalPath("the run folder (train --out)", remote=True),
+              help="Run directory: checkpoint, log, curves, summary; or an object-store URL (s3://bucket/runs/x), "
+                   "written in a local staging folder and uploaded after each checkpoint and at the end.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint (exactly).")
 @click.option("--batch-size", default=128, show_default=True, type=int, help="Global batch, split over processes.")
 @click.option("--lr", type=float, default=None, help="Peak learning rate [default: 0.1 at 32 px, 0.01 above].")
@@ -47,7 +49,7 @@ from ipmix_cli.common.objstore import parse_storage_options
               help="Keep shards read from object storage in this folder for later epochs (with --cache-limit).")
 @click.option("--cache-limit", default=None, metavar="SIZE",
               help="Most bytes the shard cache may hold, e.g. 20GB or 512MiB; least recently used shards go first.")
-@storage_option(what="an object-store --shards")
+@storage_option(what="an object-store --shards or --out")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the final summary (summary.json's fields) as one JSON object instead of the table.")
 def train_command(shards, model, epochs, out, resume, batch_size, lr, weight_decay, momentum, seed, workers,

@@ -216,7 +216,7 @@ class StagedOut:
         root = Path(staging_root).expanduser() if staging_root else Path(tempfile.gettempdir())
         root.mkdir(parents=True, exist_ok=True)
         self.folder = Path(tempfile.mkdtemp(prefix="ipmix-out-", dir=root))
-        self.pulled: dict = {}  # {relative name: sha256} of what was copied from the prefix
+        self.pulled: dict = {}  # {relative name: sha256} of what the prefix holds: copied in, or published since
 
     def pull(self):
         """Copy what the prefix holds into the staging folder; returns the folder."""
@@ -229,23 +229,34 @@ class StagedOut:
             self.pulled[rel] = _sha256(local)
         return self.folder
 
-    def publish(self, marker: str) -> None:
+    def publish(self, marker: str, replace_marker: bool = False) -> None:
         """Upload every new or changed file, delete the objects the command removed, and upload
-        `marker` last; a marker that is about to change is deleted first."""
+        `marker` last; a marker that is about to change is deleted first, unless `replace_marker`
+        (an old marker stays valid beside the newer files, as a training checkpoint does beside a
+        longer log). May be called again: each call uploads what changed since the last."""
         files = {p.relative_to(self.folder).as_posix(): p for p in sorted(self.folder.rglob("*")) if p.is_file()}
         files = {rel: p for rel, p in files.items() if not rel.startswith(self.SKIP)}
+        digests = {rel: _sha256(p) for rel, p in files.items()}
 
         def changed(rel):  # by content: a command may rewrite a file with the same bytes
-            return rel not in self.pulled or _sha256(files[rel]) != self.pulled[rel]
+            return self.pulled.get(rel) != digests[rel]
 
-        if marker in self.pulled and (marker not in files or changed(marker)):
+        def upload(rel):
+            self.prefix.put_file(files[rel], rel)
+            self.pulled[rel] = digests[rel]
+
+        if marker in self.pulled and not replace_marker and (marker not in files or changed(marker)):
             self.prefix.remove([marker])
+            del self.pulled[marker]
         for rel in files:
             if rel != marker and changed(rel):
-                self.prefix.put_file(files[rel], rel)
-        self.prefix.remove(sorted(set(self.pulled) - set(files) - {marker}))
+                upload(rel)
+        removed = sorted(set(self.pulled) - set(files) - {marker})
+        self.prefix.remove(removed)
+        for rel in removed:
+            del self.pulled[rel]
         if marker in files and changed(marker):
-            self.prefix.put_file(files[marker], marker)
+            upload(marker)
 
     def cleanup(self) -> None:
         import shutil

@@ -32,7 +32,7 @@ class TrainConfig:
     momentum: float = _setting(0.9, resume=MUST_MATCH)
     seed: int = _setting(0, resume=MUST_MATCH)
     jsd_weight: float = _setting(12.0, resume=MUST_MATCH)
-    out: Path = _setting(Path("run"), resume=MAY_CHANGE)
+    out: Path | str = _setting(Path("run"), resume=MAY_CHANGE)  # a str when it is a URL
     resume: bool = _setting(False, resume=MAY_CHANGE)
     num_workers: int = _setting(2, resume=MAY_CHANGE)
     max_steps: int | None = _setting(None, resume=MAY_CHANGE)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from fractalgen.files import atomic_write_json, ensure_writable_dir
 from ipmix_cli.common.errors import IpmixError, OptionError
+from ipmix_cli.common.objstore import is_url
 from ipmix_cli.common.optional import check_torch_version
 from ipmix_cli.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ipmix_cli.train.config import RESUME_KEYS, TrainConfig
@@ -41,6 +42,7 @@ from ipmix_cli.train.losses import jsd_loss
 from ipmix_cli.train.models import (build_model, canonical_name, count_parameters, load_weights, normalisation,
                                     save_trained, to_model_input)
 from ipmix_cli.train.ranks import choose_threads, gather, setup_distributed, sum_across_ranks
+from ipmix_cli.train.run_folder import RunFolder
 
 check_torch_version(torch.__version__)
 
@@ -62,11 +64,14 @@ def train(shards, model: str = "auto", epochs: int = 1, out="run", *, resume: bo
     recorded). `echo` receives the progress lines (rank 0 only). `threads` sets torch's intra-op
     threads (default: choose_threads). `tensorboard` also writes event files into RUN/tensorboard.
     `cache_dir` and `cache_limit` keep shards read from object storage on local disk (ShardLoader);
-    `storage_options` are fsspec options for a `shards` URL, added to those of the environment.
+    `storage_options` are fsspec options for a `shards` or `out` URL, added to those of the
+    environment. An `out` URL is written in a local staging folder (under `cache_dir` when given)
+    and mirrored to the prefix by rank 0 after each checkpoint and at the end (run_folder.py).
     Resuming a run that is already complete (or already at `max_steps`) changes no file.
     """
     cfg = TrainConfig(shards=shards, model=model, batch_size=batch_size, epochs=epochs, lr=lr,
-                      weight_decay=weight_decay, momentum=momentum, seed=seed, jsd_weight=jsd_weight, out=Path(out),
+                      weight_decay=weight_decay, momentum=momentum, seed=seed, jsd_weight=jsd_weight,
+                      out=str(out) if is_url(out) else Path(out),
                       resume=resume, num_workers=num_workers, max_steps=max_steps, device=device,
                       precision=precision, test=test, log_every=log_every, checkpoint_every=checkpoint_every,
                       threads=threads, tensorboard=tensorboard, cache_dir=cache_dir, cache_limit=cache_limit,
@@ -76,8 +81,10 @@ def train(shards, model: str = "auto", epochs: int = 1, out="run", *, resume: bo
     torch.set_num_threads(n_threads)
     rank, world, dev = setup_distributed(cfg.device)
     threads_note = f"{n_threads} thread{'s' if n_threads > 1 else ''} ({why_threads})"
+    folder = None
     try:
-        run = setup(Run(cfg, rank, world, dev, echo if rank == 0 else _silent), loader, threads_note)
+        folder = RunFolder(cfg.out, storage_options, cache_dir, uploads=rank == 0)
+        run = setup(Run(cfg, rank, world, dev, echo if rank == 0 else _silent, folder), loader, threads_note)
         if run.finished is not None:
             return run.finished
         run.stop = _StopFlag(active=world == 1)
@@ -97,6 +104,8 @@ def train(shards, model: str = "auto", epochs: int = 1, out="run", *, resume: bo
             raise StoppedWithCheckpoint
         return summarize(run)
     finally:
+        if folder is not None:
+            folder.close()
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
@@ -108,10 +117,11 @@ def _silent(*args, **kwargs) -> None:
 class Run:
     """One launch of a training run: what `setup` made, and where the run stands."""
 
-    def __init__(self, cfg: TrainConfig, rank: int, world: int, dev: torch.device, echo):
+    def __init__(self, cfg: TrainConfig, rank: int, world: int, dev: torch.device, echo, folder: RunFolder):
         self.cfg, self.rank, self.world, self.dev, self.echo = cfg, rank, world, dev, echo
         self.main = rank == 0  # rank 0 writes the files and prints
-        self.out = cfg.out
+        self.folder = folder  # the --out as given (`shown`), mirrored from `out` when it is a URL
+        self.out = folder.path
         self.ckpt_file = self.out / CHECKPOINT_NAME
         self.finished = None  # the summary, when a resumed run has nothing left to do
         self.step = self.epoch = self.seen = 0  # global step; epoch; batches of this epoch done
@@ -144,6 +154,7 @@ class Run:
                 "step": self.step, "epoch": self.epoch, "seen": self.seen, "epoch_sums": self.epoch_sums.tolist(),
                 "loader": [s["loader"] for s in states], "rng": [s["rng"] for s in states]})
             save_trained(self.out, self.net, self.config)
+            self.folder.after_checkpoint()
 
     def show(self, record: dict) -> None:
         """A record into log.jsonl (and TensorBoard)."""
@@ -161,7 +172,7 @@ def setup(run: Run, loader, threads_note: str) -> Run:
     cfg = run.cfg
     if run.ckpt_file.exists() and not cfg.resume:
         raise OptionError("{path} already holds a run; pass {resume} to continue it or choose another {out}",
-                          path=str(run.out))
+                          path=run.folder.shown)
     if run.main:
         ensure_writable_dir(run.out)
     if cfg.batch_size % run.world:
@@ -175,7 +186,7 @@ def setup(run: Run, loader, threads_note: str) -> Run:
     if state is not None:
         _restore(run, state)
     elif cfg.resume:
-        run.echo(f"no checkpoint in {run.out}; starting a new run")
+        run.echo(f"no checkpoint in {run.folder.shown}; starting a new run")
     run.stop_step = min(run.total_steps, cfg.max_steps) if cfg.max_steps else None
     run.ddp = torch.nn.parallel.DistributedDataParallel(
         run.net, device_ids=[run.dev.index] if run.dev.type == "cuda" else None) if run.world > 1 else run.net
@@ -245,9 +256,9 @@ def _checkpoint_to_resume(run: Run) -> dict | None:
     if len(state["rng"]) != run.world:
         # Each process's stream position and RNG state are in the checkpoint: another count
         # could only continue approximately, with a schedule of another length.
-        raise IpmixError(f"cannot resume: the run in {run.out} was trained by {len(state['rng'])} process(es), "
+        raise IpmixError(f"cannot resume: the run in {run.folder.shown} was trained by {len(state['rng'])} process(es), "
                          f"this launch has {run.world}; resume it with {len(state['rng'])}")
-    finished = _already_finished(state, cfg.epochs, cfg.max_steps, run.out)
+    finished = _already_finished(state, cfg.epochs, cfg.max_steps, run.folder)
     if finished is not None:
         run.echo(finished["note"])
         run.finished = finished["summary"]
@@ -289,7 +300,7 @@ def _restore(run: Run, state: dict) -> None:
             run.loader.load_state_dict(state["loader"][run.rank])
         sums = list(state["epoch_sums"])  # checkpoints before data-wait held three sums
         run.epoch_sums = torch.tensor(sums + [0.0] * (5 - len(sums)), dtype=torch.float64, device=run.dev)
-    run.echo(f"resuming {run.out} at step {run.step}/{run.total_steps} (epoch {run.epoch + 1}, batch {run.seen})")
+    run.echo(f"resuming {run.folder.shown} at step {run.step}/{run.total_steps} (epoch {run.epoch + 1}, batch {run.seen})")
 
 
 def _open_logs(run: Run, state: dict | None, threads_note: str) -> None:
@@ -399,7 +410,7 @@ def summarize(run: Run) -> dict:
     elapsed = time.time() - run.t_run
     steps_per_rank = gather(run.steps_run, run.world)
     epochs_logged = [r for r in run.log.records if r.get("type") == "epoch"]
-    summary = {"run": str(out), "model": run.name, "parameters": count_parameters(run.net), "epochs": cfg.epochs,
+    summary = {"run": run.folder.shown, "model": run.name, "parameters": count_parameters(run.net), "epochs": cfg.epochs,
                "epochs_done": run.epoch, "steps": run.step, "total_steps": run.total_steps,
                "complete": run.epoch == cfg.epochs, "samples_seen": run.step * cfg.batch_size,
                "world_size": run.world, "steps_this_launch_per_rank": steps_per_rank, "device": str(run.dev),
@@ -407,7 +418,7 @@ def summarize(run: Run) -> dict:
                "echo_factor": run.echo_factor,
                "train_samples_per_s": run.steps_run * cfg.batch_size / max(elapsed, 1e-9) if run.steps_run else None,
                "time_s": elapsed, "data_wait_per_epoch": [r.get("data_wait") for r in epochs_logged],
-               "checkpoint": str(run.ckpt_file), "weights": str(out / "model.pt")}
+               "checkpoint": run.folder.name(CHECKPOINT_NAME), "weights": run.folder.name("model.pt")}
     if epochs_logged:
         summary.update({k: epochs_logged[-1][k] for k in ("train_loss", "train_acc", "test_loss", "test_acc",
                                                           "test_error") if k in epochs_logged[-1]})
@@ -415,6 +426,7 @@ def summarize(run: Run) -> dict:
     if run.main:
         atomic_write_json(out / SUMMARY_NAME, summary)
         write_curves_png(out / CURVES_NAME, run.log.records, f"{run.name} on {cfg.shards}")
+        run.folder.at_end()
     if run.world > 1:
         dist.barrier()  # no rank tears its connections down while another still uses them
     return summary
@@ -485,8 +497,9 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _already_finished(state: dict, epochs: int, max_steps: int | None, out: Path) -> dict | None:
+def _already_finished(state: dict, epochs: int, max_steps: int | None, folder: RunFolder) -> dict | None:
     """{note, summary} when a resumed run has nothing left to do (then no file may change)."""
+    out = folder.shown
     step, total = int(state["step"]), int(state["config"]["total_steps"])
     if int(state["epoch"]) >= epochs:
         note = f"the run in {out} is complete ({step}/{total} steps); nothing to do, no file changed"
@@ -495,9 +508,9 @@ def _already_finished(state: dict, epochs: int, max_steps: int | None, out: Path
     else:
         return None
     try:
-        summary = json.loads((out / SUMMARY_NAME).read_text())
+        summary = json.loads((folder.path / SUMMARY_NAME).read_text())
     except (OSError, ValueError):
-        summary = {"run": str(out), "steps": step, "total_steps": total, "complete": int(state["epoch"]) >= epochs}
+        summary = {"run": out, "steps": step, "total_steps": total, "complete": int(state["epoch"]) >= epochs}
     return {"note": note, "summary": summary}
 
 
