@@ -46,7 +46,7 @@ CASES = [
     (["train", "--shards", "shards", "--epochs", "1", "--out", "foo://bucket/run"], ["--out foo://bucket/run", UNKNOWN, *EXTRAS, LOCAL_FOR_NOW]),
     (["train", "--shards", "shards", "--epochs", "1", "--out", "run", "--test", "cifar10-test:gs://b/c"], ["--test cifar10-test:gs://b/c", LOCAL_FOR_NOW]),
     # eval and corrupt
-    (["eval", "--checkpoint", "c.pt", "--test", "digits:test", "--out", "s3://bucket/r.json"], ["--out s3://bucket/r.json", LOCAL_FOR_NOW]),
+    (["eval", "--checkpoint", "c.pt", "--test", "digits:test", "--out", "foo://bucket/r.json"], ["--out foo://bucket/r.json", UNKNOWN, *EXTRAS, LOCAL_FOR_NOW]),
     (["corrupt", "--source", "digits:test", "--out", "az://bucket/c"], ["--out az://bucket/c", "pip install 'ipmix[azure]'"]),
     (["corrupt", "--source", "folder:s3://bucket/test", "--out", "c"], ["--source folder:s3://bucket/test", LOCAL_FOR_NOW]),
     # demo

@@ -112,3 +112,23 @@ def test_a_run_into_a_missing_bucket_is_one_line(s3, shards, capsys):
     assert run(train_args(shards, f"s3://{missing}/run")) == 1
     assert capsys.readouterr().err.strip().splitlines() == [
         f"Error: --out s3://{missing}/run: listing failed: not found (bucket {missing} does not exist)"]
+
+
+def test_eval_out_to_a_bucket_writes_the_results_a_local_out_gets(s3, shards, tmp_path, capsys):
+    assert run(train_args(shards, tmp_path / "run", "--epochs", "1")) == 0
+    evaluate = ["eval", "--checkpoint", str(tmp_path / "run"), "--test", "digits:test", "--limit", "32",
+                "--device", "cpu"]
+    assert run([*evaluate, "--out", str(tmp_path / "eval.json")]) == 0
+    bucket = f"ipmix-{uuid.uuid4().hex[:12]}"
+    s3.mkdir(bucket)
+    url = f"s3://{bucket}/evals/eval.json"
+    assert run([*evaluate, "--out", url]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"results written to {url}"
+    assert bucket_objects(s3, f"{bucket}/evals") == {"eval.json": (tmp_path / "eval.json").read_bytes()}
+
+    missing = f"ipmix-missing-{uuid.uuid4().hex[:8]}"
+    assert run([*evaluate, "--out", f"s3://{missing}/eval.json"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        f"Error: --out s3://{missing}: checking the bucket failed: not found (bucket {missing} does not exist)"]
+    assert "scored" not in captured.err and captured.out == ""  # refused before any scoring

@@ -25,7 +25,8 @@ from ipmix_cli.common.progress import Progress
 @click.option("--pgd", is_flag=True, help="Also report PGD-20 error (L-inf, eps 2/255, step 0.5/255, random start).")
 @click.option("--pgd-limit", type=click.IntRange(min=1), default=None, help="Attack only the first N test samples.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N clean test samples.")
-@click.option("--out", type=LocalPath("the results file"), default=None, help="Write the results as JSON here.")
+@click.option("--out", type=LocalPath("the results file", remote=True), default=None,
+              help="Write the results as JSON here (a file, or an object-store URL such as s3://bucket/evals/r.json).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of PGD's random start.")

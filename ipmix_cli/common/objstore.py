@@ -130,6 +130,17 @@ class Prefix:
                                      f"{storage._reason(exc)}") from None
                 time.sleep(RETRY_DELAYS[attempt])
 
+    def _bucket_must_exist(self) -> None:
+        bucket = self._root.split("/", 1)[0]
+        if not self.fs.exists(bucket):
+            raise FileNotFoundError(f"bucket {bucket} does not exist")
+
+    def check_bucket(self) -> None:
+        """One line if the prefix's bucket does not exist (or cannot be reached), before a
+        command does work it could not store."""
+        self._open()
+        self._retry("checking the bucket", self._bucket_must_exist)
+
     def listing(self) -> dict[str, Entry]:
         """Every object under the prefix: {name relative to it: Entry}; {} for a prefix with
         none (a bucket that does not exist is an error). One listing request series."""
@@ -141,9 +152,7 @@ class Prefix:
             except FileNotFoundError:
                 found = {}
             if not found:  # an empty prefix, or no bucket at all: only the bucket's absence is an error
-                bucket = self._root.split("/", 1)[0]
-                if not fs.exists(bucket):
-                    raise FileNotFoundError(f"bucket {bucket} does not exist")
+                self._bucket_must_exist()
             return found
 
         fs.invalidate_cache(self._root)

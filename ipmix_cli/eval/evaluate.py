@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from fractalgen.files import atomic_write_json
 from ipmix_cli.common import storage
 from ipmix_cli.common.errors import IpmixError
+from ipmix_cli.common.objstore import Prefix, is_url
 from ipmix_cli.eval.corruptions.tables import ALEXNET_ERRORS, ALL as CORRUPTIONS, FAMILY, profile_for
 from ipmix_cli.eval.metrics import corruption_summary, rms_calibration_error
 from ipmix_cli.train.device import resolve_device
@@ -303,12 +304,8 @@ def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=No
             if made_classes:
                 check_classes(made_classes, cfg.get("classes"),
                               f"of --corrupted {corrupted} (made from {made.get('source')})")
-    if out and not Path(out).parent.is_dir():
-        raise IpmixError(f"cannot write {out}: folder {Path(out).parent} does not exist")
-    if out and Path(out).is_dir():
-        raise IpmixError(f"cannot write {out}: it is a folder; give a file name, e.g. {Path(out) / 'eval.json'}")
-    if out and Path(out).exists() and Path(out).suffix.lower() != ".json":  # the checkpoint, say
-        raise IpmixError(f"{out} exists and is not a .json file: not overwritten; give another --out")
+    if out:
+        write_result = _result_writer(out)
     n_clean = len(src) if limit is None else min(len(src), int(limit))
     if n_clean == 0:
         raise IpmixError(f"test set {test} holds no samples")
@@ -332,8 +329,28 @@ def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=No
     if corrupted:
         result["corruption"]["folder"] = given["corrupted"]
     if out:
-        atomic_write_json(out, json.loads(json.dumps(result)))
+        write_result(json.loads(json.dumps(result)))
     return result
+
+
+def _result_writer(out):
+    """A function writing the result JSON to `out` (a file, or an object at a URL), made after
+    checking what a user could have got wrong, before the long work starts."""
+    if is_url(out):
+        url = str(out).rstrip("/")
+        folder, _, name = url.rpartition("/")
+        if "/" not in url.split("://", 1)[-1]:
+            raise IpmixError(f"cannot write {out}: give an object name, e.g. {url}/eval.json")
+        prefix = Prefix(folder, "--out")
+        prefix.check_bucket()
+        return lambda result: prefix.put_bytes(name, (json.dumps(result, indent=1, sort_keys=True) + "\n").encode())
+    if not Path(out).parent.is_dir():
+        raise IpmixError(f"cannot write {out}: folder {Path(out).parent} does not exist")
+    if Path(out).is_dir():
+        raise IpmixError(f"cannot write {out}: it is a folder; give a file name, e.g. {Path(out) / 'eval.json'}")
+    if Path(out).exists() and Path(out).suffix.lower() != ".json":  # the checkpoint, say
+        raise IpmixError(f"{out} exists and is not a .json file: not overwritten; give another --out")
+    return lambda result: atomic_write_json(out, result)
 
 
 def local_copies(checkpoint, test: str, corrupted):
