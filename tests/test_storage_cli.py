@@ -22,8 +22,8 @@ CASES = [
     # (OUT and combine write to object storage: test_storage_build_out.py; a store whose package
     # is not installed names the extra.)
     (["shards", "build", "--source", "digits", "--out", "gs://b/shards"], ["--out gs://b/shards", "pip install 'ipmix[gcs]'"]),
-    (["shards", "build", "--source", "cifar10:az://container/cifar", "--out", "o"], ["--source cifar10:az://container/cifar", LOCAL_FOR_NOW]),
-    (["shards", "build", "--source", "wds:s3://bucket/train-{000000..000009}.tar", "--out", "o"], ["--source wds:s3://bucket/train-", LOCAL_FOR_NOW]),
+    (["shards", "build", "--source", "cifar10:az://container/cifar", "--out", "o"], ["--source cifar10:az://container/cifar", "pip install 'ipmix[azure]'"]),
+    (["shards", "build", "--source", "wds:s3://bucket/train-{000000..000009}.tar", "--out", "o"], ["--source wds:s3://bucket/train-", "give the prefix that holds the shards (wds:s3://bucket/)"]),
     (["shards", "build", "--source", "wds:pipe:aws s3 cp s3://b/x.tar -", "--out", "o"], ["--source wds:pipe:aws s3 cp", "pipe: commands are read only by 'train --shards'"]),
     (["shards", "build", "--source", "digits", "--cache-dir", "abfs://c/cache", "--out", "o"], ["--cache-dir abfs://c/cache", LOCAL_FOR_NOW]),
     (["shards", "build", "--source", "digits", "--out", "foo://bucket/shards"], ["--out foo://bucket/shards", UNKNOWN, *EXTRAS, LOCAL_FOR_NOW]),
@@ -33,7 +33,7 @@ CASES = [
     # fractals render / preview / stats
     # (fractals render and corrupt write to object storage: test_storage_out_commands.py)
     (["fractals", "render", "gs://bucket/fractals", "--escape", "1", "--ifs", "0", "--size", "16"], ["OUT gs://bucket/fractals", "pip install 'ipmix[gcs]'"]),
-    (["fractals", "render", "fr", "--include", "gs://bucket/mine"], ["--include gs://bucket/mine", LOCAL_FOR_NOW]),
+    (["fractals", "render", "fr", "--include", "gs://bucket/mine"], ["--include gs://bucket/mine", "pip install 'ipmix[gcs]'"]),
     (["fractals", "render", "foo://x/fr"], ["OUT foo://x/fr", UNKNOWN, *EXTRAS, LOCAL_FOR_NOW]),
     (["fractals", "preview", "s3://bucket/fractals"], ["OUT s3://bucket/fractals", LOCAL_FOR_NOW]),
     (["fractals", "preview", "fr", "--out", "s3://bucket/sheet.png"], ["--out s3://bucket/sheet.png", LOCAL_FOR_NOW]),

@@ -167,3 +167,49 @@ def test_dask_workers_read_the_copy_from_out(s3, tmp_path, capsys):
     assert shard_digests(out) == shard_digests(tmp_path / "local")
     assert len(list((out / ".cache" / "remote").iterdir())) == 2
     capsys.readouterr()
+
+
+@pytest.mark.kernels
+def test_cifar_batches_and_wds_shards_are_read_from_s3_like_local_copies(s3, tmp_path, capsys):
+    from _shards_build_helpers import write_cifar_python
+
+    folder, _ = write_cifar_python(tmp_path / "cifar", per_batch=6)
+    name = bucket(s3)
+    s3.put(str(folder), f"{name}/cifar", recursive=True)
+    common = ("--recipe", "none", "--epochs", "1")
+    assert build(f"cifar10:{folder}", str(tmp_path / "unused"), tmp_path / "c-local", *common) == 0
+    assert build(f"cifar10:s3://{name}/cifar", str(tmp_path / "unused"), tmp_path / "c-s3", *common) == 0
+    assert shard_digests(tmp_path / "c-s3") == shard_digests(tmp_path / "c-local")
+
+    # The shards just built, as a wds: source in a bucket, give the same build as read locally.
+    s3.put(str(tmp_path / "c-local"), f"{name}/shards", recursive=True)
+    assert build(f"wds:{tmp_path / 'c-local'}", str(tmp_path / "unused"), tmp_path / "w-local", *common) == 0
+    assert build(f"wds:s3://{name}/shards", str(tmp_path / "unused"), tmp_path / "w-s3", *common) == 0
+    assert shard_digests(tmp_path / "w-s3") == shard_digests(tmp_path / "w-local") != {}
+    capsys.readouterr()
+
+    assert build(f"cifar10:s3://{name}/no-such-prefix", str(tmp_path / "unused"), tmp_path / "none", *common) == 1
+    err = error_lines(capsys)
+    assert len(err) == 1 and err[0].startswith("Error:") and "no-such-prefix" in err[0]
+    assert not (tmp_path / "none").exists()
+
+
+def test_fractals_render_includes_pictures_from_an_s3_prefix(s3, tmp_path, capsys):
+    write_image_folder(tmp_path / "pics")
+    name = bucket(s3)
+    s3.put(str(tmp_path / "pics"), f"{name}/pics", recursive=True)
+
+    def render(include, out):
+        return cli.run(["fractals", "render", str(out), "--escape", "0", "--ifs", "0", "--size", "32",
+                        "--include", include, "--quiet"])
+
+    def pictures(out):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("*.png"))}
+
+    assert render(str(tmp_path / "pics"), tmp_path / "local") == 0
+    assert render(f"s3://{name}/pics", tmp_path / "from-s3") == 0
+    assert pictures(tmp_path / "from-s3") == pictures(tmp_path / "local") != {}
+    capsys.readouterr()
+    assert render(f"s3://{name}-missing/pics", tmp_path / "missing") == 1
+    err = error_lines(capsys)
+    assert len(err) == 1 and err[0].startswith("Error: --include") and not (tmp_path / "missing").exists()

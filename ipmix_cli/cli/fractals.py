@@ -9,6 +9,7 @@ import click
 
 from fractalgen.limits import MAX_PICTURES, MAX_WORKERS
 from ipmix_cli.cli.params import SEED, Count, LocalPath, storage_option
+from ipmix_cli.common import storage
 from ipmix_cli.common.objstore import parse_storage_options, staged_out
 from ipmix_cli.common.errors import IpmixError
 
@@ -48,8 +49,9 @@ class _StageProgress:
               help="Escape-time (Mandelbrot/Julia orbit-trap) pictures.")
 @click.option("--ifs", "ifs_n", type=Count(0, MAX_PICTURES), default=3000, show_default=True,
               help="IFS pictures.")
-@click.option("--include", type=LocalPath("the --include folder or URL list", path_type=Path), default=None,
-              help="Your own pictures: a folder, or a text file of http(s) URLs (fetched once into OUT/.cache).")
+@click.option("--include", type=LocalPath("the --include folder or URL list", remote=True), default=None,
+              help="Your own pictures: a folder (or a folder's s3://, gs://, az:// prefix, copied into the cache "
+                   "folder first), or a text file of http(s) URLs (fetched once into OUT/.cache).")
 @click.option("--size", type=Count(16, 4096), default=256, show_default=True, help="Side in pixels.")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--workers", type=Count(1, MAX_WORKERS), default=1, show_default=True, help="Processes.")
@@ -72,6 +74,10 @@ def render(out, escape_n, ifs_n, include, size, seed, workers, overwrite, fetch_
 
     if not quiet and not numba_cache_is_warm(Path(fractalgen.__file__).parent, ("escape", "ifs")):
         click.echo(COMPILING, err=True)
+    if include is not None:
+        from ipmix_cli.common.cachedir import default_cache_dir
+
+        include = Path(storage.localize(include, default_cache_dir(), "--include"))
     progress = _StageProgress(not quiet)
     try:
         with staged_out(out, "OUT", parse_storage_options(storage_options)) as folder:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ipmix_cli.cli.params import SEED, Count, ImageFormat, LocalPath, SourceSpec, storage_option
+from ipmix_cli.common import storage
 from ipmix_cli.common.progress import hms
 from ipmix_cli.shards import limits
 
@@ -21,7 +22,7 @@ def shards():
 
 
 @shards.command("build")
-@click.option("--source", type=SourceSpec("the source of 'shards build'", remote_folders=True), help="digits | digits:test | cifar10:PATH | cifar100:PATH | folder:PATH | PATH | wds:URLS")
+@click.option("--source", type=SourceSpec("the source of 'shards build'", remote_folders=True, remote_kinds=storage.BUILD_SOURCE_KINDS), help="digits | digits:test | cifar10:PATH | cifar100:PATH | folder:PATH | PATH | wds:URLS")
 @click.option("--fractals", type=LocalPath("the mixing set", remote=True, path_type=Path),
               help="The mixing set: a folder of pictures (class sub-folders are read too).")
 @click.option("--cache-dir", type=LocalPath("the cache folder", path_type=Path), default=None,

@@ -115,6 +115,8 @@ def require_local(text, option: str, role: str, *, keep: tuple[str, ...] = (), g
 PATH_SOURCE_KINDS = ("cifar10", "cifar100", "cifar10-test", "cifar100-test", "folder", "wds")
 # Those whose path is a folder that localize_source can copy from a prefix URL.
 FOLDER_SOURCE_KINDS = ("cifar10", "cifar100", "cifar10-test", "cifar100-test", "folder")
+# What a build may read from a prefix URL: those, and a folder of WebDataset shards (wds:URL).
+BUILD_SOURCE_KINDS = FOLDER_SOURCE_KINDS + ("wds",)
 
 
 def require_local_source(spec: str, option: str, role: str, *, remote_folders: bool = False,
@@ -126,6 +128,7 @@ def require_local_source(spec: str, option: str, role: str, *, remote_folders: b
     kind, sep, rest = spec.partition(":")
     if sep and kind in PATH_SOURCE_KINDS:
         remote = remote_folders and kind in remote_kinds
+        _check_not_pattern(kind, rest, option, spec)
         return f"{kind}:{require_local(rest, option, f'{role} ({kind}:PATH)', given=spec, remote=remote)}"
     if spec in ("digits", "digits:train", "digits:test"):
         return spec
@@ -215,11 +218,20 @@ def localize(path, cache_root, option: str):
     return fetch_folder(str(path), cache_root, option)
 
 
+def _check_not_pattern(kind: str, rest: str, option: str, spec: str) -> None:
+    """A shard pattern (brace range or glob) is expanded on local files only; in a store the
+    source is the prefix that holds the shards."""
+    if kind == "wds" and classify(rest).kind == "url" and any(c in rest for c in "{*?["):
+        raise IpmixError(f"{option} {spec}: patterns are expanded for local files only; "
+                         f"give the prefix that holds the shards (wds:{rest.split('{')[0].rsplit('/', 1)[0]}/)")
+
+
 def localize_source(spec: str, cache_root, option: str = "--source", kinds: tuple[str, ...] = ("folder",)) -> str:
     """A source spec whose folder: (or bare folder) URL, or that of another kind in `kinds`
     (e.g. cifar10-test:URL of the extracted batches folder), is replaced by its local copy."""
     kind, sep, rest = spec.partition(":")
     if sep and kind in kinds and classify(rest).kind == "url":
+        _check_not_pattern(kind, rest, option, spec)
         return f"{kind}:" + fetch_folder(rest, cache_root, option)
     if classify(spec).kind == "url":
         return "folder:" + fetch_folder(spec, cache_root, option)

@@ -769,7 +769,7 @@ def _open_inputs(given: dict, cfg, run: RunOptions):
         copies = out / ".cache"
     else:
         copies = default_cache_dir()
-    source = open_source(storage.localize_source(given["source"], copies))
+    source = open_source(storage.localize_source(given["source"], copies, kinds=storage.BUILD_SOURCE_KINDS))
     if len(source) == 0:
         raise IpmixError(f"source {given['source']} holds no samples")
     bank_cache = cache_dir
