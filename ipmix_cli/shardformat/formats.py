@@ -15,7 +15,6 @@ import io
 import time
 
 import numpy as np
-from PIL import Image
 
 from ipmix_cli.common.errors import IpmixError, OptionError
 from ipmix_cli.shardformat.fields import FORMATS, canonical, image_format
