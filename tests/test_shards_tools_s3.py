@@ -104,7 +104,7 @@ def test_a_missing_bucket_or_empty_prefix_is_one_line(s3, capsys):
     for command in ("verify", "inspect", "preview"):
         assert cli.run(["shards", command, f"s3://{missing}/shards"]) == 1
         assert capsys.readouterr().err.strip().splitlines() == [
-            f"Error: OUT s3://{missing}/shards: not found (The specified bucket does not exist)"]
+            f"Error: OUT s3://{missing}/shards: listing failed: not found (bucket {missing} does not exist)"]
     name = f"ipmix-{uuid.uuid4().hex[:12]}"
     s3.mkdir(name)
     assert cli.run(["shards", "verify", f"s3://{name}/nothing"]) == 1

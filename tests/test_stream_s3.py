@@ -176,7 +176,7 @@ def test_the_store_going_away_mid_epoch_is_one_line(tmp_path, monkeypatch):
                     server.stop()
                     stopped = True
         message = str(err.value)
-        assert "\n" not in message and message.startswith(f"cannot read {url}/epoch-0000/")
+        assert "\n" not in message and message.startswith(f"shards {url}/epoch-0000: reading ipmix-e0000-")
         assert "Could not connect" in message or "Connect" in message
     finally:
         if not stopped:

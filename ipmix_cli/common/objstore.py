@@ -51,8 +51,21 @@ def parse_storage_options(pairs) -> dict:
     return options
 
 
-def is_url(path) -> bool:
-    return path is not None and storage.classify(path).kind == "url"
+def is_store_url(path) -> bool:
+    """A URL of an object store (s3://, gs://, az://, ... through fsspec); http(s) URLs are
+    plain web addresses, read whole (a shard manifest, pipe-like), never written."""
+    if path is None:
+        return False
+    where = storage.classify(path)
+    return where.kind == "url" and where.scheme not in ("http", "https")
+
+
+def fetch(url: str, size: int | None = None, options: dict | None = None, option: str = "shards") -> bytes:
+    """All bytes of the object at `url` (with `size`, its first `size` bytes: one ranged GET,
+    no HEAD first), through the Prefix of its folder: its retries, its one-line errors.
+    FileNotFoundError if the object is not there."""
+    folder, _, name = url.rpartition("/")
+    return Prefix(folder, option, options).read(name, size)
 
 
 @dataclass(frozen=True)
@@ -115,14 +128,17 @@ class Prefix:
     def child_url(self, rel: str) -> str:
         return f"{self.url}/{rel}"
 
-    def _retry(self, what: str, call):
-        """call() with retries of transient errors; IpmixError (one line) when they run out."""
+    def _retry(self, what: str, call, missing_is_error: bool = True):
+        """call() with retries of transient errors; IpmixError (one line) when they run out.
+        With `missing_is_error` False a FileNotFoundError reaches the caller as it is."""
         for attempt in range(len(RETRY_DELAYS) + 1):
             try:
                 return call()
             except IpmixError:
                 raise
             except _PERMANENT as exc:
+                if isinstance(exc, FileNotFoundError) and not missing_is_error:
+                    raise
                 raise IpmixError(f"{self.option} {self.url}: {what} failed: {storage._reason(exc)}") from None
             except Exception as exc:  # the client's types vary by store; the last one is reported
                 if attempt == len(RETRY_DELAYS):
@@ -177,6 +193,13 @@ class Prefix:
     def get_file(self, rel: str, local) -> None:
         fs = self._open()
         self._retry(f"downloading {rel}", lambda: fs.get_file(self.path(rel), str(local)))
+
+    def read(self, rel: str, size: int | None = None) -> bytes:
+        """The bytes of the object `rel` (with `size`, its first `size` bytes, in one ranged
+        GET); FileNotFoundError if it is not there."""
+        fs = self._open()
+        return self._retry(f"reading {rel}", lambda: fs.cat_file(self.path(rel), start=0, end=size or None),
+                           missing_is_error=False)
 
     def cat(self, rels) -> dict[str, bytes]:
         """The bytes of several small objects, fetched concurrently where the store allows."""
@@ -292,4 +315,4 @@ def staged_out(out, option: str, options: dict | None = None, marker: str = "man
         finally:
             staged.cleanup()
 
-    return remote() if is_url(out) else local()
+    return remote() if is_store_url(out) else local()

@@ -17,30 +17,16 @@ import posixpath
 from pathlib import Path
 from types import SimpleNamespace
 
-from ipmix_cli.common.errors import IpmixError
-from ipmix_cli.common.storage import _reason, check_scheme, classify
-
-from ipmix_cli.common.objects import fetch, is_store_url
+from ipmix_cli.common.objstore import Prefix, is_store_url
 
 
 class StoreFolder:
-    """One listing of every object under a prefix URL."""
+    """One listing of every object under a prefix URL (Prefix.listing)."""
 
     def __init__(self, url: str, option: str = "OUT", options: dict | None = None):
-        import fsspec
-
-        check_scheme(classify(url), option)
-        self.url = url.rstrip("/")
-        self.options = options
-        try:
-            fs, root = fsspec.core.url_to_fs(self.url, **(options or {}))
-            listing = fs.find(root, detail=True)
-        except Exception as exc:  # each store's client has its own error types
-            raise IpmixError(f"{option} {url}: {_reason(exc)}") from None
-        root = root.rstrip("/")
-        self.sizes = {name[len(root) + 1:]: int(info.get("size") or 0)
-                      for name, info in listing.items()
-                      if info.get("type") == "file" and name.startswith(root + "/")}
+        self.prefix = Prefix(url, option, options)
+        self.url = self.prefix.url
+        self.sizes = {rel: entry.size for rel, entry in self.prefix.listing().items()}
 
 
 class StorePath:
@@ -105,7 +91,7 @@ class StorePath:
 
     def read_bytes(self) -> bytes:
         try:
-            return fetch(str(self), self.folder.sizes.get(self.rel), self.folder.options)
+            return self.folder.prefix.read(self.rel, self.folder.sizes.get(self.rel))
         except FileNotFoundError:
             raise FileNotFoundError(f"{self} is not in the store") from None
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fractalgen.files import atomic_write_json
 from ipmix_cli.common import storage
 from ipmix_cli.common.errors import IpmixError
-from ipmix_cli.common.objstore import Prefix, is_url
+from ipmix_cli.common.objstore import Prefix, is_store_url
 from ipmix_cli.eval.corruptions.tables import ALEXNET_ERRORS, ALL as CORRUPTIONS, FAMILY, profile_for
 from ipmix_cli.eval.metrics import corruption_summary, rms_calibration_error
 from ipmix_cli.train.device import resolve_device
@@ -336,7 +336,7 @@ def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=No
 def _result_writer(out):
     """A function writing the result JSON to `out` (a file, or an object at a URL), made after
     checking what a user could have got wrong, before the long work starts."""
-    if is_url(out):
+    if is_store_url(out):
         url = str(out).rstrip("/")
         folder, _, name = url.rpartition("/")
         if "/" not in url.split("://", 1)[-1]:

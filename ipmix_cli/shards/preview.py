@@ -16,7 +16,7 @@ from ipmix_cli.shardformat.formats import decode_image
 from ipmix_cli.shardformat.manifest import MANIFEST
 from ipmix_cli.shardformat.tario import iter_samples
 from ipmix_cli.shards.verify import read_checked_manifest
-from ipmix_cli.common.objects import is_store_url
+from ipmix_cli.common.objstore import is_store_url
 
 # Tiles smaller than this are enlarged (nearest neighbour, integer factor) so labels fit.
 MIN_TILE = 64

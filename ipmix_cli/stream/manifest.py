@@ -8,7 +8,7 @@ import os
 from ipmix_cli.common.errors import IpmixError
 from ipmix_cli.shardformat.manifest import MANIFEST, READABLE_VERSIONS, Manifest, ManifestError
 
-from ipmix_cli.common.objects import is_store_url
+from ipmix_cli.common.objstore import is_store_url
 from .remote import read_manifest
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ipmix_cli.common.errors import IpmixError
 from ipmix_cli.shardformat.manifest import MANIFEST, Manifest
-from ipmix_cli.common.objects import fetch, is_store_url
+from ipmix_cli.common.objstore import fetch, is_store_url
 from ipmix_cli.common.storage import _reason, check_scheme, classify
 
 from .reader import ShardError

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from fractalgen.files import atomic_write_json, ensure_writable_dir
 from ipmix_cli.common.errors import IpmixError, OptionError
-from ipmix_cli.common.objstore import is_url
+from ipmix_cli.common.objstore import is_store_url
 from ipmix_cli.common.optional import check_torch_version
 from ipmix_cli.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ipmix_cli.train.config import RESUME_KEYS, TrainConfig
@@ -71,7 +71,7 @@ def train(shards, model: str = "auto", epochs: int = 1, out="run", *, resume: bo
     """
     cfg = TrainConfig(shards=shards, model=model, batch_size=batch_size, epochs=epochs, lr=lr,
                       weight_decay=weight_decay, momentum=momentum, seed=seed, jsd_weight=jsd_weight,
-                      out=str(out) if is_url(out) else Path(out),
+                      out=str(out) if is_store_url(out) else Path(out),
                       resume=resume, num_workers=num_workers, max_steps=max_steps, device=device,
                       precision=precision, test=test, log_every=log_every, checkpoint_every=checkpoint_every,
                       threads=threads, tensorboard=tensorboard, cache_dir=cache_dir, cache_limit=cache_limit,

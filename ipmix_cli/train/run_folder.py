@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ipmix_cli.common.objstore import StagedOut, is_url
+from ipmix_cli.common.objstore import StagedOut, is_store_url
 from ipmix_cli.train.checkpoint import CHECKPOINT_NAME
 from ipmix_cli.train.logs import SUMMARY_NAME
 
@@ -25,7 +25,7 @@ class RunFolder:
         self.shown = str(out)
         self.staged = None
         self.uploads = uploads  # only rank 0 mirrors the folder
-        if is_url(out):
+        if is_store_url(out):
             self.shown = self.shown.rstrip("/")
             self.staged = StagedOut(self.shown, "--out", storage_options, staging_root)
             self.path = self.staged.pull()
