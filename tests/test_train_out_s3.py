@@ -132,3 +132,38 @@ def test_eval_out_to_a_bucket_writes_the_results_a_local_out_gets(s3, shards, tm
     assert captured.err.strip().splitlines() == [
         f"Error: --out s3://{missing}: checking the bucket failed: not found (bucket {missing} does not exist)"]
     assert "scored" not in captured.err and captured.out == ""  # refused before any scoring
+
+
+def test_kill_9_after_a_checkpoint_upload_then_resume_from_the_url_gives_the_same_weights(s3, shards, tmp_path,
+                                                                                           capsys):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    epochs = ["--epochs", "6"]  # five epochs after the first checkpoint: the kill lands well before the end
+    assert run(train_args(shards, tmp_path / "straight", *epochs)) == 0
+    straight = summary(capsys)
+    bucket = f"ipmix-{uuid.uuid4().hex[:12]}"
+    s3.mkdir(bucket)
+    url = f"s3://{bucket}/run"
+    proc = subprocess.Popen([sys.executable, "-m", "ipmix_cli", *train_args(shards, url, *epochs)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while proc.poll() is None:  # wait for the first checkpoint object, then kill at once
+            s3.invalidate_cache()
+            if s3.exists(f"{bucket}/run/checkpoint.pt"):
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not s3.exists(f"{bucket}/run/summary.json")
+
+    assert run(train_args(shards, url, *epochs, "--resume")) == 0
+    resumed = summary(capsys)
+    assert resumed["complete"] and resumed["steps"] == straight["steps"]
+    final = weights(bucket_objects(s3, f"{bucket}/run")["checkpoint.pt"])
+    reference = load_checkpoint(tmp_path / "straight")
+    for key in reference["model"]:
+        assert torch.equal(final["model"][key], reference["model"][key]), key
