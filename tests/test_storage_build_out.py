@@ -253,7 +253,7 @@ def test_storage_options_parse_json_values_and_dotted_keys():
                                   "client_kwargs.region_name=eu-west-1"]) == {
         "endpoint_url": "http://h:9000", "anon": False,
         "config_kwargs": {"retries": {"max_attempts": 3}}, "client_kwargs": {"region_name": "eu-west-1"}}
-    with pytest.raises(IpmixError, match="--storage-option 'anon' is not KEY=VALUE"):
+    with pytest.raises(IpmixError, match="^storage_option 'anon' is not KEY=VALUE"):
         parse_storage_options(["anon"])
     with pytest.raises(IpmixError, match="a is set twice"):
         parse_storage_options(["a=1", "a.b=2"])
@@ -279,7 +279,7 @@ def test_node_part_refuses_a_task_outside_the_array():
     from ipmix_cli.common.errors import IpmixError
     from ipmix_cli.shards.nodes import node_part
 
-    with pytest.raises(IpmixError, match=r"--node-rank must be in 0..1 \(got 5\)"):
+    with pytest.raises(IpmixError, match=r"^node_rank must be in 0..1 \(got 5\)"):
         node_part(None, None, env={"SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_ID": "5"})
     with pytest.raises(IpmixError, match="SLURM_ARRAY_TASK_ID='x' is not a whole number"):
         node_part(None, None, env={"SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_ID": "x"})

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from ipmix_cli.common import storage
-from ipmix_cli.common.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError, OptionError
 
 RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds before the 2nd, 3rd and 4th try
 # Errors that another try cannot fix: a missing bucket or object, refused credentials, bad arguments.
@@ -36,7 +36,7 @@ def parse_storage_options(pairs) -> dict:
         key, sep, text = str(pair).partition("=")
         key = key.strip()
         if not sep or not key:
-            raise IpmixError(f"--storage-option {pair!r} is not KEY=VALUE")
+            raise OptionError("{storage_option} {pair} is not KEY=VALUE", pair=repr(pair))
         try:
             value = json.loads(text)
         except ValueError:
@@ -46,7 +46,7 @@ def parse_storage_options(pairs) -> dict:
         for part in parents:
             into = into.setdefault(part, {})
             if not isinstance(into, dict):
-                raise IpmixError(f"--storage-option {pair!r}: {part} is set twice, as a value and as a group")
+                raise OptionError("{storage_option} {pair}: {part} is set twice, as a value and as a group", pair=repr(pair), part=part)
         into[last] = value
     return options
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from fractalgen.files import atomic_write_json
 from ipmix_cli.common import storage
-from ipmix_cli.common.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError, OptionError
 from ipmix_cli.common.objstore import Prefix, is_store_url
 from ipmix_cli.eval.corruptions.tables import ALEXNET_ERRORS, ALL as CORRUPTIONS, FAMILY, profile_for
 from ipmix_cli.eval.metrics import corruption_summary, rms_calibration_error
@@ -279,7 +279,7 @@ def evaluate(checkpoint, test: str, *, corrupted=None, pgd: bool = False, out=No
     from ipmix_cli.data.testset import bad_test_image_error, check_classes, iter_test_batches
 
     if batch_size < 1:
-        raise IpmixError("--batch-size must be at least 1")
+        raise OptionError("{batch_size} must be at least 1")
     given = {"checkpoint": str(checkpoint), "test": test, "corrupted": str(corrupted)}
     checkpoint, test, corrupted = local_copies(checkpoint, test, corrupted)
     dev = resolve_device(device)
@@ -349,7 +349,7 @@ def _result_writer(out):
     if Path(out).is_dir():
         raise IpmixError(f"cannot write {out}: it is a folder; give a file name, e.g. {Path(out) / 'eval.json'}")
     if Path(out).exists() and Path(out).suffix.lower() != ".json":  # the checkpoint, say
-        raise IpmixError(f"{out} exists and is not a .json file: not overwritten; give another --out")
+        raise OptionError("{path} exists and is not a .json file: not overwritten; give another {out}", path=str(out))
     return lambda result: atomic_write_json(out, result)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from ipmix_cli.common.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError, OptionError
 from ipmix_cli.shards import limits
 
 
@@ -32,10 +32,10 @@ def node_part(num_nodes: int | None, node_rank: int | None, env=None) -> tuple[i
     num_nodes = 1 if num_nodes is None else num_nodes
     if node_rank is None:
         if num_nodes > 1:
-            raise IpmixError("--num-nodes > 1 needs --node-rank (this machine's part, 0..N-1)")
+            raise OptionError("{num_nodes} > 1 needs {node_rank} (this machine's part, 0..N-1)")
         node_rank = 0
     if not 1 <= num_nodes <= limits.MAX_NODES:
-        raise IpmixError(f"--num-nodes must be in 1..{limits.MAX_NODES} (got {num_nodes})")
+        raise OptionError("{num_nodes} must be in 1..{most} (got {got})", most=limits.MAX_NODES, got=num_nodes)
     if not 0 <= node_rank < num_nodes:
-        raise IpmixError(f"--node-rank must be in 0..{num_nodes - 1} (got {node_rank})")
+        raise OptionError("{node_rank} must be in 0..{most} (got {got})", most=num_nodes - 1, got=node_rank)
     return num_nodes, node_rank, "; ".join(used)

@@ -10,7 +10,7 @@ import numpy as np
 
 from fractalgen.files import atomic_write_bytes
 from fractalgen.images import contact_sheet
-from ipmix_cli.common.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError, OptionError
 from ipmix_cli.shardformat.fields import LABEL, META, sample_fields
 from ipmix_cli.shardformat.formats import decode_image
 from ipmix_cli.shardformat.manifest import MANIFEST
@@ -59,7 +59,7 @@ def preview(out, dest_png=None, epoch: int = 0, n: int = 32, storage_options: di
     with three views each sample is three tiles side by side: clean | aug1 | aug2.
     """
     if n < 1:
-        raise IpmixError(f"--n must be at least 1, got {n}")
+        raise OptionError("{n} must be at least 1, got {got}", got=n)
     dest = Path(dest_png) if dest_png is not None else default_destination(out, epoch)
     if dest.is_dir():
         raise IpmixError(f"cannot write {dest}: it is a folder; give a file name, e.g. {dest / 'preview.png'}")

@@ -19,7 +19,7 @@ import time
 import weakref
 from pathlib import Path
 
-from ipmix_cli.common.errors import IpmixError
+from ipmix_cli.common.errors import OptionError
 from ipmix_cli.common.objstore import Prefix
 from ipmix_cli.shards import manifest as mf
 
@@ -57,8 +57,8 @@ class RemoteOut:
         stray = sorted(r for r in entries if not _BUILD_NAME.match(r))
         is_build = mf.MANIFEST in entries or any(_RECORD.match(r) for r in entries)
         if stray and not is_build:
-            raise IpmixError(f"--out {self.url} is not empty and holds no ipmix build (found {stray[0]}); "
-                             f"choose an empty or new prefix")
+            raise OptionError("{out} {url} is not empty and holds no ipmix build (found {found}); "
+                              "choose an empty or new prefix", url=self.url, found=stray[0])
         if overwrite and not dry_run and entries:
             if mf.MANIFEST in entries:
                 self.prefix.remove([mf.MANIFEST])

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ipmix_cli.common.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError, OptionError
 from ipmix_cli.shardformat.manifest import MANIFEST, Manifest
 from ipmix_cli.common.objstore import fetch, is_store_url
 from ipmix_cli.common.storage import _reason, check_scheme, classify
@@ -138,7 +138,7 @@ def remote_shards(manifest: Manifest, urls, names, cache_dir=None, cache_limit=N
     pipe:/http(s) URLs, which keep their own readers). `cache_dir` and `cache_limit` (bytes or
     a size such as '20GB') give it a ShardCache; they must come together."""
     if (cache_dir is None) != (cache_limit is None):
-        raise IpmixError("a shard cache needs both a folder and a size limit (--cache-dir DIR --cache-limit SIZE)")
+        raise OptionError("a shard cache needs both a folder and a size limit ({cache_dir} DIR {cache_limit} SIZE)")
     if not any(is_store_url(u) for epoch in urls for u in epoch):
         return None
     for epoch in urls:

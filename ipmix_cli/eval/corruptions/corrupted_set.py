@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from fractalgen.files import atomic_write_json, ensure_writable_dir
-from ipmix_cli.common.errors import IpmixError
+from ipmix_cli.common.errors import IpmixError, OptionError
 from ipmix_cli.data.testset import bad_test_image_error
 
 
@@ -151,12 +151,12 @@ def _check_output(out: Path, plan: dict, overwrite: bool):
     except (OSError, ValueError, AttributeError):
         foreign_manifest = True
     if foreign_manifest:  # a shard build, say: --overwrite must not delete its manifest
-        raise IpmixError(f"{out} holds a manifest.json that is not a corrupted test set; choose another --out")
+        raise OptionError("{path} holds a manifest.json that is not a corrupted test set; choose another {out}", path=str(out))
     others = sorted(p.name for p in out.iterdir() if p not in ours and not p.name.startswith(".")
                     and p.suffix != ".npy")
     if others and not overwrite:  # a dataset or other work: do not write into it unasked
-        raise IpmixError(f"{out} holds other files (found {others[0]}); choose an empty or new --out "
-                         "or pass --overwrite")
+        raise OptionError("{path} holds other files (found {found}); choose an empty or new {out} "
+                          "or pass {overwrite}", path=str(out), found=str(others[0]))
     if overwrite:
         for path in ours:
             path.unlink(missing_ok=True)
@@ -164,12 +164,12 @@ def _check_output(out: Path, plan: dict, overwrite: bool):
     if (out / "manifest.json").exists():
         if same(out / "manifest.json") and all((out / f"{n}.npy").exists() for n in plan["corruptions"]):
             return json.loads((out / "manifest.json").read_text())
-        raise IpmixError(f"{out} already holds a different corrupted test set; choose another --out "
-                         "or pass --overwrite")
+        raise OptionError("{path} already holds a different corrupted test set; choose another {out} "
+                          "or pass {overwrite}", path=str(out))
     if (out / PLAN_NAME).exists() and same(out / PLAN_NAME):
         return True
     if any(p.suffix == ".npy" for p in out.iterdir()):
-        raise IpmixError(f"{out} already holds .npy files; choose another --out or pass --overwrite")
+        raise OptionError("{path} already holds .npy files; choose another {out} or pass {overwrite}", path=str(out))
     return False
 
 
