@@ -358,7 +358,8 @@ def test_bench_build_times_the_real_command_beside_floor_disk_and_stages(tmp_pat
     us = bb.stage_breakdown(src, mix, tmp_path / "s", recipe="ipmix", views=3, epochs=1)
     assert set(us) == {*STAGES, "rest"} and us["augment"] > 0 and us["hash"] > 0 and us["rest"] > 0
     rates = bb.engine_rates(src, mix, 300, min_seconds=0.05)
-    assert rates["view"] > rates["jsd"] > 0 and rates["view_cpu"] > rates["jsd_cpu"] > 0  # three views cost more
+    # Rates only: which of two timings is larger is for the benchmark, not a test on a shared machine.
+    assert all(rates[k] > 0 and math.isfinite(rates[k]) for k in ("view", "jsd", "view_cpu", "jsd_cpu"))
 
 
 def test_tar_writer_reused_block_buffer_leaves_nothing_of_the_previous_block():
