@@ -9,24 +9,18 @@ import uuid
 
 import pytest
 
+from _s3_helpers import upload_folder
 from _shards_tools_helpers import make_shards, read_tar_members, rewrite_shard
 from ipmix_cli.cli import main as cli
 
 SHARD1 = "epoch-0000/ipmix-e0000-00001.tar"
 
 
-def upload(s3, local) -> str:
-    name = f"ipmix-{uuid.uuid4().hex[:12]}"
-    s3.mkdir(name)
-    s3.put(str(local), f"{name}/shards", recursive=True)
-    return f"s3://{name}/shards"
-
-
 @pytest.fixture
 def local_and_url(s3, tmp_path):
     local = tmp_path / "local"
     make_shards(local, epochs=2, shards=2, per_shard=3, pads=1)
-    return local, upload(s3, local)
+    return local, upload_folder(s3, local)
 
 
 def run_json(capsys, *argv) -> tuple[int, dict]:
@@ -72,7 +66,7 @@ def test_deep_verify_of_a_bucket_decodes_every_image(s3, local_and_url, capsys):
     members = read_tar_members(local / SHARD1)
     members[3] = (members[3][0], b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
     rewrite_shard(local, manifest, SHARD1, members)  # a consistent manifest: only decoding finds it
-    url = upload(s3, local)
+    url = upload_folder(s3, local)
     assert cli.run(["shards", "verify", url, "--quiet"]) == 0
     capsys.readouterr()
     assert cli.run(["shards", "verify", url, "--deep", "--quiet"]) == 1

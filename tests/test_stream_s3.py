@@ -11,6 +11,7 @@ import uuid
 import numpy as np
 import pytest
 
+from _s3_helpers import upload_folder
 from _stream_helpers import collect, make_shards
 from ipmix_cli.common.errors import IpmixError
 from ipmix_cli.stream import ShardLoader
@@ -19,18 +20,10 @@ pytestmark = [pytest.mark.kernels,  # runs Numba kernels (left out of `make test
               pytest.mark.filterwarnings("ignore:This DataLoader will create")]
 
 
-def upload(s3, local) -> str:
-    """The folder `local` copied to a new bucket; returns its URL."""
-    name = f"ipmix-{uuid.uuid4().hex[:12]}"
-    s3.mkdir(name)
-    s3.put(str(local), f"{name}/shards", recursive=True)
-    return f"s3://{name}/shards"
-
-
 @pytest.fixture
 def local_and_url(s3, tmp_path):
     make_shards(tmp_path / "local", shard_counts=(6, 6, 6, 6), epochs=2, views=3, size=6)
-    return tmp_path / "local", upload(s3, tmp_path / "local")
+    return tmp_path / "local", upload_folder(s3, tmp_path / "local")
 
 
 def batches(loader, epoch):
@@ -168,7 +161,7 @@ def test_the_store_going_away_mid_epoch_is_one_line(tmp_path, monkeypatch):
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         s3fs.S3FileSystem.clear_instance_cache()
         make_shards(tmp_path / "local", shard_counts=(3,) * 8, epochs=1, size=6)
-        url = upload(s3fs.S3FileSystem(), tmp_path / "local")
+        url = upload_folder(s3fs.S3FileSystem(), tmp_path / "local")
         loader = ShardLoader(url, 3, shuffle_buffer=3)
         with pytest.raises(IpmixError) as err:
             for _ in loader:
