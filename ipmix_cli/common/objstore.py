@@ -177,8 +177,7 @@ class Prefix:
         for name, info in found.items():
             if info.get("type") != "file" or not name.startswith(self._root + "/"):
                 continue
-            tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or ""
-            out[name[len(self._root) + 1:]] = Entry(int(info.get("size") or 0), str(tag).strip('"'))
+            out[name[len(self._root) + 1:]] = Entry(int(info.get("size") or 0), storage.etag(info).strip('"'))
         return out
 
     def put_file(self, local, rel: str) -> None:

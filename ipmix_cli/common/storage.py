@@ -167,7 +167,7 @@ def fetch_folder(url: str, cache_root, option: str) -> str:
         rel = name[len(root):].lstrip("/") if name.startswith(root + "/") else os.path.basename(name)
         if any(part in ("", ".", "..") for part in rel.split("/")):
             raise IpmixError(f"{option} {url}: object {name!r} has a name that is not a safe relative path")
-        tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or ""
+        tag = etag(info)
         files.append((rel, int(info.get("size") or 0), str(tag), name))
     if not files:
         raise IpmixError(f"{option} {url}: no objects under this prefix")
@@ -198,6 +198,11 @@ def fetch_folder(url: str, cache_root, option: str) -> str:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return str(dest)
+
+
+def etag(info: dict) -> str:
+    """The version tag of an object in a listing, as its store spells it (S3's ETag, GCS's md5Hash)."""
+    return str(info.get("ETag") or info.get("etag") or info.get("md5Hash") or "")
 
 
 def _reason(exc: Exception) -> str:

@@ -74,8 +74,8 @@ def parse_corruptions(text: str | None) -> list[str]:
 
 
 from ipmix_cli.eval.corruptions.corrupted_set import (  # noqa: E402
-    PLAN_NAME, bad_test_image_error, make_corrupted_set)
+    PLAN_NAME, make_corrupted_set)
 
 __all__ = ["ALEXNET_ERRORS", "ALL", "BENCHMARK", "CORRUPTIONS", "EXTRA", "FAMILY", "PLAN_NAME", "PROFILES",
-           "SEVERITIES", "bad_test_image_error", "corrupt_image", "make_corrupted_set", "parse_corruptions",
+           "SEVERITIES", "corrupt_image", "make_corrupted_set", "parse_corruptions",
            "resolve_profile"]
