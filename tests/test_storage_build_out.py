@@ -15,6 +15,7 @@ import pytest
 
 from ipmix_cli.cli import main as cli
 from ipmix_cli.shards import build_shards
+from ipmix_cli.shards import manifest as mf
 
 from _s3_proxy import HoldingProxy
 
@@ -97,6 +98,37 @@ def test_resume_keeps_shards_whose_object_matches_its_record(s3, tmp_path, refer
     stats = json.loads(capsys.readouterr().out)["stats"]
     assert (stats["shards_kept"], stats["shards_built"]) == (4, 2)
     assert objects(s3, f"{name}/shards") == reference
+
+
+def stored_sha256(s3, path: str) -> str | None:
+    import base64
+
+    head = s3.call_s3("head_object", Bucket=path.split("/", 1)[0], Key=path.split("/", 1)[1], ChecksumMode="ENABLED")
+    value = head.get("ChecksumSHA256")
+    return base64.b64decode(value).hex() if value else None
+
+
+@pytest.mark.kernels
+def test_each_shard_is_put_with_its_sha256_which_a_resume_checks_where_the_record_has_no_md5(s3, tmp_path, reference):
+    from ipmix_cli.shards.remote_out import RemoteOut
+
+    name = new_bucket(s3)
+    url = f"s3://{name}/shards"
+    assert cli.run(["shards", "build", *ARGS, "--out", url, "--quiet"]) == 0
+    records = [json.loads(s3.cat(f"{name}/shards/.records/epoch-{e:04d}/shard-{s:05d}.json"))
+               for e in range(2) for s in range(3)]
+    for rec in records:  # the store keeps the sha256 the record gives
+        assert stored_sha256(s3, f"{name}/shards/{rec['path']}") == rec["sha256"]
+        # a record without an md5: the ETag is not compared, only the stored sha256 can tell
+        s3.pipe(f"{name}/shards/.records/epoch-{rec['epoch']:04d}/shard-{rec['shard']:05d}.json",
+                json.dumps({k: v for k, v in rec.items() if k != "md5"}).encode())
+    s3.pipe(f"{name}/shards/{SHARDS[4]}", b"\0" * len(reference[SHARDS[4]]))  # the recorded size, other bytes
+    s3.pipe(f"{name}/shards/{SHARDS[1]}", reference[SHARDS[1]])  # the right bytes, put without a sha256
+    remote = RemoteOut(url, tmp_path)
+    staging = remote.pull()
+    kept = [remote.shard_is_done(mf.read_record(staging, r["epoch"], r["shard"]), r["config_hash"]) for r in records]
+    assert kept == [True, False, True, True, False, True]
+    assert [remote.shard_is_done({**r, "md5": None}, "another configuration") for r in records] == [False] * 6
 
 
 @pytest.mark.kernels

@@ -15,13 +15,17 @@ them (AWS_ENDPOINT_URL, AWS_* variables and files, FSSPEC_<PROTOCOL>_<OPTION> va
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ipmix_cli.common import storage
 from ipmix_cli.common.errors import IpmixError, OptionError
 
+SINGLE_PUT_LIMIT = 5 * 2**30  # S3's largest object uploaded in one PUT
 RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds before the 2nd, 3rd and 4th try
 # Errors that another try cannot fix: a missing bucket or object, refused credentials, bad arguments.
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError, TypeError)
@@ -180,10 +184,51 @@ class Prefix:
             out[name[len(self._root) + 1:]] = Entry(int(info.get("size") or 0), storage.etag(info).strip('"'))
         return out
 
-    def put_file(self, local, rel: str) -> None:
-        """Upload a finished local file as the object `rel` (a PUT is all or nothing)."""
+    @property
+    def is_s3(self) -> bool:
+        return storage.classify(self.url).scheme in ("s3", "s3a")
+
+    def put_file(self, local, rel: str, sha256: str | None = None) -> None:
+        """Upload a finished local file as the object `rel` (a PUT is all or nothing).
+
+        With `sha256` (hex) on s3://, the PUT carries it as S3's SHA-256 checksum: the store
+        checks the bytes against it and keeps it (see `sha256s`), and the client computes no
+        checksum of its own (over https it then hashes nothing at all). Such a file is always
+        one PUT (a whole-object checksum needs one), up to S3's 5 GB limit for one."""
         fs = self._open()
-        self._retry(f"uploading {rel}", lambda: fs.put_file(str(local), self.path(rel)))
+        extra = {}
+        size = os.path.getsize(local)
+        if sha256 and self.is_s3 and 0 < size < SINGLE_PUT_LIMIT:
+            extra = {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": base64.b64encode(bytes.fromhex(sha256)).decode(),
+                     "chunksize": size}  # s3fs sends files under 2 x chunksize in one PUT
+        self._retry(f"uploading {rel}", lambda: fs.put_file(str(local), self.path(rel), **extra))
+
+    def sha256s(self, rels) -> dict[str, str | None]:
+        """The SHA-256 checksum S3 keeps for each object of `rels` (hex; None where it keeps
+        none, e.g. an object not uploaded by put_file with its sha256, or not there any more);
+        {} for other stores. One HEAD per object, several at a time."""
+        rels = list(rels)
+        if not rels or not self.is_s3:
+            return {}
+        fs = self._open()
+
+        def head(rel):
+            bucket, key, _ = fs.split_path(self.path(rel))
+
+            def request():
+                return fs.call_s3("head_object", Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+
+            try:
+                info = self._retry(f"reading the checksum of {rel}", request, missing_is_error=False)
+            except FileNotFoundError:
+                return None
+            value = info.get("ChecksumSHA256") or ""
+            if not value or "-" in value:  # none, or a multipart upload's checksum of its parts
+                return None
+            return base64.b64decode(value).hex()
+
+        with ThreadPoolExecutor(8) as pool:
+            return dict(zip(rels, pool.map(head, rels)))
 
     def put_bytes(self, rel: str, data: bytes) -> None:
         fs = self._open()

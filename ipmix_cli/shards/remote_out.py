@@ -4,8 +4,10 @@ Object stores have no rename, so the build runs on a local staging folder with O
 each shard is finished there (written, fsynced, renamed), uploaded whole with one PUT, then
 its record; the local copy is deleted once uploaded. The manifest, indexes and dataset card
 are uploaded last, after the shards they describe, so nothing in OUT looks complete before
-it is. A resume lists OUT once and keeps the shards whose object has the size (and, for a
-single-PUT object, the MD5 ETag) their record gives, without downloading them.
+it is. A resume lists OUT once and keeps the shards whose object has the size and the hash
+their record gives, without downloading them: the MD5 ETag where the record has an md5, else
+on s3:// the SHA-256 checksum each shard's PUT carried (one HEAD per shard to keep); other
+stores, the size.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ _RECORD = re.compile(r"^\.records/epoch-\d{4}/shard-\d{5}\.json$")
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 
 
+def _record_key(rel: str) -> tuple[int, int]:
+    """(epoch, shard) of a record's name, .records/epoch-EEEE/shard-SSSSS.json."""
+    epoch, shard = re.findall(r"\d+", rel)
+    return int(epoch), int(shard)
+
+
 class RemoteOut:
     """OUT as a prefix of an object store, and the local staging folder mirroring it."""
 
@@ -39,10 +47,11 @@ class RemoteOut:
         self.staging_root = root
         self.staging: Path | None = None
         self.entries: dict = {}  # the last listing of OUT: {relative name: Entry}
+        self.sha256s: dict = {}  # {shard name: the SHA-256 the store keeps} of the shards a resume may keep
 
     def __getstate__(self):  # workers get the listing and their staging folder, not a client
         return {"prefix": self.prefix, "url": self.url, "staging_root": self.staging_root,
-                "staging": self.staging, "entries": self.entries}
+                "staging": self.staging, "entries": self.entries, "sha256s": self.sha256s}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -71,7 +80,25 @@ class RemoteOut:
         weakref.finalize(self, shutil.rmtree, str(self.staging), True)
         self.entries = entries
         self._fetch([r for r in entries if r == mf.MANIFEST or _RECORD.match(r)])
+        self.sha256s = self.prefix.sha256s(self._checksum_candidates())
         return self.staging
+
+    def _checksum_candidates(self) -> list[str]:
+        """The shards whose record and object agree in size, and whose record has no md5 the
+        object's ETag could be compared with."""
+        names = []
+        for rel in self.entries:
+            if not _RECORD.match(rel):
+                continue
+            record = mf.read_record(self.staging, *_record_key(rel))
+            entry = self.entries.get(record["path"]) if record else None
+            if entry is not None and entry.size == record.get("bytes") and not self._md5_comparable(record, entry):
+                names.append(record["path"])
+        return sorted(names)
+
+    @staticmethod
+    def _md5_comparable(record: dict, entry) -> bool:
+        return bool(record.get("md5")) and bool(_MD5.match(entry.etag))
 
     def _fetch(self, rels) -> None:
         for rel, data in self.prefix.cat(rels).items():
@@ -81,13 +108,18 @@ class RemoteOut:
 
     def shard_is_done(self, record: dict | None, config_hash: str) -> bool:
         """Whether OUT holds the shard `record` describes: same configuration, an object of the
-        recorded size and, where the ETag is the object's MD5 (a single PUT), that MD5."""
+        recorded size and hash: its MD5 ETag where the record has an md5 (and the ETag is an
+        MD5: a single PUT), else on s3:// the SHA-256 checksum the store keeps for it."""
         if not record or record.get("config_hash") != config_hash:
             return False
         entry = self.entries.get(record.get("path", ""))
         if entry is None or entry.size != record.get("bytes"):
             return False
-        return not _MD5.match(entry.etag) or entry.etag == record.get("md5")
+        if self._md5_comparable(record, entry):
+            return entry.etag == record["md5"]
+        if self.prefix.is_s3:
+            return self.sha256s.get(record["path"]) == record.get("sha256")
+        return True
 
     # ------------------------------------------------------------------ during the build
 
@@ -96,7 +128,7 @@ class RemoteOut:
         Returns the seconds the uploads took."""
         t0 = time.perf_counter()
         rec_rel = mf.record_path("", record["epoch"], record["shard"]).as_posix()
-        self.prefix.put_file(local_shard, record["path"])
+        self.prefix.put_file(local_shard, record["path"], sha256=record["sha256"])
         self.prefix.put_file(self.staging / rec_rel, rec_rel)
         try:
             os.unlink(local_shard)
