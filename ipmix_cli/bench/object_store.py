@@ -38,10 +38,27 @@ def _wait_until_listening(proc: subprocess.Popen, port: int) -> None:
             time.sleep(0.05)
 
 
+class LocalS3:
+    """The server's filesystem (`fs`) and its process, whose CPU time `cpu_seconds` reads."""
+
+    def __init__(self, fs, pid: int):
+        self.fs, self.pid = fs, pid
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU seconds the server has used so far (None where /proc is missing)."""
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def local_s3(cores=None):
-    """Yield an s3fs filesystem on a fresh moto server; `cores` pins the server's process (so a
-    loader pinned to one core does not share it with the server, as with a remote store)."""
+    """Yield a LocalS3: an s3fs filesystem on a fresh moto server; `cores` pins the server's
+    process (so a loader pinned to one core does not share it with the server, as with a
+    remote store)."""
     import s3fs
 
     port = _free_port()
@@ -57,7 +74,7 @@ def local_s3(cores=None):
         os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="bench",
                           AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
         s3fs.S3FileSystem.clear_instance_cache()
-        yield s3fs.S3FileSystem()
+        yield LocalS3(s3fs.S3FileSystem(), proc.pid)
     finally:
         for key, value in saved.items():
             if value is None:

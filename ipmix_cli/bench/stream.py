@@ -96,7 +96,8 @@ def object_store_figures(sets: dict, batch_size: int, epochs: int, repeats: int,
     except AttributeError:
         server_cores = set()
     figures: dict = {}
-    with object_store.local_s3(server_cores or None) as fs:
+    with object_store.local_s3(server_cores or None) as server:
+        fs = server.fs
         fs.mkdir("ipmix-bench")
         for name, shards in sets.items():
             fs.put(str(shards), f"ipmix-bench/{name}", recursive=True)
