@@ -59,7 +59,9 @@ def test_two_workers_give_identical_bytes(tmp_path, mix, folder, reference):
     m = build_shards(source=str(folder), fractals=mix, out=out, epochs=2, shards=4, seed=11, workers=2,
                      progress=False)
     same_build(out, reference)
-    assert len(m["build_stats"]["peak_rss_mb_per_worker"]) >= 1 and os.getpid() not in m["build_stats"]["worker_pids"]
+    # this process is one of the two (it builds while the pool's worker starts)
+    pids = m["build_stats"]["worker_pids"]
+    assert 1 <= len(pids) <= 2 and len(m["build_stats"]["peak_rss_mb_per_worker"]) == len(pids)
     assert not list((out / ".records" / "contexts").glob("*"))  # removed once the tasks are done
 
 

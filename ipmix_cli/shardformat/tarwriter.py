@@ -112,15 +112,15 @@ def _check_keys(keys: list[str], bkeys: list[bytes]) -> None:
 class TarWriter:
     """Append members to an open binary file; `close()` writes the end-of-archive blocks.
 
-    `bytes`, `sha256` and `md5` (what wids indexes list) describe everything written
-    (valid after close); both hashes are computed from the buffer each write call gets.
+    `bytes` and `sha256` describe everything written (valid after close), hashed from the
+    buffer each write call gets. (No md5: it costs twice the sha256 per byte and nothing
+    needs it; an object store keeps the sha256 as its own checksum.)
     `seconds` adds up the time spent laying out members ("tar"), hashing and writing.
     """
 
     def __init__(self, fileobj, mtime: int = MTIME):
         self.f, self.mtime = fileobj, mtime
         self._hash = hashlib.sha256()
-        self._md5 = hashlib.md5(usedforsecurity=False)
         self.bytes = 0
         self.members = 0
         self.closed = False
@@ -130,7 +130,6 @@ class TarWriter:
     def _write(self, data) -> None:
         t0 = time.perf_counter()
         self._hash.update(data)
-        self._md5.update(data)
         t1 = time.perf_counter()
         self.f.write(data)
         self.seconds["hash"] += t1 - t0
@@ -208,10 +207,6 @@ class TarWriter:
     @property
     def sha256(self) -> str:
         return self._hash.hexdigest()
-
-    @property
-    def md5(self) -> str:
-        return self._md5.hexdigest()
 
 
 def _fixed_layout(headers: np.ndarray, columns, sizes: np.ndarray, slots: np.ndarray, out: np.ndarray):

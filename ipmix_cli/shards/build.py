@@ -342,7 +342,7 @@ def finish_shard(w: _Written) -> dict:
         _write_failed(exc, w.tmp, w.final)
     ctx = w.ctx
     record = {"epoch": w.epoch, "shard": w.shard, "path": shard_name(w.epoch, w.shard), "count": w.count,
-              "bytes": w.writer.bytes, "sha256": w.writer.sha256, "md5": w.writer.md5,
+              "bytes": w.writer.bytes, "sha256": w.writer.sha256,
               "config_hash": ctx.config_hash, "bad_samples": w.bad}
     mf.write_record(Path(ctx.out), record)
     if ctx.remote is not None:  # the shard's object, then its record's; the local copy goes
@@ -443,16 +443,18 @@ def _remove_temps_of(out: Path, tasks) -> None:
 # --------------------------------------------------------------------------- combine
 
 def write_wids_index_from_records(out, entry: dict, name: str, records: list[dict]) -> Path:
-    """The same document as `indexes.write_wids_index`, with the md5 the workers computed
-    while writing each shard instead of reading every shard again in the combining
-    process (at 50,000 JSD triples that re-read was the only serial second of a build).
-    A test holds the two writers to identical output."""
+    """The same document as `indexes.write_wids_index`, from the shards' records instead of
+    reading every shard again in the combining process (at 50,000 JSD triples that re-read
+    was the only serial second of a build). It lists no `md5sum` (optional in wids, which
+    reads it only when asked to check): a build hashes its shards with sha256 only, and the
+    index is the same bytes whether OUT is a folder or a bucket. A test holds the two writers
+    to identical output."""
     from ipmix_cli.shards.indexes import WIDS_KIND
 
     out = Path(out)
     index_path = out / entry["index"]
     shardlist = [{"url": os.path.relpath(out / r["path"], index_path.parent).replace(os.sep, "/"),
-                  "md5sum": r["md5"], "nsamples": int(r["count"]), "filesize": int(r["bytes"])} for r in records]
+                  "nsamples": int(r["count"]), "filesize": int(r["bytes"])} for r in records]
     index_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(index_path, {"__kind__": WIDS_KIND, "wids_version": 1, "name": name, "shardlist": shardlist})
     return index_path
@@ -498,14 +500,11 @@ def combine_parts(out, *, dali_index: bool | None = None, log=None, remote=None)
         raise IpmixError(f"{len(missing)} shard(s) not built yet (first: {missing[0]}); finish every "
                          f"part (--node-rank) and combine again")
     from ipmix_cli.shards.card import write_dataset_card
-    from ipmix_cli.shards.indexes import write_dali_index, write_wids_index
+    from ipmix_cli.shards.indexes import write_dali_index
 
     for entry, records in zip(epochs, epoch_records):  # named by content, not by folder
         name = f"ipmix-{chash[:12]}-epoch-{entry['epoch']:04d}"
-        if all(r.get("md5") for r in records):
-            write_wids_index_from_records(out, entry, name, records)
-        else:
-            write_wids_index(out, entry, name)
+        write_wids_index_from_records(out, entry, name, records)
     if dali_index is not None:
         m["config"]["dali_index"] = bool(dali_index)
     written = [entry["index"] for entry in epochs]

@@ -1,5 +1,9 @@
-"""Running the shard tasks: in this process, in local joblib (loky) workers, or on a Dask
-cluster through joblib's Dask backend.
+"""Running the shard tasks: in this process, in this process and local joblib (loky)
+workers, or on a Dask cluster through joblib's Dask backend.
+
+With `--workers N` this process is one of the N: it starts N-1 loky workers and builds shards
+in a thread while they start (a worker needs about a second to import NumPy and Numba and load
+the kernels, which this process has already done), taking tasks from the same queue.
 
 Workers get the build context (source handles and the mixing bank, which refers to a
 memory-mapped file) once: it is pickled into OUT/.records/contexts/ and each worker loads
@@ -15,6 +19,7 @@ import itertools
 import os
 import pickle
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,19 +145,16 @@ def run_tasks(task_fn, ctx, tasks, run: RunOptions) -> dict:
             import joblib
 
             ctx_path = write_context(ctx, in_bucket=backend == "dask")
-            calls = (joblib.delayed(run_group_from_file)(task_fn, ctx_path, group)
-                     for group in task_groups(tasks, workers if backend == "joblib" else 64))
             try:
                 if backend == "dask":
+                    calls = (joblib.delayed(run_group_from_file)(task_fn, ctx_path, group)
+                             for group in task_groups(tasks, 64))
                     with dask_client(run.scheduler), joblib.parallel_config(backend="dask"):
                         for recs in joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(calls):
                             for rec in recs:
                                 done(rec)
                 else:
-                    par = joblib.Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")
-                    for recs in par(calls):
-                        for rec in recs:
-                            done(rec)
+                    _run_here_and_in_pool(task_fn, ctx, ctx_path, tasks, workers, done)
             finally:
                 try:
                     if isinstance(ctx_path, RemoteContext):
@@ -164,3 +166,80 @@ def run_tasks(task_fn, ctx, tasks, run: RunOptions) -> dict:
     return {"shards_built": len(tasks) - kept, "shards_kept": kept, "seconds": time.perf_counter() - t0,
             "peak_rss_mb_per_worker": sorted(peak.values()), "worker_pids": sorted(peak),
             "stage_seconds": stages}
+
+
+class _Queue:
+    """Task groups handed out one at a time to this process's thread and to the pool, until
+    they run out or `stop()` (after a failure on either side)."""
+
+    def __init__(self, groups):
+        self._groups, self._lock, self.stopped = groups, threading.Lock(), threading.Event()
+
+    def take(self):
+        with self._lock:
+            return None if self.stopped.is_set() else next(self._groups, None)
+
+    def __iter__(self):
+        return iter(self.take, None)
+
+    def until_stopped(self, group):
+        """The group's tasks, ending early once stopped (the shard in hand is still finished)."""
+        for task in group:
+            if self.stopped.is_set():
+                return
+            yield task
+
+
+def _run_here_and_in_pool(task_fn, ctx, ctx_path, tasks, workers: int, done) -> None:
+    """Run the tasks in N-1 loky workers and in a thread of this process, all taking groups
+    from one queue (a worker gets its next group when it returns one, so all end together);
+    each record reaches `done` (under a lock) as it is written. A failure on either side
+    stops the other (the pool's workers are killed, this process's thread ends after its
+    current shard) and is raised here."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    from joblib.externals.loky import get_reusable_executor
+
+    queue = _Queue(task_groups(tasks, workers))
+    lock, errors = threading.Lock(), []
+
+    def locked_done(rec):
+        with lock:
+            done(rec)
+
+    def here():
+        try:
+            while (group := queue.take()) is not None:
+                task_fn(ctx, queue.until_stopped(group), locked_done)
+        except BaseException as exc:  # raised by the main thread once the pool has stopped
+            errors.append(exc)
+            queue.stopped.set()
+
+    thread = threading.Thread(target=here, name="ipmix-build-here", daemon=True)
+    thread.start()
+    executor = get_reusable_executor(max_workers=workers - 1)
+    running: set = set()
+
+    def give_one():
+        group = queue.take()
+        if group is not None:
+            running.add(executor.submit(run_group_from_file, task_fn, ctx_path, group))
+
+    try:
+        for _ in range(workers - 1):
+            give_one()
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                running.discard(future)
+                for rec in future.result():  # a worker's error is raised here
+                    locked_done(rec)
+                give_one()
+    except BaseException:
+        queue.stopped.set()
+        executor.shutdown(wait=True, kill_workers=True)  # stopped mid-write: the caller removes their temporaries
+        thread.join()
+        raise
+    thread.join()
+    if errors:
+        raise errors[0]

@@ -37,8 +37,9 @@ def _md5_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def wids_index_document(out_dir, epoch_entry: dict, name: str) -> dict:
-    """The wids-shard-index-v1 document of one epoch (shards must exist on disk)."""
+def wids_index_document(out_dir, epoch_entry: dict, name: str, md5: bool = True) -> dict:
+    """The wids-shard-index-v1 document of one epoch (shards must exist on disk); with `md5`,
+    each shard's `md5sum` (read from the file)."""
     out_dir = Path(out_dir)
     index_path = out_dir / epoch_entry["index"]
     shardlist = []
@@ -49,7 +50,7 @@ def wids_index_document(out_dir, epoch_entry: dict, name: str) -> dict:
         shardlist.append(
             {
                 "url": os.path.relpath(path, index_path.parent).replace(os.sep, "/"),
-                "md5sum": _md5_file(path),
+                **({"md5sum": _md5_file(path)} if md5 else {}),
                 "nsamples": int(shard["count"]),
                 "filesize": path.stat().st_size,
             }

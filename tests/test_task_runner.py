@@ -1,0 +1,90 @@
+"""shards.distributed with --workers N: this process and N-1 real loky workers take task groups
+from one queue. Every task runs once, records reach the caller as they come, and a failure on
+either side stops the other and is raised."""
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ipmix_cli.shards.distributed import run_tasks
+from ipmix_cli.shards.spec import RunOptions
+
+
+@dataclass
+class Ctx:
+    out: Path
+    fail_on: tuple | None = None  # (epoch, shard) whose task raises
+    fail_in_parent: bool = True  # raise only in this process (else only in a worker)
+    parent: int = 0
+    config_hash: str = "0" * 64
+    remote: object = None
+
+
+def note_tasks(ctx, tasks, done=None):
+    """A task function as shards.build.run_tasks_in_order is one: runs tasks in order, writes a
+    file per task (so the test sees what ran, and where) and passes each record to `done`."""
+    records = []
+    for epoch, shard in tasks:
+        here = os.getpid() == ctx.parent
+        if (epoch, shard) == ctx.fail_on and here == ctx.fail_in_parent:
+            raise OSError(28, "No space left on device")
+        (Path(ctx.out) / f"{epoch}-{shard}.{os.getpid()}").write_text("")
+        rec = {"epoch": epoch, "shard": shard, "pid": os.getpid(), "peak_rss_mb": 1.0}
+        records.append(rec)
+        if done is not None:
+            done(rec)
+    return records
+
+
+def ran(out: Path) -> list[tuple[int, int, int]]:
+    return sorted(tuple(int(x) for x in p.name.replace("-", ".").split(".")) for p in out.glob("*-*.*"))
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_every_task_runs_once_in_this_process_and_the_pool(tmp_path, workers):
+    tasks = [(e, s) for e in range(2) for s in range(20)]
+    stats = run_tasks(note_tasks, Ctx(tmp_path, parent=os.getpid()), tasks,
+                      RunOptions(out=tmp_path, workers=workers, progress=False))
+    done = ran(tmp_path)
+    assert [(e, s) for e, s, _ in done] == tasks  # each task exactly once
+    pids = {pid for *_, pid in done}
+    assert 1 <= len(pids) <= workers and sorted(pids) == stats["worker_pids"]
+    assert stats["shards_built"] == len(tasks)
+
+
+def test_a_failure_in_this_process_stops_the_pool_and_is_raised(tmp_path):
+    tasks = [(0, s) for s in range(200)]
+    ctx = Ctx(tmp_path, fail_on=(0, 0), fail_in_parent=True, parent=os.getpid())
+    # the first group is this process's (the pool's worker is still starting): it fails at once
+    with pytest.raises(OSError, match="No space left"):
+        run_tasks(note_tasks, ctx, tasks, RunOptions(out=tmp_path, workers=2, progress=False))
+    done = ran(tmp_path)
+    assert not [t for t in done if t[2] == os.getpid()]
+    # the pool was stopped: at most the groups it had in hand ran, not the 200 tasks
+    assert len(done) < len(tasks)
+
+
+def test_a_failure_in_a_worker_is_raised_and_this_process_stops(tmp_path):
+    tasks = [(0, s) for s in range(400)]
+    ctx = Ctx(tmp_path, parent=os.getpid())
+    with pytest.raises(OSError, match="No space left"):
+        run_tasks(fail_in_workers, ctx, tasks, RunOptions(out=tmp_path, workers=2, progress=False))
+    assert all(pid == os.getpid() for *_, pid in ran(tmp_path))  # the worker wrote nothing
+    assert not [t for t in threading.enumerate() if t.name == "ipmix-build-here"]  # joined before raising
+
+
+def fail_in_workers(ctx, tasks, done=None):
+    """Fails in a worker (after leaving a mark); in this process, waits for that mark first, so
+    the failure comes while this process still has tasks to run."""
+    mark = Path(ctx.out) / "worker-failed"
+    if os.getpid() != ctx.parent:
+        mark.write_text("")
+        raise OSError(28, "No space left on device")
+    deadline = time.monotonic() + 120
+    while not mark.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return note_tasks(ctx, tasks, done)
