@@ -94,6 +94,10 @@ def test_a_damaged_shard_object_is_one_line_naming_it(s3, local_and_url):
     assert "\n" not in message
     assert message.startswith(f"shard {rel}: sha256 does not match the manifest's")
 
+    s3.pipe(bucket_key, bytes(data[:5000]))  # cut short: fewer bytes than the manifest gives
+    with pytest.raises(IpmixError, match=rf"^shard {rel}: is 5000 bytes in the store, the manifest says {len(data)} "):
+        collect(ShardLoader(url, 4))
+
     s3.rm(bucket_key)
     with pytest.raises(IpmixError, match=rf"^shard {rel}: is missing \(s3://.*{rel}\)"):
         collect(ShardLoader(url, 4))

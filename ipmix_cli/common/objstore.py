@@ -72,6 +72,13 @@ def fetch(url: str, size: int | None = None, options: dict | None = None, option
     return Prefix(folder, option, options).read(name, size)
 
 
+def fetch_whole(url: str, size: int | None, options: dict | None = None, option: str = "shards"):
+    """`fetch` as a bytes-like object, read with the least copying the store allows when the
+    size is known (Prefix.read_whole)."""
+    folder, _, name = url.rpartition("/")
+    return Prefix(folder, option, options).read_whole(name, size)
+
+
 @dataclass(frozen=True)
 class Entry:
     size: int
@@ -244,6 +251,32 @@ class Prefix:
         fs = self._open()
         return self._retry(f"reading {rel}", lambda: fs.cat_file(self.path(rel), start=0, end=size or None),
                            missing_is_error=False)
+
+    def read_whole(self, rel: str, size: int | None):
+        """`read` as a bytes-like object: with `size` on s3://, a bytearray the body is copied
+        into once, chunk by chunk (half the client's CPU time of `read`, which joins the body's
+        chunks and copies them again). FileNotFoundError if the object is not there; a shorter
+        object gives fewer bytes."""
+        if not (self.is_s3 and size):
+            return self.read(rel, size)
+        fs = self._open()
+        bucket, key, _ = fs.split_path(self.path(rel))
+
+        async def get():
+            response = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=f"bytes=0-{size - 1}")
+            body, buf, got = response["Body"], bytearray(size), 0
+            try:
+                async for chunk in body.iter_chunks(1 << 20):
+                    buf[got:got + len(chunk)] = chunk
+                    got += len(chunk)
+            finally:
+                body.close()
+            del buf[got:]
+            return buf
+
+        from fsspec.asyn import sync
+
+        return self._retry(f"reading {rel}", lambda: sync(fs.loop, get), missing_is_error=False)
 
     def cat(self, rels) -> dict[str, bytes]:
         """The bytes of several small objects, fetched concurrently where the store allows."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from ipmix_cli.common.errors import IpmixError, OptionError
 from ipmix_cli.shardformat.manifest import MANIFEST, Manifest
-from ipmix_cli.common.objstore import fetch, is_store_url
+from ipmix_cli.common.objstore import fetch, fetch_whole, is_store_url
 from ipmix_cli.common.storage import _reason, check_scheme, classify
 
 from .reader import ShardError
@@ -117,7 +117,7 @@ class RemoteShards:
             if cached is not None:
                 return cached
         try:
-            data = fetch(url, size, self.options)
+            data = fetch_whole(url, size, self.options)
         except FileNotFoundError:
             raise ShardError(name, f"is missing ({url})") from None
         if size is not None and len(data) != size:
@@ -129,7 +129,9 @@ class RemoteShards:
             raise ShardError(name, "is empty")
         if self.cache is not None:
             self.cache.put(cache_key, data)
-        return np.frombuffer(data, np.uint8)
+        array = np.frombuffer(data, np.uint8)
+        array.flags.writeable = False
+        return array
 
 
 def remote_shards(manifest: Manifest, urls, names, cache_dir=None, cache_limit=None,
