@@ -685,7 +685,7 @@ def execute(job: Job, run: RunOptions) -> dict:
     run.say(f"{len(job.tasks)} shard task(s) with {run.workers} worker(s)" + nodes
             + ("; finished shards are checked and kept" if existing is not None else ""))
     try:
-        stats = run_tasks(run_tasks_in_order, job.ctx, job.tasks, run)
+        stats = run_tasks(run_tasks_in_order, job.ctx, job.tasks, run, warm_up=load_kernels)
     except BaseException:
         _remove_temps_of(out, job.tasks)  # the pool is down by now: no worker still writes them
         raise
@@ -885,16 +885,22 @@ def _estimate_bytes_per_sample(fmt: str, image_size: int, views: int) -> float:
     return views * (member + BLOCK + BLOCK / 2) + 2 * (BLOCK + BLOCK)
 
 
+class _Null:
+    def write(self, data):
+        return len(data)
+
+
+def load_kernels(ctx: BuildContext, samples: int = 4) -> None:
+    """Make a few samples of the first shard and drop them: loads (or compiles) every kernel a
+    shard task calls, and reads the first source pictures."""
+    encode_shard(ctx, 0, 0, TarWriter(_Null()), [], limit=max(1, samples))
+
+
 def _pilot(ctx: BuildContext, samples: int) -> dict:
     """Time a few samples end to end (read, augment, encode, tar) without writing a file."""
-
-    class _Null:
-        def write(self, data):
-            return len(data)
-
     bad: list = []
     t0 = time.perf_counter()
-    encode_shard(ctx, 0, 0, TarWriter(_Null()), bad, limit=min(4, samples))  # load or compile the kernels
+    load_kernels(ctx, min(4, samples))
     warmup = time.perf_counter() - t0
     writer = TarWriter(_Null())
     t0 = time.perf_counter()

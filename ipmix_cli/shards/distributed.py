@@ -19,8 +19,10 @@ import itertools
 import os
 import pickle
 import socket
+import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,10 +120,12 @@ def dask_client(address):
         raise IpmixError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
 
 
-def run_tasks(task_fn, ctx, tasks, run: RunOptions) -> dict:
+def run_tasks(task_fn, ctx, tasks, run: RunOptions, warm_up=None) -> dict:
     """Run every (epoch, shard) task with `task_fn(ctx, tasks, done=None)`, which runs tasks in
     order and passes each record to `done`; returns counts, seconds, each worker's peak RSS and
-    the seconds spent in each stage of a shard (summed over workers)."""
+    the seconds spent in each stage of a shard (summed over workers). `warm_up(ctx)`, when
+    given, loads what every task needs (the kernels); with local workers on Linux it runs in
+    this process before the workers are forked from it, so they start with it loaded."""
     from ipmix_cli.common.progress import Progress
 
     workers, backend = run.workers, run.backend
@@ -154,7 +158,7 @@ def run_tasks(task_fn, ctx, tasks, run: RunOptions) -> dict:
                             for rec in recs:
                                 done(rec)
                 else:
-                    _run_here_and_in_pool(task_fn, ctx, ctx_path, tasks, workers, done)
+                    _run_here_and_in_pool(task_fn, ctx, ctx_path, tasks, workers, done, warm_up)
             finally:
                 try:
                     if isinstance(ctx_path, RemoteContext):
@@ -190,15 +194,30 @@ class _Queue:
             yield task
 
 
-def _run_here_and_in_pool(task_fn, ctx, ctx_path, tasks, workers: int, done) -> None:
+def _fork_context():
+    """A fork start method where it is safe to use here (Linux), else None (loky's own)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    from joblib.externals.loky.backend.context import get_context
+
+    with warnings.catch_warnings():  # loky warns on any fork; ours happens before any thread starts
+        warnings.simplefilter("ignore", UserWarning)
+        return get_context("fork")
+
+
+def _run_here_and_in_pool(task_fn, ctx, ctx_path, tasks, workers: int, done, warm_up=None) -> None:
     """Run the tasks in N-1 loky workers and in a thread of this process, all taking groups
     from one queue (a worker gets its next group when it returns one, so all end together);
     each record reaches `done` (under a lock) as it is written. A failure on either side
     stops the other (the pool's workers are killed, this process's thread ends after its
-    current shard) and is raised here."""
+    current shard) and is raised here.
+
+    On Linux the workers are forked from this process once `warm_up` has run, before any
+    thread is started: a worker then begins at once instead of spending a second importing
+    NumPy and Numba and loading the kernels. Elsewhere they are started as loky starts them."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
-    from joblib.externals.loky import get_reusable_executor
+    from joblib.externals.loky import ProcessPoolExecutor
 
     queue = _Queue(task_groups(tasks, workers))
     lock, errors = threading.Lock(), []
@@ -215,10 +234,12 @@ def _run_here_and_in_pool(task_fn, ctx, ctx_path, tasks, workers: int, done) -> 
             errors.append(exc)
             queue.stopped.set()
 
-    thread = threading.Thread(target=here, name="ipmix-build-here", daemon=True)
-    thread.start()
-    executor = get_reusable_executor(max_workers=workers - 1)
+    fork = _fork_context() if warm_up is not None else None
+    if fork is not None:
+        warm_up(ctx)
+    executor = ProcessPoolExecutor(max_workers=workers - 1, context=fork)
     running: set = set()
+    thread = threading.Thread(target=here, name="ipmix-build-here", daemon=True)
 
     def give_one():
         group = queue.take()
@@ -227,7 +248,8 @@ def _run_here_and_in_pool(task_fn, ctx, ctx_path, tasks, workers: int, done) -> 
 
     try:
         for _ in range(workers - 1):
-            give_one()
+            give_one()  # the first submission starts (forks) the workers
+        thread.start()
         while running:
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
@@ -238,8 +260,11 @@ def _run_here_and_in_pool(task_fn, ctx, ctx_path, tasks, workers: int, done) -> 
     except BaseException:
         queue.stopped.set()
         executor.shutdown(wait=True, kill_workers=True)  # stopped mid-write: the caller removes their temporaries
-        thread.join()
+        if thread.is_alive():
+            thread.join()
         raise
-    thread.join()
+    executor.shutdown(wait=True)
+    if thread.ident is not None:
+        thread.join()
     if errors:
         raise errors[0]
