@@ -315,3 +315,17 @@ def test_node_part_refuses_a_task_outside_the_array():
         node_part(None, None, env={"SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_ID": "5"})
     with pytest.raises(IpmixError, match="SLURM_ARRAY_TASK_ID='x' is not a whole number"):
         node_part(None, None, env={"SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_ID": "x"})
+
+
+def test_shard_uploads_are_not_hashed_for_the_signature_unless_the_user_says_so():
+    from ipmix_cli.common.objstore import without_payload_signing
+    from ipmix_cli.shards.remote_out import RemoteOut
+
+    assert without_payload_signing("s3://b/shards", None) == {"config_kwargs": {"s3": {"payload_signing_enabled": False}}}
+    mine = {"anon": True, "config_kwargs": {"s3": {"payload_signing_enabled": True, "addressing_style": "path"}}}
+    assert without_payload_signing("s3://b/shards", mine) == mine
+    theirs = {"config_kwargs": {"s3": {"addressing_style": "path"}, "retries": {"max_attempts": 1}}}
+    assert without_payload_signing("s3://b/shards", theirs) == {"config_kwargs": {
+        "s3": {"payload_signing_enabled": False, "addressing_style": "path"}, "retries": {"max_attempts": 1}}}
+    assert without_payload_signing("gs://b/shards", {"token": "anon"}) == {"token": "anon"}
+    assert RemoteOut("s3://b/shards").prefix.options["config_kwargs"]["s3"]["payload_signing_enabled"] is False

@@ -79,6 +79,23 @@ def fetch_whole(url: str, size: int | None, options: dict | None = None, option:
     return Prefix(folder, option, options).read_whole(name, size)
 
 
+def without_payload_signing(url: str, options: dict | None) -> dict | None:
+    """For s3://, `options` with botocore's payload signing off (a value the user set, in
+    `options` or fsspec's configuration, wins): a body is then not hashed for the request's
+    signature, which botocore otherwise does over plain http and for any PUT that carries its
+    own checksum. The store still checks each body against the checksum its PUT carries (a
+    shard's SHA-256, else botocore's CRC32). Other stores: unchanged."""
+    if storage.classify(url).scheme not in ("s3", "s3a"):
+        return options
+    from fsspec.config import conf
+
+    merged = dict(options or {})
+    config = {**(conf.get("s3", {}).get("config_kwargs") or {}), **(merged.get("config_kwargs") or {})}
+    config["s3"] = {"payload_signing_enabled": False, **(config.get("s3") or {})}
+    merged["config_kwargs"] = config
+    return merged
+
+
 @dataclass(frozen=True)
 class Entry:
     size: int

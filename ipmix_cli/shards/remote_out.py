@@ -22,7 +22,7 @@ import weakref
 from pathlib import Path
 
 from ipmix_cli.common.errors import OptionError
-from ipmix_cli.common.objstore import Prefix
+from ipmix_cli.common.objstore import Prefix, without_payload_signing
 from ipmix_cli.shards import manifest as mf
 
 # What a build writes under OUT; anything else means OUT holds something that is not a build.
@@ -41,7 +41,7 @@ class RemoteOut:
     """OUT as a prefix of an object store, and the local staging folder mirroring it."""
 
     def __init__(self, url: str, staging_root=None, options: dict | None = None):
-        self.prefix = Prefix(str(url), "--out", options)
+        self.prefix = Prefix(str(url), "--out", without_payload_signing(str(url), options))
         self.url = self.prefix.url
         root = Path(staging_root).expanduser() if staging_root else Path(tempfile.gettempdir())
         self.staging_root = root
