@@ -173,3 +173,30 @@ def test_the_ifs_kernels_key_covers_the_generator_they_call(tmp_path):
     assert after != before
     (copy / "escape.py").write_text((copy / "escape.py").read_text() + "\nEXTRA = 1\n")
     assert guard._Graph(tmp_path).key(copy / "ifs.py") == after  # a module ifs.py does not import
+
+
+def test_sources_are_parsed_again_only_when_their_stamp_changes(package, monkeypatch):
+    import ast
+
+    parsed = []
+    real_parse = ast.parse
+
+    def counting_parse(source, filename="<unknown>", *args, **kwargs):
+        parsed.append(Path(filename).name)
+        return real_parse(source, filename, *args, **kwargs)
+
+    monkeypatch.setattr(guard.ast, "parse", counting_parse)
+    guard.drop_stale_cache(package, "pkg.sub")
+    assert set(MODULES) - {"notes.py"} <= set(parsed)  # first start: every module is read
+    parsed.clear()
+    fill(package)
+    guard.drop_stale_cache(package, "pkg.sub")
+    assert parsed == [] and cached(package) == set(KERNELS)  # then the recorded facts serve
+    edit(package, "chains.py", "X = 1\n")
+    assert parsed == ["chains.py"] and cached(package) == set(KERNELS) - {"chains", "views"}
+    # a recorded file that cannot be read back is parsed again, with the same outcome
+    (package / "__pycache__" / guard.MEMO).write_text("not json")
+    parsed.clear()
+    fill(package)
+    guard.drop_stale_cache(package, "pkg.sub")
+    assert "chains.py" in parsed and cached(package) == set(KERNELS)
