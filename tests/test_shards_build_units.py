@@ -198,6 +198,21 @@ def test_peak_rss_is_read_in_the_units_of_each_platform():
     assert 10 < here < 8192
 
 
+def test_peak_rss_of_a_process_is_its_own_not_that_of_the_process_that_started_it():
+    # Linux carries getrusage's ru_maxrss over fork and exec: a small process started by a big
+    # one reported the big one's peak (the bench's 2-worker build reported its own 280 MB)
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    big = np.ones(400 << 20, np.uint8)  # 400 MiB resident in this process
+    code = "from ipmix_cli.shards.build import peak_rss_mb; print(peak_rss_mb())"
+    small = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True).stdout)
+    assert big.sum() == big.size and small < 300
+
+
 def _tarfile_bytes(members) -> bytes:
     ref = io.BytesIO()
     with tarfile.open(fileobj=ref, mode="w", format=tarfile.USTAR_FORMAT) as tf:

@@ -378,7 +378,7 @@ print(json.dumps(m["build_stats"]["peak_rss_mb_per_worker"]))
 
 
 def peak_rss_per_worker(source: str, fractals: Path, out: Path) -> float:
-    """Largest peak RSS (MB) among the 2 worker processes of a fresh build."""
+    """Largest peak RSS (MB) of the 2 processes of a fresh 2-worker build (the build's own and its worker)."""
     res = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, source, str(fractals), str(out)],
                          capture_output=True, text=True, check=True)
     return max(json.loads(res.stdout.strip().splitlines()[-1]))

@@ -64,11 +64,26 @@ class BuildContext:
 
 
 def peak_rss_mb(maxrss: int | None = None, platform: str = sys.platform) -> float:
-    """Peak resident memory of this process in MiB. getrusage reports it in KiB on Linux
-    and in bytes on macOS."""
+    """Peak resident memory of this process in MiB: on Linux the VmHWM of /proc/self/status,
+    else getrusage's ru_maxrss (KiB on Linux, bytes on macOS). Linux carries ru_maxrss over
+    fork and exec, so a process started from a big one would report the big one's size."""
     if maxrss is None:
+        hwm = _vm_hwm_kib() if platform.startswith("linux") else None
+        if hwm is not None:
+            return hwm / 1024.0
         maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return maxrss / (1024.0 * 1024.0 if platform == "darwin" else 1024.0)
+
+
+def _vm_hwm_kib() -> int | None:
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 # --------------------------------------------------------------------------- one shard
