@@ -42,11 +42,12 @@ def ran(out: Path) -> list[tuple[int, int, int]]:
     return sorted(tuple(int(x) for x in p.name.replace("-", ".").split(".")) for p in out.glob("*-*.*"))
 
 
-@pytest.mark.parametrize("workers", [2, 3])
-def test_every_task_runs_once_in_this_process_and_the_pool(tmp_path, workers):
+@pytest.mark.parametrize("workers,warm_up", [(2, None), (3, None), (2, lambda ctx: None), (3, lambda ctx: None)])
+def test_every_task_runs_once_in_this_process_and_the_pool(tmp_path, workers, warm_up):
+    # with a warm-up the workers are forked from this process (on Linux), else spawned by loky
     tasks = [(e, s) for e in range(2) for s in range(20)]
     stats = run_tasks(note_tasks, Ctx(tmp_path, parent=os.getpid()), tasks,
-                      RunOptions(out=tmp_path, workers=workers, progress=False))
+                      RunOptions(out=tmp_path, workers=workers, progress=False), warm_up=warm_up)
     done = ran(tmp_path)
     assert [(e, s) for e, s, _ in done] == tasks  # each task exactly once
     pids = {pid for *_, pid in done}
@@ -85,3 +86,22 @@ def fail_in_workers(ctx, tasks, done=None):
     while not mark.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     return note_tasks(ctx, tasks, done)
+
+
+def test_workers_are_forked_only_from_a_process_with_no_other_thread(tmp_path):
+    from ipmix_cli.shards import distributed
+
+    # (other tests of the session may leave threads running, a local S3 server's for one)
+    assert (distributed._fork_context() is not None) == (threading.active_count() == 1)
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert distributed._fork_context() is None  # a lock it holds would stay held in a child
+        tasks = [(0, s) for s in range(16)]
+        stats = run_tasks(note_tasks, Ctx(tmp_path, parent=os.getpid()), tasks,
+                          RunOptions(out=tmp_path, workers=2, progress=False), warm_up=lambda ctx: None)
+        assert [(e, s) for e, s, _ in ran(tmp_path)] == tasks and stats["shards_built"] == 16
+    finally:
+        release.set()
+        other.join()

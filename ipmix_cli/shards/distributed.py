@@ -195,8 +195,10 @@ class _Queue:
 
 
 def _fork_context():
-    """A fork start method where it is safe to use here (Linux), else None (loky's own)."""
-    if not sys.platform.startswith("linux"):
+    """A fork start method where forking is safe (Linux, and no other thread alive in this
+    process: a lock another thread holds would stay locked in the child), else None (loky's
+    own start method)."""
+    if not sys.platform.startswith("linux") or threading.active_count() > 1:
         return None
     from joblib.externals.loky.backend.context import get_context
 
@@ -214,7 +216,8 @@ def _run_here_and_in_pool(task_fn, ctx, ctx_path, tasks, workers: int, done, war
 
     On Linux the workers are forked from this process once `warm_up` has run, before any
     thread is started: a worker then begins at once instead of spending a second importing
-    NumPy and Numba and loading the kernels. Elsewhere they are started as loky starts them."""
+    NumPy and Numba and loading the kernels. Elsewhere, or when the calling program already
+    runs threads of its own, they are started as loky starts them."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
     from joblib.externals.loky import ProcessPoolExecutor
