@@ -105,3 +105,48 @@ def test_workers_are_forked_only_from_a_process_with_no_other_thread(tmp_path):
     finally:
         release.set()
         other.join()
+
+
+WARMED = []  # set by the warm-up in the process that runs the build
+
+
+def warm(ctx):
+    WARMED.append(True)
+
+
+def note_warmth(ctx, tasks, done=None):
+    """Writes, per task, whether the process running it saw the warm-up."""
+    records = []
+    for epoch, shard in tasks:
+        (Path(ctx.out) / f"{epoch}-{shard}.{os.getpid()}.{int(bool(WARMED))}").write_text("")
+        rec = {"epoch": epoch, "shard": shard, "pid": os.getpid(), "peak_rss_mb": 1.0}
+        records.append(rec)
+        if done is not None:
+            done(rec)
+    return records
+
+
+def test_a_fresh_process_forks_its_workers_after_the_warm_up(tmp_path):
+    # a process with no other thread (as `ipmix shards build` is): the workers are forked from
+    # it once warm_up ran, so they start with what it loaded
+    import subprocess
+    import sys
+
+    script = ("import os, sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path\n"
+              "import test_task_runner as t\n"
+              "from ipmix_cli.shards.distributed import run_tasks\n"
+              "from ipmix_cli.shards.spec import RunOptions\n"
+              "out = Path(sys.argv[2])\n"
+              "ctx = t.Ctx(out, parent=os.getpid())\n"
+              "tasks = [(0, s) for s in range(64)]\n"
+              "run_tasks(t.note_warmth, ctx, tasks, RunOptions(out=out, workers=2, progress=False), warm_up=t.warm)\n"
+              "print(os.getpid())\n")
+    res = subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent), str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    parent = int(res.stdout.split()[-1])
+    seen = [p.name.split(".") for p in tmp_path.glob("0-*")]
+    assert len(seen) == 64 and all(warmed == "1" for *_, warmed in seen)  # every task saw the warm-up
+    # the worker got the first group before this process's thread started, so it ran tasks
+    # too, and saw the warm-up: it was forked after it
+    assert len({int(pid) for _, pid, _ in seen} - {parent}) == 1
