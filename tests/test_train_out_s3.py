@@ -167,3 +167,43 @@ def test_kill_9_after_a_checkpoint_upload_then_resume_from_the_url_gives_the_sam
     reference = load_checkpoint(tmp_path / "straight")
     for key in reference["model"]:
         assert torch.equal(final["model"][key], reference["model"][key]), key
+
+
+def test_two_ranks_under_torchrun_write_one_run_to_the_url_and_resume_from_it(s3, tmp_path):
+    # Both ranks pull the prefix (each needs the checkpoint to resume; on several nodes they
+    # share no disk); rank 0 alone uploads. Stopped and resumed from the URL, the two ranks
+    # end on the weights a straight two-rank run to a local folder ends on.
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    make_digit_shards(tmp_path / "shards", views=1, epochs=2, shards=4, limit=96)
+
+    def torchrun_train(out, *extra):
+        cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "ipmix_cli", "train", "--shards",
+               str(tmp_path / "shards"), "--model", "small-cnn", "--epochs", "2", "--out", str(out),
+               "--batch-size", "16", "--workers", "0", "--log-every", "1000", "--cache-dir",
+               str(tmp_path / "cache"), "--cache-limit", "10MB", *extra]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert proc.returncode == 0, "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("W"))
+
+    torchrun_train(tmp_path / "straight")
+    bucket = f"ipmix-{uuid.uuid4().hex[:12]}"
+    s3.mkdir(bucket)
+    url = f"s3://{bucket}/run"
+    torchrun_train(url, "--max-steps", "7")  # one epoch is 6 steps of 16: stopped inside the 2nd
+    first = weights(bucket_objects(s3, f"{bucket}/run")["checkpoint.pt"])
+    assert first["step"] == 7 and len(first["loader"]) == 2  # each rank's stream position
+    torchrun_train(url, "--resume")
+    objects = bucket_objects(s3, f"{bucket}/run")
+    done = json.loads(objects["summary.json"])
+    assert done["complete"] and done["world_size"] == 2 and done["steps_this_launch_per_rank"] == [5, 5]
+    final, reference = weights(objects["checkpoint.pt"])["model"], load_checkpoint(tmp_path / "straight")["model"]
+    for key in reference:
+        assert torch.equal(final[key], reference[key]), key
+    assert sorted(objects) == sorted(p.name for p in (tmp_path / "straight").iterdir() if p.is_file())
+    assert list((tmp_path / "cache").glob("ipmix-out-*")) == []  # every rank's staging folder went
