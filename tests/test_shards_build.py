@@ -551,3 +551,25 @@ def test_augmix_needs_no_mixing_set_and_ignores_one(tmp_path, mix):
         [s["sha256"] for s in with_mix["epochs"][0]["shards"]]
     with pytest.raises(IpmixError, match="give the mixing set with fractals DIR"):
         build_shards(out=tmp_path / "c", **{**kw, "recipe": "pixmix"})
+
+
+def test_the_workers_write_dali_indexes_with_their_shards_and_combine_writes_only_missing_ones(tmp_path, mix,
+                                                                                                folder, monkeypatch):
+    from ipmix_cli.shards import indexes
+    from ipmix_cli.shards.manifest import read_record
+
+    out = tmp_path / "o"
+    build_shards(source=str(folder), fractals=mix, out=out, epochs=2, shards=3, dali_index=True, workers=2,
+                 progress=False)
+    assert all(read_record(out, e, s)["dali_index"] for e in range(2) for s in range(3))
+    made = {p: p.read_bytes() for p in sorted(out.glob("epoch-*/*.idx"))}
+    assert len(made) == 6 and all(data == ("\n".join(indexes.dali_index_lines(p.with_suffix(".tar"))) + "\n").encode()
+                                  for p, data in made.items())
+    written = []
+    real = indexes.write_dali_index
+    monkeypatch.setattr(indexes, "write_dali_index", lambda tar: written.append(tar) or real(tar))
+    lost = sorted(made)[4]
+    lost.unlink()
+    build_mod.combine_parts(out)  # rereads only the shard whose index went missing
+    assert written == [lost.with_suffix(".tar")]
+    assert {p: p.read_bytes() for p in sorted(out.glob("epoch-*/*.idx"))} == made

@@ -329,3 +329,23 @@ def test_shard_uploads_are_not_hashed_for_the_signature_unless_the_user_says_so(
         "s3": {"payload_signing_enabled": False, "addressing_style": "path"}, "retries": {"max_attempts": 1}}}
     assert without_payload_signing("gs://b/shards", {"token": "anon"}) == {"token": "anon"}
     assert RemoteOut("s3://b/shards").prefix.options["config_kwargs"]["s3"]["payload_signing_enabled"] is False
+
+
+@pytest.mark.kernels
+def test_dali_indexes_go_up_with_their_shards_and_the_combine_downloads_nothing(s3, tmp_path, monkeypatch):
+    from ipmix_cli.shards.remote_out import RemoteOut
+
+    local = tmp_path / "local"
+    assert cli.run(["shards", "build", *ARGS, "--dali-index", "--out", str(local)]) == 0
+    downloads = []
+    real = RemoteOut.download
+    monkeypatch.setattr(RemoteOut, "download", lambda self, rel: downloads.append(rel) or real(self, rel))
+    name = new_bucket(s3)
+    assert cli.run(["shards", "build", *ARGS, "--dali-index", "--out", f"s3://{name}/shards"]) == 0
+    built = objects(s3, f"{name}/shards")
+    assert built == local_files(local) and len([r for r in built if r.endswith(".idx")]) == len(SHARDS)
+    assert downloads == []  # each index was made from the shard before it went up
+
+    s3.rm(f"{name}/shards/{SHARDS[3].replace('.tar', '.idx')}")  # an index lost from the bucket ...
+    assert cli.run(["shards", "combine", f"s3://{name}/shards"]) == 0
+    assert downloads == [SHARDS[3]] and objects(s3, f"{name}/shards") == built  # ... is made again from its shard

@@ -81,14 +81,15 @@ class ShardRecord:
     count: int
     bytes: int
     sha256: str
-    md5: str | None = None  # for the wids index (records of older builds lack it)
+    md5: str | None = None  # written by older builds only (their wids indexes listed it)
     config_hash: str | None = None  # of the build that wrote the shard
     bad_samples: list | None = None  # source pictures skipped, and what stood in for them
+    dali_index: bool | None = None  # the shard's DALI .idx was written with it, before this record
     absent: frozenset = frozenset()  # optional keys the document did not have
 
     _TYPES = {"epoch": int, "shard": int, "path": str, "count": int, "bytes": int, "sha256": str, "md5": str,
-              "config_hash": str, "bad_samples": list}
-    _OPTIONAL = ("md5", "config_hash", "bad_samples")
+              "config_hash": str, "bad_samples": list, "dali_index": bool}
+    _OPTIONAL = ("md5", "config_hash", "bad_samples", "dali_index")
 
     def to_json(self) -> dict:
         doc = {k: getattr(self, k) for k in self._TYPES}

@@ -359,9 +359,15 @@ def finish_shard(w: _Written) -> dict:
     record = {"epoch": w.epoch, "shard": w.shard, "path": shard_name(w.epoch, w.shard), "count": w.count,
               "bytes": w.writer.bytes, "sha256": w.writer.sha256,
               "config_hash": ctx.config_hash, "bad_samples": w.bad}
+    index = None
+    if ctx.spec.dali_index:  # made here, in parallel, from the shard still in the page cache
+        from ipmix_cli.shards.indexes import write_dali_index
+
+        index = write_dali_index(w.final)
+        record["dali_index"] = True
     mf.write_record(Path(ctx.out), record)
-    if ctx.remote is not None:  # the shard's object, then its record's; the local copy goes
-        w.seconds["upload"] = ctx.remote.upload_shard(w.final, record)
+    if ctx.remote is not None:  # the shard's object (and index), then its record's; the local copies go
+        w.seconds["upload"] = ctx.remote.upload_shard(w.final, record, index)
     record["seconds"] = time.perf_counter() - w.started
     record["stage_seconds"] = {**w.seconds, **w.writer.seconds}
     record["peak_rss_mb"] = peak_rss_mb()
@@ -475,6 +481,13 @@ def write_wids_index_from_records(out, entry: dict, name: str, records: list[dic
     return index_path
 
 
+def _has_index(out: Path, shard_rel: str, remote) -> bool:
+    from ipmix_cli.shards.indexes import dali_index_path
+
+    rel = dali_index_path(Path(shard_rel)).as_posix()
+    return (remote.size_of(rel) is not None) if remote is not None else (out / rel).is_file()
+
+
 def combine_parts(out, *, dali_index: bool | None = None, log=None, remote=None) -> dict:
     """Merge the per-shard records of every part into OUT/manifest.json, write the wids
     (and DALI) indexes and the dataset card, and mark the build complete. With `remote` (a
@@ -523,10 +536,12 @@ def combine_parts(out, *, dali_index: bool | None = None, log=None, remote=None)
     if dali_index is not None:
         m["config"]["dali_index"] = bool(dali_index)
     written = [entry["index"] for entry in epochs]
-    if m["config"].get("dali_index", False):
-        for entry in epochs:
-            for s in entry["shards"]:
-                shard = out / s["path"] if remote is None else remote.download(s["path"])
+    if m["config"].get("dali_index", False):  # the indexes the workers did not write with their shards
+        for records in epoch_records:
+            for r in records:
+                if r.get("dali_index") and _has_index(out, r["path"], remote):
+                    continue
+                shard = out / r["path"] if remote is None else remote.download(r["path"])
                 index = write_dali_index(shard)
                 if remote is not None:
                     written.append(index.relative_to(out).as_posix())

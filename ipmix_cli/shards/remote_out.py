@@ -123,17 +123,21 @@ class RemoteOut:
 
     # ------------------------------------------------------------------ during the build
 
-    def upload_shard(self, local_shard: Path, record: dict) -> float:
-        """Upload a finished (fsynced) shard, then its record; the local shard is deleted.
-        Returns the seconds the uploads took."""
+    def upload_shard(self, local_shard: Path, record: dict, local_index: Path | None = None) -> float:
+        """Upload a finished (fsynced) shard, then its DALI index when given, then its record;
+        the local shard and index are deleted. Returns the seconds the uploads took."""
         t0 = time.perf_counter()
         rec_rel = mf.record_path("", record["epoch"], record["shard"]).as_posix()
         self.prefix.put_file(local_shard, record["path"], sha256=record["sha256"])
+        if local_index is not None:
+            self.prefix.put_file(local_index, local_index.relative_to(self.staging).as_posix())
         self.prefix.put_file(self.staging / rec_rel, rec_rel)
-        try:
-            os.unlink(local_shard)
-        except OSError:
-            pass
+        for done in (local_shard, local_index):
+            try:
+                if done is not None:
+                    os.unlink(done)
+            except OSError:
+                pass
         return time.perf_counter() - t0
 
     def put(self, rel: str) -> None:
