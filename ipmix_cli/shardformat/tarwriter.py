@@ -30,6 +30,7 @@ _TEMPLATE[100:124] = np.frombuffer(b"0000644\0" + b"0000000\0" + b"0000000\0", n
 _TEMPLATE[148:156] = ord(" ")  # the checksum field counts as spaces while summing
 _TEMPLATE[156] = ord("0")  # typeflag: regular file (linkname stays empty)
 _TEMPLATE[257:265] = np.frombuffer(b"ustar\x0000", np.uint8)  # magic + version; uname.. prefix empty
+_TEMPLATE_SUM = int(_TEMPLATE.sum())
 
 
 class Rows(NamedTuple):
@@ -57,7 +58,7 @@ def _member_names(bkeys: list[bytes], fields: list[str]) -> np.ndarray:
     the keys have one length (a build's keys all do)."""
     suffixes = [b"." + f.encode("utf-8") for f in fields]
     key_len = len(bkeys[0])
-    if any(len(k) != key_len for k in bkeys):
+    if len(set(map(len, bkeys))) != 1:
         return _name_rows([k + s for k in bkeys for s in suffixes])
     n, m = len(bkeys), len(suffixes)
     out = np.zeros((n, m, key_len + max(len(s) for s in suffixes)), np.uint8)
@@ -82,12 +83,18 @@ def ustar_headers(names, sizes, mtime: int = MTIME) -> np.ndarray:
     _check_names(rows)
     if n and (sizes.min() < 0 or sizes.max() >= 8 ** 11):
         raise ValueError("tar member size outside 0 .. 8 GiB")
+    # A block's members have a few sizes and one mtime: their digits are made once each, and
+    # the checksum (the sum of the header's bytes) is the template's sum plus theirs and the name's.
+    distinct, which = np.unique(sizes, return_inverse=True)
+    size_digits = _octal_digits(distinct, 11)
+    mtime_digits = _octal_digits(np.array([mtime], np.int64), 11)[0]
     h = np.empty((n, BLOCK), np.uint8)
     h[:] = _TEMPLATE
     h[:, :width] = rows
-    h[:, 124:135] = _octal_digits(sizes, 11)
-    h[:, 136:147] = _octal_digits(np.full(n, mtime, np.int64), 11)  # 135 and 147 stay NUL
-    chk = h.sum(axis=1, dtype=np.int64)
+    h[:, 124:135] = size_digits[which]
+    h[:, 136:147] = mtime_digits  # 135 and 147 stay NUL
+    chk = (_TEMPLATE_SUM + int(mtime_digits.sum()) + size_digits.sum(axis=1, dtype=np.int64)[which]
+           + rows.sum(axis=1, dtype=np.int64))
     h[:, 148:154] = _octal_digits(chk, 6)
     h[:, 154] = 0
     h[:, 155] = ord(" ")
@@ -170,7 +177,7 @@ class TarWriter:
             else:
                 if len(payloads) != n:
                     raise ValueError(f"column {field}: {len(payloads)} payloads for {n} keys")
-                sizes[:, c] = [len(p) for p in payloads]
+                sizes[:, c] = list(map(len, payloads))
         member_names = _member_names(bkeys, [f for f, _ in columns])
         _check_names(member_names)  # before anything of the block is written
         slots = -(-sizes // BLOCK) * BLOCK
