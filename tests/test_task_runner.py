@@ -150,3 +150,49 @@ def test_a_fresh_process_forks_its_workers_after_the_warm_up(tmp_path):
     # the worker got the first group before this process's thread started, so it ran tasks
     # too, and saw the warm-up: it was forked after it
     assert len({int(pid) for _, pid, _ in seen} - {parent}) == 1
+
+
+def note_warmth_in_the_bucket(ctx, tasks, done=None):
+    """note_warmth, and an object per task in ctx.remote (a Prefix): the store is reached from
+    the process running the task."""
+    tasks = list(tasks)
+    for epoch, shard in tasks:
+        ctx.remote.put_bytes(f"{epoch}-{shard}", b"%d" % os.getpid())
+    return note_warmth(ctx, tasks, done)
+
+
+def test_workers_are_forked_after_the_warm_up_when_the_out_prefix_was_listed_first(s3, tmp_path):
+    # an object-store OUT is listed before the tasks run, which leaves fsspec's event loop
+    # threads waiting in this process; the workers are still forked (fsspec starts a loop of
+    # its own in the child), and reach the store from there
+    import subprocess
+    import sys
+    import uuid
+
+    bucket = f"ipmix-{uuid.uuid4().hex[:12]}"
+    s3.mkdir(bucket)
+    script = ("import os, sys, threading; sys.path.insert(0, sys.argv[1]); from pathlib import Path\n"
+              "import test_task_runner as t\n"
+              "from ipmix_cli.common.objstore import Prefix\n"
+              "from ipmix_cli.shards.distributed import run_tasks\n"
+              "from ipmix_cli.shards.spec import RunOptions\n"
+              "out = Path(sys.argv[2])\n"
+              "prefix = Prefix(sys.argv[3])\n"
+              "assert prefix.listing() == {} and threading.active_count() > 1\n"
+              "ctx = t.Ctx(out, parent=os.getpid(), remote=prefix)\n"
+              "tasks = [(0, s) for s in range(64)]\n"
+              "run_tasks(t.note_warmth_in_the_bucket, ctx, tasks, RunOptions(out=out, workers=2, progress=False),"
+              " warm_up=t.warm)\n"
+              "print(os.getpid())\n")
+    res = subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent), str(tmp_path), f"s3://{bucket}/o"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    parent = int(res.stdout.split()[-1])
+    seen = [p.name.split(".") for p in tmp_path.glob("0-*")]
+    assert len(seen) == 64 and all(warmed == "1" for *_, warmed in seen)
+    workers = {int(pid) for _, pid, _ in seen} - {parent}
+    assert len(workers) == 1
+    s3.invalidate_cache()
+    written = {name.rsplit("/", 1)[1]: int(s3.cat(name)) for name in s3.find(f"{bucket}/o")}
+    assert sorted(written) == sorted(f"0-{s}" for s in range(64))
+    assert set(written.values()) == workers | {parent}

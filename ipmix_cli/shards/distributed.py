@@ -194,11 +194,19 @@ class _Queue:
             yield task
 
 
+# fsspec's event loop thread and its loop's resolver threads: a URL OUT has listed its prefix
+# before the workers start, and they wait idle between requests; fsspec gives a forked child a
+# loop of its own (os.register_at_fork).
+_FSSPEC_THREADS = ("fsspecIO", "asyncio_")
+
+
 def _fork_context():
     """A fork start method where forking is safe (Linux, and no other thread alive in this
-    process: a lock another thread holds would stay locked in the child), else None (loky's
-    own start method)."""
-    if not sys.platform.startswith("linux") or threading.active_count() > 1:
+    process but fsspec's idle ones: a lock another thread holds would stay locked in the
+    child), else None (loky's own start method)."""
+    others = [t for t in threading.enumerate()
+              if t is not threading.current_thread() and not t.name.startswith(_FSSPEC_THREADS)]
+    if not sys.platform.startswith("linux") or others:
         return None
     from joblib.externals.loky.backend.context import get_context
 
