@@ -217,8 +217,9 @@ class Prefix:
 
         With `sha256` (hex) on s3://, the PUT carries it as S3's SHA-256 checksum: the store
         checks the bytes against it and keeps it (see `sha256s`), and the client computes no
-        checksum of its own (over https it then hashes nothing at all). Such a file is always
-        one PUT (a whole-object checksum needs one), up to S3's 5 GB limit for one."""
+        checksum of its own (nor any hash at all with `without_payload_signing`'s options).
+        Such a file is always one PUT (a whole-object checksum needs one), up to S3's 5 GB
+        limit for one."""
         fs = self._open()
         extra = {}
         size = os.path.getsize(local)
