@@ -17,6 +17,7 @@ The click command lives in ipmix_cli/cli/train.py, so `ipmix train --help` needs
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import signal
@@ -81,7 +82,7 @@ def train(shards, model: str = "auto", epochs: int = 1, out="run", *, resume: bo
     torch.set_num_threads(n_threads)
     rank, world, dev = setup_distributed(cfg.device)
     threads_note = f"{n_threads} thread{'s' if n_threads > 1 else ''} ({why_threads})"
-    folder = None
+    folder = run = None
     try:
         folder = RunFolder(cfg.out, storage_options, cache_dir, uploads=rank == 0)
         run = setup(Run(cfg, rank, world, dev, echo if rank == 0 else _silent, folder), loader, threads_note)
@@ -107,6 +108,11 @@ def train(shards, model: str = "auto", epochs: int = 1, out="run", *, resume: bo
         if folder is not None:
             folder.close()
         if world > 1 and dist.is_initialized():
+            # DDP's reducer holds the process group: dropped here, gloo's work objects and
+            # threads go while the interpreter is whole, not during its shutdown (where a
+            # rank could abort after a finished run)
+            run = None
+            gc.collect()
             dist.destroy_process_group()
 
 
