@@ -1,9 +1,11 @@
 """Running the shard tasks: in this process, in this process and local joblib (loky)
 workers, or on a Dask cluster through joblib's Dask backend.
 
-With `--workers N` this process is one of the N: it starts N-1 loky workers and builds shards
-in a thread while they start (a worker needs about a second to import NumPy and Numba and load
-the kernels, which this process has already done), taking tasks from the same queue.
+With `--workers N` this process is one of the N: it builds shards in a thread beside N-1 loky
+workers, all taking tasks from one queue. On Linux the workers are forked from this process
+once it has loaded the kernels, so they start building at once; elsewhere (or beside the
+caller's own threads) loky starts them, and each spends about a second importing NumPy and
+Numba and loading the kernels while this process builds.
 
 Workers get the build context (source handles and the mixing bank, which refers to a
 memory-mapped file) once: it is pickled into OUT/.records/contexts/ and each worker loads
