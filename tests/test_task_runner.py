@@ -23,14 +23,15 @@ class Ctx:
     remote: object = None
 
 
-def note_tasks(ctx, tasks, done=None):
+def note_tasks(ctx, tasks, done=None, tag=""):
     """A task function as shards.build.run_tasks_in_order is one: runs tasks in order, writes a
-    file per task (so the test sees what ran, and where) and passes each record to `done`."""
+    file per task named `<epoch>-<shard>.<pid><tag>` (so the test sees what ran, and where) and
+    passes each record to `done`."""
     records = []
     for epoch, shard in tasks:
         if ctx.fail_here and os.getpid() == ctx.parent:
             raise OSError(28, "No space left on device")
-        (Path(ctx.out) / f"{epoch}-{shard}.{os.getpid()}").write_text("")
+        (Path(ctx.out) / f"{epoch}-{shard}.{os.getpid()}{tag}").write_text("")
         rec = {"epoch": epoch, "shard": shard, "pid": os.getpid(), "peak_rss_mb": 1.0}
         records.append(rec)
         if done is not None:
@@ -117,15 +118,8 @@ def warm(ctx):
 
 
 def note_warmth(ctx, tasks, done=None):
-    """Writes, per task, whether the process running it saw the warm-up."""
-    records = []
-    for epoch, shard in tasks:
-        (Path(ctx.out) / f"{epoch}-{shard}.{os.getpid()}.{int(bool(WARMED))}").write_text("")
-        rec = {"epoch": epoch, "shard": shard, "pid": os.getpid(), "peak_rss_mb": 1.0}
-        records.append(rec)
-        if done is not None:
-            done(rec)
-    return records
+    """note_tasks, with whether the process running each task saw the warm-up in its file's name."""
+    return note_tasks(ctx, tasks, done, tag=f".{int(bool(WARMED))}")
 
 
 def test_a_fresh_process_forks_its_workers_after_the_warm_up(tmp_path):
