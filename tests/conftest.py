@@ -10,10 +10,13 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "2")
 # Caches a run writes (the mixing bank's) go to a folder of this test session, not the user's.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ipmix-test-cache-")
 atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
-# A suite started in the background by a non-interactive shell inherits SIGINT as ignored, and
-# so would every command it starts: the Ctrl-C tests need Ctrl-C to do what it does at a terminal.
+# A suite started in the background by a non-interactive shell inherits SIGINT as ignored (or,
+# under some supervisors, blocked), and so would every command it starts: the Ctrl-C tests need
+# Ctrl-C to do what it does at a terminal. Done here, before any thread exists, so all inherit it.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+if hasattr(signal, "pthread_sigmask"):
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 import pytest  # noqa: E402

@@ -153,6 +153,20 @@ def test_kill_9_then_rerun_is_byte_identical(tmp_path, mix):
     assert not list(out.glob("epoch-*/.*.tmp"))
 
 
+def _signal_state(pid: int) -> str:
+    """SIGINT's mask bits and each thread's wait channel, from /proc (Linux)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            masks = [line.strip() for line in f if line.startswith(("SigBlk", "SigIgn", "SigCgt"))]
+        waits = []
+        for tid in sorted(os.listdir(f"/proc/{pid}/task")):
+            with open(f"/proc/{pid}/task/{tid}/comm") as c, open(f"/proc/{pid}/task/{tid}/wchan") as w:
+                waits.append(f"{c.read().strip()}:{w.read()}")
+        return f"{', '.join(masks)} (SIGINT is bit 0x2); threads waiting in {waits}"
+    except OSError as exc:
+        return f"its state could not be read: {exc}"
+
+
 def test_sigint_exits_130_with_resume_hint(tmp_path, mix, folder):
     import errno
     import shutil
@@ -177,7 +191,13 @@ def test_sigint_exits_130_with_resume_hint(tmp_path, mix, folder):
             time.sleep(0.005)
     try:
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:  # say why: how the build holds SIGINT, where its threads wait
+            state = _signal_state(proc.pid)
+            proc.kill()
+            proc.communicate()
+            pytest.fail(f"the build did not end within 120 s of Ctrl-C; {state}")
     finally:
         os.close(writer)
     assert proc.returncode == 130 and "resume" in err, err
