@@ -49,4 +49,4 @@ def test_a_missing_bucket_is_one_line(s3, capsys):
     missing = f"ipmix-missing-{uuid.uuid4().hex[:8]}"
     assert run(["eval", "--checkpoint", f"s3://{missing}/run", "--test", "digits:test"]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"Error: --checkpoint s3://{missing}/run: not found (The specified bucket does not exist)"]
+        f"Error: --checkpoint s3://{missing}/run: listing failed: not found (bucket {missing} does not exist)"]

@@ -102,6 +102,10 @@ class Entry:
     etag: str  # the store's content tag without quotes ("" when it gives none)
 
 
+def _entry(info: dict) -> Entry:
+    return Entry(int(info.get("size") or 0), storage.etag(info).strip('"'))
+
+
 def _quiet_dropped_connections(loop, context) -> None:
     """An async client leaves a task behind when a connection drops in the middle of a request;
     its error is the one already retried and reported, so it is not printed again at exit."""
@@ -205,8 +209,17 @@ class Prefix:
         for name, info in found.items():
             if info.get("type") != "file" or not name.startswith(self._root + "/"):
                 continue
-            out[name[len(self._root) + 1:]] = Entry(int(info.get("size") or 0), storage.etag(info).strip('"'))
+            out[name[len(self._root) + 1:]] = _entry(info)
         return out
+
+    def entry(self, rel: str) -> Entry | None:
+        """The Entry of the one object `rel`; None if there is none."""
+        fs = self._open()
+        try:
+            info = self._retry(f"reading {rel}", lambda: fs.info(self.path(rel)), missing_is_error=False)
+        except FileNotFoundError:
+            return None
+        return _entry(info) if info.get("type") == "file" else None
 
     @property
     def is_s3(self) -> bool:
@@ -262,6 +275,15 @@ class Prefix:
     def get_file(self, rel: str, local) -> None:
         fs = self._open()
         self._retry(f"downloading {rel}", lambda: fs.get_file(self.path(rel), str(local)))
+
+    def get_files(self, rels, locals_) -> None:
+        """Download the objects `rels` to the local paths `locals_`, several at a time where
+        the store allows; retried as a whole."""
+        fs = self._open()
+        paths = [self.path(r) for r in rels]
+        targets = [str(p) for p in locals_]
+        if paths:
+            self._retry("downloading", lambda: fs.get(paths, targets))
 
     def read(self, rel: str, size: int | None = None) -> bytes:
         """The bytes of the object `rel` (with `size`, its first `size` bytes, in one ranged

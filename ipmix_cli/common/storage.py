@@ -137,67 +137,100 @@ def require_local_source(spec: str, option: str, role: str, *, remote_folders: b
 
 # --------------------------------------------------------------------------- reading a folder
 
-def fetch_folder(url: str, cache_root, option: str) -> str:
-    """A local copy of every object under the prefix `url`, as a folder path.
+def fetch_folder(url: str, cache_root, option: str, options: dict | None = None) -> str:
+    """A local copy of every object under the prefix `url` (or of the one object at `url`),
+    as a folder path; listed and downloaded through objstore.Prefix (its retries, its one-line
+    errors, `options` for the store).
 
     The copy lives in cache_root/remote/<key>, where the key hashes the URL and one listing of
     the prefix (names, sizes, ETags): an unchanged prefix is listed once and not downloaded
     again; a changed object gives a new copy. The copy appears by one rename, so a killed
-    download never leaves a copy that looks complete."""
+    download never leaves a copy that looks complete; processes sharing cache_root download a
+    copy once (the first holds a lock on the folder while it downloads, the others then find it)."""
     import hashlib
     import json
-    import os
-    import shutil
     from pathlib import Path
 
-    where = classify(url)
-    check_scheme(where, option)
-    import fsspec
+    from ipmix_cli.common.objstore import Prefix
 
-    try:
-        fs, root = fsspec.core.url_to_fs(url)
-        listing = fs.find(root, detail=True)
-    except Exception as exc:  # the client's own types vary by store: report any of them in one line
-        raise IpmixError(f"{option} {url}: {_reason(exc)}") from None
-    root = root.rstrip("/")
+    prefix = Prefix(url, option, options)
+    listing = prefix.listing()
+    folder, _, name = prefix.url.rpartition("/")
+    if not listing and "/" in folder.partition("://")[2]:  # perhaps the URL of one object
+        prefix = Prefix(folder, option, options)
+        entry = prefix.entry(name)
+        listing = {name: entry} if entry is not None else {}
     files = []
-    for name, info in sorted(listing.items()):
-        if info.get("type") != "file" or name.endswith("/"):
+    for rel, entry in sorted(listing.items()):
+        if rel.endswith("/"):  # a folder marker some tools write
             continue
-        rel = name[len(root):].lstrip("/") if name.startswith(root + "/") else os.path.basename(name)
         if any(part in ("", ".", "..") for part in rel.split("/")):
-            raise IpmixError(f"{option} {url}: object {name!r} has a name that is not a safe relative path")
-        tag = etag(info)
-        files.append((rel, int(info.get("size") or 0), str(tag), name))
+            raise IpmixError(f"{option} {url}: object {prefix.path(rel)!r} has a name that is not a safe relative path")
+        files.append((rel, entry.size, entry.etag))
     if not files:
         raise IpmixError(f"{option} {url}: no objects under this prefix")
 
-    key = hashlib.sha256(json.dumps([url, [f[:3] for f in files]]).encode()).hexdigest()[:32]
+    key = hashlib.sha256(json.dumps([url, files]).encode()).hexdigest()[:32]
     dest = Path(cache_root) / "remote" / key
     if dest.is_dir():
         return str(dest)
-    tmp = dest.with_name(f"{key}.part-{os.getpid()}")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with _folder_lock(dest.parent):
+            if not dest.is_dir():  # not made by another process while this one waited
+                _download(prefix, files, dest, f"{option} {url}")
+    except OSError as exc:
+        raise IpmixError(f"{option} {url}: download failed: {_reason(exc)}") from None
+    return str(dest)
+
+
+def _download(prefix, files, dest, shown: str) -> None:
+    """The objects `files` ((name, size, tag) under `prefix`) into the new folder `dest`, by
+    way of a temporary folder renamed once every size is checked."""
+    import os
+    import shutil
+
+    tmp = dest.with_name(f"{dest.name}.part-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         for rel, *_ in files:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        fs.get([f[3] for f in files], [str(tmp / f[0]) for f in files])
-        for rel, size, *_ in files:
-            if (tmp / rel).stat().st_size != size:
-                raise IpmixError(f"{option} {url}: {rel} arrived with {(tmp / rel).stat().st_size} bytes, "
-                                 f"the listing said {size}; run the command again")
+        prefix.get_files([f[0] for f in files], [tmp / f[0] for f in files])
+        for rel, size, _ in files:
+            got = (tmp / rel).stat().st_size
+            if got != size:
+                raise IpmixError(f"{shown}: {rel} arrived with {got} bytes, the listing said {size}; "
+                                 f"run the command again")
         try:
             os.rename(tmp, dest)
         except OSError:
-            if not dest.is_dir():  # not another process having finished the same copy first
+            if not dest.is_dir():  # not another process (where there is no lock) having finished first
                 raise
-    except IpmixError:
-        raise
-    except Exception as exc:
-        raise IpmixError(f"{option} {url}: download failed: {_reason(exc)}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return str(dest)
+
+
+def _folder_lock(folder):
+    """A context manager holding an exclusive lock on `folder` (an advisory flock, released
+    when the holder exits or is killed); where the platform has none, a lock that holds nothing."""
+    import contextlib
+    import os
+
+    try:
+        import fcntl
+    except ImportError:
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def locked():
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    return locked()
 
 
 def etag(info: dict) -> str:
