@@ -9,8 +9,11 @@ Public entry points (imported on first use, so `import fractalgen` stays cheap):
 
 from pathlib import Path
 
+from fractalgen import jit_startup
 from fractalgen.errors import BadImage, FractalgenError
 from fractalgen.numba_cache import drop_stale_cache
+
+jit_startup.install()  # before any kernel loads: Numba's first load would probe SciPy and cffi
 
 # Before any kernel module loads: ifs.py's cached kernels hold splitmix.py's code compiled in.
 drop_stale_cache(Path(__file__).resolve().parent, __name__)

@@ -239,7 +239,7 @@ def measure_epoch32(tmp: Path, cifar: str, mix: Path, samples: int, epochs: int,
     time_command(cmds["ipmix_view"], tmp / "o-warm", core)  # loads the compiled kernels once
     rates: dict = {k: [] for k in [*cmds, *(f"{c}_cpu" for c in cmds), "engine_view", "engine_jsd", "engine_view_cpu",
                                     "engine_jsd_cpu", "floor", "disk_mb_s", "load"]}
-    jsd_bytes = None
+    jsd_bytes = none_bytes = None
     for r in range(repeats):
         log(f"32 px round {r + 1} of {repeats} ...")
         for name, cmd in cmds.items():
@@ -254,10 +254,13 @@ def measure_epoch32(tmp: Path, cifar: str, mix: Path, samples: int, epochs: int,
         if jsd_bytes is None:
             jsd_bytes = _build(tmp / "o-size", source=cifar, fractals=mix, epochs=epochs, views=3, seed=3,
                                workers=2)[1]["totals"]["bytes"]
+            none_bytes = _build(tmp / "o-size", source=cifar, fractals=mix, epochs=epochs, recipe="none", views=1,
+                                seed=3, workers=2)[1]["totals"]["bytes"]
         rates["disk_mb_s"].append(disk_rate(tmp / "disk", jsd_bytes) / 1e6)
         rates["load"].append(os.getloadavg()[0])
     med = {k: statistics.median(v) for k, v in rates.items()}
     jsd_w2_mb_s = med["ipmix_jsd_w2"] * jsd_bytes / total / 1e6
+    none_w2_mb_s = med["none_view_w2"] * none_bytes / total / 1e6
     fig = {f"build32_{k}_samples_per_s": round(v, 1) for k, v in med.items() if k in cmds}
     fig.update({f"build32_{k[:-4]}_cpu_samples_per_s": round(v, 1) for k, v in med.items() if k.endswith("_cpu")})
     fig.update({
@@ -279,6 +282,7 @@ def measure_epoch32(tmp: Path, cifar: str, mix: Path, samples: int, epochs: int,
         "scaling_none_w2_to_w1": round(med["none_view_w2"] / med["none_view_w1"], 3),
         "scaling_jsd_w2_to_w1": round(med["ipmix_jsd_w2"] / med["ipmix_jsd_w1"], 3),
         "jsd_w2_share_of_disk_rate": round(jsd_w2_mb_s / med["disk_mb_s"], 3),
+        "none_w2_share_of_disk_rate": round(none_w2_mb_s / med["disk_mb_s"], 3),
         "build32_command": " ".join(["ipmix", *cmds["ipmix_jsd"][3:]]).replace(str(tmp), "TMP"),
     })
     for name, recipe, views in (("none_view", "none", 1), ("ipmix_view", "ipmix", 1), ("ipmix_jsd", "ipmix", 3)):
