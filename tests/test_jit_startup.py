@@ -4,6 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.kernels  # its subprocess loads and compiles kernels
+
 REPO = Path(__file__).resolve().parents[1]
 
 _SCRIPT = """
