@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from ipmix_cli.cli import main as cli
+from ipmix_cli.common.errors import IpmixError
 from _shards_build_helpers import write_image_folder, write_mixing_folder
 
 
@@ -169,6 +170,81 @@ def test_dask_workers_read_the_copy_from_out(s3, tmp_path, capsys):
     assert shard_digests(out) == shard_digests(tmp_path / "local")
     assert len(list((out / ".cache" / "remote").iterdir())) == 2
     capsys.readouterr()
+
+
+@pytest.mark.kernels
+def test_dask_workers_of_a_bucket_out_fetch_the_source_and_mixing_set_into_their_own_cache(
+        s3, tmp_path, monkeypatch, capsys):
+    # No disk is shared: the client's cache folder is not the workers', and OUT is a bucket.
+    from distributed import LocalCluster
+
+    from ipmix_cli.shards.build import build_shards
+
+    name = local_and_uploaded(s3, tmp_path, "data")
+    assert build(f"folder:{tmp_path / 'images'}", str(tmp_path / "mixing"), tmp_path / "local") == 0
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "workers-cache"))  # what the worker processes start with
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=40) as cluster:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "client-cache"))
+        m = build_shards(source=f"folder:s3://{name}/data/images", fractals=f"s3://{name}/data/mixing",
+                         out=f"s3://{name}/out", shards=2, backend="dask", scheduler=cluster.scheduler_address,
+                         progress=False)
+    assert m["complete"] and os.getpid() not in m["build_stats"]["worker_pids"]
+    s3.invalidate_cache()
+    built = {p.rsplit("/", 1)[1]: hashlib.sha256(s3.cat(p)).hexdigest() for p in sorted(s3.find(f"{name}/out"))
+             if p.endswith(".tar")}
+    assert built == shard_digests(tmp_path / "local")
+    client = sorted(os.listdir(tmp_path / "client-cache" / "ipmix" / "remote"))
+    workers = sorted(os.listdir(tmp_path / "workers-cache" / "ipmix" / "remote"))
+    # one copy per prefix on each side, of the same listing (the two workers share a machine: one copy)
+    assert len(client) == 2 and workers == client
+    capsys.readouterr()
+
+
+@pytest.mark.kernels
+def test_dask_workers_of_a_bucket_out_fetch_cifar_batches_and_wds_shards_themselves(s3, tmp_path, monkeypatch):
+    from distributed import LocalCluster
+
+    from _shards_build_helpers import write_cifar_python
+    from ipmix_cli.shards.build import build_shards
+
+    folder, _ = write_cifar_python(tmp_path / "cifar", per_batch=6)
+    name = bucket(s3)
+    s3.put(str(folder), f"{name}/cifar", recursive=True)
+    assert build(f"cifar10:{folder}", str(tmp_path / "unused"), tmp_path / "local", "--recipe", "none") == 0
+    s3.put(str(tmp_path / "local"), f"{name}/shards", recursive=True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "workers-cache"))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=40) as cluster:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "client-cache"))
+        for source, out in ((f"cifar10:s3://{name}/cifar", "c"), (f"wds:s3://{name}/shards", "w")):
+            build_shards(source=source, recipe="none", out=f"s3://{name}/{out}", shards=2, backend="dask",
+                         scheduler=cluster.scheduler_address, progress=False)
+            local = tmp_path / f"{out}-local"
+            assert build(source.replace(f"s3://{name}/cifar", str(folder)).replace(
+                f"s3://{name}/shards", str(tmp_path / "local")), str(tmp_path / "unused"), local, "--recipe", "none") == 0
+            s3.invalidate_cache()
+            built = {p.rsplit("/", 1)[1]: hashlib.sha256(s3.cat(p)).hexdigest()
+                     for p in sorted(s3.find(f"{name}/{out}")) if p.endswith(".tar")}
+            assert built == shard_digests(local) != {}
+    assert sorted(os.listdir(tmp_path / "workers-cache" / "ipmix" / "remote")) == \
+        sorted(os.listdir(tmp_path / "client-cache" / "ipmix" / "remote"))
+
+
+def test_a_worker_refuses_a_prefix_that_changed_since_the_build_listed_it(s3, tmp_path):
+    from ipmix_cli.common import storage
+    from ipmix_cli.shards.worker_inputs import BucketInput
+
+    write_mixing_folder(tmp_path / "mixing")
+    name = bucket(s3)
+    s3.put(str(tmp_path / "mixing"), f"{name}/mixing", recursive=True)
+    url = f"s3://{name}/mixing"
+    given = BucketInput.of("--fractals", url, storage.fetch_folder(url, tmp_path / "client", "--fractals"))
+    assert os.listdir(given.fetch(tmp_path / "worker-1")) == os.listdir(tmp_path / "mixing")
+    first = sorted(s3.find(f"{name}/mixing"))[0]
+    s3.pipe(first, b"other bytes")
+    with pytest.raises(IpmixError, match=rf"^--fractals {url}: its objects changed while the build ran"):
+        given.fetch(tmp_path / "worker-2")
 
 
 @pytest.mark.kernels

@@ -53,6 +53,24 @@ class BuildContext:
     source: Source
     bank: object
     remote: object = None  # a RemoteOut when OUT is a URL (out is then its local staging folder)
+    worker_inputs: object = None  # a WorkerInputs: the bucket inputs Dask workers fetch for themselves
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if self.worker_inputs is not None:  # not the client's copies: each worker opens its own
+            if self.worker_inputs.source is not None:
+                state["source"] = None
+            if self.worker_inputs.fractals is not None:
+                state["bank"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        inputs = self.worker_inputs
+        if inputs is not None and inputs.source is not None:
+            self.source = inputs.open_source()
+        if inputs is not None and inputs.fractals is not None:
+            self.bank = inputs.open_bank()
 
     @property
     def image_size(self) -> int:
@@ -595,6 +613,7 @@ class Build:
     epochs: int             # the epochs OUT holds once this run is done
     existing: dict | None   # OUT's manifest; None for a new build or one `overwrite` replaces
     overwrite: bool
+    worker_inputs: object = None  # see worker_inputs.WorkerInputs
 
 
 @dataclass
@@ -650,7 +669,7 @@ def resolve(request: BuildRequest, run: RunOptions) -> Build:
 
     cfg = resolve_config(preset=given["preset"], recipe=given["recipe"], views=int(given["views"]),
                          **given["augment_options"])
-    source, bank, mixing = _open_inputs(given, cfg, run)
+    source, bank, mixing, worker_inputs = _open_inputs(given, cfg, run)
     fmt, quality = resolve_format(given["format"], given["quality"], cfg.image_size)
     n_shards = _shard_count(given["shards"], len(source), epochs, fmt, cfg)
     spec = BuildSpec(
@@ -664,13 +683,13 @@ def resolve(request: BuildRequest, run: RunOptions) -> Build:
         raise OptionError("{path} was built with a different configuration ({diffs}); use {overwrite} to rebuild "
                           "it, or another {out}", path=str(run.shown), diffs="; ".join(diffs[:4]) or "hash")
     return Build(spec=spec, plan=Plan(len(source), n_shards, spec.seed), source=source, bank=bank, mixing=mixing,
-                 epochs=epochs, existing=existing, overwrite=request.overwrite)
+                 epochs=epochs, existing=existing, overwrite=request.overwrite, worker_inputs=worker_inputs)
 
 
 def prepare(build: Build, run: RunOptions) -> Job:
     """The workers' context and this node's tasks. Writes nothing."""
     ctx = BuildContext(out=str(run.out), spec=build.spec, config_hash=build.spec.config_hash, plan=build.plan,
-                       source=build.source, bank=build.bank, remote=run.remote)
+                       source=build.source, bank=build.bank, remote=run.remote, worker_inputs=build.worker_inputs)
     tasks = node_tasks(range(build.epochs), build.spec.shards, int(run.num_nodes), int(run.node_rank))
     if _needs_kernels(build.spec.recipe):
         run.say(COMPILING)
@@ -787,8 +806,9 @@ def _merge_options(request: BuildRequest, out, existing: dict | None) -> tuple[d
 
 
 def _open_inputs(given: dict, cfg, run: RunOptions):
-    """The source, the mixing bank and the manifest's "mixing_set" entry. Sources and mixing sets
-    in object storage are copied to a local folder first."""
+    """The source, the mixing bank, the manifest's "mixing_set" entry and the WorkerInputs (or
+    None). Sources and mixing sets in object storage are copied to a local folder first; Dask
+    workers of a URL OUT fetch their own copies (see worker_inputs)."""
     from ipmix_cli.common.cachedir import default_cache_dir
 
     out, cache_dir = run.out, run.cache_dir
@@ -798,7 +818,8 @@ def _open_inputs(given: dict, cfg, run: RunOptions):
         copies = out / ".cache"
     else:
         copies = default_cache_dir()
-    source = open_source(storage.localize_source(given["source"], copies, kinds=storage.BUILD_SOURCE_KINDS))
+    local_source = storage.localize_source(given["source"], copies, kinds=storage.BUILD_SOURCE_KINDS)
+    source = open_source(local_source)
     if len(source) == 0:
         raise IpmixError(f"source {given['source']} holds no samples")
     bank_cache = cache_dir
@@ -806,9 +827,20 @@ def _open_inputs(given: dict, cfg, run: RunOptions):
         bank_cache = out / ".cache" / "mixing-bank"
     fractals = storage.localize(given["fractals"], copies, "--fractals")
     bank, mixing = _open_bank(fractals, cfg, given["recipe"], bank_cache, run.log)
-    if bank is not None and run.backend == "dask" and run.remote is not None:
-        bank = type(bank)(np.array(bank.pixels), bank.fingerprint)  # in memory: it travels in the context
-    return source, bank, mixing
+    inputs = None
+    if run.backend == "dask" and run.remote is not None and not run.dry_run:  # no disk shared with the workers
+        from ipmix_cli.shards.worker_inputs import BucketInput, WorkerInputs
+
+        from_source = BucketInput.of("--source", given["source"], local_source) if local_source != given["source"] \
+            else None
+        from_fractals = BucketInput.of("--fractals", str(given["fractals"]), str(fractals)) \
+            if bank is not None and fractals != given["fractals"] else None
+        if from_source or from_fractals:
+            inputs = WorkerInputs(from_source, from_fractals, cfg.mixing_size,
+                                  str(cache_dir) if cache_dir else None)
+        if bank is not None and from_fractals is None:
+            bank = type(bank)(np.array(bank.pixels), bank.fingerprint)  # in memory: it travels in the context
+    return source, bank, mixing, inputs
 
 
 def _shard_count(shards, n_source: int, epochs: int, fmt: str, cfg) -> int:
