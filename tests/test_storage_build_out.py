@@ -17,7 +17,7 @@ from ipmix_cli.cli import main as cli
 from ipmix_cli.shards import build_shards
 from ipmix_cli.shards import manifest as mf
 
-from _s3_proxy import HoldingProxy
+from _s3_proxy import CHECKSUM_HEADERS, HoldingProxy
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["--source", "digits", "--recipe", "none", "--epochs", "2", "--shards", "3", "--seed", "5", "--quiet"]
@@ -119,6 +119,7 @@ def test_each_shard_is_put_with_its_sha256_which_a_resume_checks_where_the_recor
                for e in range(2) for s in range(3)]
     for rec in records:  # the store keeps the sha256 the record gives
         assert stored_sha256(s3, f"{name}/shards/{rec['path']}") == rec["sha256"]
+        assert "md5" not in rec  # so no MD5 was computed
         # a record without an md5: the ETag is not compared, only the stored sha256 can tell
         s3.pipe(f"{name}/shards/.records/epoch-{rec['epoch']:04d}/shard-{rec['shard']:05d}.json",
                 json.dumps({k: v for k, v in rec.items() if k != "md5"}).encode())
@@ -156,6 +157,63 @@ def test_kill_9_in_the_middle_of_an_upload_then_the_same_command(s3_endpoint, s3
     finally:
         proxy.close()
     assert objects(s3, f"{name}/shards") == reference
+
+
+@pytest.mark.kernels
+def test_a_store_that_keeps_no_sha256_gets_md5s_in_the_records_which_a_resume_after_kill_9_compares(
+        s3_endpoint, s3, reference):
+    import hashlib
+
+    name = new_bucket(s3)
+    url = f"s3://{name}/shards"
+    # the relay drops the checksum headers of every request: the store keeps no SHA-256
+    proxy = HoldingProxy(int(s3_endpoint.rsplit(":", 1)[1]), strip=CHECKSUM_HEADERS)
+    try:
+        proxy.hold(f"PUT /{name}/shards/{SHARDS[3]}".encode())
+        proc = subprocess.Popen(command(url), env=env(proxy.url), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            assert proxy.held.wait(timeout=300), "the build never uploaded the held shard"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        finally:
+            proxy.release()
+            if proc.poll() is None:
+                proc.kill()
+        s3.invalidate_cache()
+        recorded = sorted(s3.find(f"{name}/shards/.records"))
+        assert len(recorded) == 3  # the shards before the held one are finished, records and all
+        for path in SHARDS[:3]:
+            assert stored_sha256(s3, f"{name}/shards/{path}") is None
+        # one finished shard replaced by other bytes of its size: only its MD5 tells
+        s3.pipe(f"{name}/shards/{SHARDS[1]}", b"\0" * len(reference[SHARDS[1]]))
+        done = subprocess.run(command(url, "--json"), env=env(proxy.url), capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+    finally:
+        proxy.close()
+    stats = json.loads(done.stdout)["stats"]
+    assert (stats["shards_kept"], stats["shards_built"]) == (2, 4)
+    assert objects(s3, f"{name}/shards") == reference
+    for e in range(2):
+        for sh in range(3):
+            rec = json.loads(s3.cat(f"{name}/shards/.records/epoch-{e:04d}/shard-{sh:05d}.json"))
+            assert rec["md5"] == hashlib.md5(reference[rec["path"]]).hexdigest()
+
+
+def test_the_md5_a_listing_gives_is_read_as_each_store_spells_it():
+    import base64
+    import hashlib
+
+    from ipmix_cli.common.objstore import _entry
+
+    digest = hashlib.md5(b"shard bytes")
+    s3_single, s3_parts = {"size": 11, "ETag": f'"{digest.hexdigest()}"'}, {"size": 11, "ETag": '"0a1b2c-2"'}
+    gcs = {"size": 11, "etag": "CKih16GjycICEAE=", "md5Hash": base64.b64encode(digest.digest()).decode()}
+    azure = {"size": 11, "etag": "0x8DB0A1B2C3D4E5F", "content_settings": {"content_md5": bytearray(digest.digest())}}
+    azure_blocks = {"size": 11, "etag": "0x8DB0A1B2C3D4E5F", "content_settings": {"content_md5": None}}
+    assert [_entry(info).md5 for info in (s3_single, gcs, azure)] == [digest.hexdigest()] * 3
+    assert [_entry(info).md5 for info in (s3_parts, azure_blocks)] == ["", ""]
 
 
 @pytest.mark.kernels

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -100,10 +101,30 @@ def without_payload_signing(url: str, options: dict | None) -> dict | None:
 class Entry:
     size: int
     etag: str  # the store's content tag without quotes ("" when it gives none)
+    md5: str = ""  # the object's MD5 in hex where the listing gives one, else ""
+
+
+_HEX_MD5 = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _entry(info: dict) -> Entry:
-    return Entry(int(info.get("size") or 0), storage.etag(info).strip('"'))
+    tag = storage.etag(info).strip('"')
+    return Entry(int(info.get("size") or 0), tag, _listed_md5(info, tag))
+
+
+def _listed_md5(info: dict, tag: str) -> str:
+    """The MD5 a listing gives: S3's ETag of a single PUT (32 hex digits; a multipart upload's
+    has a dash), GCS's md5Hash (base64), Azure's Content-MD5 (bytes; a blob put in one call)."""
+    if _HEX_MD5.match(tag.lower()):
+        return tag.lower()
+    try:
+        if info.get("md5Hash"):
+            return base64.b64decode(info["md5Hash"]).hex()
+        settings = info.get("content_settings")
+        digest = settings.get("content_md5") if isinstance(settings, dict) else getattr(settings, "content_md5", None)
+        return bytes(digest).hex() if digest and len(digest) == 16 else ""
+    except (ValueError, TypeError):
+        return ""
 
 
 def _quiet_dropped_connections(loop, context) -> None:
@@ -225,21 +246,38 @@ class Prefix:
     def is_s3(self) -> bool:
         return storage.classify(self.url).scheme in ("s3", "s3a")
 
-    def put_file(self, local, rel: str, sha256: str | None = None) -> None:
-        """Upload a finished local file as the object `rel` (a PUT is all or nothing).
+    def put_file(self, local, rel: str, sha256: str | None = None) -> bool:
+        """Upload a finished local file as the object `rel` (a PUT is all or nothing); returns
+        whether the store keeps `sha256` for it.
 
         With `sha256` (hex) on s3://, the PUT carries it as S3's SHA-256 checksum: the store
         checks the bytes against it and keeps it (see `sha256s`), and the client computes no
         checksum of its own (nor any hash at all with `without_payload_signing`'s options).
         Such a file is always one PUT (a whole-object checksum needs one), up to S3's 5 GB
-        limit for one."""
+        limit for one. A store that ignores the checksum (some S3-compatible ones) answers
+        without it: False."""
         fs = self._open()
-        extra = {}
         size = os.path.getsize(local)
         if sha256 and self.is_s3 and 0 < size < SINGLE_PUT_LIMIT:
-            extra = {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": base64.b64encode(bytes.fromhex(sha256)).decode(),
-                     "chunksize": size}  # s3fs sends files under 2 x chunksize in one PUT
-        self._retry(f"uploading {rel}", lambda: fs.put_file(str(local), self.path(rel), **extra))
+            return self._retry(f"uploading {rel}", lambda: self._put_with_sha256(local, rel, sha256))
+        self._retry(f"uploading {rel}", lambda: fs.put_file(str(local), self.path(rel)))
+        return False
+
+    def _put_with_sha256(self, local, rel: str, sha256: str) -> bool:
+        """One PUT of the whole file carrying its SHA-256 (what s3fs's put_file sends for a file
+        this size, with the same content type); True if the answer shows the store kept it."""
+        import mimetypes
+
+        fs = self._open()
+        bucket, key, _ = fs.split_path(self.path(rel))
+        checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
+        content_type = mimetypes.guess_type(str(local))[0]
+        with open(local, "rb") as f:
+            body = f.read()
+        answer = fs.call_s3("put_object", Bucket=bucket, Key=key, Body=body, ChecksumAlgorithm="SHA256",
+                            ChecksumSHA256=checksum, **({"ContentType": content_type} if content_type else {}))
+        fs.invalidate_cache(self.path(rel))
+        return answer.get("ChecksumSHA256") == checksum
 
     def sha256s(self, rels) -> dict[str, str | None]:
         """The SHA-256 checksum S3 keeps for each object of `rels` (hex; None where it keeps

@@ -81,7 +81,7 @@ class ShardRecord:
     count: int
     bytes: int
     sha256: str
-    md5: str | None = None  # written by older builds only (their wids indexes listed it)
+    md5: str | None = None  # by older builds (their wids indexes listed it), and to stores that keep no SHA-256
     config_hash: str | None = None  # of the build that wrote the shard
     bad_samples: list | None = None  # source pictures skipped, and what stood in for them
     dali_index: bool | None = None  # the shard's DALI .idx was written with it, before this record

@@ -29,7 +29,7 @@ WIDS_KIND = "wids-shard-index-v1"
 DALI_VERSION = "v1.2"
 
 
-def _md5_file(path: Path, chunk: int = 1 << 20) -> str:
+def md5_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -50,7 +50,7 @@ def wids_index_document(out_dir, epoch_entry: dict, name: str, md5: bool = True)
         shardlist.append(
             {
                 "url": os.path.relpath(path, index_path.parent).replace(os.sep, "/"),
-                **({"md5sum": _md5_file(path)} if md5 else {}),
+                **({"md5sum": md5_file(path)} if md5 else {}),
                 "nsamples": int(shard["count"]),
                 "filesize": path.stat().st_size,
             }

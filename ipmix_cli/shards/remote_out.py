@@ -5,9 +5,11 @@ each shard is finished there (written, fsynced, renamed), uploaded whole with on
 its record; the local copy is deleted once uploaded. The manifest, indexes and dataset card
 are uploaded last, after the shards they describe, so nothing in OUT looks complete before
 it is. A resume lists OUT once and keeps the shards whose object has the size and the hash
-their record gives, without downloading them: the MD5 ETag where the record has an md5, else
-on s3:// the SHA-256 checksum each shard's PUT carried (one HEAD per shard to keep); other
-stores, the size.
+their record gives, without downloading them: on s3:// the SHA-256 checksum each shard's PUT
+carried (one HEAD per shard to keep). Where the store keeps no SHA-256 (gs://, az://, an
+S3-compatible store that ignores the checksum: its answer to the PUT lacks it) the record also
+carries the shard's MD5, which a resume compares with the MD5 the listing gives (a single
+PUT's ETag, GCS's md5Hash, Azure's Content-MD5); where the listing gives none, the size alone.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from pathlib import Path
 from ipmix_cli.common.errors import OptionError
 from ipmix_cli.common.objstore import Prefix, without_payload_signing
 from ipmix_cli.shards import manifest as mf
+from ipmix_cli.shards.indexes import md5_file
 
 # What a build writes under OUT; anything else means OUT holds something that is not a build.
 _BUILD_NAME = re.compile(r"^(manifest\.json|README\.md|\.records/.+|epoch-\d{4}/[^/]+)$")
 _RECORD = re.compile(r"^\.records/epoch-\d{4}/shard-\d{5}\.json$")
-_MD5 = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _record_key(rel: str) -> tuple[int, int]:
@@ -98,7 +100,7 @@ class RemoteOut:
 
     @staticmethod
     def _md5_comparable(record: dict, entry) -> bool:
-        return bool(record.get("md5")) and bool(_MD5.match(entry.etag))
+        return bool(record.get("md5")) and bool(entry.md5)
 
     def _fetch(self, rels) -> None:
         for rel, data in self.prefix.cat(rels).items():
@@ -108,15 +110,15 @@ class RemoteOut:
 
     def shard_is_done(self, record: dict | None, config_hash: str) -> bool:
         """Whether OUT holds the shard `record` describes: same configuration, an object of the
-        recorded size and hash: its MD5 ETag where the record has an md5 (and the ETag is an
-        MD5: a single PUT), else on s3:// the SHA-256 checksum the store keeps for it."""
+        recorded size and hash: its MD5 where the record has an md5 and the listing gives the
+        object's, else on s3:// the SHA-256 checksum the store keeps for it."""
         if not record or record.get("config_hash") != config_hash:
             return False
         entry = self.entries.get(record.get("path", ""))
         if entry is None or entry.size != record.get("bytes"):
             return False
         if self._md5_comparable(record, entry):
-            return entry.etag == record["md5"]
+            return entry.md5 == record["md5"]
         if self.prefix.is_s3:
             return self.sha256s.get(record["path"]) == record.get("sha256")
         return True
@@ -125,10 +127,14 @@ class RemoteOut:
 
     def upload_shard(self, local_shard: Path, record: dict, local_index: Path | None = None) -> float:
         """Upload a finished (fsynced) shard, then its DALI index when given, then its record;
-        the local shard and index are deleted. Returns the seconds the uploads took."""
+        the local shard and index are deleted. Where the store keeps no SHA-256 of the shard,
+        its MD5 (read from the file, still in the page cache) joins `record` first, for a
+        resume to compare. Returns the seconds the uploads took."""
         t0 = time.perf_counter()
         rec_rel = mf.record_path("", record["epoch"], record["shard"]).as_posix()
-        self.prefix.put_file(local_shard, record["path"], sha256=record["sha256"])
+        if not self.prefix.put_file(local_shard, record["path"], sha256=record["sha256"]):
+            record["md5"] = md5_file(local_shard)
+            mf.write_record(self.staging, record)
         if local_index is not None:
             self.prefix.put_file(local_index, local_index.relative_to(self.staging).as_posix())
         self.prefix.put_file(self.staging / rec_rel, rec_rel)
