@@ -29,8 +29,21 @@ def test_bench_stream_quick_json(capsys):
     assert figures["shard_bytes_per_sample_32_triple_npy"] > figures["shard_bytes_per_sample_32_single_npy"]
     assert figures["goal_speedup_32"] == 15.0
     # the 224 px shards also streamed from a local S3 server, beside the same shards on disk
-    for name in ("224_jpg_2_shards", "224_single_jpg"):
+    assert_s3_figures(figures)
+
+
+def assert_s3_figures(figures):
+    # shards uploaded as a build uploads them, and the first set again without S3's checksums
+    for name in ("224_jpg_2_shards", "224_single_jpg", "224_jpg_2_shards_no_store_sha256"):
         s3, local = figures[f"stream_{name}_s3_samples_per_s"], figures[f"stream_{name}_local_paired_samples_per_s"]
         assert s3 > 0 and local > 0 and abs(figures[f"s3_vs_local_{name}"] - round(s3 / local, 3)) < 0.0011
     assert figures["goal_met_s3"] == (figures["s3_vs_local_224_jpg_2_shards"] >= figures["goal_s3_vs_local"] == 0.9)
+
+
+def test_bench_stream_only_s3_measures_the_object_store_case_alone(capsys):
+    assert run(["bench", "stream", "--quick", "--repeats", "1", "--json", "--only", "s3"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert_s3_figures(figures)
+    assert not [k for k in figures if k.startswith(("online_", "speedup_", "goal_met_png"))]
+    assert "stream_224_single_jpg_samples_per_s" not in figures  # the disk part alone was not run
 

@@ -84,3 +84,23 @@ def local_s3(cores=None):
         s3fs.S3FileSystem.clear_instance_cache()
         proc.terminate()
         proc.wait()
+
+
+def upload_as_built(folder, url: str) -> None:
+    """Upload a local shard set to `url` as `ipmix shards build --out URL` uploads it: each shard
+    in one PUT that carries its sha256 as S3's SHA-256 checksum, the manifest last."""
+    import json
+    from pathlib import Path
+
+    from ipmix_cli.common.objstore import Prefix, without_payload_signing
+    from ipmix_cli.shardformat.manifest import MANIFEST
+
+    folder = Path(folder)
+    digests = {s["path"]: s["sha256"] for epoch in json.loads((folder / MANIFEST).read_text())["epochs"]
+               for s in epoch["shards"]}
+    prefix = Prefix(url, "--out", without_payload_signing(url, None))
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_file() and rel != MANIFEST:
+            prefix.put_file(path, rel, sha256=digests.get(rel))
+    prefix.put_file(folder / MANIFEST, MANIFEST)

@@ -19,6 +19,7 @@ from ipmix_cli.bench.common import median_time, one_core
 GOAL_RATIO_32 = 15.0
 GOAL_SINGLE_32 = 25_000.0
 GOAL_S3_VS_LOCAL = 0.9
+PARTS = ("disk", "s3", "online")
 
 
 def _patterns(n: int, size: int, seed: int) -> np.ndarray:
@@ -97,19 +98,26 @@ def object_store_figures(sets: dict, batch_size: int, epochs: int, repeats: int,
         server_cores = set()
     figures: dict = {}
     with object_store.local_s3(server_cores or None) as server:
-        fs = server.fs
-        fs.mkdir("ipmix-bench")
-        for name, shards in sets.items():
-            fs.put(str(shards), f"ipmix-bench/{name}", recursive=True)
+        server.fs.mkdir("ipmix-bench")
+        uploads = {name: (shards, True) for name, shards in sets.items()}
+        first = next(iter(sets))
+        uploads[f"{first}_no_store_sha256"] = (sets[first], False)
+        for name, (shards, checksums) in uploads.items():
+            url = f"s3://ipmix-bench/{name}"
+            if checksums:
+                object_store.upload_as_built(shards, url)
+            else:
+                server.fs.put(str(shards), url, recursive=True)
             log(f"streaming {name} from a local S3 server and from disk, alternating")
-            local, s3 = paired_rates(shards, f"s3://ipmix-bench/{name}", batch_size, epochs, repeats)
+            local, s3 = paired_rates(shards, url, batch_size, epochs, repeats)
             figures.update({f"stream_{name}_local_paired_samples_per_s": round(local, 1),
                             f"stream_{name}_s3_samples_per_s": round(s3, 1),
                             f"s3_vs_local_{name}": round(s3 / local, 3)})
-    first = next(iter(sets))
     figures.update(goal_s3_vs_local=GOAL_S3_VS_LOCAL, goal_met_s3=figures[f"s3_vs_local_{first}"] >= GOAL_S3_VS_LOCAL,
-                   s3_case="moto server on 127.0.0.1 in its own process; one ranged GET per shard, checked "
-                           "(size, sha256) and fetched ahead of decoding; no cache")
+                   s3_case="moto server on 127.0.0.1 in its own process; shards uploaded as a build uploads "
+                           "them (with S3's SHA-256 checksum; '_no_store_sha256': without, so the loader "
+                           "hashes each shard); one GET per shard, checked (size, sha256) and fetched "
+                           "ahead of decoding; no cache")
     return figures
 
 
@@ -144,17 +152,16 @@ def online_rate(cfg, bank, images, labels, batch_size: int, samples: int, repeat
     return delivered / median_time(run, repeats=repeats, warmup=1)
 
 
-def measure_stream(repeats: int = 5, quick: bool = False, batch_size: int = 128, log=None) -> dict:
-    """All figures of `ipmix bench stream` (see the module docstring)."""
+def measure_stream(repeats: int = 5, quick: bool = False, batch_size: int = 128, log=None, parts=PARTS) -> dict:
+    """The figures of `ipmix bench stream` (see the module docstring) for `parts`: "disk"
+    (shards streamed from local disk), "s3" (from a local S3 server beside local disk) and
+    "online" (IPMix per sample in a DataLoader); the speedups need "disk" and "online"."""
     with one_core():
-        return _measure(repeats, quick, batch_size, log or (lambda msg: None))
+        return _measure(repeats, quick, batch_size, log or (lambda msg: None), set(parts))
 
 
-def _measure(repeats: int, quick: bool, batch_size: int, log) -> dict:
-    from ipmix_cli.augment import MixingBank, resolve_config
+def _measure(repeats: int, quick: bool, batch_size: int, log, parts: set) -> dict:
     from ipmix_cli.shards import build_shards
-    from ipmix_cli.shardformat.formats import default_format
-    from ipmix_cli.data.sources import open_source
 
     if quick:
         batch_size = min(batch_size, 16)
@@ -177,60 +184,84 @@ def _measure(repeats: int, quick: bool, batch_size: int, log) -> dict:
             "32_triple_npy": dict(source=source32, preset="cifar", views=3, format="npy"),
             "224_single_jpg": dict(source=f"folder:{tmp / 'src224'}", preset="imagenet", views=1, format="jpg"),
         }
+        if "disk" not in parts:  # only the shard set the other parts read
+            builds = {"224_single_jpg": builds["224_single_jpg"]} if "s3" in parts else {}
         for name, kw in builds.items():
             log(f"building {name} shards")
             manifest = build_shards(fractals=str(tmp / "mix"), out=str(tmp / name), epochs=2, seed=0,
                                     workers=1, progress=False, **kw)
             figures[f"shard_bytes_per_sample_{name}"] = round(
                 sum(s["bytes"] for s in manifest["epochs"][0]["shards"]) / manifest["samples_per_epoch"], 1)
-        for name in builds:
-            log(f"streaming {name}")
-            b = b224 if name.startswith("224") else batch_size
-            figures[f"stream_{name}_samples_per_s"] = round(stream_rate(tmp / name, b, read_epochs, repeats), 1)
-        # Object storage: the same 224 px samples in 2 shards per epoch (about 5 MB each; shards of
-        # a real 224 px set are larger still), and in the 8 small shards above.
-        log("building 224_single_jpg shards, 2 per epoch")
-        build_shards(fractals=str(tmp / "mix"), out=str(tmp / "224_jpg_2_shards"), epochs=2, seed=0, workers=1,
-                     progress=False, shards=2, **builds["224_single_jpg"])
-        figures.update(object_store_figures({"224_jpg_2_shards": tmp / "224_jpg_2_shards",
-                                             "224_single_jpg": tmp / "224_single_jpg"},
-                                            b224, read_epochs, repeats, log))
+        if "disk" in parts:
+            for name in builds:
+                log(f"streaming {name}")
+                b = b224 if name.startswith("224") else batch_size
+                figures[f"stream_{name}_samples_per_s"] = round(stream_rate(tmp / name, b, read_epochs, repeats), 1)
+        if "s3" in parts:
+            # The same 224 px samples in 2 shards per epoch (about 5 MB each; shards of a real
+            # 224 px set are larger still), and in the 8 small shards above.
+            log("building 224_single_jpg shards, 2 per epoch")
+            build_shards(fractals=str(tmp / "mix"), out=str(tmp / "224_jpg_2_shards"), epochs=2, seed=0, workers=1,
+                         progress=False, shards=2, **builds["224_single_jpg"])
+            figures.update(object_store_figures({"224_jpg_2_shards": tmp / "224_jpg_2_shards",
+                                                 "224_single_jpg": tmp / "224_single_jpg"},
+                                                b224, read_epochs, repeats, log))
+        if "online" in parts:
+            figures.update(_online_figures(tmp, source32, online_32, online_224, batch_size, b224, repeats, log))
 
-        src = open_source(source32)
-        n = min(len(src), online_32)
-        images32 = [src.read(i) for i in range(n)]
-        labels32 = src.labels[:n]
-        src224 = open_source(f"folder:{tmp / 'src224'}")
-        images224 = [src224.read(i) for i in range(len(src224))]
-        online = {
-            "32_single": (resolve_config("cifar", "ipmix", views=1), images32, labels32, batch_size, online_32),
-            "32_triple": (resolve_config("cifar", "ipmix", views=3), images32, labels32, batch_size, online_32 // 2),
-            "224_single": (resolve_config("imagenet", "ipmix", views=1), images224, src224.labels, b224, online_224),
-        }
-        for name, (cfg, imgs, labels, b, samples) in online.items():
-            log(f"online IPMix {name}")
-            bank = MixingBank.from_folder(tmp / "mix", cfg, cache_dir=tmp / "cache")
-            figures[f"online_{name}_samples_per_s"] = round(online_rate(cfg, bank, imgs, labels, b, samples, repeats), 1)
-
-    pairs = {"32_single": "32_single_png", "32_triple": "32_triple_png", "224_single": "224_single_jpg"}
-    for online_name, stream_name in pairs.items():
-        figures[f"speedup_{online_name}"] = round(
-            figures[f"stream_{stream_name}_samples_per_s"] / figures[f"online_{online_name}_samples_per_s"], 1)
-    for online_name in ("32_single", "32_triple"):
-        figures[f"speedup_{online_name}_npy"] = round(
-            figures[f"stream_{online_name}_npy_samples_per_s"] / figures[f"online_{online_name}_samples_per_s"], 1)
-    figures["goal_speedup_32"] = GOAL_RATIO_32
-    figures["goal_stream_32_single_samples_per_s"] = GOAL_SINGLE_32
-    for fmt in ("png", "npy"):
-        sfx = "" if fmt == "png" else "_npy"
-        figures[f"goal_met_{fmt}"] = bool(
-            min(figures[f"speedup_32_single{sfx}"], figures[f"speedup_32_triple{sfx}"]) >= GOAL_RATIO_32
-            and figures[f"stream_32_single_{fmt}_samples_per_s"] >= GOAL_SINGLE_32)
-    figures["default_format_32"] = default_format(32)[0]
-    figures["goal_met"] = figures[f"goal_met_{figures['default_format_32']}"]
+    if {"disk", "online"} <= parts:
+        figures.update(_speedups(figures))
     figures["batch_size"] = batch_size
     figures["batch_size_224"] = b224
     figures["repeats"] = repeats
     figures["note"] = ("one core (num_workers=0 in both loaders); samples/s delivered as batched uint8 tensors; "
                        "online = per-sample reference IPMix (PIL) inside a torch DataLoader")
     return figures
+
+
+def _online_figures(tmp: Path, source32: str, online_32: int, online_224: int, batch_size: int, b224: int,
+                    repeats: int, log) -> dict:
+    from ipmix_cli.augment import MixingBank, resolve_config
+    from ipmix_cli.data.sources import open_source
+
+    figures = {}
+    src = open_source(source32)
+    n = min(len(src), online_32)
+    images32 = [src.read(i) for i in range(n)]
+    labels32 = src.labels[:n]
+    src224 = open_source(f"folder:{tmp / 'src224'}")
+    images224 = [src224.read(i) for i in range(len(src224))]
+    online = {
+        "32_single": (resolve_config("cifar", "ipmix", views=1), images32, labels32, batch_size, online_32),
+        "32_triple": (resolve_config("cifar", "ipmix", views=3), images32, labels32, batch_size, online_32 // 2),
+        "224_single": (resolve_config("imagenet", "ipmix", views=1), images224, src224.labels, b224, online_224),
+    }
+    for name, (cfg, imgs, labels, b, samples) in online.items():
+        log(f"online IPMix {name}")
+        bank = MixingBank.from_folder(tmp / "mix", cfg, cache_dir=tmp / "cache")
+        figures[f"online_{name}_samples_per_s"] = round(online_rate(cfg, bank, imgs, labels, b, samples, repeats), 1)
+    return figures
+
+
+def _speedups(figures: dict) -> dict:
+    """Streaming from disk against online IPMix, and the goals held against them."""
+    from ipmix_cli.shardformat.formats import default_format
+
+    out = {}
+    pairs = {"32_single": "32_single_png", "32_triple": "32_triple_png", "224_single": "224_single_jpg"}
+    for online_name, stream_name in pairs.items():
+        out[f"speedup_{online_name}"] = round(
+            figures[f"stream_{stream_name}_samples_per_s"] / figures[f"online_{online_name}_samples_per_s"], 1)
+    for online_name in ("32_single", "32_triple"):
+        out[f"speedup_{online_name}_npy"] = round(
+            figures[f"stream_{online_name}_npy_samples_per_s"] / figures[f"online_{online_name}_samples_per_s"], 1)
+    out["goal_speedup_32"] = GOAL_RATIO_32
+    out["goal_stream_32_single_samples_per_s"] = GOAL_SINGLE_32
+    for fmt in ("png", "npy"):
+        sfx = "" if fmt == "png" else "_npy"
+        out[f"goal_met_{fmt}"] = bool(
+            min(out[f"speedup_32_single{sfx}"], out[f"speedup_32_triple{sfx}"]) >= GOAL_RATIO_32
+            and figures[f"stream_32_single_{fmt}_samples_per_s"] >= GOAL_SINGLE_32)
+    out["default_format_32"] = default_format(32)[0]
+    out["goal_met"] = out[f"goal_met_{out['default_format_32']}"]
+    return out

@@ -101,11 +101,16 @@ def bench_build(as_json, samples, epochs, repeats, photos_per_class, formats, qu
 @click.option("--repeats", default=5, show_default=True, type=click.IntRange(1, 50), help="Timed runs per figure (median).")
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--quick", is_flag=True, help="Tiny data sets (a smoke test; figures are noisy).")
-def bench_stream(as_json, repeats, batch_size, quick):
-    """Samples/s streamed from shards vs online IPMix per sample, one core."""
+@click.option("--only", "only", multiple=True, type=click.Choice(stream_bench.PARTS),
+              help="Measure only these parts (repeatable) [default: all]: disk (shards on local disk), "
+                   "s3 (224 px shards from a local S3 server beside the same on disk), online.")
+def bench_stream(as_json, repeats, batch_size, quick, only):
+    """Samples/s streamed from shards vs online IPMix per sample, one core; and 224 px shards
+    streamed from an S3 server on this machine (moto) against local disk."""
     t0 = time.perf_counter()
     log = (lambda msg: None) if as_json else (lambda msg: click.echo(f"... {msg}", err=True))
-    figures = stream_bench.measure_stream(repeats=repeats, quick=quick, batch_size=batch_size, log=log)
+    figures = stream_bench.measure_stream(repeats=repeats, quick=quick, batch_size=batch_size, log=log,
+                                          parts=tuple(only) or stream_bench.PARTS)
     figures["bench_seconds"] = round(time.perf_counter() - t0, 1)
     report(figures, as_json)
 

@@ -73,9 +73,9 @@ def fetch(url: str, size: int | None = None, options: dict | None = None, option
     return Prefix(folder, option, options).read(name, size)
 
 
-def fetch_whole(url: str, size: int | None, options: dict | None = None, option: str = "shards"):
-    """`fetch` as a bytes-like object, read with the least copying the store allows when the
-    size is known (Prefix.read_whole)."""
+def fetch_whole(url: str, size: int | None, options: dict | None = None, option: str = "shards") -> "Whole":
+    """The object at `url` read whole, with its length and the SHA-256 the store keeps for it
+    (Prefix.read_whole)."""
     folder, _, name = url.rpartition("/")
     return Prefix(folder, option, options).read_whole(name, size)
 
@@ -125,6 +125,32 @@ def _listed_md5(info: dict, tag: str) -> str:
         return bytes(digest).hex() if digest and len(digest) == 16 else ""
     except (ValueError, TypeError):
         return ""
+
+
+@dataclass(frozen=True)
+class Whole:
+    """An object read whole (Prefix.read_whole)."""
+
+    data: object  # its bytes (bytes-like); empty, not read, when `length` is not the size asked for
+    length: int  # its length in the store
+    sha256: str | None  # hex of the SHA-256 the store keeps for it and sent with it; None if none
+
+
+def _full_object_sha256(value: str | None) -> str | None:
+    """S3's base64 SHA-256 checksum of a whole object as hex; None for none, or for a
+    multipart upload's checksum of its parts ('...-N')."""
+    if not value or "-" in value:
+        return None
+    return base64.b64decode(value).hex()
+
+
+def _ask_for_stored_checksum(request, **kwargs) -> None:
+    """botocore hook (before-sign of GetObject): S3 sends the checksum it keeps for an object
+    only when the request asks for it (x-amz-checksum-mode). Asked through botocore's
+    ChecksumMode parameter instead, botocore would also hash the whole body to check it,
+    which is the CPU time the caller saves by comparing the store's checksum with its own."""
+    if "x-amz-checksum-mode" not in request.headers:
+        request.headers["x-amz-checksum-mode"] = "ENABLED"
 
 
 def _quiet_dropped_connections(loop, context) -> None:
@@ -298,10 +324,7 @@ class Prefix:
                 info = self._retry(f"reading the checksum of {rel}", request, missing_is_error=False)
             except FileNotFoundError:
                 return None
-            value = info.get("ChecksumSHA256") or ""
-            if not value or "-" in value:  # none, or a multipart upload's checksum of its parts
-                return None
-            return base64.b64decode(value).hex()
+            return _full_object_sha256(info.get("ChecksumSHA256"))
 
         with ThreadPoolExecutor(8) as pool:
             return dict(zip(rels, pool.map(head, rels)))
@@ -330,27 +353,42 @@ class Prefix:
         return self._retry(f"reading {rel}", lambda: fs.cat_file(self.path(rel), start=0, end=size or None),
                            missing_is_error=False)
 
-    def read_whole(self, rel: str, size: int | None):
-        """`read` as a bytes-like object: with `size` on s3://, a bytearray the body is copied
-        into once, chunk by chunk (half the client's CPU time of `read`, which joins the body's
-        chunks and copies them again). FileNotFoundError if the object is not there; a shorter
-        object gives fewer bytes."""
+    def read_whole(self, rel: str, size: int | None) -> Whole:
+        """The object `rel` read whole, in one GET. FileNotFoundError if it is not there.
+
+        On s3:// with `size`: the body is copied once, chunk by chunk, into one array (s3fs's
+        cat_file joins the chunks and copies them again); an object of another length is not
+        read (its Whole has no data); and the GET asks for the SHA-256 checksum the store keeps
+        for the object (S3 checked it when the object was uploaded with it, see put_file), which
+        comes back as `sha256`, without botocore hashing the body. Elsewhere (other stores, or
+        no size) there is no checksum, and with `size` only its first `size` bytes are read."""
         if not (self.is_s3 and size):
-            return self.read(rel, size)
+            data = self.read(rel, size)
+            return Whole(data, len(data), None)
+        import numpy as np
+
         fs = self._open()
         bucket, key, _ = fs.split_path(self.path(rel))
 
         async def get():
-            response = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=f"bytes=0-{size - 1}")
-            body, buf, got = response["Body"], bytearray(size), 0
+            await fs.set_session()
+            client = await fs.get_s3(bucket)
+            client.meta.events.register("before-sign.s3.GetObject", _ask_for_stored_checksum,
+                                        unique_id="ipmix-ask-for-stored-checksum")
+            # Not a ranged GET: S3 sends no checksum with a range.
+            response = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+            body, length = response["Body"], response["ContentLength"]
             try:
-                async for chunk in body.iter_chunks(1 << 20):
-                    buf[got:got + len(chunk)] = chunk
+                if length != size:
+                    return Whole(b"", length, None)
+                data = np.empty(size, np.uint8)  # not zeroed first, as a bytearray would be
+                into, got = memoryview(data), 0
+                async for chunk in body.iter_chunks(1 << 20):  # the client checks the body's length
+                    into[got:got + len(chunk)] = chunk
                     got += len(chunk)
             finally:
                 body.close()
-            del buf[got:]
-            return buf
+            return Whole(data, length, _full_object_sha256(response.get("ChecksumSHA256")))
 
         from fsspec.asyn import sync
 

@@ -2,7 +2,9 @@
 
 Each shard is one GET of the whole object, checked against the manifest's byte count and sha256
 before it is used, and fetched a shard or two ahead of the decoder by a background thread, so
-the network wait overlaps decoding. Memory per process stays at a few shards; with a
+the network wait overlaps decoding. The sha256 check compares the SHA-256 checksum that S3 keeps
+for the object (the build's upload carried it and S3 checked the bytes against it) when the
+store sends one; otherwise (other stores, objects uploaded without it) the bytes are hashed. Memory per process stays at a few shards; with a
 ShardCache, checked shards are also kept on local disk for later epochs. Endpoint and
 credentials come from the environment as fsspec and the store's client read them
 (AWS_ENDPOINT_URL, AWS_PROFILE, FSSPEC_S3_ENDPOINT_URL, ...).
@@ -117,15 +119,19 @@ class RemoteShards:
             if cached is not None:
                 return cached
         try:
-            data = fetch_whole(url, size, self.options)
+            whole = fetch_whole(url, size, self.options)
         except FileNotFoundError:
             raise ShardError(name, f"is missing ({url})") from None
-        if size is not None and len(data) != size:
-            raise ShardError(name, f"is {len(data)} bytes in the store, the manifest says {size} "
+        if size is not None and whole.length != size:
+            raise ShardError(name, f"is {whole.length} bytes in the store, the manifest says {size} "
                                    "(changed or damaged since the build)")
-        if digest is not None and hashlib.sha256(data).hexdigest() != digest:
-            raise ShardError(name, "sha256 does not match the manifest's (changed or damaged since the build)")
-        if not data:
+        data = whole.data
+        # S3 sends the SHA-256 it checked when the build uploaded the object: compared with the
+        # manifest's, it stands for hashing the bytes here (a local shard is not hashed either).
+        if digest is not None and (whole.sha256 or hashlib.sha256(data).hexdigest()) != digest:
+            by = "; the store's SHA-256 of the object" if whole.sha256 else ""
+            raise ShardError(name, f"sha256 does not match the manifest's (changed or damaged since the build{by})")
+        if not len(data):
             raise ShardError(name, "is empty")
         if self.cache is not None:
             self.cache.put(cache_key, data)
