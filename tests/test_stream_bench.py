@@ -37,6 +37,8 @@ def assert_s3_figures(figures):
     for name in ("224_jpg_2_shards", "224_single_jpg", "224_jpg_2_shards_no_store_sha256"):
         s3, local = figures[f"stream_{name}_s3_samples_per_s"], figures[f"stream_{name}_local_paired_samples_per_s"]
         assert s3 > 0 and local > 0 and abs(figures[f"s3_vs_local_{name}"] - round(s3 / local, 3)) < 0.0011
+        s3, local = figures[f"stream_{name}_s3_samples_per_cpu_s"], figures[f"stream_{name}_local_paired_samples_per_cpu_s"]
+        assert s3 > 0 and local > 0 and abs(figures[f"s3_vs_local_cpu_{name}"] - round(s3 / local, 3)) < 0.0011
     assert figures["goal_met_s3"] == (figures["s3_vs_local_224_jpg_2_shards"] >= figures["goal_s3_vs_local"] == 0.9)
 
 

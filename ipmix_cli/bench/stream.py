@@ -2,7 +2,8 @@
 core, against an online loader that applies IPMix per sample inside a torch DataLoader the
 way the reference code does (per-image PIL, `ipmix_cli.augment.reference`), same run. Also the
 224 px shards streamed from a local S3 server (moto, its own process) against the same shards
-on local disk, passes alternating, so both see the same machine load."""
+on local disk, passes alternating, so both see the same machine load; per wall-second and per
+CPU-second of the loader's process (the server's CPU is left out, as with a remote store)."""
 
 from __future__ import annotations
 
@@ -58,31 +59,38 @@ def stream_rate(shards, batch_size: int, epochs: int, repeats: int) -> float:
     return delivered / median_time(run, repeats=repeats, warmup=1)
 
 
-def paired_rates(local, url: str, batch_size: int, epochs: int, repeats: int) -> tuple[float, float]:
+def paired_rates(local, url: str, batch_size: int, epochs: int, repeats: int) -> dict:
     """Median samples/s of `epochs` training epochs read from `local` and from `url`, one pass
-    of each in turn (after one untimed pass of each), so drifting load hits both alike."""
+    of each in turn (after one untimed pass of each), so drifting load hits both alike: per
+    wall-second ("local", "s3") and per CPU-second of this process, all its threads
+    ("local_cpu", "s3_cpu"), which other processes on a busy machine disturb less."""
     from ipmix_cli.stream import ShardLoader
 
-    loaders = [ShardLoader(src, batch_size, num_workers=0, world_size=1, rank=0) for src in (local, url)]
-    delivered = len(loaders[0]) * batch_size * epochs
+    loaders = {"local": ShardLoader(local, batch_size, num_workers=0, world_size=1, rank=0),
+               "s3": ShardLoader(url, batch_size, num_workers=0, world_size=1, rank=0)}
+    delivered = len(loaders["local"]) * batch_size * epochs
 
-    def one_pass(loader) -> float:
-        t0 = time.perf_counter()
+    def one_pass(loader) -> tuple[float, float]:
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for t in range(epochs):
             loader.set_epoch(t)
             for _ in loader:
                 pass
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         loader.close()  # no fetching ahead while the other loader is timed (each pass starts cold)
-        return seconds
+        return seconds, cpu
 
-    for loader in loaders:
+    for loader in loaders.values():
         one_pass(loader)
-    times = [[], []]
+    passes: dict = {name: [] for name in loaders}
     for _ in range(repeats):
-        for i, loader in enumerate(loaders):
-            times[i].append(one_pass(loader))
-    return tuple(delivered / statistics.median(t) for t in times)
+        for name, loader in loaders.items():
+            passes[name].append(one_pass(loader))
+    rates = {}
+    for name, timed in passes.items():
+        rates[name] = delivered / statistics.median(wall for wall, _ in timed)
+        rates[f"{name}_cpu"] = delivered / statistics.median(cpu for _, cpu in timed)
+    return rates
 
 
 def object_store_figures(sets: dict, batch_size: int, epochs: int, repeats: int, log) -> dict:
@@ -109,10 +117,13 @@ def object_store_figures(sets: dict, batch_size: int, epochs: int, repeats: int,
             else:
                 server.fs.put(str(shards), url, recursive=True)
             log(f"streaming {name} from a local S3 server and from disk, alternating")
-            local, s3 = paired_rates(shards, url, batch_size, epochs, repeats)
-            figures.update({f"stream_{name}_local_paired_samples_per_s": round(local, 1),
-                            f"stream_{name}_s3_samples_per_s": round(s3, 1),
-                            f"s3_vs_local_{name}": round(s3 / local, 3)})
+            rates = paired_rates(shards, url, batch_size, epochs, repeats)
+            figures.update({f"stream_{name}_local_paired_samples_per_s": round(rates["local"], 1),
+                            f"stream_{name}_s3_samples_per_s": round(rates["s3"], 1),
+                            f"s3_vs_local_{name}": round(rates["s3"] / rates["local"], 3),
+                            f"stream_{name}_local_paired_samples_per_cpu_s": round(rates["local_cpu"], 1),
+                            f"stream_{name}_s3_samples_per_cpu_s": round(rates["s3_cpu"], 1),
+                            f"s3_vs_local_cpu_{name}": round(rates["s3_cpu"] / rates["local_cpu"], 3)})
     figures.update(goal_s3_vs_local=GOAL_S3_VS_LOCAL, goal_met_s3=figures[f"s3_vs_local_{first}"] >= GOAL_S3_VS_LOCAL,
                    s3_case="moto server on 127.0.0.1 in its own process; shards uploaded as a build uploads "
                            "them (with S3's SHA-256 checksum; '_no_store_sha256': without, so the loader "
