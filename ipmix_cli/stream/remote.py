@@ -2,10 +2,11 @@
 
 Each shard is one GET of the whole object, checked against the manifest's byte count and sha256
 before it is used, and fetched a shard or two ahead of the decoder by a background thread, so
-the network wait overlaps decoding. The sha256 check compares the SHA-256 checksum that S3 keeps
-for the object (the build's upload carried it and S3 checked the bytes against it) when the
-store sends one; otherwise (other stores, objects uploaded without it) the bytes are hashed. Memory per process stays at a few shards; with a
-ShardCache, checked shards are also kept on local disk for later epochs. Endpoint and
+the network wait overlaps decoding. The sha256 check compares the SHA-256 checksum that S3
+keeps for the object (the build's upload carried it and S3 checked the bytes against it) when
+the store sends one; otherwise (other stores, objects uploaded without it) the bytes are
+hashed. Memory per process stays at a few shards; with a ShardCache, checked shards are also
+kept on local disk for later epochs. Endpoint and
 credentials come from the environment as fsspec and the store's client read them
 (AWS_ENDPOINT_URL, AWS_PROFILE, FSSPEC_S3_ENDPOINT_URL, ...).
 """
