@@ -5,7 +5,6 @@ import json
 import os
 import struct
 import threading
-import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -119,6 +118,7 @@ def test_an_empty_or_missing_source_is_an_error(tmp_path):
 
 class _Handler(BaseHTTPRequestHandler):
     hits: dict = {}
+    slow_may_answer = threading.Event()  # /slow.png answers only once the test is over
     png_a = _encode(Image.fromarray(_pattern(96, 80, 10)), "PNG")
     png_b = _encode(Image.fromarray(_pattern(70, 90, 11)), "PNG")
 
@@ -148,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/missing.png":
             self._send(404, b"no", "text/plain")
         elif path == "/slow.png":
-            time.sleep(1.5)
+            _Handler.slow_may_answer.wait(120)  # far past any client timeout of the tests
             self._send(200, self.png_a)
         elif path == "/loop":
             self._send(302, b"", "text/plain", extra=[("Location", "/loop")])
@@ -170,11 +170,13 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture()
 def server():
     _Handler.hits = {}
+    _Handler.slow_may_answer.clear()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    _Handler.slow_may_answer.set()
     httpd.shutdown()
     httpd.server_close()
 
@@ -186,7 +188,9 @@ def test_url_list_fetches_once_and_skips_bad_answers(server, tmp_path):
     listing = tmp_path / "urls.txt"
     listing.write_text("# my pictures\n" + "\n".join(server + u for u in urls) + "\nftp://example.org/p.png\n")
     out = tmp_path / "set"
-    opts = {"timeout": 0.3, "max_bytes": 100_000}
+    # /slow.png never answers while the test runs; the others answer at once, however busy the
+    # machine, well within the timeout
+    opts = {"timeout": 3.0, "max_bytes": 100_000}
     m = render_set(out, escape=0, ifs=1, size=64, include=listing, fetch_options=opts)
     users = [e for e in m["images"] if e["family"] == "user"]
     assert [e["params"]["origin"] for e in users] == [server + "/a.png", server + "/../../x.png"]
