@@ -1,5 +1,6 @@
 import io
 import math
+import subprocess
 import tarfile
 
 import numpy as np
@@ -368,7 +369,12 @@ def test_bench_build_times_the_real_command_beside_floor_disk_and_stages(tmp_pat
     with pytest.raises(IpmixError, match="source not found"):
         bb.time_command(bb.build_command("cifar10:" + str(tmp_path / "nothing"), mix, tmp_path / "o", epochs=1,
                                          recipe="none", views=1, workers=1), tmp_path / "o", core=None)
-    assert bb.floor_rate(tmp_path / "floor", 2000) > 0 and not list((tmp_path / "floor").iterdir())
+    floor = bb.floor_command(tmp_path / "cifar", tmp_path / "floor.bin", 2)
+    subprocess.run(floor, check=True)  # every record of the source, in order, once per epoch
+    records = b"".join(p.read_bytes() for p in sorted((tmp_path / "cifar" / "cifar-10-batches-bin").glob("data_batch_*")))
+    assert len(records) == 300 * 3073 and (tmp_path / "floor.bin").read_bytes() == records * 2
+    wall, cpu = bb.time_command(floor, tmp_path / "floor.bin", core=None)
+    assert wall > 0 and cpu > 0 and not (tmp_path / "floor.bin").exists()
     assert bb.disk_rate(tmp_path / "disk", 5 << 20) > 0 and not list((tmp_path / "disk").iterdir())
     us = bb.stage_breakdown(src, mix, tmp_path / "s", recipe="ipmix", views=3, epochs=1)
     assert set(us) == {*STAGES, "rest"} and us["augment"] > 0 and us["hash"] > 0 and us["rest"] > 0
