@@ -132,24 +132,28 @@ def test_each_shard_is_put_with_its_sha256_which_a_resume_checks_where_the_recor
     assert [remote.shard_is_done({**r, "md5": None}, "another configuration") for r in records] == [False] * 6
 
 
+def kill_9_while_uploading(proxy, url: str, key: str) -> None:
+    """Run the build through `proxy`, holding the PUT of `key`; kill -9 the build once that
+    upload has begun (its request line and first bytes reached the server)."""
+    proxy.hold(f"PUT /{key}".encode())
+    proc = subprocess.Popen(command(url), env=env(proxy.url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert proxy.held.wait(timeout=300), "the build never uploaded the held shard"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proxy.release()
+        if proc.poll() is None:
+            proc.kill()
+
+
 @pytest.mark.kernels
 def test_kill_9_in_the_middle_of_an_upload_then_the_same_command(s3_endpoint, s3, reference):
     name = new_bucket(s3)
     url = f"s3://{name}/shards"
     proxy = HoldingProxy(int(s3_endpoint.rsplit(":", 1)[1]))
     try:
-        proxy.hold(f"PUT /{name}/shards/{SHARDS[2]}".encode())
-        proc = subprocess.Popen(command(url), env=env(proxy.url), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        try:
-            # the upload has begun: its request line and first bytes reached the server
-            assert proxy.held.wait(timeout=300), "the build never uploaded the held shard"
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-        finally:
-            proxy.release()
-            if proc.poll() is None:
-                proc.kill()
+        kill_9_while_uploading(proxy, url, f"{name}/shards/{SHARDS[2]}")
         assert not s3.exists(f"{name}/shards/{SHARDS[2]}")  # a killed PUT leaves nothing
         assert not manifest(s3, f"{name}/shards")["complete"]
         done = subprocess.run(command(url), env=env(proxy.url), capture_output=True, text=True, timeout=300)
@@ -169,17 +173,7 @@ def test_a_store_that_keeps_no_sha256_gets_md5s_in_the_records_which_a_resume_af
     # the relay drops the checksum headers of every request: the store keeps no SHA-256
     proxy = HoldingProxy(int(s3_endpoint.rsplit(":", 1)[1]), strip=CHECKSUM_HEADERS)
     try:
-        proxy.hold(f"PUT /{name}/shards/{SHARDS[3]}".encode())
-        proc = subprocess.Popen(command(url), env=env(proxy.url), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        try:
-            assert proxy.held.wait(timeout=300), "the build never uploaded the held shard"
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-        finally:
-            proxy.release()
-            if proc.poll() is None:
-                proc.kill()
+        kill_9_while_uploading(proxy, url, f"{name}/shards/{SHARDS[3]}")
         s3.invalidate_cache()
         recorded = sorted(s3.find(f"{name}/shards/.records"))
         assert len(recorded) == 3  # the shards before the held one are finished, records and all

@@ -80,21 +80,28 @@ def fetch_whole(url: str, size: int | None, options: dict | None = None, option:
     return Prefix(folder, option, options).read_whole(name, size)
 
 
-def without_payload_signing(url: str, options: dict | None) -> dict | None:
-    """For s3://, `options` with botocore's payload signing off (a value the user set, in
-    `options` or fsspec's configuration, wins): a body is then not hashed for the request's
-    signature, which botocore otherwise does over plain http and for any PUT that carries its
-    own checksum. The store still checks each body against the checksum its PUT carries (a
-    shard's SHA-256, else botocore's CRC32). Other stores: unchanged."""
+def with_s3_config(url: str, options: dict | None, **defaults) -> dict | None:
+    """For s3://, `options` with the botocore Config values `defaults` filled in where neither
+    `options` nor fsspec's configuration sets them (a dict value, such as `s3`, is filled key
+    by key): a value the user set wins. Other stores: `options` unchanged."""
     if storage.classify(url).scheme not in ("s3", "s3a"):
         return options
     from fsspec.config import conf
 
     merged = dict(options or {})
     config = {**(conf.get("s3", {}).get("config_kwargs") or {}), **(merged.get("config_kwargs") or {})}
-    config["s3"] = {"payload_signing_enabled": False, **(config.get("s3") or {})}
+    for key, value in defaults.items():
+        config[key] = {**value, **(config.get(key) or {})} if isinstance(value, dict) else config.get(key, value)
     merged["config_kwargs"] = config
     return merged
+
+
+def without_payload_signing(url: str, options: dict | None) -> dict | None:
+    """For s3://, `options` with botocore's payload signing off (with_s3_config): a body is then
+    not hashed for the request's signature, which botocore otherwise does over plain http and
+    for any PUT that carries its own checksum. The store still checks each body against the
+    checksum its PUT carries (a shard's SHA-256, else botocore's CRC32)."""
+    return with_s3_config(url, options, s3={"payload_signing_enabled": False})
 
 
 @dataclass(frozen=True)

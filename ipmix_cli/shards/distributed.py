@@ -176,7 +176,7 @@ def run_tasks(task_fn, ctx, tasks, run: RunOptions, warm_up=None) -> dict:
 
 class _Queue:
     """Task groups handed out one at a time to this process's thread and to the pool, until
-    they run out or `stop()` (after a failure on either side)."""
+    they run out or `stopped` is set (after a failure on either side)."""
 
     def __init__(self, groups):
         self._groups, self._lock, self.stopped = groups, threading.Lock(), threading.Event()
@@ -241,7 +241,7 @@ def _run_here_and_in_pool(task_fn, ctx, ctx_path, tasks, workers: int, done, war
 
     def here():
         try:
-            while (group := queue.take()) is not None:
+            for group in queue:
                 task_fn(ctx, queue.until_stopped(group), locked_done)
         except BaseException as exc:  # raised by the main thread once the pool has stopped
             errors.append(exc)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ipmix_cli.common.errors import IpmixError, OptionError
 from ipmix_cli.shardformat.manifest import MANIFEST, Manifest
-from ipmix_cli.common.objstore import fetch, fetch_whole, is_store_url
+from ipmix_cli.common.objstore import fetch, fetch_whole, is_store_url, with_s3_config
 from ipmix_cli.common.storage import _reason, check_scheme, classify
 
 from .reader import ShardError
@@ -166,13 +166,5 @@ def remote_shards(manifest: Manifest, urls, names, cache_dir=None, cache_limit=N
 def _without_response_checksums(url: str, options: dict | None) -> dict | None:
     """For s3://, botocore's own check of each response (a CRC of the body, two thirds of the
     client's CPU time per shard) is left to requests that require it: every shard's sha256
-    from the manifest is checked instead. A value the user set wins."""
-    if classify(url).scheme not in ("s3", "s3a"):
-        return options
-    from fsspec.config import conf
-
-    merged = dict(options or {})
-    config = {**(conf.get("s3", {}).get("config_kwargs") or {}), **(merged.get("config_kwargs") or {})}
-    config.setdefault("response_checksum_validation", "when_required")
-    merged["config_kwargs"] = config
-    return merged
+    from the manifest is checked instead. A value the user set wins (with_s3_config)."""
+    return with_s3_config(url, options, response_checksum_validation="when_required")
