@@ -1,5 +1,8 @@
 """The IPMix augmentation engine: PIL-exact ops, P-level patch mixing, chains and presets as
-Numba kernels driven by a counter-based generator (see docs/augment.md)."""
+Numba kernels driven by a counter-based generator (see docs/augment.md).
+
+Importing the package loads no kernel, and neither does `Augmenter` for the `none` recipe's pad
+crop: a build that mixes nothing never imports Numba (see plain_crop.py)."""
 
 from pathlib import Path
 

@@ -1,20 +1,17 @@
-"""The public entry points: the batch Augmenter and the per-image `ipmix_one`."""
+"""The public entry points: the batch Augmenter and the per-image `ipmix_one`.
+
+The kernels' modules are imported where they are first needed, so that the `none` recipe's pad
+crop (plain NumPy, `plain_crop`) never imports Numba."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
+from ipmix_cli.augment import plain_crop
 from ipmix_cli.augment.bank import MixingBank
 from ipmix_cli.augment.presets import MIXING_RECIPES
-from ipmix_cli.augment.chains import augment_view, make_scratch
 from ipmix_cli.augment.config import AugmentConfig
-from ipmix_cli.augment.ops import TABLES, mirror
-from ipmix_cli.common.pixels import rgbx_view
-from ipmix_cli.augment.rng import STREAM_VIEW, new_state
-from ipmix_cli.augment.resample import resized_window
-from ipmix_cli.augment.views import (CROP_NONE, CROP_PAD, augment_batch, draw_flip, fitted_picture,
-                                     random_resized_crop_box)
 from ipmix_cli.common.errors import IpmixError
 
 
@@ -29,7 +26,7 @@ class Augmenter:
                              f"to {cfg.mixing_size}px: load it with MixingBank.from_folder(folder, cfg)")
         self.cfg = cfg
         self.bank = bank
-        self._recipe = cfg.kernel_recipe()
+        self._recipe = None  # cfg.kernel_recipe(), made with the first batch that needs a kernel
         S = cfg.image_size
         self._no_bank = _readonly(np.zeros((1, S, S, 3), np.uint8))
 
@@ -55,7 +52,13 @@ class Augmenter:
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise IpmixError(f"image {index} is not an HxWx3 uint8 array (shape {image.shape}, {image.dtype})")
         seed, epoch, index = int(seed), int(epoch), int(index)
+        from ipmix_cli.augment.ops import mirror
+        from ipmix_cli.augment.views import draw_flip, fitted_picture, random_resized_crop_box
+
         if cfg.crop == "random-resized":
+            from ipmix_cli.augment.resample import resized_window
+            from ipmix_cli.common.pixels import rgbx_view
+
             im = rgbx_view(image if image.mode == "RGB" else image.convert("RGB")) \
                 if isinstance(image, Image.Image) else image
             if not (im.flags.c_contiguous and im.flags.writeable):
@@ -84,9 +87,9 @@ class Augmenter:
         seed, epoch = int(seed), int(epoch)
         if not (0 <= seed < 2**63 and 0 <= epoch < 2**63) or (len(indices) and indices.min() < 0):
             raise IpmixError("seed, epoch and indices must be non-negative integers below 2**63")
+        pad = cfg.crop == "pad"  # the pad crop is made here, cropped or not (see crop())
         if cfg.crop == "pad" or cropped:
             batch = _as_batch(images, S)
-            crop_mode = CROP_PAD if cfg.crop == "pad" else CROP_NONE
         else:
             items = list(images)
             if len(items) != len(indices):
@@ -94,14 +97,25 @@ class Augmenter:
             batch = np.empty((len(items), S, S, 3), np.uint8)
             for i, im in enumerate(items):
                 self.crop(im, seed, epoch, indices[i], out=batch[i])
-            crop_mode = CROP_NONE
         if len(batch) != len(indices):
             raise IpmixError(f"{len(batch)} images but {len(indices)} indices")
         out = np.empty((len(batch), cfg.views, S, S, 3), np.uint8)
         if len(batch) == 0:
             return out
+        if cfg.recipe == "none":  # the crop (and flip) is the whole view
+            if pad:
+                plain_crop.pad_crop_flip(batch, seed, epoch, indices, cfg.flip, out[:, 0])
+            else:
+                out[:, 0] = batch
+            return out
+        from ipmix_cli.augment.ops import TABLES
+        from ipmix_cli.augment.views import CROP_NONE, CROP_PAD, augment_batch
+
+        if self._recipe is None:
+            self._recipe = cfg.kernel_recipe()
         bank = _readonly(self.bank.pixels) if self.bank is not None else self._no_bank
-        augment_batch(batch, crop_mode, cfg.flip, bank, seed, epoch, indices, self._recipe, TABLES, out)
+        augment_batch(batch, CROP_PAD if pad else CROP_NONE, cfg.flip, bank, seed, epoch, indices, self._recipe,
+                      TABLES, out)
         return out
 
 
@@ -132,6 +146,8 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 
 def view_state(seed: int, epoch: int, index: int, view: int = 0) -> np.ndarray:
     """The random stream of augmented view `view` (0 or 1) of one sample."""
+    from ipmix_cli.augment.rng import STREAM_VIEW, new_state
+
     return new_state(int(seed), int(epoch), int(index), STREAM_VIEW + int(view))
 
 
@@ -147,6 +163,9 @@ def ipmix_one(image: np.ndarray, mixing_picture: np.ndarray, rng: np.ndarray, cf
         raise IpmixError(f"image must be a square SxSx3 array, not {image.shape}")
     if f.shape != image.shape:
         raise IpmixError(f"mixing picture {f.shape} and image {image.shape} differ in size")
+    from ipmix_cli.augment.chains import augment_view, make_scratch
+    from ipmix_cli.augment.ops import TABLES
+
     S = image.shape[0]
     out = np.empty_like(image)
     augment_view(image.copy(), f.copy(), rng, cfg.kernel_recipe(), TABLES, out, make_scratch(cfg.width, S))

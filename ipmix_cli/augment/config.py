@@ -7,10 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ipmix_cli.augment import chains
 from ipmix_cli.augment.policy import OP_NAMES, row_id
-from ipmix_cli.augment.pixel_ops import OVERFLOWS
-from ipmix_cli.augment.presets import CROPS, PARTNERS, PRESETS, RECIPES
+from ipmix_cli.augment.presets import CROPS, OVERFLOWS, PARTNERS, PRESETS, RECIPES
 from ipmix_cli.common.errors import IpmixError
 
 CONFIG_VERSION = 1
@@ -63,9 +61,11 @@ class AugmentConfig:
         return cfg
 
     # ---- what the kernels receive
-    def kernel_recipe(self) -> chains.Recipe:
-        """The kernels' view of this configuration (every field of one type, so one compiled
-        signature serves every configuration)."""
+    def kernel_recipe(self):
+        """The kernels' view of this configuration, a `chains.Recipe` (every field of one type,
+        so one compiled signature serves every configuration)."""
+        from ipmix_cli.augment import chains
+
         return chains.Recipe(
             recipe=chains.RECIPES.index(self.recipe), width=int(self.width), depth=int(self.depth),
             min_ops=int(self.min_ops), severity=float(self.severity), beta=float(self.beta),

@@ -42,6 +42,10 @@ RECIPES = {
 MIXING_RECIPES = ("ipmix", "pixmix")
 
 PARTNERS = ("fractal", "mixed")
+
+# How a P-level mix goes back to uint8; indexed as pixel_ops.OVERFLOW_CLIP, OVERFLOW_WRAP
+OVERFLOWS = ("clip", "wrap")
+
 # The train-time crop, before the flip and the augmentation:
 #   pad             4 px zero padding, a random S x S crop (pictures of another size are first
 #                   resized, shorter side S, and centre-cropped)
