@@ -2,6 +2,7 @@ import io
 import math
 import subprocess
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -381,6 +382,22 @@ def test_bench_build_times_the_real_command_beside_floor_disk_and_stages(tmp_pat
     rates = bb.engine_rates(src, mix, 300, min_seconds=0.05)
     # Rates only: which of two timings is larger is for the benchmark, not a test on a shared machine.
     assert all(rates[k] > 0 and math.isfinite(rates[k]) for k in ("view", "jsd", "view_cpu", "jsd_cpu"))
+
+
+def test_bench_caches_the_bytecode_of_every_module_it_times():
+    # the timed commands import ipmix as an installed package does: from current bytecode
+    import importlib.util
+
+    import fractalgen
+    import ipmix_cli
+    from ipmix_cli.bench.build import cache_bytecode
+
+    cache_bytecode()
+    for package in (ipmix_cli, fractalgen):
+        for source in Path(package.__file__).parent.rglob("*.py"):
+            cached = Path(importlib.util.cache_from_source(str(source)))
+            assert cached.is_file(), source
+            assert cached.stat().st_mtime >= source.stat().st_mtime - 1, source
 
 
 def test_tar_writer_reused_block_buffer_leaves_nothing_of_the_previous_block():
