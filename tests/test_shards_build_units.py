@@ -468,3 +468,27 @@ def test_the_task_runner_does_not_import_the_builder():
             imported.update(f"{node.module}.{a.name}" for a in node.names)
     assert "ipmix_cli.shards.manifest" in imported  # the scan sees its imports
     assert not [name for name in imported if name.startswith("ipmix_cli.shards.build")]
+
+
+def test_sample_keys_are_sample_key_at_once_and_write_the_same_tar():
+    from ipmix_cli.shards.plan import sample_keys
+
+    for epoch, positions in ((0, [0, 1, 9_999_999, 123]), (9999, [5, 42]), (3, [])):
+        keys = sample_keys(epoch, np.array(positions, np.int64))
+        assert isinstance(keys, np.ndarray) and [k.decode() for k in keys] == [sample_key(epoch, p) for p in positions]
+    # wider keys than 13 bytes: the plain list
+    assert sample_keys(10_000, np.array([1])) == [sample_key(10_000, 1)]
+    assert sample_keys(2, np.array([1, 10_000_000])) == [sample_key(2, 1), sample_key(2, 10_000_000)]
+    pics = np.random.default_rng(4).integers(0, 256, (3, 100), dtype=np.uint8)
+    columns = [("npy", pics), ("cls", [b"1", b"22", b"3"])]
+    as_list, as_array = io.BytesIO(), io.BytesIO()
+    TarWriter(as_list).add_samples([sample_key(7, p) for p in (4, 5, 6)], columns)
+    TarWriter(as_array).add_samples(sample_keys(7, np.array([4, 5, 6])), columns)
+    assert as_array.getvalue() == as_list.getvalue()
+    with pytest.raises(ValueError, match="must not contain"):
+        TarWriter(io.BytesIO()).add_samples(np.array([b"ab.c"]), [("cls", [b"1"])])
+    # keys of different lengths in one bytes array (NUL-padded by NumPy) are taken one by one
+    mixed = io.BytesIO()
+    TarWriter(mixed).add_samples(np.array([b"a", b"bbb"]), [("cls", [b"1", b"2"])])
+    names = [m.name for m in tarfile.open(fileobj=io.BytesIO(mixed.getvalue()))]
+    assert names == ["a.cls", "bbb.cls"]

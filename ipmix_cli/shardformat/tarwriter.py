@@ -53,16 +53,20 @@ def _name_rows(names: list[bytes]) -> np.ndarray:
     return np.array(names, dtype=f"S{max(width, 1)}").view(np.uint8).reshape(len(names), max(width, 1))
 
 
-def _member_names(bkeys: list[bytes], fields: list[str]) -> np.ndarray:
+def _member_names(bkeys, fields: list[str]) -> np.ndarray:
     """`_name_rows` of `<key>.<field>` for every member, in archive order; made with NumPy when
-    the keys have one length (a build's keys all do)."""
+    the keys have one length (a build's keys all do). `bkeys`: a list of bytes, or the keys
+    as the rows of a [n, length] uint8 array."""
     suffixes = [b"." + f.encode("utf-8") for f in fields]
-    key_len = len(bkeys[0])
-    if len(set(map(len, bkeys))) != 1:
+    if isinstance(bkeys, np.ndarray):
+        key_rows = bkeys
+    elif len(set(map(len, bkeys))) != 1:
         return _name_rows([k + s for k in bkeys for s in suffixes])
-    n, m = len(bkeys), len(suffixes)
+    else:
+        key_rows = np.frombuffer(b"".join(bkeys), np.uint8).reshape(len(bkeys), len(bkeys[0]))
+    (n, key_len), m = key_rows.shape, len(suffixes)
     out = np.zeros((n, m, key_len + max(len(s) for s in suffixes)), np.uint8)
-    out[:, :, :key_len] = np.frombuffer(b"".join(bkeys), np.uint8).reshape(n, 1, key_len)
+    out[:, :, :key_len] = key_rows[:, None, :]
     for c, suffix in enumerate(suffixes):
         out[:, c, key_len:key_len + len(suffix)] = np.frombuffer(suffix, np.uint8)
     return out.reshape(n * m, -1)
@@ -109,11 +113,23 @@ def _padded(size: int) -> int:
     return -(-size // BLOCK) * BLOCK
 
 
-def _check_keys(keys: list[str], bkeys: list[bytes]) -> None:
+def _key_bytes(keys) -> list[bytes] | np.ndarray:
+    """The keys as bytes (a list), or as the rows of a [n, length] uint8 array when they come
+    as a NumPy bytes array of keys of one length; refuses a key holding '.' or '/'."""
+    if isinstance(keys, np.ndarray) and keys.dtype.kind == "S":
+        rows = np.ascontiguousarray(keys).view(np.uint8).reshape(len(keys), keys.dtype.itemsize)
+        if not rows[:, -1].all():  # shorter keys end in NUL padding: take them one by one
+            return _key_bytes([k.decode("utf-8") for k in keys.tolist()])
+        bad = ((rows == ord(".")) | (rows == ord("/"))).any(axis=1)
+        if bad.any():
+            raise ValueError(f"sample key must not contain '.' or '/': {keys[np.argmax(bad)].decode()!r}")
+        return rows
+    bkeys = [k.encode("utf-8") for k in keys]
     joined = b"\0".join(bkeys)
     if b"." in joined or b"/" in joined:
         bad = next(k for k in keys if "." in k or "/" in k)
         raise ValueError(f"sample key must not contain '.' or '/': {bad!r}")
+    return bkeys
 
 
 class TarWriter:
@@ -157,14 +173,13 @@ class TarWriter:
         `<keys[r]>.<field>` with the payload `payloads[r]` of each column (field, payloads).
 
         `payloads` is a list of bytes, a [len(keys), L] uint8 array (L bytes per sample), or
-        `Rows(prefix, array)`.
+        `Rows(prefix, array)`. `keys`: a list of str, or a NumPy bytes array (`plan.sample_keys`).
         """
         n = len(keys)
         if n == 0:
             return
         t0 = time.perf_counter()
-        bkeys = [k.encode("utf-8") for k in keys]
-        _check_keys(keys, bkeys)
+        bkeys = _key_bytes(keys)
         sizes = np.empty((n, len(columns)), np.int64)
         columns = [(f, Rows(b"", p) if isinstance(p, np.ndarray) else p) for f, p in columns]
         for c, (field, payloads) in enumerate(columns):

@@ -34,7 +34,7 @@ from ipmix_cli.shardformat.fields import FORMATS, LABEL, META
 from ipmix_cli.shardformat.formats import encode_column, resolve_format
 from ipmix_cli.shardformat.tarwriter import BLOCK, TarWriter
 from ipmix_cli.shards.distributed import remove_contexts, run_tasks
-from ipmix_cli.shards.plan import Plan, choose_shard_count, node_tasks, sample_key, shard_name
+from ipmix_cli.shards.plan import Plan, choose_shard_count, node_tasks, sample_keys, shard_name
 from ipmix_cli.shards.remote_out import RemoteOut
 from ipmix_cli.data.sources import BadSourceImage, Source, open_source
 from ipmix_cli.shards.spec import DEFAULTS, BuildRequest, BuildSpec, RunOptions
@@ -287,7 +287,7 @@ def encode_shard(ctx: BuildContext, epoch: int, shard: int, writer: TarWriter, b
         columns.append((LABEL, [b"%d" % c for c in labels[src_idx].tolist()]))
         columns.append((META, meta))
         t3 = clock()
-        writer.add_samples([sample_key(epoch, p) for p in pos[sl].tolist()], columns)
+        writer.add_samples(sample_keys(epoch, pos[sl]), columns)
         for stage, dt in (("read", t1 - t0), ("augment", t2 - t1), ("encode", t3 - t2)):
             seconds[stage] = seconds.get(stage, 0.0) + dt
         count += len(meta)

@@ -130,6 +130,18 @@ def sample_key(epoch: int, position: int) -> str:
     return f"e{epoch:04d}s{position:07d}"
 
 
+def sample_keys(epoch: int, positions: np.ndarray):
+    """`sample_key` of every position: a fixed-width bytes array made with NumPy while every
+    key has the one width (epochs below 10,000, positions below 10,000,000), else a list."""
+    positions = np.asarray(positions, dtype=np.int64)
+    if not (0 <= epoch < 10_000) or (len(positions) and not (0 <= positions.min() and positions.max() < 10_000_000)):
+        return [sample_key(epoch, p) for p in positions.tolist()]
+    keys = np.empty((len(positions), 13), np.uint8)
+    keys[:, :6] = np.frombuffer(b"e%04ds" % epoch, np.uint8)
+    keys[:, 6:] = positions[:, None] // 10 ** np.arange(6, -1, -1, dtype=np.int64) % 10 + ord("0")
+    return keys.view("S13").reshape(-1)
+
+
 def epoch_folder(epoch: int) -> str:
     return f"epoch-{epoch:04d}"
 
