@@ -434,6 +434,9 @@ def run_bench(samples: int = 50_000, repeats: int = 3, photos_per_class: int = 1
               formats: bool = True, log=None, parts=PARTS, epochs: int = 2) -> dict:
     log = log or (lambda m: None)
     from ipmix_cli.augment import MixingBank, resolve_config
+    from ipmix_cli.common.heap import keep_freed_memory
+
+    keep_freed_memory()  # as `ipmix shards build` does: the in-process stages and engine alike
 
     figures: dict = {"source_32": f"digits (1,797) repeated to {samples} samples, CIFAR-10 binary layout",
                      "source_224": f"{2 * photos_per_class} JPEG crops of the 2 sklearn sample photographs"}

@@ -72,10 +72,12 @@ def build_cmd(source, fractals, cache_dir, out, epochs, preset, recipe, views, s
     """
     import os
 
+    from ipmix_cli.common.heap import keep_freed_memory
     from ipmix_cli.common.objstore import parse_storage_options
     from ipmix_cli.shards.build import build_result, build_shards
     from ipmix_cli.shards.nodes import node_part
 
+    keep_freed_memory()  # this process is the build's own (a library caller's process is left as it is)
     if node_rank is None and (num_nodes or 1) > 1 and "SLURM_ARRAY_TASK_ID" not in os.environ:
         raise click.UsageError("--num-nodes > 1 needs --node-rank (this machine's part, 0..N-1)")
     num_nodes, node_rank, from_slurm = node_part(num_nodes, node_rank)

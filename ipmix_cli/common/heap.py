@@ -7,6 +7,9 @@ fresh pages again: a page fault and the zeroing of every 4 KB page, about a fift
 `--recipe none` build's CPU time. With a 32 MB mapping threshold and a 64 MB trim threshold
 such blocks come from the heap and go back to it, and the pages stay. Peak memory is what it
 was: the blocks are reused, not kept beside new ones.
+
+Set by `ipmix shards build` for its own process and in the build's worker processes; a program
+that calls `build_shards` itself keeps its own allocator settings.
 """
 
 from __future__ import annotations

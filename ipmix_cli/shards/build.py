@@ -26,7 +26,6 @@ from fractalgen.errors import FractalgenError
 from fractalgen.files import atomic_write_json, ensure_writable_dir, sha256_file
 from ipmix_cli.common import storage
 from ipmix_cli.common.errors import IpmixError, OptionError
-from ipmix_cli.common.heap import keep_freed_memory
 from ipmix_cli.common.progress import COMPILING, numba_cache_is_warm
 from ipmix_cli.shards import limits
 from ipmix_cli.shards import manifest as mf
@@ -140,7 +139,6 @@ def run_tasks_in_order(ctx: BuildContext, tasks, done=None) -> list[dict]:
     A shard's fsync, rename and record happen in a thread while the next shard is made, so the
     worker does not wait for the disk; each record is still written only after its shard's
     fsync returned, and the last shard is finished before this returns (or raises)."""
-    keep_freed_memory()
     records = []
     finishing: _Finisher | None = None
 

@@ -102,6 +102,16 @@ def run_group_from_file(task_fn, context_path: str, tasks) -> list[dict]:
     return task_fn(load_context(context_path), tasks)
 
 
+def _run_group_in_pool_worker(task_fn, context_path: str, tasks) -> list[dict]:
+    """`run_group_from_file` in a worker process of the build's own pool, which keeps freed
+    memory for reuse as the build's main process does (a forked one has it already; a Dask
+    worker is somebody else's process and keeps its settings)."""
+    from ipmix_cli.common.heap import keep_freed_memory
+
+    keep_freed_memory()
+    return run_group_from_file(task_fn, context_path, tasks)
+
+
 def task_groups(tasks, workers: int, most: int = 8):
     """Consecutive tasks in groups of up to `most`, at least 4 groups per worker where the
     tasks allow (so the last groups still spread over the workers); made one group at a time."""
@@ -257,7 +267,7 @@ def _run_here_and_in_pool(task_fn, ctx, ctx_path, tasks, workers: int, done, war
     def give_one():
         group = queue.take()
         if group is not None:
-            running.add(executor.submit(run_group_from_file, task_fn, ctx_path, group))
+            running.add(executor.submit(_run_group_in_pool_worker, task_fn, ctx_path, group))
 
     try:
         for _ in range(workers - 1):
