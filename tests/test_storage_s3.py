@@ -2,6 +2,7 @@
 real S3 API (moto's server, conftest.s3), reached through AWS_ENDPOINT_URL as MinIO would be."""
 
 import hashlib
+import json
 import os
 import sys
 import uuid
@@ -60,6 +61,12 @@ def test_build_reads_source_folder_and_mixing_set_from_s3_like_local_copies(s3, 
     assert build(f"folder:s3://{name}/data/images", f"s3://{name}/data/mixing", tmp_path / "from-s3") == 0
     local, remote = shard_digests(tmp_path / "local"), shard_digests(tmp_path / "from-s3")
     assert len(local) == 2 and remote == local
+    # the manifest and the card name the bucket prefix the mixing set came from, not the local copy
+    manifest = json.loads((tmp_path / "from-s3" / "manifest.json").read_text())
+    assert manifest["mixing_set"]["path"] == f"s3://{name}/data/mixing"
+    assert manifest["mixing_set"]["fingerprint"] == json.loads(
+        (tmp_path / "local" / "manifest.json").read_text())["mixing_set"]["fingerprint"]
+    assert f"s3://{name}/data/mixing" in (tmp_path / "from-s3" / "README.md").read_text()
     copies = remote_copies()
     assert len(copies) == len(before) + 2  # one local copy per prefix
 

@@ -827,6 +827,8 @@ def _open_inputs(given: dict, cfg, run: RunOptions):
         bank_cache = out / ".cache" / "mixing-bank"
     fractals = storage.localize(given["fractals"], copies, "--fractals")
     bank, mixing = _open_bank(fractals, cfg, given["recipe"], bank_cache, run.log)
+    if bank is not None and fractals != given["fractals"]:  # read from a local copy of a bucket prefix:
+        mixing["path"] = str(given["fractals"])  # the manifest names the prefix, not this machine's copy
     inputs = None
     if run.backend == "dask" and run.remote is not None and not run.dry_run:  # no disk shared with the workers
         from ipmix_cli.shards.worker_inputs import BucketInput, WorkerInputs
