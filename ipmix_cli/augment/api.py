@@ -88,7 +88,7 @@ class Augmenter:
         if not (0 <= seed < 2**63 and 0 <= epoch < 2**63) or (len(indices) and indices.min() < 0):
             raise IpmixError("seed, epoch and indices must be non-negative integers below 2**63")
         pad = cfg.crop == "pad"  # the pad crop is made here, cropped or not (see crop())
-        if cfg.crop == "pad" or cropped:
+        if pad or cropped:
             batch = _as_batch(images, S)
         else:
             items = list(images)

@@ -12,12 +12,11 @@ import math
 import numpy as np
 from numba import njit
 
-from ipmix_cli.augment.presets import OVERFLOWS  # noqa: F401 (the names of OVERFLOW_*)
 from ipmix_cli.augment.rng import _INV53, _S11, GOLDEN, get_ab, mix64, randint, uniform
 
 ADD, MULTIPLY, RANDOM_PIXELS, RANDOM_ELEMENTS = range(4)
 MIX_NAMES = ("add", "multiply", "random_pixels", "random_elements")
-OVERFLOW_CLIP, OVERFLOW_WRAP = 0, 1
+OVERFLOW_CLIP, OVERFLOW_WRAP = 0, 1  # their names: presets.OVERFLOWS
 TINY = 1e-37  # the floor on the partner before a negative power (PixMix's `clip(1e-37)`)
 
 

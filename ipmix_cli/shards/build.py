@@ -827,7 +827,8 @@ def _open_inputs(given: dict, cfg, run: RunOptions):
         bank_cache = out / ".cache" / "mixing-bank"
     fractals = storage.localize(given["fractals"], copies, "--fractals")
     bank, mixing = _open_bank(fractals, cfg, given["recipe"], bank_cache, run.log)
-    if bank is not None and fractals != given["fractals"]:  # read from a local copy of a bucket prefix:
+    bank_from_bucket = bank is not None and fractals != given["fractals"]  # read from a local copy
+    if bank_from_bucket:
         mixing["path"] = str(given["fractals"])  # the manifest names the prefix, not this machine's copy
     inputs = None
     if run.backend == "dask" and run.remote is not None and not run.dry_run:  # no disk shared with the workers
@@ -836,7 +837,7 @@ def _open_inputs(given: dict, cfg, run: RunOptions):
         from_source = BucketInput.of("--source", given["source"], local_source) if local_source != given["source"] \
             else None
         from_fractals = BucketInput.of("--fractals", str(given["fractals"]), str(fractals)) \
-            if bank is not None and fractals != given["fractals"] else None
+            if bank_from_bucket else None
         if from_source or from_fractals:
             inputs = WorkerInputs(from_source, from_fractals, cfg.mixing_size,
                                   str(cache_dir) if cache_dir else None)
